@@ -1,0 +1,202 @@
+"""Typed pipeline configuration, loaded from YAML.
+
+One `PipelineConfig` describes a whole job: where the lake is, what each column means (and which columns the
+model must never see), the model's hyperparameters, the threshold policy and where outputs go. Unknown keys
+are rejected so that a typo fails loudly instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ColumnType = Literal["float", "int", "string", "bool", "date", "datetime"]
+ColumnRole = Literal["numeric", "categorical", "identifier", "label", "timestamp"]
+PartitionKeyType = Literal["string", "date", "int"]
+
+#: Roles whose columns feed the model; identifiers, labels and timestamps are carried through untouched.
+MODEL_ROLES = ("numeric", "categorical")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    """One input column: its type, validity rules and its role for the model."""
+
+    name: str
+    type: ColumnType
+    role: ColumnRole
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ColumnSpec:
+        if (self.min is not None or self.max is not None) and self.type not in ("float", "int"):
+            raise ValueError(f"column {self.name!r}: min/max only apply to float or int columns")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"column {self.name!r}: min {self.min} is greater than max {self.max}")
+        if self.role == "numeric" and self.type not in ("float", "int", "bool"):
+            raise ValueError(f"column {self.name!r}: a numeric column must be float, int or bool")
+        if self.role == "categorical" and self.type not in ("string", "int", "bool"):
+            raise ValueError(f"column {self.name!r}: a categorical column must be string, int or bool")
+        return self
+
+
+class LakeConfig(_Strict):
+    """The input table: a Hive-style partitioned Parquet folder (`key=value/` directories)."""
+
+    uri: str
+    partition_keys: dict[str, PartitionKeyType] = Field(default_factory=lambda: {"day": "date"})
+
+
+class FeatureConfig(_Strict):
+    """Categorical encoding: levels rarer than `min_category_frequency` share one "other" column."""
+
+    min_category_frequency: float = Field(0.005, ge=0, lt=1)
+    max_categories: int = Field(50, ge=1)
+
+
+class ModelConfig(_Strict):
+    """Hyperparameters passed to `SAEDetector`; `None` means the detector's data-dependent default."""
+
+    sparsity: Literal["topk", "l1", "kl"] = "topk"
+    n_latents: int | None = Field(None, ge=1)
+    k: int | None = Field(None, ge=1)
+    l1_coefficient: float = Field(1e-3, ge=0)
+    kl_target: float = Field(0.05, gt=0, lt=1)
+    kl_weight: float = Field(1.0, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(512, ge=1)
+    max_steps: int = Field(3000, ge=1)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    patience: int = Field(5, ge=1)
+    finetune_steps: int = Field(0, ge=0)
+    trim_fraction: float = Field(0.1, ge=0, lt=1)
+    device: str = "auto"
+    seed: int = 0
+
+
+class ThresholdConfig(_Strict):
+    """Rows whose score exceeds the (1 - target_fpr) quantile of held-out validation scores are flagged."""
+
+    target_fpr: float = Field(0.01, gt=0, lt=1)
+
+
+class TrainingConfig(_Strict):
+    """Which partitions train the model (all when `partitions` is unset) and how many rows at most."""
+
+    partitions: list[str] | None = None
+    max_rows: int = Field(200_000, ge=10)
+
+
+class ScoringConfig(_Strict):
+    top_features: int = Field(3, ge=1)
+
+
+class OutputConfig(_Strict):
+    """Output root; each kind of output lives in its own sibling folder under it."""
+
+    uri: str
+
+    def _child(self, name: str) -> str:
+        return f"{self.uri.rstrip('/')}/{name}"
+
+    @property
+    def scored_uri(self) -> str:
+        return self._child("scored")
+
+    @property
+    def quarantine_uri(self) -> str:
+        return self._child("quarantine")
+
+    @property
+    def validated_uri(self) -> str:
+        return self._child("validated")
+
+    @property
+    def models_uri(self) -> str:
+        return self._child("models")
+
+    @property
+    def drift_uri(self) -> str:
+        return self._child("drift")
+
+    @property
+    def runs_uri(self) -> str:
+        return self._child("runs")
+
+    @property
+    def staging_uri(self) -> str:
+        return self._child("_staging")
+
+
+class PipelineConfig(_Strict):
+    name: str = "sae-pipeline"
+    lake: LakeConfig
+    columns: list[ColumnSpec]
+    features: FeatureConfig = FeatureConfig()
+    model: ModelConfig = ModelConfig()
+    thresholds: ThresholdConfig = ThresholdConfig()
+    training: TrainingConfig = TrainingConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    output: OutputConfig
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> PipelineConfig:
+        names = [column.name for column in self.columns]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"columns listed more than once: {duplicates}")
+        clashes = sorted(set(names) & set(self.lake.partition_keys))
+        if clashes:
+            raise ValueError(f"partition keys must not also be listed as columns: {clashes}")
+        if not any(column.role in MODEL_ROLES for column in self.columns):
+            raise ValueError("at least one column must have role 'numeric' or 'categorical'")
+        return self
+
+    def columns_with_role(self, *roles: ColumnRole) -> list[ColumnSpec]:
+        return [column for column in self.columns if column.role in roles]
+
+    @property
+    def label_column(self) -> str | None:
+        """The ground-truth column used only to evaluate a run (first `label` column), if any."""
+        labels = self.columns_with_role("label")
+        return labels[0].name if labels else None
+
+
+def _resolve_local(uri: str, base: Path) -> str:
+    """Relative local paths in a config file are relative to that file, so configs can travel with their data."""
+    if "://" in uri or Path(uri).is_absolute():
+        return uri
+    return str((base / uri).resolve())
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a YAML config; errors name the file and the offending field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = path.resolve().parent
+    for section in ("lake", "output"):
+        if isinstance(raw.get(section), dict) and isinstance(raw[section].get("uri"), str):
+            raw[section]["uri"] = _resolve_local(raw[section]["uri"], base)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: invalid configuration:\n{error}") from None

@@ -1,0 +1,306 @@
+"""`SAEDetector`: the in-memory anomaly detector, following PyOD's detector contract.
+
+    detector = SAEDetector().fit(X)            # X: numeric numpy array or polars DataFrame, no labels
+    detector.decision_function(X_new)          # 1-D float64, higher = more anomalous
+    detector.predict(X_new)                    # 0/1, 1 = anomaly (score > threshold_)
+
+The score of a row is its mean squared reconstruction error in robustly scaled feature space; it depends only on
+that row. `threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and
+`score_pvalues` gives each row's empirical p-value against the same split. There is deliberately no
+`score_samples`: scikit-learn gives that name the opposite sign convention.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import nullcontext
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from sklearn.base import BaseEstimator
+
+from sae_pipeline import lake
+from sae_pipeline.features import NotFittedError, RobustScaler
+from sae_pipeline.model import SPARSITY_MODES, SparseAutoencoder
+from sae_pipeline.thresholds import empirical_pvalues, threshold_at_fpr
+from sae_pipeline.training import TrainingSettings, row_errors, train_sae
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "model.json"
+FORMAT_NAME = "sae-pipeline-detector"
+FORMAT_VERSION = 1
+#: Scaled inputs are clipped to this magnitude so that absurd values give a large, finite score, never inf/NaN.
+INPUT_CLIP = 1e4
+_MIN_ROWS = 10
+_SCORE_CHUNK = 65_536
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when available, else the CPU; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def as_matrix(X) -> np.ndarray:
+    """Accept a numpy array, a polars DataFrame or anything array-like; return a 2-D float64 array."""
+    if isinstance(X, pl.DataFrame):
+        non_numeric = [name for name, dtype in X.schema.items() if not (dtype.is_numeric() or dtype == pl.Boolean)]
+        if non_numeric:
+            raise ValueError(f"non-numeric columns {non_numeric}: encode them first (see TabularEncoder)")
+        X = X.to_numpy()
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix, got shape {X.shape}")
+    if np.isnan(X).any():
+        raise ValueError("X contains NaN: impute missing values first (TabularEncoder does)")
+    return X
+
+
+class SAEDetector(BaseEstimator):
+    """Sparse-autoencoder anomaly detector.
+
+    Parameters
+    ----------
+    sparsity : {"topk", "l1", "kl"}
+        How the code is made sparse (see `sae_pipeline.model`).
+    n_latents : int, optional
+        Width of the code; default 4 x n_features, clipped to [16, 1024].
+    k : int, optional
+        Active latents per row for `topk`; default n_features // 4, clipped to [1, 32].
+    l1_coefficient, kl_target, kl_weight : float
+        Strength of the `l1` penalty; target mean activation and weight of the `kl` penalty.
+    learning_rate, batch_size, max_steps, patience : training schedule (steps, not epochs).
+    validation_fraction : float
+        Share of rows held out for early stopping and for calibrating `threshold_` and p-values.
+    trim_fraction : float
+        Share of worst-reconstructed training rows dropped after a third of training (robust training).
+    finetune_steps : int
+        Decoder-only steps on reconstruction loss alone after the sparse training.
+    contamination : float
+        Expected anomaly share; `threshold_` is the (1 - contamination) quantile of validation scores.
+    device : str
+        "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
+    random_state : int
+        Seeds the split, the initialisation and the batches.
+    verbose : bool
+        Show a training progress bar.
+
+    Attributes
+    ----------
+    decision_scores_ : ndarray of shape (n_samples,)
+        Scores of the training rows.
+    threshold_ : float
+    labels_ : ndarray of shape (n_samples,)
+        0/1 labels of the training rows.
+    validation_scores_ : ndarray
+        Sorted held-out scores, the reference for p-values.
+    n_features_in_ : int
+    training_report_ : dict
+        Steps, validation MSE, fraction of variance unexplained, L0, dead-latent fraction, speed.
+    """
+
+    def __init__(
+        self,
+        sparsity: str = "topk",
+        n_latents: int | None = None,
+        k: int | None = None,
+        l1_coefficient: float = 1e-3,
+        kl_target: float = 0.05,
+        kl_weight: float = 1.0,
+        learning_rate: float = 1e-3,
+        batch_size: int = 512,
+        max_steps: int = 3000,
+        patience: int = 5,
+        validation_fraction: float = 0.2,
+        trim_fraction: float = 0.1,
+        finetune_steps: int = 0,
+        contamination: float = 0.01,
+        device: str = "auto",
+        random_state: int = 0,
+        verbose: bool = False,
+    ):
+        self.sparsity = sparsity
+        self.n_latents = n_latents
+        self.k = k
+        self.l1_coefficient = l1_coefficient
+        self.kl_target = kl_target
+        self.kl_weight = kl_weight
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.trim_fraction = trim_fraction
+        self.finetune_steps = finetune_steps
+        self.contamination = contamination
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _check_params(self) -> None:
+        if self.sparsity not in SPARSITY_MODES:
+            raise ValueError(f"sparsity must be one of {SPARSITY_MODES}, got {self.sparsity!r}")
+        if not 0 < self.contamination < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if not 0 <= self.trim_fraction < 1:
+            raise ValueError(f"trim_fraction must be in [0, 1), got {self.trim_fraction}")
+        for name in ("max_steps", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_latents", "k"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+
+    def _architecture(self, n_features: int) -> tuple[int, int]:
+        n_latents = self.n_latents or int(np.clip(4 * n_features, 16, 1024))
+        k = self.k or int(np.clip(n_features // 4, 1, 32))
+        return n_latents, min(k, n_latents)
+
+    def fit(self, X, y=None) -> SAEDetector:
+        """Fit on unlabelled rows (`y` is ignored, as in PyOD). Returns self."""
+        self._check_params()
+        X = as_matrix(X)
+        if X.shape[0] < _MIN_ROWS:
+            raise ValueError(f"need at least {_MIN_ROWS} rows to fit, got {X.shape[0]}")
+        rng = np.random.default_rng(self.random_state)
+        order = rng.permutation(X.shape[0])
+        n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
+        val_rows, train_rows = order[:n_val], order[n_val:]
+
+        self.n_features_in_ = X.shape[1]
+        self.scaler_ = RobustScaler().fit(X[train_rows])
+        self.device_ = resolve_device(self.device)
+        n_latents, k = self._architecture(X.shape[1])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            self.model_ = SparseAutoencoder(X.shape[1], n_latents, self.sparsity, k).to(self.device_)
+        settings = TrainingSettings(
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            max_steps=self.max_steps,
+            patience=self.patience,
+            trim_fraction=self.trim_fraction,
+            finetune_steps=self.finetune_steps,
+            l1_coefficient=self.l1_coefficient,
+            kl_target=self.kl_target,
+            kl_weight=self.kl_weight,
+            seed=self.random_state,
+        )
+        scaled = self._to_tensor(X)
+        report = train_sae(self.model_, scaled[train_rows], scaled[val_rows], settings, progress=self.verbose)
+        self.training_report_ = report.to_dict()
+
+        validation_scores = self._scores(scaled[val_rows])
+        self.validation_scores_ = np.sort(validation_scores)
+        self.threshold_ = threshold_at_fpr(validation_scores, self.contamination)
+        self.decision_scores_ = self._scores(scaled)
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this SAEDetector is not fitted yet: call fit(X) first")
+
+    def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the detector was fitted on {self.n_features_in_}")
+        scaled = np.clip(self.scaler_.transform(X), -INPUT_CLIP, INPUT_CLIP)
+        return torch.as_tensor(scaled, dtype=torch.float32, device=self.device_)
+
+    def _scores(self, scaled: torch.Tensor) -> np.ndarray:
+        return self._residuals(scaled).mean(axis=1)
+
+    def _residuals(self, scaled: torch.Tensor) -> np.ndarray:
+        self.model_.eval()
+        return row_errors(self.model_, scaled).double().cpu().numpy()
+
+    def decision_function(self, X) -> np.ndarray:
+        """Anomaly scores, shape (n_samples,): mean squared reconstruction error, higher = more anomalous."""
+        self._check_fitted()
+        return self._scores(self._to_tensor(as_matrix(X)))
+
+    def feature_residuals(self, X) -> np.ndarray:
+        """Squared residual of each feature, shape (n_samples, n_features); row means are the scores."""
+        self._check_fitted()
+        return self._residuals(self._to_tensor(as_matrix(X)))
+
+    def predict(self, X) -> np.ndarray:
+        """0/1 labels, shape (n_samples,): 1 where the score exceeds `threshold_`."""
+        return (self.decision_function(X) > self.threshold_).astype(int)
+
+    def score_pvalues(self, X=None, scores: np.ndarray | None = None) -> np.ndarray:
+        """Empirical p-values against held-out validation scores (small = unusual); pass X or its scores."""
+        self._check_fitted()
+        if scores is None:
+            scores = self.decision_function(X)
+        return empirical_pvalues(self.validation_scores_, scores)
+
+    @torch.no_grad()
+    def transform(self, X) -> np.ndarray:
+        """The sparse codes, shape (n_samples, n_latents): learned features for downstream use."""
+        self._check_fitted()
+        scaled = self._to_tensor(as_matrix(X))
+        chunks = [self.model_.encode(scaled[i : i + _SCORE_CHUNK]) for i in range(0, scaled.shape[0], _SCORE_CHUNK)]
+        return torch.cat(chunks).cpu().numpy()
+
+    # --- persistence: safetensors for arrays, JSON for everything else; nothing is unpickled -------------------
+
+    def save(self, path: str, metadata: dict | None = None) -> None:
+        """Write `model.safetensors` and `model.json` into the folder (local path or URI) `path`."""
+        self._check_fitted()
+        tensors = {f"model.{name}": value.detach().cpu().contiguous() for name, value in self.model_.state_dict().items()}
+        tensors["scaler.center"] = torch.as_tensor(self.scaler_.center_)
+        tensors["scaler.scale"] = torch.as_tensor(self.scaler_.scale_)
+        tensors["validation_scores"] = torch.as_tensor(self.validation_scores_)
+        tensors["decision_scores"] = torch.as_tensor(self.decision_scores_)
+        params = {name: value for name, value in self.get_params().items()}
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "params": params,
+            "n_features_in": self.n_features_in_,
+            "n_latents": self.model_.n_latents,
+            "k": self.model_.k,
+            "threshold": self.threshold_,
+            "training_report": self.training_report_,
+            **(metadata or {}),
+        }
+        lake.write_bytes(lake.join_uri(path, WEIGHTS_FILE), save_safetensors(tensors))
+        lake.write_bytes(lake.join_uri(path, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
+
+    @classmethod
+    def load(cls, path: str, device: str | None = None) -> SAEDetector:
+        """Rebuild a fitted detector saved by `save`; `device` overrides the saved device choice."""
+        manifest = lake.read_json(lake.join_uri(path, MANIFEST_FILE))
+        if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: not a {FORMAT_NAME} v{FORMAT_VERSION} model folder")
+        tensors = load_safetensors(lake.read_bytes(lake.join_uri(path, WEIGHTS_FILE)))
+        detector = cls(**{**manifest["params"], **({"device": device} if device else {})})
+        detector.device_ = resolve_device(detector.device)
+        detector.n_features_in_ = manifest["n_features_in"]
+        detector.scaler_ = RobustScaler.from_dict(
+            {"center": tensors["scaler.center"].numpy(), "scale": tensors["scaler.scale"].numpy()}
+        )
+        model = SparseAutoencoder(manifest["n_features_in"], manifest["n_latents"], detector.sparsity, manifest["k"])
+        model.load_state_dict({name[len("model.") :]: t for name, t in tensors.items() if name.startswith("model.")})
+        detector.model_ = model.to(detector.device_).eval()
+        detector.validation_scores_ = tensors["validation_scores"].numpy()
+        detector.decision_scores_ = tensors["decision_scores"].numpy()
+        detector.threshold_ = float(manifest["threshold"])
+        detector.labels_ = (detector.decision_scores_ > detector.threshold_).astype(int)
+        detector.training_report_ = manifest["training_report"]
+        return detector
+
+
+def read_manifest(path: str) -> dict:
+    """The JSON half of a saved model folder (for metadata that callers stored alongside the detector)."""
+    return lake.read_json(lake.join_uri(path, MANIFEST_FILE))

@@ -1,0 +1,169 @@
+"""Lake I/O addressed by URI: local paths today, `s3://` through the same pyarrow filesystem layer.
+
+Tables are Hive-style folders (`table/day=2026-11-01/part-0.parquet`) whose partition keys live only in folder
+names. A partition is always written as one file with a fixed name: the file is first written to a staging
+folder *outside* the table and then moved into place, so readers never see half a partition and a rerun replaces
+the partition instead of adding a second copy of its rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+PARTITION_FILE = "part-0.parquet"
+
+
+class LakeReadError(RuntimeError):
+    """A lake file or folder cannot be read; the message names it."""
+
+
+def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
+    """Return the pyarrow filesystem and the in-filesystem path of a URI or local path."""
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    return pafs.FileSystem.from_uri(uri)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts)])
+
+
+@dataclass(frozen=True, order=True)
+class Partition:
+    """One Hive partition: its key values (in key order) and the URI of its folder."""
+
+    values: tuple[tuple[str, str], ...]
+    uri: str = field(compare=False)
+
+    @property
+    def name(self) -> str:
+        """Relative folder path, e.g. `day=2026-11-01`; also the partition's human-readable id."""
+        return "/".join(f"{key}={value}" for key, value in self.values)
+
+    def to_record(self) -> dict:
+        """A small JSON-able record, what flows pass between tasks."""
+        return {"name": self.name, "uri": self.uri, "values": dict(self.values)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Partition:
+        return cls(values=tuple(record["values"].items()), uri=record["uri"])
+
+
+def _list_dirs(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=False, recursive=False))
+    return [info for info in infos if info.type == pafs.FileType.Directory]
+
+
+def discover_partitions(table_uri: str, partition_keys: list[str]) -> list[Partition]:
+    """Find every `k1=v1/k2=v2/...` folder of a table, sorted by key values.
+
+    Folders that do not follow the key order (and hidden or `_`-prefixed ones) are ignored, as Hive readers do.
+    """
+    fs, root = filesystem_for(table_uri)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        raise LakeReadError(f"lake table not found or not a folder: {table_uri}")
+    found: list[Partition] = []
+
+    def walk(path: str, depth: int, values: tuple[tuple[str, str], ...]) -> None:
+        if depth == len(partition_keys):
+            found.append(Partition(values=values, uri=join_uri(table_uri, *(f"{k}={v}" for k, v in values))))
+            return
+        for info in _list_dirs(fs, path):
+            key, sep, value = info.base_name.partition("=")
+            if sep and key == partition_keys[depth]:
+                walk(info.path, depth + 1, (*values, (key, unquote(value))))
+
+    walk(root, 0, ())
+    return sorted(found)
+
+
+def _data_files(fs: pafs.FileSystem, folder: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=False))
+    return sorted(
+        info.path
+        for info in infos
+        if info.type == pafs.FileType.File and not info.base_name.startswith(("_", ".")) and info.size
+    )
+
+
+def read_partition(partition_uri: str) -> pl.DataFrame:
+    """Read every Parquet file of one partition folder into one frame (partition keys are not added)."""
+    fs, folder = filesystem_for(partition_uri)
+    files = _data_files(fs, folder)
+    if not files:
+        raise LakeReadError(f"no data files in partition {partition_uri}")
+    tables = []
+    for path in files:
+        try:
+            tables.append(pq.read_table(path, filesystem=fs))
+        except (pa.ArrowException, OSError) as error:
+            raise LakeReadError(f"cannot read Parquet file {path}: {error}") from error
+    try:
+        return pl.concat([pl.from_arrow(table) for table in tables], how="vertical")
+    except pl.exceptions.PolarsError as error:
+        raise LakeReadError(f"files of partition {partition_uri} have incompatible schemas: {error}") from error
+
+
+def write_partition(frame: pl.DataFrame, table_uri: str, partition_name: str, staging_uri: str) -> str:
+    """Atomically publish `frame` as the single data file of one partition and return the file's URI.
+
+    The file is written under `staging_uri` (which must be outside the table) and moved to its fixed final
+    name; other data files left in the partition folder by older writers are removed afterwards.
+    """
+    fs, table_root = filesystem_for(table_uri)
+    _, staging_root = filesystem_for(staging_uri)
+    folder = f"{table_root}/{partition_name}"
+    final_path = f"{folder}/{PARTITION_FILE}"
+    staged_path = f"{staging_root}/{uuid.uuid4().hex}.parquet"
+    fs.create_dir(staging_root, recursive=True)
+    fs.create_dir(folder, recursive=True)
+    try:
+        pq.write_table(frame.to_arrow(), staged_path, filesystem=fs, compression="zstd")
+        fs.move(staged_path, final_path)
+    finally:
+        if fs.get_file_info(staged_path).type != pafs.FileType.NotFound:
+            fs.delete_file(staged_path)
+    for stale in _data_files(fs, folder):
+        if stale != final_path:
+            fs.delete_file(stale)
+    return join_uri(table_uri, partition_name, PARTITION_FILE)
+
+
+def write_bytes(uri: str, payload: bytes) -> None:
+    """Write a small object whole (write to a temporary name, then move, so readers never see a torn file)."""
+    fs, path = filesystem_for(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(temporary) as stream:
+        stream.write(payload)
+    fs.move(temporary, path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem_for(uri)
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except (FileNotFoundError, OSError) as error:
+        raise LakeReadError(f"cannot read {uri}: {error}") from error
+
+
+def write_json(uri: str, payload: dict) -> None:
+    write_bytes(uri, json.dumps(payload, indent=2, allow_nan=False).encode())
+
+
+def read_json(uri: str) -> dict:
+    return json.loads(read_bytes(uri))
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode())

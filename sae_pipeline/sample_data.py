@@ -1,0 +1,317 @@
+"""Deterministic sample data lake of server-fleet telemetry.
+
+The pipeline needs a realistic lake to develop, test and demo against without
+shipping real customer data. This module synthesises one: daily Hive-style
+partitions (``day=YYYY-MM-DD/part-0.parquet``) of per-host metrics whose
+columns are tied together by plausible relations (load drives CPU, CPU drives
+latency and temperature, ...). A sparse autoencoder can learn that joint
+distribution, and the rows that violate it are known exactly:
+
+* ``label_is_anomaly`` / ``anomaly_kind`` carry the ground truth so detectors
+  can be scored (the model must never be trained on these two columns);
+* ``spike``, ``broken_correlation`` and ``rare_category`` rows are valid data
+  that a model should flag, while ``invalid`` rows each break exactly one
+  validation rule so the validator has something to reject;
+* ``drifted`` days shift the load mix the way a real fleet drifts, so drift
+  monitoring can be exercised without turning every row into an anomaly.
+
+Everything is derived from ``numpy.random.default_rng`` seeded by the caller's
+seed (and the day), so the same arguments always give the same bytes on disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pathlib
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+SERVICES = ("api", "web", "batch", "db")
+SERVICE_SHARE = np.array([0.35, 0.30, 0.15, 0.20])
+REGIONS = ("eu-west", "us-east", "us-west", "ap-south")
+REGION_SHARE = np.array([0.40, 0.30, 0.20, 0.10])
+FLEET_SIZE = 200
+
+# Values that never occur in normal rows, used by ``rare_category`` anomalies.
+RARE_REGIONS = ("sa-east", "me-central")
+RARE_SERVICES = ("ml-train", "cache")
+
+# Per-service behaviour, indexed like SERVICES.
+REQUEST_LEVEL = np.array([100.0, 80.0, 45.0, 60.0])  # requests/s at mean load
+CPU_IDLE = np.array([8.0, 5.0, 12.0, 10.0])  # cpu % with no traffic
+CPU_SPAN = np.array([32.0, 28.0, 30.0, 30.0])  # extra cpu % per unit of relative load
+MEM_LEVEL = np.array([45.0, 40.0, 60.0, 78.0])  # db keeps its cache in memory
+LATENCY_BASE = np.array([40.0, 80.0, 300.0, 15.0])  # ms at idle
+NET_IN_PER_REQUEST = np.array([0.05, 0.02, 0.50, 0.10])  # Mbps per request/s
+NET_OUT_PER_REQUEST = np.array([0.20, 0.60, 0.30, 0.40])
+DISK_LEVEL = np.array([5.0, 3.0, 80.0, 120.0])  # Mbps; batch and db hit the disk
+
+ANOMALY_RATE = 0.03
+ANOMALY_KINDS = ("spike", "broken_correlation", "rare_category")
+SPIKE_COLUMNS = ("latency_ms", "net_out_mbps", "disk_io_mbps", "error_rate")
+# One invalid row per rule, so every day exercises every validator check.
+INVALID_RULES = (
+    "host_id_null",
+    "cpu_null",
+    "cpu_over_100",
+    "latency_negative",
+    "error_rate_over_1",
+    "temperature_inf",
+)
+DISK_GAP_RATE = 0.03
+TEMPERATURE_GAP_RATE = 0.02
+
+DRIFT_LOAD_FACTOR = 1.3
+DRIFT_LATENCY_FACTOR = 1.1
+DRIFT_BATCH_SHARE_FACTOR = 2.0
+
+SCHEMA = {
+    "event_time": pl.Datetime("us"),
+    "host_id": pl.String,
+    "region": pl.String,
+    "service": pl.String,
+    "hour": pl.Int32,
+    "requests_per_s": pl.Float64,
+    "cpu_pct": pl.Float64,
+    "mem_pct": pl.Float64,
+    "latency_ms": pl.Float64,
+    "error_rate": pl.Float64,
+    "net_in_mbps": pl.Float64,
+    "net_out_mbps": pl.Float64,
+    "disk_io_mbps": pl.Float64,
+    "temperature_c": pl.Float64,
+    "label_is_anomaly": pl.Boolean,
+    "anomaly_kind": pl.String,
+}
+
+_MICROS_PER_HOUR = 3_600_000_000
+_MICROS_PER_DAY = 24 * _MICROS_PER_HOUR
+
+
+def _fleet(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (host_id, service index, region index) per host.
+
+    The fleet depends on the seed only, not on the day, so a host keeps its
+    service and region across the whole lake like a real machine would.
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.round(SERVICE_SHARE * FLEET_SIZE).astype(int)
+    service = np.repeat(np.arange(len(SERVICES)), counts)
+    region = rng.choice(len(REGIONS), size=service.size, p=REGION_SHARE)
+    host_id = np.array([f"{SERVICES[s]}-{i:04d}" for i, s in enumerate(service)], dtype=object)
+    return host_id, service, region
+
+
+def _relative_load(hour_of_day: np.ndarray) -> np.ndarray:
+    """Daily seasonality: 0.4 at 03:00, 1.6 at 15:00, mean 1."""
+    return 1.0 + 0.6 * np.sin(2.0 * np.pi * (hour_of_day - 9.0) / 24.0)
+
+
+def _cpu_from_requests(service: np.ndarray, requests: np.ndarray) -> np.ndarray:
+    """Noise-free CPU implied by a request rate (linear, per-service slope)."""
+    return CPU_IDLE[service] + CPU_SPAN[service] * requests / REQUEST_LEVEL[service]
+
+
+def _latency_from_cpu(service: np.ndarray, cpu: np.ndarray, noise: np.ndarray, drifted: bool) -> np.ndarray:
+    """Latency grows with CPU, convexly once the host is saturated (> 70 %)."""
+    saturation = np.maximum(cpu - 70.0, 0.0)
+    latency = LATENCY_BASE[service] * (1.0 + 0.004 * cpu + 0.002 * saturation**2) * noise
+    return latency * (DRIFT_LATENCY_FACTOR if drifted else 1.0)
+
+
+def _temperature_from_cpu(cpu: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    return 30.0 + 0.35 * cpu + noise
+
+
+def _normal_rows(rng: np.random.Generator, service: np.ndarray, hour_of_day: np.ndarray, drifted: bool) -> dict:
+    """Draw healthy telemetry where every metric follows from the request rate."""
+    n = service.size
+    load = _relative_load(hour_of_day) * (DRIFT_LOAD_FACTOR if drifted else 1.0)
+    requests = REQUEST_LEVEL[service] * load * rng.lognormal(0.0, 0.15, n)
+    cpu = np.clip(_cpu_from_requests(service, requests) + rng.normal(0.0, 4.0, n), 0.0, 100.0)
+    mem = np.clip(MEM_LEVEL[service] + 0.1 * cpu + rng.normal(0.0, 3.0, n), 1.0, 95.0)
+    latency = _latency_from_cpu(service, cpu, rng.lognormal(0.0, 0.1, n), drifted)
+    # Errors rise with latency relative to the service's own baseline.
+    error_rate = np.clip(0.002 * (latency / LATENCY_BASE[service]) ** 2 * rng.lognormal(0.0, 0.3, n), 0.0, 0.05)
+    return {
+        "requests_per_s": requests,
+        "cpu_pct": cpu,
+        "mem_pct": mem,
+        "latency_ms": latency,
+        "error_rate": error_rate,
+        "net_in_mbps": requests * NET_IN_PER_REQUEST[service] * rng.lognormal(0.0, 0.05, n),
+        "net_out_mbps": requests * NET_OUT_PER_REQUEST[service] * rng.lognormal(0.0, 0.05, n),
+        "disk_io_mbps": DISK_LEVEL[service] * (0.5 + 0.5 * load) * rng.lognormal(0.0, 0.2, n),
+        "temperature_c": _temperature_from_cpu(cpu, rng.normal(0.0, 1.5, n)),
+    }
+
+
+def _inject_spikes(rng: np.random.Generator, metrics: dict, rows: np.ndarray) -> None:
+    """Blow up one metric by 5-20x and leave the rest of the row untouched."""
+    columns = rng.choice(len(SPIKE_COLUMNS), size=rows.size)
+    factors = rng.uniform(5.0, 20.0, size=rows.size)
+    for row, column, factor in zip(rows, columns, factors):
+        metrics[SPIKE_COLUMNS[column]][row] *= factor
+    metrics["error_rate"][rows] = np.minimum(metrics["error_rate"][rows], 1.0)
+
+
+def _inject_broken_correlation(
+    rng: np.random.Generator, metrics: dict, rows: np.ndarray, service: np.ndarray, hour_of_day: np.ndarray, drifted: bool
+) -> None:
+    """Decouple CPU from load: busy CPU with idle traffic, or the reverse.
+
+    Requests, network, latency and temperature stay mutually consistent, so
+    each marginal looks ordinary and only the CPU-vs-rest relation is wrong.
+    """
+    svc = service[rows]
+    n = rows.size
+    expected = REQUEST_LEVEL[svc] * _relative_load(hour_of_day[rows]) * (DRIFT_LOAD_FACTOR if drifted else 1.0)
+    busy_cpu_idle_traffic = rng.random(n) < 0.5
+    requests = np.where(busy_cpu_idle_traffic, expected * rng.uniform(0.05, 0.2, n), expected * rng.uniform(2.0, 3.0, n))
+    implied_cpu = np.clip(_cpu_from_requests(svc, requests), 0.0, 100.0)
+    metrics["requests_per_s"][rows] = requests
+    metrics["cpu_pct"][rows] = np.where(busy_cpu_idle_traffic, rng.uniform(85.0, 99.0, n), rng.uniform(1.0, 5.0, n))
+    metrics["latency_ms"][rows] = _latency_from_cpu(svc, implied_cpu, rng.lognormal(0.0, 0.1, n), drifted)
+    metrics["temperature_c"][rows] = _temperature_from_cpu(implied_cpu, rng.normal(0.0, 1.5, n))
+    metrics["net_in_mbps"][rows] = requests * NET_IN_PER_REQUEST[svc]
+    metrics["net_out_mbps"][rows] = requests * NET_OUT_PER_REQUEST[svc]
+
+
+def _inject_rare_category(
+    rng: np.random.Generator, metrics: dict, rows: np.ndarray, host_id: np.ndarray, region: np.ndarray, service_name: np.ndarray
+) -> None:
+    """Unseen region or service, with a memory-bound, near-idle load profile no normal service has."""
+    n = rows.size
+    new_region = rng.random(n) < 0.5
+    for row, use_region, pick in zip(rows, new_region, rng.integers(0, 2, n)):
+        if use_region:
+            region[row] = RARE_REGIONS[pick]
+        else:
+            service_name[row] = RARE_SERVICES[pick]
+            host_id[row] = f"{RARE_SERVICES[pick]}-{900 + row % 100:04d}"
+    cpu = rng.uniform(55.0, 90.0, n)
+    requests = rng.uniform(0.0, 2.0, n)
+    metrics["requests_per_s"][rows] = requests
+    metrics["cpu_pct"][rows] = cpu
+    metrics["mem_pct"][rows] = rng.uniform(97.0, 100.0, n)
+    metrics["latency_ms"][rows] = rng.uniform(500.0, 1500.0, n)
+    metrics["error_rate"][rows] = rng.uniform(0.0, 0.002, n)
+    metrics["net_in_mbps"][rows] = requests * 0.01
+    metrics["net_out_mbps"][rows] = requests * 0.01
+    metrics["disk_io_mbps"][rows] = rng.uniform(300.0, 600.0, n)
+    metrics["temperature_c"][rows] = _temperature_from_cpu(cpu, rng.normal(0.0, 1.5, n))
+
+
+def _inject_invalid(rng: np.random.Generator, metrics: dict, rows: np.ndarray, host_id: np.ndarray) -> None:
+    """Break exactly one validation rule per row (NaN marks a null until the frame is built)."""
+    for row, rule in zip(rows, INVALID_RULES):
+        if rule == "host_id_null":
+            host_id[row] = None
+        elif rule == "cpu_null":
+            metrics["cpu_pct"][row] = np.nan
+        elif rule == "cpu_over_100":
+            metrics["cpu_pct"][row] = 250.0
+        elif rule == "latency_negative":
+            metrics["latency_ms"][row] = -metrics["latency_ms"][row]
+        elif rule == "error_rate_over_1":
+            metrics["error_rate"][row] = rng.uniform(1.5, 5.0)
+        elif rule == "temperature_inf":
+            metrics["temperature_c"][row] = np.inf
+
+
+def generate_day(day: datetime.date, rows: int, seed: int, drifted: bool = False) -> pl.DataFrame:
+    """Generate one day of fleet telemetry with labelled anomalies.
+
+    The day's random stream is seeded from ``(seed, day)``, so a day can be
+    regenerated on its own and matches the copy written by
+    :func:`generate_sample_lake`. ``drifted`` raises load by 30 % (CPU and
+    network follow it), doubles the share of ``batch`` traffic and adds 10 %
+    latency: a distribution shift, not a batch of anomalies.
+    """
+    rng = np.random.default_rng([seed, day.toordinal()])
+    fleet_host_id, fleet_service, fleet_region = _fleet(seed)
+
+    service_share = SERVICE_SHARE.copy()
+    if drifted:
+        batch = SERVICES.index("batch")
+        service_share[batch] *= DRIFT_BATCH_SHARE_FACTOR
+        others = np.arange(len(SERVICES)) != batch
+        service_share[others] *= (1.0 - service_share[batch]) / service_share[others].sum()
+    service = rng.choice(len(SERVICES), size=rows, p=service_share)
+    host = np.empty(rows, dtype=int)
+    for s in range(len(SERVICES)):
+        in_service = service == s
+        host[in_service] = rng.choice(np.flatnonzero(fleet_service == s), size=int(in_service.sum()))
+
+    offsets = np.sort(rng.integers(0, _MICROS_PER_DAY, size=rows))
+    hour_of_day = offsets / _MICROS_PER_HOUR
+    metrics = _normal_rows(rng, service, hour_of_day, drifted)
+
+    host_id = fleet_host_id[host].copy()
+    region = np.array(REGIONS, dtype=object)[fleet_region[host]]
+    service_name = np.array(SERVICES, dtype=object)[service]
+
+    n_invalid = min(len(INVALID_RULES), rows // 20)
+    n_anomalies = min(round(rows * ANOMALY_RATE), rows - n_invalid)
+    chosen = rng.permutation(rows)[: n_anomalies + n_invalid]
+    anomaly_rows, invalid_rows = chosen[:n_anomalies], chosen[n_anomalies:]
+    is_labelled = np.zeros(rows, dtype=bool)
+    is_labelled[chosen] = True
+    kind = np.full(rows, None, dtype=object)
+    kind[anomaly_rows] = np.resize(np.array(ANOMALY_KINDS, dtype=object), n_anomalies)
+    kind[invalid_rows] = "invalid"
+
+    _inject_spikes(rng, metrics, np.flatnonzero(kind == "spike"))
+    _inject_broken_correlation(rng, metrics, np.flatnonzero(kind == "broken_correlation"), service, hour_of_day, drifted)
+    _inject_rare_category(rng, metrics, np.flatnonzero(kind == "rare_category"), host_id, region, service_name)
+    _inject_invalid(rng, metrics, invalid_rows, host_id)
+
+    # Sensor gaps only hit healthy rows, so every labelled row stays fully observable.
+    metrics["disk_io_mbps"][~is_labelled & (rng.random(rows) < DISK_GAP_RATE)] = np.nan
+    metrics["temperature_c"][~is_labelled & (rng.random(rows) < TEMPERATURE_GAP_RATE)] = np.nan
+
+    day_start = np.datetime64(day, "us")
+    decimals = {"error_rate": 4}
+    return pl.DataFrame(
+        {
+            "event_time": day_start + offsets.astype("timedelta64[us]"),
+            "host_id": host_id.tolist(),
+            "region": region.tolist(),
+            "service": service_name.tolist(),
+            "hour": (offsets // _MICROS_PER_HOUR).astype(np.int32),
+            **{name: np.round(values, decimals.get(name, 2)) for name, values in metrics.items()},
+            "label_is_anomaly": is_labelled,
+            "anomaly_kind": kind.tolist(),
+        },
+        schema=SCHEMA,
+    ).with_columns([pl.col(name).fill_nan(None) for name in metrics])
+
+
+def generate_sample_lake(
+    output_dir: str | os.PathLike,
+    days: int = 10,
+    rows_per_day: int = 2000,
+    seed: int = 0,
+    start: datetime.date = datetime.date(2026, 11, 1),
+    drift_days: int = 2,
+) -> list[pathlib.Path]:
+    """Write ``days`` Hive partitions ``day=YYYY-MM-DD/part-0.parquet`` and return their paths.
+
+    The ``day`` key lives only in the folder name, as Hive layout expects, so
+    readers must enable hive partitioning to get it back. The last
+    ``drift_days`` days are drifted. Files are overwritten and byte-for-byte
+    reproducible for the same arguments.
+    """
+    root = pathlib.Path(output_dir)
+    paths = []
+    for index in range(days):
+        day = start + datetime.timedelta(days=index)
+        frame = generate_day(day, rows_per_day, seed, drifted=index >= days - drift_days)
+        path = root / f"day={day.isoformat()}" / "part-0.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(frame.to_arrow(), path, compression="zstd")
+        paths.append(path)
+    return paths

@@ -1,0 +1,181 @@
+"""The data contracts: the input schema (built from the config) and the scored-output schema.
+
+Validation is two-staged. Structural problems (a required column missing, a column of the wrong type) make the
+whole file unusable and raise `InputSchemaError` naming the file, the column and the rule. Row-level problems
+(nulls in required fields, out-of-range or non-finite values) send the offending rows to quarantine with every
+rule they broke, so no row is ever silently dropped: rows in = valid rows + quarantined rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+from pandera.errors import SchemaErrors
+
+from sae_pipeline.config import ColumnSpec, ColumnType, PipelineConfig
+
+#: Polars dtypes for each config type; a frame column is compatible if it can be cast without loss of meaning.
+_DTYPES: dict[ColumnType, pl.DataType] = {
+    "float": pl.Float64(),
+    "int": pl.Int64(),
+    "string": pl.String(),
+    "bool": pl.Boolean(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+}
+
+QUARANTINE_REASON_COLUMN = "quarantine_reasons"
+QUARANTINE_SOURCE_COLUMN = "source_file"
+
+#: The scored-output contract: every scored partition has the input columns plus these, in this order.
+SCORE_COLUMNS: dict[str, pl.DataType] = {
+    "anomaly_score": pl.Float64(),
+    "anomaly_pvalue": pl.Float64(),
+    "is_anomaly": pl.Boolean(),
+    "top_features": pl.List(pl.String()),
+    "model_version": pl.String(),
+    "scored_at": pl.Datetime("us", "UTC"),
+}
+
+
+class InputSchemaError(ValueError):
+    """A whole input file violates the schema (missing column, wrong type); the message says where and why."""
+
+
+def _compatible(actual: pl.DataType, expected: ColumnType) -> bool:
+    if expected == "float":
+        return actual.is_numeric()
+    if expected == "int":
+        return actual.is_integer()
+    if expected == "string":
+        return actual in (pl.String, pl.Categorical, pl.Enum) or isinstance(actual, (pl.Categorical, pl.Enum))
+    if expected == "datetime":
+        return isinstance(actual, pl.Datetime)
+    return actual == _DTYPES[expected]
+
+
+def conform_columns(frame: pl.DataFrame, config: PipelineConfig, source: str) -> pl.DataFrame:
+    """Check presence and types of the configured columns and cast them to their canonical dtypes.
+
+    Extra columns are kept (they travel to the scored output untouched). Raises `InputSchemaError`.
+    """
+    missing = [column.name for column in config.columns if column.name not in frame.columns]
+    if missing:
+        raise InputSchemaError(f"{source}: required column(s) missing: {missing} (rule: column present)")
+    casts = []
+    for column in config.columns:
+        actual = frame.schema[column.name]
+        if actual == pl.Null:  # an all-null column carries no type; nullability rules judge it per row
+            casts.append(pl.col(column.name).cast(_DTYPES[column.type]))
+            continue
+        if not _compatible(actual, column.type):
+            raise InputSchemaError(
+                f"{source}: column {column.name!r} has type {actual}, expected {column.type} (rule: column type)"
+            )
+        if column.type == "datetime":
+            continue  # keep the file's time unit and zone
+        casts.append(pl.col(column.name).cast(_DTYPES[column.type]))
+    return frame.with_columns(casts)
+
+
+def _finite_check() -> pa.Check:
+    return pa.Check(
+        lambda data: data.lazyframe.select(pl.col(data.key).is_finite() | pl.col(data.key).is_null()),
+        name="finite",
+        error="finite",
+    )
+
+
+def _column_checks(column: ColumnSpec) -> list[pa.Check]:
+    checks = []
+    if column.type == "float":
+        checks.append(_finite_check())
+    if column.min is not None:
+        checks.append(pa.Check.ge(column.min))
+    if column.max is not None:
+        checks.append(pa.Check.le(column.max))
+    return checks
+
+
+def input_schema(config: PipelineConfig) -> pa.DataFrameSchema:
+    """Row-level rules for the configured columns (run after `conform_columns`)."""
+    return pa.DataFrameSchema(
+        {
+            column.name: pa.Column(
+                None if column.type == "datetime" else _DTYPES[column.type],
+                checks=_column_checks(column),
+                nullable=column.nullable,
+            )
+            for column in config.columns
+        },
+        name=f"{config.name}-input",
+        strict=False,
+    )
+
+
+@dataclass
+class ValidationOutcome:
+    valid: pl.DataFrame
+    quarantined: pl.DataFrame
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows_in": self.valid.height + self.quarantined.height,
+            "rows_valid": self.valid.height,
+            "rows_quarantined": self.quarantined.height,
+        }
+
+
+def validate_frame(frame: pl.DataFrame, config: PipelineConfig, source: str) -> ValidationOutcome:
+    """Split a raw frame into valid rows and quarantined rows (with the rules each row broke).
+
+    The data is validated collected, never lazily: a LazyFrame would only get schema checks.
+    """
+    conformed = conform_columns(frame, config, source)
+    row_index = "__row__"
+    indexed = conformed.with_row_index(row_index)
+    try:
+        input_schema(config).validate(conformed, lazy=True)
+        reasons = pl.DataFrame(schema={row_index: pl.UInt32, QUARANTINE_REASON_COLUMN: pl.List(pl.String)})
+    except SchemaErrors as errors:
+        failures = errors.failure_cases
+        unlocated = failures.filter(pl.col("index").is_null())
+        if unlocated.height:
+            first = unlocated.row(0, named=True)
+            raise InputSchemaError(
+                f"{source}: column {first['column']!r} fails rule {first['check']!r} ({first['failure_case']})"
+            ) from None
+        reasons = (
+            failures.select(
+                pl.col("index").cast(pl.UInt32).alias(row_index),
+                pl.format("{}: {}", pl.col("column"), pl.col("check")).alias("reason"),
+            )
+            .unique()
+            .group_by(row_index)
+            .agg(pl.col("reason").sort().alias(QUARANTINE_REASON_COLUMN))
+        )
+    flagged = indexed.join(reasons, on=row_index, how="left")
+    is_bad = pl.col(QUARANTINE_REASON_COLUMN).is_not_null()
+    valid = flagged.filter(~is_bad).drop(row_index, QUARANTINE_REASON_COLUMN)
+    quarantined = (
+        flagged.filter(is_bad).drop(row_index).with_columns(pl.lit(source).alias(QUARANTINE_SOURCE_COLUMN))
+    )
+    outcome = ValidationOutcome(valid=valid, quarantined=quarantined)
+    if outcome.counts["rows_in"] != frame.height:
+        raise AssertionError(f"{source}: row accounting broken: {outcome.counts} vs {frame.height} rows read")
+    return outcome
+
+
+def scored_output_schema(config: PipelineConfig) -> pa.DataFrameSchema:
+    """The scored-partition contract that downstream readers rely on (see README, "Scored output")."""
+    score_checks = {
+        "anomaly_score": [_finite_check(), pa.Check.ge(0)],
+        "anomaly_pvalue": [pa.Check.gt(0), pa.Check.le(1)],
+    }
+    scores = {name: pa.Column(dtype, checks=score_checks.get(name, [])) for name, dtype in SCORE_COLUMNS.items()}
+    return pa.DataFrameSchema(
+        {**input_schema(config).columns, **scores}, name=f"{config.name}-scored", strict=False
+    )
