@@ -114,7 +114,7 @@ def read_partition(partition_uri: str) -> pl.DataFrame:
 
 
 def write_partition(frame: pl.DataFrame, table_uri: str, partition_name: str, staging_uri: str) -> str:
-    """Atomically publish `frame` as the single data file of one partition and return the file's URI.
+    """Atomically publish `frame` as the single data file of one partition; return the partition folder's URI.
 
     The file is written under `staging_uri` (which must be outside the table) and moved to its fixed final
     name; other data files left in the partition folder by older writers are removed afterwards.
@@ -135,7 +135,7 @@ def write_partition(frame: pl.DataFrame, table_uri: str, partition_name: str, st
     for stale in _data_files(fs, folder):
         if stale != final_path:
             fs.delete_file(stale)
-    return join_uri(table_uri, partition_name, PARTITION_FILE)
+    return join_uri(table_uri, partition_name)
 
 
 def write_bytes(uri: str, payload: bytes) -> None:

@@ -126,7 +126,7 @@ def train_sae(
     best = {"mse": float("inf"), "state": copy.deepcopy(model.state_dict()), "since": 0}
     trim_at = settings.max_steps // 3 if settings.trim_fraction > 0 else -1
     state = {"steps": 0, "stopped_early": False, "pool_rows": X_train.shape[0]}
-    bar = tqdm(total=settings.max_steps, desc="training SAE", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=settings.max_steps, desc="training SAE", unit="step", disable=None if progress else True, leave=False)
 
     def validation_mse() -> float:
         return row_errors(model, X_val).mean().item()

@@ -1,0 +1,1 @@
+"""Prefect flows that wire the `sae_pipeline` library steps together (the library never imports Prefect)."""

@@ -1,0 +1,119 @@
+"""`sae-pipeline` command line: demo, run, train, score, generate-sample.
+
+`run`, `train`, `score` and `demo` execute the Prefect flow in `flows/` (an embedded temporary Prefect server
+starts when no PREFECT_API_URL is set). The flow module is imported only when such a command runs, so the
+library itself never imports Prefect. Expected failures (bad config, bad input, missing model) print one clear
+line naming the file and the problem and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sae_pipeline.config import ConfigError
+from sae_pipeline.lake import LakeReadError
+from sae_pipeline.schema import InputSchemaError
+
+DEFAULT_SAMPLE_CONFIG = "sample_data/telemetry.yaml"
+DEFAULT_SAMPLE_LAKE = "sample_data/telemetry"
+_EXPECTED_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError, RuntimeError, FileNotFoundError)
+
+
+def _quiet_prefect_environment() -> None:
+    """Defaults that keep an embedded Prefect fast and quiet; explicit environment settings win."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sae_pipeline")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The temporary server logs asyncio cancellations when it shuts down; they are noise, not failures.
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_UVICORN_LEVEL", "CRITICAL")
+
+
+def run_flow(config_path: str, mode: str, model_uri: str | None = None, progress: bool = True) -> dict:
+    """Run the Prefect flow in this process and return its run summary (a dict)."""
+    _quiet_prefect_environment()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    lake_pipeline = importlib.import_module("flows.lake_pipeline").lake_pipeline
+    # A heartbeat thread would add ~1 s to every local run; crash detection is a server-side concern.
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return lake_pipeline(config_path=config_path, mode=mode, model_uri=model_uri, progress=progress)
+
+
+def _print_summary(summary: dict) -> None:
+    from sae_pipeline.runs import RunSummary, format_summary
+
+    print(format_summary(RunSummary.model_validate(summary)))
+
+
+def _command_flow(args: argparse.Namespace, mode: str) -> None:
+    _print_summary(run_flow(args.config, mode, getattr(args, "model", None), progress=not args.no_progress))
+
+
+def _command_demo(args: argparse.Namespace) -> None:
+    config = Path(args.config)
+    if not config.exists():
+        raise ConfigError(f"{config} not found: run the demo from a checkout of sae-pipeline or pass --config")
+    if args.config == DEFAULT_SAMPLE_CONFIG and not Path(DEFAULT_SAMPLE_LAKE).exists():
+        from sae_pipeline.sample_data import generate_sample_lake
+
+        generate_sample_lake(DEFAULT_SAMPLE_LAKE)
+    print(f"sae-pipeline demo: validate, train, score and report on {config} with an embedded Prefect", flush=True)
+    _command_flow(args, "run")
+
+
+def _command_generate(args: argparse.Namespace) -> None:
+    from sae_pipeline.sample_data import generate_sample_lake
+
+    files = generate_sample_lake(args.output, days=args.days, rows_per_day=args.rows_per_day, seed=args.seed)
+    print(f"wrote {len(files)} partition(s) under {args.output}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae-pipeline", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def flow_command(name: str, help_text: str, default_config: str | None = None) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", required=default_config is None, default=default_config, help="YAML config")
+        command.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        return command
+
+    flow_command("demo", "run the whole pipeline on the bundled sample data", DEFAULT_SAMPLE_CONFIG).set_defaults(
+        handler=_command_demo
+    )
+    flow_command("run", "validate, train and score the lake").set_defaults(handler=lambda a: _command_flow(a, "run"))
+    flow_command("train", "validate the lake and train a model").set_defaults(
+        handler=lambda a: _command_flow(a, "train")
+    )
+    score = flow_command("score", "validate and score the lake with an existing model")
+    score.add_argument("--model", help="model folder URI (default: the newest model under the output folder)")
+    score.set_defaults(handler=lambda a: _command_flow(a, "score"))
+
+    generate = commands.add_parser("generate-sample", help="write the synthetic telemetry lake")
+    generate.add_argument("--output", default=DEFAULT_SAMPLE_LAKE)
+    generate.add_argument("--days", type=int, default=10)
+    generate.add_argument("--rows-per-day", type=int, default=2000)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(handler=_command_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except _EXPECTED_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
