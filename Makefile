@@ -13,12 +13,19 @@ export DO_NOT_TRACK := 1
 
 install: $(VENV)/.installed
 
+# pip's log goes to a file (it is long) and is shown only if an install fails.
+PIP = $(BIN)/pip install --quiet --log $(VENV)/pip.log
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(BIN)/pip install --quiet $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
-	$(BIN)/pip install --quiet -e ".[dev,bench]" 2>&1 | grep -v "is ignored" || true
+	@echo "installing $(TORCH_SPEC) and the project into $(VENV) (about a minute)"
+	@$(PIP) $(TORCH_SPEC) >/dev/null 2>&1 || { tail -40 $(VENV)/pip.log; exit 1; }
+	@$(PIP) -e ".[dev]" >/dev/null 2>&1 || { tail -40 $(VENV)/pip.log; exit 1; }
 	$(BIN)/python -c "import torch, prefect, polars, pandera, pyarrow, sae_pipeline"
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	@$(PIP) -e ".[dev,bench]" >/dev/null 2>&1 || { tail -40 $(VENV)/pip.log; exit 1; }
 	touch $@
 
 demo: install
@@ -27,7 +34,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-bench-detect: install
+bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/detection.py
 
 clean:

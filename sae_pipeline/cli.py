@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from sae_pipeline.config import ConfigError
+from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.lake import LakeReadError
 from sae_pipeline.schema import InputSchemaError
 
@@ -52,6 +52,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def _command_flow(args: argparse.Namespace, mode: str) -> None:
+    load_config(args.config)  # fail fast, before Prefect starts, on a missing or invalid config
     _print_summary(run_flow(args.config, mode, getattr(args, "model", None), progress=not args.no_progress))
 
 

@@ -1,0 +1,534 @@
+"""Detection benchmark: `SAEDetector` against IsolationForest and PyOD baselines on real labelled data.
+
+Protocol (every method sees exactly the same training and test rows):
+
+- ADBench (`adbench/*.npz`, 22 sets): stratified 70/30 split, `train_test_split(stratify=y, random_state=seed)`.
+  Detectors are fitted without labels on the 70%, which keeps its anomalies (contaminated, as in ADBench), and
+  scored on the 30%.
+- SMD (`smd/`, 8 machines): fit on `train/`, score `test/`, labels from `test_label/`. The split is fixed, so the
+  seed only changes the methods' own randomness (ECOD is deterministic and repeats the same number per seed).
+- NSL-KDD (`nsl_kdd/`): fit on `KDDTrain+_20Percent` with attacks subsampled (seeded) to 5% of the rows, score the
+  whole of `KDDTest+` (label: attack != normal). Columns go through the pipeline's `TabularEncoder` (3 one-hot
+  categoricals); every method gets the same encoded matrix.
+- Training sets above `--max-rows` rows are subsampled (seeded, the same rows for every method), so that PyOD's
+  AutoEncoder stays affordable on the 400k-row sets; such datasets are marked in the report.
+
+Metrics are AUC-ROC and average precision on the test rows, averaged over the seeds (0, 1, 2 by default), with
+fit and score wall-clock seconds. A crash in one cell is recorded as an error string and the run continues;
+crashes are listed at the end. Results go to a JSON file and to a Markdown section of BENCHMARKS.md between
+`<!-- detection:start -->` and `<!-- detection:end -->`.
+
+    python benchmarks/detection.py                                   # everything, defaults
+    python benchmarks/detection.py --datasets cardio smd --seeds 0 --methods sae iforest
+    python benchmarks/detection.py --sae-params '{"sparsity": "l1"}' --output /tmp/l1.json --no-markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import gzip
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import sklearn
+import torch
+from scipy.stats import rankdata
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+
+import sae_pipeline
+from sae_pipeline import SAEDetector
+from sae_pipeline.config import ColumnSpec
+from sae_pipeline.features import TabularEncoder
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+DEFAULT_OUTPUT = PROJECT_ROOT / "benchmarks" / "results" / "detection.json"
+BENCHMARKS_MD = PROJECT_ROOT / "BENCHMARKS.md"
+START_MARKER, END_MARKER = "<!-- detection:start -->", "<!-- detection:end -->"
+GROUPS = ("adbench", "smd", "nsl_kdd")
+NSL_KDD_ATTACK_SHARE = 0.05
+NSL_KDD_CATEGORICALS = ("protocol_type", "service", "flag")
+TIE = 0.005  # |AUC difference| below this counts as a tie
+PROBE_ROWS, PROBE_FEATURES = 100_000, 30
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    X_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    capped_from: int | None = None  # training rows before the --max-rows subsample, if one was taken
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    group: str
+    load: Callable[[int], Split]  # seed -> split
+
+
+def cap_rows(split: Split, max_rows: int | None, seed: int) -> Split:
+    """Subsample the training rows to `max_rows` (seeded, order kept); the test rows are untouched."""
+    n = split.X_train.shape[0]
+    if max_rows is None or n <= max_rows:
+        return split
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+    return Split(split.X_train[rows], split.X_test, split.y_test, capped_from=n)
+
+
+@functools.cache
+def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = np.load(path)
+    return data["X"].astype(np.float64), data["y"].astype(int)
+
+
+def _adbench_split(path: Path, seed: int) -> Split:
+    X, y = _npz(path)
+    X_train, X_test, _, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+    return Split(X_train, X_test, y_test)
+
+
+def _read_matrix(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as handle:
+        return np.loadtxt(handle, delimiter=",", ndmin=2)
+
+
+@functools.cache
+def _smd_split(root: Path, machine: str) -> Split:
+    return Split(
+        _read_matrix(root / "train" / f"{machine}.txt.gz"),
+        _read_matrix(root / "test" / f"{machine}.txt.gz"),
+        _read_matrix(root / "test_label" / f"{machine}.txt").ravel().astype(int),
+    )
+
+
+@functools.cache
+def _nsl_kdd_frames(root: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[ColumnSpec]]:
+    fields = [line.split(",")[0].strip() for line in (root / "Field Names.csv").read_text().splitlines() if line.strip()]
+    names = [*fields, "label", "difficulty"]
+    columns = [
+        ColumnSpec(name=name, type="string", role="categorical")
+        if name in NSL_KDD_CATEGORICALS
+        else ColumnSpec(name=name, type="float", role="numeric")
+        for name in fields
+    ]
+
+    def read(file: str) -> pl.DataFrame:
+        return pl.read_csv(root / file, has_header=False, new_columns=names, infer_schema_length=None)
+
+    return read("KDDTrain+_20Percent.txt"), read("KDDTest+.txt"), columns
+
+
+def _nsl_kdd_split(root: Path, seed: int) -> Split:
+    train, test, columns = _nsl_kdd_frames(root)
+    normal = train.filter(pl.col("label") == "normal")
+    n_attacks = round(normal.height * NSL_KDD_ATTACK_SHARE / (1 - NSL_KDD_ATTACK_SHARE))
+    attacks = train.filter(pl.col("label") != "normal").sample(n_attacks, seed=seed)
+    train = pl.concat([normal, attacks]).sample(fraction=1.0, shuffle=True, seed=seed)
+    encoder = TabularEncoder(columns).fit(train)
+    return Split(
+        encoder.transform(train).astype(np.float64),
+        encoder.transform(test).astype(np.float64),
+        (test.get_column("label") != "normal").to_numpy().astype(int),
+    )
+
+
+def discover_datasets(data_dir: Path) -> list[Dataset]:
+    """Every dataset found under `data_dir`, in a fixed order: ADBench by file number, SMD machines, NSL-KDD."""
+    datasets = []
+    adbench = sorted((data_dir / "adbench").glob("*.npz"), key=lambda p: int(p.stem.split("_")[0]))
+    for path in adbench:
+        name = re.sub(r"^\d+_", "", path.stem)
+        datasets.append(Dataset(name, "adbench", functools.partial(_adbench_split, path)))
+    smd = data_dir / "smd"
+    for path in sorted((smd / "train").glob("*.txt.gz")):
+        machine = path.name.removesuffix(".txt.gz")
+        datasets.append(Dataset(f"smd/{machine}", "smd", lambda seed, m=machine: _smd_split(smd, m)))
+    if (data_dir / "nsl_kdd" / "KDDTest+.txt").exists():
+        datasets.append(Dataset("nsl_kdd", "nsl_kdd", functools.partial(_nsl_kdd_split, data_dir / "nsl_kdd")))
+    return datasets
+
+
+def select_datasets(datasets: list[Dataset], wanted: list[str] | None) -> list[Dataset]:
+    """Keep the datasets named in `wanted` (dataset names like `cardio` or `smd/machine-1-2`, or group names)."""
+    if not wanted:
+        return datasets
+    known = {d.name for d in datasets} | set(GROUPS)
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise SystemExit(f"unknown datasets {unknown}; known: {sorted(known)}")
+    return [d for d in datasets if d.name in wanted or d.group in wanted]
+
+
+# --- methods --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    """How to build, score and count the training throughput of one detector."""
+
+    name: str
+    build: Callable[[int], object]  # seed -> unfitted estimator
+    score: Callable[[object, np.ndarray], np.ndarray]  # higher = more anomalous
+    train_samples: Callable[[object, int], int | None] = lambda model, n_train: None
+
+
+def _sae_samples(model: SAEDetector, n_train: int) -> int:
+    """Rows pushed through the optimiser: steps x batch size (the batch is the pool size on tiny sets)."""
+    report = model.training_report_
+    batch = min(model.batch_size, report["train_rows_used"])
+    return (report["steps"] + model.finetune_steps) * batch
+
+
+def _pyod(name: str) -> Callable[[int], object]:
+    def build(seed: int):
+        if name == "PCA":
+            from pyod.models.pca import PCA
+
+            return PCA(random_state=seed)
+        if name == "ECOD":
+            from pyod.models.ecod import ECOD
+
+            return ECOD()
+        from pyod.models.auto_encoder import AutoEncoder
+
+        return AutoEncoder(random_state=seed, verbose=0)
+
+    return build
+
+
+def make_methods(wanted: list[str], sae_params: dict) -> list[Method]:
+    """The methods to run, in table order; PyOD ones are skipped with a note when PyOD is not installed."""
+    decision = lambda model, X: model.decision_function(X)  # noqa: E731
+    methods = {
+        "sae": Method("SAE", lambda seed: SAEDetector(**{**sae_params, "random_state": seed}), decision, _sae_samples),
+        "iforest": Method(
+            "IForest",
+            lambda seed: IsolationForest(n_estimators=100, random_state=seed),
+            lambda model, X: -model.score_samples(X),
+        ),
+        "pca": Method("PCA", _pyod("PCA"), decision),
+        "ecod": Method("ECOD", _pyod("ECOD"), decision),
+        "autoencoder": Method(
+            "AutoEncoder", _pyod("AutoEncoder"), decision, lambda model, n_train: n_train * model.epoch_num
+        ),
+    }
+    pyod_methods = {"pca", "ecod", "autoencoder"} & set(wanted)
+    if pyod_methods:
+        try:
+            import pyod  # noqa: F401
+        except ImportError:
+            print(f"NOTE: pyod is not installed (pip install -e '.[bench]'): skipping {sorted(pyod_methods)}")
+            wanted = [name for name in wanted if name not in pyod_methods]
+    return [methods[name] for name in wanted]
+
+
+def run_cell(method: Method, split: Split, seed: int) -> dict:
+    """Fit, score and evaluate one method on one split; any exception becomes the cell's `error`."""
+    cell = {"n_train": int(split.X_train.shape[0]), "n_features": int(split.X_train.shape[1])}
+    try:
+        model = method.build(seed)
+        started = time.perf_counter()
+        model.fit(split.X_train)
+        cell["fit_seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
+        scores = np.asarray(method.score(model, split.X_test), dtype=np.float64)
+        cell["score_seconds"] = time.perf_counter() - started
+        if not np.isfinite(scores).all():
+            raise ValueError(f"{int((~np.isfinite(scores)).sum())} non-finite scores")
+        cell["auc_roc"] = float(roc_auc_score(split.y_test, scores))
+        cell["average_precision"] = float(average_precision_score(split.y_test, scores))
+        cell["train_samples"] = method.train_samples(model, cell["n_train"])
+    except Exception as error:  # one method's crash must not end the run
+        cell["error"] = f"{type(error).__name__}: {error}"
+        traceback.print_exc()
+    return cell
+
+
+def timing_probe(sae_params: dict) -> dict:
+    """Fit seconds of the SAE (with the run's parameters) on 100k x 30 correlated Gaussian rows."""
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(PROBE_ROWS, 5))
+    loadings = rng.normal(size=(5, PROBE_FEATURES))
+    X = factors @ loadings + 0.5 * rng.normal(size=(PROBE_ROWS, PROBE_FEATURES))
+    try:
+        model = SAEDetector(**sae_params)
+        started = time.perf_counter()
+        model.fit(X)
+        seconds = time.perf_counter() - started
+        return {"rows": PROBE_ROWS, "features": PROBE_FEATURES, "fit_seconds": seconds,
+                "steps": model.training_report_["steps"], "samples_per_second": _sae_samples(model, 0) / seconds}
+    except Exception as error:
+        traceback.print_exc()
+        return {"rows": PROBE_ROWS, "features": PROBE_FEATURES, "error": f"{type(error).__name__}: {error}"}
+
+
+# --- aggregation ----------------------------------------------------------------------------------------------
+
+
+def summarise(results: list[dict], datasets: list[Dataset], methods: list[str]) -> dict:
+    """Per-dataset means over seeds, then means, ranks, SAE-vs-IForest record and training throughput."""
+    per_dataset = {}
+    for dataset in datasets:
+        row = {}
+        for method in methods:
+            cells = [r for r in results if r["dataset"] == dataset.name and r["method"] == method]
+            ok = [c for c in cells if "error" not in c]
+            if cells and len(ok) == len(cells):  # a method counts on a dataset only if every seed succeeded
+                row[method] = {key: float(np.mean([c[key] for c in ok]))
+                               for key in ("auc_roc", "average_precision", "fit_seconds", "score_seconds")}
+        per_dataset[dataset.name] = row
+    complete = [d.name for d in datasets if len(per_dataset[d.name]) == len(methods)]
+
+    def mean_over(names: list[str], method: str, key: str) -> float | None:
+        values = [per_dataset[name][method][key] for name in names]
+        return float(np.mean(values)) if values else None
+
+    groups = {g: [d.name for d in datasets if d.group == g and d.name in complete] for g in GROUPS}
+    ranks = [rankdata([-per_dataset[name][m]["auc_roc"] for m in methods]) for name in complete]
+    per_method = {
+        method: {
+            "mean_auc_roc": mean_over(complete, method, "auc_roc"),
+            "mean_average_precision": mean_over(complete, method, "average_precision"),
+            "mean_rank": float(np.mean([r[i] for r in ranks])) if ranks else None,
+            **{f"mean_auc_roc_{g}": mean_over(names, method, "auc_roc") for g, names in groups.items() if names},
+            **throughput([r for r in results if r["method"] == method and r.get("train_samples")]),
+        }
+        for i, method in enumerate(methods)
+    }
+    summary = {"complete_datasets": complete, "per_dataset": per_dataset, "per_method": per_method}
+    if {"SAE", "IForest"} <= set(methods):
+        diffs = [per_dataset[n]["SAE"]["auc_roc"] - per_dataset[n]["IForest"]["auc_roc"] for n in complete]
+        summary["sae_vs_iforest"] = {
+            "win": sum(d >= TIE for d in diffs), "tie": sum(abs(d) < TIE for d in diffs),
+            "loss": sum(d <= -TIE for d in diffs),
+        }
+    return summary
+
+
+def throughput(cells: list[dict]) -> dict:
+    """Training samples per second: all samples pushed through training / all fit seconds (plus the median)."""
+    if not cells:
+        return {}
+    rates = [c["train_samples"] / c["fit_seconds"] for c in cells]
+    return {
+        "train_samples_per_second": sum(c["train_samples"] for c in cells) / sum(c["fit_seconds"] for c in cells),
+        "median_train_samples_per_second": float(np.median(rates)),
+    }
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+
+
+def environment() -> dict:
+    try:
+        import pyod
+
+        pyod_version = pyod.__version__
+    except ImportError:
+        pyod_version = None
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+                   f"CUDA {'yes' if torch.cuda.is_available() else 'no'}",
+        "platform": platform.platform(),
+        "versions": {"python": platform.python_version(), "sae_pipeline": sae_pipeline.__version__,
+                     "numpy": np.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
+                     "polars": pl.__version__, "pyod": pyod_version},
+    }
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(payload: dict) -> str:
+    meta, summary, methods = payload["meta"], payload["summary"], payload["meta"]["methods"]
+    per_dataset, per_method = summary["per_dataset"], summary["per_method"]
+    lines = [
+        "## Detection benchmark",
+        "",
+        f"Generated by `benchmarks/detection.py` on {meta['date']} ({meta['total_seconds'] / 60:.1f} min).",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}; {meta['platform']}  ",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  ",
+        f"SAE parameters: `{json.dumps(meta['sae_params'])}` (empty = `SAEDetector()` defaults); "
+        f"seeds {meta['seeds']}; training rows capped at {meta['max_rows']} (marked †, same rows for every method).",
+        "",
+        "Protocol: ADBench sets are split 70/30 (stratified, `random_state=seed`), fitted without labels on the "
+        "contaminated 70%; SMD fits `train/` and scores `test/`; NSL-KDD fits KDDTrain+_20Percent with attacks "
+        "subsampled to 5% and scores KDDTest+, after `TabularEncoder` (one-hot categoricals). "
+        "Cells are AUC-ROC averaged over seeds; the best per row is bold.",
+        "",
+        "| dataset | train rows | features | test anomalies | " + " | ".join(methods) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(methods),
+    ]
+    for info in payload["datasets"]:
+        row = per_dataset[info["name"]]
+        best = max((v["auc_roc"] for v in row.values()), default=None)
+        cells = []
+        for m in methods:
+            value = row.get(m, {}).get("auc_roc")
+            text = _fmt(value) if m in row else "crash"
+            cells.append(f"**{text}**" if value is not None and value == best else text)
+        rows = f"{info['n_train']}{' †' if info['capped_from'] else ''}"
+        lines.append(f"| {info['name']} | {rows} | {info['n_features']} | {info['anomaly_rate']:.1%} | "
+                     + " | ".join(cells) + " |")
+    n_complete = len(summary["complete_datasets"])
+    lines += ["", f"Summary over the {n_complete} datasets every method completed:", "",
+              "| | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    keys = [("mean AUC-ROC", "mean_auc_roc", 3), *[(f"mean AUC-ROC, {g}", f"mean_auc_roc_{g}", 3) for g in GROUPS],
+            ("mean average precision", "mean_average_precision", 3), ("mean rank (1 = best)", "mean_rank", 2)]
+    for label, key, digits in keys:
+        if any(key in per_method[m] for m in methods):
+            lines.append(f"| {label} | " + " | ".join(_fmt(per_method[m].get(key), digits) for m in methods) + " |")
+    fit = [sum(r.get("fit_seconds", 0) for r in payload["results"] if r["method"] == m) for m in methods]
+    lines.append("| total fit seconds | " + " | ".join(f"{s:.0f}" for s in fit) + " |")
+    lines.append("")
+    if "sae_vs_iforest" in summary:
+        record = summary["sae_vs_iforest"]
+        lines.append(f"SAE vs IForest (per-dataset mean AUC-ROC, tie = |diff| < {TIE}): "
+                     f"{record['win']} wins, {record['tie']} ties, {record['loss']} losses.")
+        lines.append("")
+    lines += throughput_lines(per_method) + probe_lines(payload["probe"]) + crash_lines(payload["results"])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def throughput_lines(per_method: dict) -> list[str]:
+    lines = []
+    for method, explanation in (("SAE", "optimiser steps x batch size"),
+                                ("AutoEncoder", "training rows x epochs (PyOD default 10 epochs, batch 32)")):
+        stats = per_method.get(method, {})
+        if "train_samples_per_second" in stats:
+            lines.append(f"- {method} training throughput: {stats['train_samples_per_second']:,.0f} samples/s "
+                         f"overall (median per fit {stats['median_train_samples_per_second']:,.0f}); samples = "
+                         f"{explanation}, divided by the wall-clock seconds of `fit`.")
+    return lines
+
+
+def probe_lines(probe: dict) -> list[str]:
+    if "error" in probe:
+        return [f"- Timing probe CRASHED: {probe['error']}"]
+    return [f"- Timing probe: `SAEDetector` (run's SAE parameters) fitted {probe['rows']:,} x {probe['features']} "
+            f"correlated Gaussian rows in {probe['fit_seconds']:.1f} s ({probe['steps']} steps, "
+            f"{probe['samples_per_second']:,.0f} samples/s)."]
+
+
+def crash_lines(results: list[dict]) -> list[str]:
+    crashes = [r for r in results if "error" in r]
+    if not crashes:
+        return ["- Crashes or non-finite scores: none."]
+    return ["", f"**{len(crashes)} crashed cells:**", ""] + [
+        f"- {r['dataset']} / {r['method']} / seed {r['seed']}: `{r['error']}`" for r in crashes
+    ]
+
+
+def update_markdown_file(path: Path, section: str) -> None:
+    """Replace the text between the detection markers, creating the file or the markers when missing."""
+    block = f"{START_MARKER}\n{section}{END_MARKER}"
+    if not path.exists():
+        intro = "# Benchmarks\n\nMeasured results of this project's benchmarks; each section is generated by its script.\n"
+        path.write_text(f"{intro}\n{block}\n")
+        return
+    text = path.read_text()
+    if START_MARKER in text and END_MARKER in text:
+        head, rest = text.split(START_MARKER, 1)
+        text = head + block + rest.split(END_MARKER, 1)[1]
+    else:
+        text = text.rstrip() + f"\n\n{block}\n"
+    path.write_text(text)
+
+
+# --- main -----------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: ../shared/data")
+    parser.add_argument("--datasets", nargs="+", help="dataset or group names (adbench, smd, nsl_kdd); default all")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["sae", "iforest", "pca", "ecod", "autoencoder"],
+                        choices=["sae", "iforest", "pca", "ecod", "autoencoder"])
+    parser.add_argument("--max-rows", type=int, default=100_000, help="cap on training rows (0 = no cap)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--sae-params", type=json.loads, default={}, help="JSON of SAEDetector keyword arguments")
+    parser.add_argument("--no-markdown", action="store_true", help=f"do not update {BENCHMARKS_MD.name}")
+    return parser.parse_args(argv)
+
+
+def write_json(path: Path, meta: dict, probe: dict, infos: list[dict], results: list[dict],
+               datasets: list[Dataset], seconds: float) -> dict:
+    """Write everything so far (called after each dataset, so a killed run keeps its finished datasets)."""
+    done = [d for d in datasets if any(info["name"] == d.name for info in infos)]
+    payload = {"meta": {**meta, "total_seconds": seconds}, "probe": probe, "datasets": infos, "results": results,
+               "summary": summarise(results, done, meta["methods"])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    max_rows = args.max_rows or None
+    datasets = select_datasets(discover_datasets(args.data_dir.resolve()), args.datasets)
+    if not datasets:
+        raise SystemExit(f"no datasets found under {args.data_dir}")
+    methods = make_methods(args.methods, args.sae_params)
+    meta = {"command": shlex.join(["python", *sys.argv]), **environment(), "sae_params": args.sae_params,
+            "seeds": args.seeds, "max_rows": max_rows, "methods": [m.name for m in methods],
+            "data_dir": str(args.data_dir.resolve())}
+    print(f"{len(datasets)} datasets x {len(methods)} methods x {len(args.seeds)} seeds; {meta['machine']}", flush=True)
+
+    probe = timing_probe(args.sae_params)
+    print(f"timing probe: {probe}", flush=True)
+    results, infos = [], []
+    for dataset in datasets:
+        for seed in args.seeds:
+            split = cap_rows(dataset.load(seed), max_rows, seed)
+            for method in methods:
+                cell = {"dataset": dataset.name, "group": dataset.group, "method": method.name, "seed": seed,
+                        **run_cell(method, split, seed)}
+                results.append(cell)
+                print(f"{dataset.name:24s} seed {seed} {method.name:12s} "
+                      + (f"auc {cell['auc_roc']:.4f} ap {cell['average_precision']:.4f} fit {cell['fit_seconds']:.1f}s"
+                         if "error" not in cell else f"CRASH {cell['error']}"), flush=True)
+        infos.append({"name": dataset.name, "group": dataset.group, "n_train": int(split.X_train.shape[0]),
+                      "n_features": int(split.X_train.shape[1]), "capped_from": split.capped_from,
+                      "anomaly_rate": float(split.y_test.mean())})
+        write_json(args.output, meta, probe, infos, results, datasets, time.perf_counter() - started)
+
+    payload = write_json(args.output, meta, probe, infos, results, datasets, time.perf_counter() - started)
+    section = render_markdown(payload)
+    print("\n" + section)
+    if not args.no_markdown:
+        update_markdown_file(BENCHMARKS_MD, section)
+        print(f"updated {BENCHMARKS_MD}")
+    print(f"wrote {args.output}")
+    crashes = [r for r in results if "error" in r]
+    if crashes:
+        print(f"\n!!! {len(crashes)} CRASHED CELLS (see the errors above and in the report) !!!", file=sys.stderr)
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Shared fixtures: small generated lakes with configs, and one Prefect test harness per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sae_pipeline.sample_data import generate_sample_lake
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+SAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "sample_data" / "telemetry.yaml"
+
+
+def write_lake_config(root: Path, days: int = 3, rows_per_day: int = 600, **model) -> Path:
+    """Generate a small telemetry lake under `root` and a config for it (fast model settings by default)."""
+    generate_sample_lake(root / "lake", days=days, rows_per_day=rows_per_day, drift_days=1)
+    config = yaml.safe_load(SAMPLE_CONFIG.read_text())
+    config["lake"]["uri"] = str(root / "lake")
+    config["output"]["uri"] = str(root / "out")
+    config["training"] = {"partitions": None, "max_rows": 200_000}
+    config["model"] = {"max_steps": 300, "seed": 0, **model}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def lake_config(tmp_path: Path) -> Path:
+    return write_lake_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real, temporary Prefect API for the whole session (about 6 s once)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield

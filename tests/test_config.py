@@ -1,0 +1,227 @@
+"""Tests for the YAML config loader: resolution of relative URIs and rejection of invalid configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sae_pipeline.config import ColumnSpec, ConfigError, OutputConfig, PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_CONFIG = REPO / "sample_data" / "telemetry.yaml"
+
+
+def minimal_config(**overrides) -> dict:
+    config = {
+        "name": "unit",
+        "lake": {"uri": "./lake", "partition_keys": {"day": "date"}},
+        "columns": [
+            {"name": "amount", "type": "float", "role": "numeric", "min": 0},
+            {"name": "country", "type": "string", "role": "categorical"},
+        ],
+        "output": {"uri": "../out"},
+    }
+    config.update(overrides)
+    return config
+
+
+def write_config(folder: Path, config: dict, name: str = "job.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_sample_config_loads_with_lake_next_to_it():
+    config = load_config(SAMPLE_CONFIG)
+    assert config.name == "fleet-telemetry"
+    assert config.lake.partition_keys == {"day": "date"}
+    assert Path(config.lake.uri) == (SAMPLE_CONFIG.parent / "telemetry").resolve()
+    assert Path(config.lake.uri).is_dir()
+    assert Path(config.output.uri) == (REPO / "outputs" / "demo").resolve()
+    assert config.label_column == "label_is_anomaly"
+    assert [c.name for c in config.columns_with_role("categorical")] == ["region", "service"]
+    assert config.thresholds.target_fpr == 0.01
+    assert config.training.partitions[0] == "day=2026-11-01"
+
+
+def test_relative_uris_resolve_against_config_folder_not_cwd(tmp_path, monkeypatch):
+    path = write_config(tmp_path / "configs" / "team", minimal_config())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(path)
+    assert config.lake.uri == str((tmp_path / "configs" / "team" / "lake").resolve())
+    assert config.output.uri == str((tmp_path / "configs" / "out").resolve())
+
+
+def test_absolute_paths_and_remote_uris_are_left_untouched(tmp_path):
+    absolute = str(tmp_path / "abs_lake")
+    path = write_config(
+        tmp_path, minimal_config(lake={"uri": absolute}, output={"uri": "s3://bucket/prefix"})
+    )
+    config = load_config(path)
+    assert config.lake.uri == absolute
+    assert config.output.uri == "s3://bucket/prefix"
+
+
+@pytest.mark.parametrize(
+    ("section", "patch", "field"),
+    [
+        ("lake", {"uri": "./lake", "partiton_keys": {"day": "date"}}, "partiton_keys"),
+        ("model", {"max_step": 10}, "max_step"),
+        ("top", {"treshold": 0.1}, "treshold"),
+    ],
+)
+def test_unknown_keys_are_rejected_naming_the_field(tmp_path, section, patch, field):
+    config = minimal_config()
+    if section == "top":
+        config.update(patch)
+    else:
+        config[section] = patch
+    path = write_config(tmp_path, config)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert field in message
+    assert str(path) in message
+
+
+def test_unknown_key_in_a_column_is_rejected(tmp_path):
+    config = minimal_config()
+    config["columns"][0]["nulable"] = True
+    with pytest.raises(ConfigError, match="nulable"):
+        load_config(write_config(tmp_path, config))
+
+
+def test_min_greater_than_max_is_rejected(tmp_path):
+    config = minimal_config()
+    config["columns"][0].update({"min": 10, "max": 1})
+    with pytest.raises(ConfigError, match=r"'amount': min 10.0 is greater than max 1.0"):
+        load_config(write_config(tmp_path, config))
+
+
+def test_min_equal_to_max_is_allowed():
+    spec = ColumnSpec(name="x", type="int", role="numeric", min=3, max=3)
+    assert spec.min == spec.max == 3
+
+
+def test_duplicate_columns_are_rejected(tmp_path):
+    config = minimal_config()
+    config["columns"].append({"name": "amount", "type": "float", "role": "numeric"})
+    with pytest.raises(ConfigError, match=r"more than once: \['amount'\]"):
+        load_config(write_config(tmp_path, config))
+
+
+def test_partition_key_listed_as_column_is_rejected(tmp_path):
+    config = minimal_config()
+    config["columns"].append({"name": "day", "type": "date", "role": "timestamp"})
+    with pytest.raises(ConfigError, match=r"partition keys must not also be listed as columns: \['day'\]"):
+        load_config(write_config(tmp_path, config))
+
+
+def test_config_without_model_columns_is_rejected(tmp_path):
+    config = minimal_config(columns=[{"name": "id", "type": "string", "role": "identifier"}])
+    with pytest.raises(ConfigError, match="at least one column"):
+        load_config(write_config(tmp_path, config))
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        {"name": "c", "type": "string", "role": "categorical", "min": 0},
+        {"name": "c", "type": "string", "role": "numeric"},
+        {"name": "c", "type": "float", "role": "categorical"},
+        {"name": "c", "type": "decimal", "role": "numeric"},
+    ],
+)
+def test_inconsistent_column_specs_are_rejected(tmp_path, column):
+    config = minimal_config()
+    config["columns"].append(column)
+    with pytest.raises(ConfigError, match="columns.2"):
+        load_config(write_config(tmp_path, config))
+
+
+def test_missing_file_raises_config_error_naming_the_path(tmp_path):
+    missing = tmp_path / "nope" / "job.yaml"
+    with pytest.raises(ConfigError, match="not found") as error:
+        load_config(missing)
+    assert str(missing) in str(error.value)
+
+
+def test_invalid_yaml_raises_config_error(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("lake: [unclosed\ncolumns: {\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", "- just\n- a list\n", "42\n"])
+def test_non_mapping_yaml_raises_config_error(tmp_path, text):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(path)
+
+
+@pytest.mark.xfail(
+    reason="load_config only catches FileNotFoundError: a directory (IsADirectoryError) or undecodable file "
+    "(UnicodeDecodeError) escapes as a raw error instead of ConfigError",
+    strict=True,
+)
+@pytest.mark.parametrize("kind", ["directory", "not_utf8"])
+def test_unreadable_config_raises_config_error(tmp_path, kind):
+    if kind == "directory":
+        path = tmp_path / "job.yaml"
+        path.mkdir()
+    else:
+        path = tmp_path / "job.yaml"
+        path.write_bytes(b"name: \xff\xfe\x00bad\n")
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+def test_invalid_values_are_rejected(tmp_path):
+    config = minimal_config(thresholds={"target_fpr": 1.5})
+    with pytest.raises(ConfigError, match="thresholds.target_fpr"):
+        load_config(write_config(tmp_path, config))
+
+
+def test_config_is_frozen(tmp_path):
+    config = load_config(write_config(tmp_path, minimal_config()))
+    with pytest.raises(Exception):
+        config.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("uri", ["/data/out", "/data/out/", "s3://bucket/out/"])
+def test_output_folders_are_siblings_under_the_output_root(uri):
+    output = OutputConfig(uri=uri)
+    root = uri.rstrip("/")
+    assert output.scored_uri == f"{root}/scored"
+    assert output.quarantine_uri == f"{root}/quarantine"
+    assert output.validated_uri == f"{root}/validated"
+    assert output.models_uri == f"{root}/models"
+    assert output.drift_uri == f"{root}/drift"
+    assert output.runs_uri == f"{root}/runs"
+    assert output.staging_uri == f"{root}/_staging"
+    children = [
+        output.scored_uri, output.quarantine_uri, output.validated_uri,
+        output.models_uri, output.drift_uri, output.runs_uri, output.staging_uri,
+    ]
+    assert len(set(children)) == len(children)
+    # No output folder is nested inside another one (so no table holds foreign files).
+    for a in children:
+        for b in children:
+            assert a == b or not b.startswith(a + "/")
+
+
+def test_defaults_are_filled_in(tmp_path):
+    config = load_config(write_config(tmp_path, {k: v for k, v in minimal_config().items() if k != "name"}))
+    assert isinstance(config, PipelineConfig)
+    assert config.name == "sae-pipeline"
+    assert config.features.min_category_frequency == 0.005
+    assert config.training.partitions is None
+    assert config.label_column is None

@@ -1,0 +1,184 @@
+"""SAEDetector follows PyOD's detector contract and detects the sample data's anomalies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from safetensors.numpy import load_file
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+
+from sae_pipeline import SAEDetector
+from sae_pipeline.config import load_config
+from sae_pipeline.features import NotFittedError, TabularEncoder
+from sae_pipeline.sample_data import generate_day
+from tests.conftest import SAMPLE_CONFIG
+
+FAST = {"max_steps": 300}
+
+
+def correlated_data(n: int = 3000, d: int = 8, n_outliers: int = 60, seed: int = 0):
+    """Rows on a low-dimensional subspace plus outliers that leave it (labels: 1 = outlier)."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(3, d))
+    inliers = rng.normal(size=(n, 3)) @ basis + 0.1 * rng.normal(size=(n, d))
+    outliers = rng.normal(size=(n_outliers, d)) * 3
+    X = np.vstack([inliers, outliers])
+    y = np.r_[np.zeros(n), np.ones(n_outliers)]
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = correlated_data()
+    return SAEDetector(**FAST).fit(X), X, y
+
+
+def test_fit_returns_self_and_sets_fitted_attributes(fitted):
+    detector, X, _ = fitted
+    assert isinstance(detector, SAEDetector)
+    assert detector.decision_scores_.shape == (X.shape[0],)
+    assert detector.labels_.shape == (X.shape[0],) and set(np.unique(detector.labels_)) <= {0, 1}
+    assert np.isfinite(detector.threshold_)
+    assert detector.n_features_in_ == X.shape[1]
+    assert {"fraction_variance_unexplained", "l0", "dead_latent_fraction"} <= set(detector.training_report_)
+    assert not hasattr(SAEDetector(), "threshold_")
+
+
+def test_scores_are_higher_for_outliers(fitted):
+    detector, X, y = fitted
+    assert roc_auc_score(y, detector.decision_function(X)) >= 0.9
+
+
+def test_decision_function_is_batch_independent_and_predict_uses_threshold(fitted):
+    detector, X, _ = fitted
+    scores = detector.decision_function(X)
+    assert scores.dtype == np.float64 and scores.ndim == 1
+    alone = np.array([detector.decision_function(X[i : i + 1])[0] for i in (0, 5, 3010)])
+    np.testing.assert_allclose(alone, scores[[0, 5, 3010]], rtol=1e-5)
+    np.testing.assert_array_equal(detector.predict(X), (scores > detector.threshold_).astype(int))
+
+
+def test_threshold_flags_about_contamination_share_of_clean_rows(fitted):
+    detector, X, y = fitted
+    flagged_inliers = detector.predict(X[y == 0]).mean()
+    assert flagged_inliers < 0.05
+
+
+def test_pvalues_are_in_unit_interval_and_decrease_with_score(fitted):
+    detector, X, _ = fitted
+    scores = detector.decision_function(X)
+    pvalues = detector.score_pvalues(X)
+    assert ((pvalues > 0) & (pvalues <= 1)).all()
+    order = np.argsort(scores)
+    assert (np.diff(pvalues[order]) <= 1e-12).all()
+
+
+def test_accepts_polars_frames_and_rejects_bad_input(fitted):
+    detector, X, _ = fitted
+    frame = pl.DataFrame(X, schema=[f"f{i}" for i in range(X.shape[1])])
+    np.testing.assert_allclose(detector.decision_function(frame), detector.decision_function(X))
+    with pytest.raises(ValueError, match="non-numeric"):
+        detector.decision_function(frame.with_columns(pl.lit("x").alias("f0")))
+    with pytest.raises(ValueError, match="NaN"):
+        detector.decision_function(np.full((2, X.shape[1]), np.nan))
+    with pytest.raises(ValueError, match="features"):
+        detector.decision_function(X[:, :3])
+
+
+def test_extreme_values_score_finite(fitted):
+    detector, X, _ = fitted
+    extreme = X[:3].copy()
+    extreme[0, 0], extreme[1, 1], extreme[2, 2] = 1e300, -np.inf, np.inf
+    scores = detector.decision_function(extreme)
+    assert np.isfinite(scores).all() and (scores > detector.threshold_).all()
+
+
+@pytest.mark.parametrize(
+    "params", [{"sparsity": "dense"}, {"contamination": 0.7}, {"max_steps": 0}, {"k": 0}, {"trim_fraction": 1.0}]
+)
+def test_invalid_hyperparameters_raise_value_error(params):
+    with pytest.raises(ValueError):
+        SAEDetector(**params).fit(np.random.default_rng(0).normal(size=(50, 4)))
+
+
+def test_not_fitted_raises():
+    with pytest.raises(NotFittedError):
+        SAEDetector().decision_function(np.zeros((2, 3)))
+
+
+def test_clone_and_params_round_trip(fitted):
+    detector, _, _ = fitted
+    copy = clone(detector)
+    assert copy.get_params() == detector.get_params()
+    assert not hasattr(copy, "model_")
+    assert SAEDetector().set_params(k=3, sparsity="l1").get_params()["k"] == 3
+
+
+def test_same_seed_gives_same_scores():
+    X, _ = correlated_data(n=800)
+    first = SAEDetector(max_steps=100, random_state=3).fit(X).decision_scores_
+    second = SAEDetector(max_steps=100, random_state=3).fit(X).decision_scores_
+    np.testing.assert_array_equal(first, second)
+
+
+def test_save_load_round_trip_without_pickle(fitted, tmp_path):
+    detector, X, _ = fitted
+    detector.save(str(tmp_path / "model"))
+    tensors = load_file(tmp_path / "model" / "model.safetensors")  # plain arrays, no code execution
+    assert "scaler.center" in tensors and "model.W_dec" in tensors
+    manifest = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert manifest["threshold"] == detector.threshold_
+    loaded = SAEDetector.load(str(tmp_path / "model"))
+    np.testing.assert_allclose(loaded.decision_function(X), detector.decision_function(X), rtol=1e-6)
+    np.testing.assert_array_equal(loaded.predict(X), detector.predict(X))
+    assert loaded.get_params() == detector.get_params()
+
+
+def _mean_active(detector: SAEDetector, X: np.ndarray) -> float:
+    return float((detector.transform(X) > 0).sum(axis=1).mean())
+
+
+def test_topk_codes_have_at_most_k_active_latents():
+    X, _ = correlated_data(n=1000)
+    detector = SAEDetector(sparsity="topk", k=3, n_latents=32, max_steps=200).fit(X)
+    codes = detector.transform(X)
+    assert codes.shape == (X.shape[0], 32)
+    assert ((codes > 0).sum(axis=1) <= 3).all()
+
+
+@pytest.mark.parametrize(
+    ("sparsity", "weak", "strong"),
+    [("l1", {"l1_coefficient": 1e-4}, {"l1_coefficient": 0.1}), ("kl", {"kl_target": 0.3}, {"kl_target": 0.02, "kl_weight": 5.0})],
+)
+def test_penalty_modes_produce_sparse_codes_and_strength_matters(sparsity, weak, strong):
+    X, _ = correlated_data(n=1500)
+    common = {"sparsity": sparsity, "n_latents": 64, "max_steps": 600}
+    weak_l0 = _mean_active(SAEDetector(**common, **weak).fit(X), X)
+    strong_l0 = _mean_active(SAEDetector(**common, **strong).fit(X), X)
+    assert strong_l0 < weak_l0
+    assert strong_l0 < 0.25 * 64
+
+
+def test_finetune_steps_change_the_decoder_only():
+    X, _ = correlated_data(n=800)
+    base = SAEDetector(sparsity="l1", max_steps=100).fit(X)
+    tuned = SAEDetector(sparsity="l1", max_steps=100, finetune_steps=100).fit(X)
+    assert np.allclose(base.model_.W_enc.detach(), tuned.model_.W_enc.detach())
+    assert not np.allclose(base.model_.W_dec.detach(), tuned.model_.W_dec.detach())
+
+
+def test_detects_sample_data_anomalies_with_auc_at_least_0_9():
+    """The sample lake's injected anomalies (spikes, broken correlations, rare categories), default settings."""
+    config = load_config(SAMPLE_CONFIG)
+    frame = pl.concat([generate_day(dt.date(2026, 11, 1) + dt.timedelta(days=d), 2000, seed=0) for d in range(5)])
+    frame = frame.filter(pl.col("anomaly_kind").fill_null("") != "invalid")
+    encoder = TabularEncoder(config.columns, config.features).fit(frame)
+    X = encoder.transform(frame)
+    detector = SAEDetector().fit(X)
+    labels = frame.get_column("label_is_anomaly").to_numpy()
+    assert roc_auc_score(labels, detector.decision_scores_) >= 0.9

@@ -1,0 +1,91 @@
+"""The Prefect flow under Prefect's test harness: contracts, row conservation, reruns, scoring-only runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow.dataset as ds
+import pytest
+
+from flows.lake_pipeline import PartitionFailures, lake_pipeline
+from sae_pipeline.config import load_config
+from sae_pipeline.registry import load_model
+from sae_pipeline.runs import RunSummary
+from sae_pipeline.schema import SCORE_COLUMNS, scored_output_schema
+from tests.conftest import write_lake_config
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _scored(config) -> pl.DataFrame:
+    return pl.scan_parquet(config.output.scored_uri, hive_partitioning=True, hive_schema={"day": pl.Date}).collect()
+
+
+def test_run_writes_contracted_outputs_and_conserves_rows(lake_config):
+    summary = RunSummary.model_validate(lake_pipeline(str(lake_config)))
+    config = load_config(lake_config)
+
+    scored = _scored(config)
+    assert scored.height == summary.totals["rows_scored"] == summary.totals["rows_valid"]
+    assert summary.totals["rows_in"] == 3 * 600 == summary.totals["rows_scored"] + summary.totals["rows_quarantined"]
+    scored_output_schema(config).validate(scored.drop("day"))
+    assert list(scored.columns[-len(SCORE_COLUMNS) - 1 : -1]) == list(SCORE_COLUMNS)
+    assert ds.dataset(config.output.scored_uri, partitioning="hive").count_rows() == scored.height
+
+    quarantine = pl.scan_parquet(config.output.quarantine_uri, hive_partitioning=True).collect()
+    assert quarantine.height == summary.totals["rows_quarantined"] > 0
+    assert quarantine.get_column("quarantine_reasons").list.len().min() >= 1
+    assert (quarantine.get_column("anomaly_kind") == "invalid").all()
+
+    for partition in summary.partitions:
+        report = json.loads(Path(partition.drift_report_uri).with_name("drift.json").read_text())
+        assert report["partition"] == partition.partition
+        assert Path(partition.drift_report_uri).read_text().startswith("#")
+    assert summary.evaluation["auc_roc"] > 0.8
+
+    model = load_model(summary.model_uri)
+    assert model.metadata.trained_on == [p.partition for p in summary.partitions]
+    assert json.loads(Path(summary.summary_uri).read_text())["run_id"] == summary.run_id
+
+
+def test_rerun_replaces_partitions_and_score_mode_reuses_latest_model(lake_config):
+    first = RunSummary.model_validate(lake_pipeline(str(lake_config)))
+    second = RunSummary.model_validate(lake_pipeline(str(lake_config), mode="score"))
+    config = load_config(lake_config)
+    assert second.model_uri == first.model_uri and not second.trained
+    scored = _scored(config)
+    assert scored.height == first.totals["rows_scored"]  # replaced, not duplicated
+    assert scored.get_column("model_version").unique().to_list() == [first.model_version]
+    for partition in second.partitions:
+        assert len(list(Path(partition.scored_uri).glob("*.parquet"))) == 1
+    assert not any(Path(config.output.staging_uri).glob("*.parquet"))
+
+
+def test_train_mode_writes_model_but_no_scores(lake_config):
+    summary = RunSummary.model_validate(lake_pipeline(str(lake_config), mode="train"))
+    assert summary.trained and summary.totals["rows_scored"] == 0
+    assert not Path(load_config(lake_config).output.scored_uri).exists()
+
+
+def test_bad_partition_fails_the_run_naming_the_file_and_column(tmp_path):
+    config_path = write_lake_config(tmp_path)
+    bad = tmp_path / "lake" / "day=2026-11-02" / "part-0.parquet"
+    pl.read_parquet(bad).drop("cpu_pct").write_parquet(bad)
+    with pytest.raises(PartitionFailures, match=r"day=2026-11-02.*cpu_pct"):
+        lake_pipeline(str(config_path))
+
+
+def test_run_publishes_summary_and_drift_artifacts(lake_config):
+    from prefect.client.orchestration import get_client
+
+    lake_pipeline(str(lake_config))
+
+    async def artifact_keys() -> set[str]:
+        async with get_client() as client:
+            return {artifact.key for artifact in await client.read_artifacts()}
+
+    keys = asyncio.run(artifact_keys())
+    assert "sae-run-summary" in keys and "drift-day-2026-11-01" in keys
