@@ -199,12 +199,31 @@ def _sae_samples(model: SAEDetector, n_train: int) -> int:
     return (report["steps"] + model.finetune_steps) * batch
 
 
+class DropConstantColumns:
+    """Fit `model` only on the columns that vary in the training rows.
+
+    Used for PyOD's PCA alone: it standardises by the training std, so a constant column (SMD, NSL-KDD have some)
+    turns every score into NaN.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, X: np.ndarray) -> DropConstantColumns:
+        self.keep_ = np.ptp(X, axis=0) > 0
+        self.model.fit(X[:, self.keep_])
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.model.decision_function(X[:, self.keep_])
+
+
 def _pyod(name: str) -> Callable[[int], object]:
     def build(seed: int):
         if name == "PCA":
             from pyod.models.pca import PCA
 
-            return PCA(random_state=seed)
+            return DropConstantColumns(PCA(random_state=seed))
         if name == "ECOD":
             from pyod.models.ecod import ECOD
 
@@ -426,6 +445,8 @@ def throughput_lines(per_method: dict) -> list[str]:
 
 
 def probe_lines(probe: dict) -> list[str]:
+    if probe.get("skipped"):
+        return ["- Timing probe: skipped (--no-probe)."]
     if "error" in probe:
         return [f"- Timing probe CRASHED: {probe['error']}"]
     return [f"- Timing probe: `SAEDetector` (run's SAE parameters) fitted {probe['rows']:,} x {probe['features']} "
@@ -472,6 +493,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--sae-params", type=json.loads, default={}, help="JSON of SAEDetector keyword arguments")
     parser.add_argument("--no-markdown", action="store_true", help=f"do not update {BENCHMARKS_MD.name}")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch intra-op threads (default 1, like the other single-threaded methods; 0 = torch default)")
+    parser.add_argument("--no-probe", action="store_true", help="skip the 100k x 30 SAE timing probe")
     return parser.parse_args(argv)
 
 
@@ -489,6 +513,8 @@ def write_json(path: Path, meta: dict, probe: dict, infos: list[dict], results: 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     max_rows = args.max_rows or None
     datasets = select_datasets(discover_datasets(args.data_dir.resolve()), args.datasets)
     if not datasets:
@@ -499,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             "data_dir": str(args.data_dir.resolve())}
     print(f"{len(datasets)} datasets x {len(methods)} methods x {len(args.seeds)} seeds; {meta['machine']}", flush=True)
 
-    probe = timing_probe(args.sae_params)
+    probe = {"skipped": True} if args.no_probe else timing_probe(args.sae_params)
     print(f"timing probe: {probe}", flush=True)
     results, infos = [], []
     for dataset in datasets:

@@ -105,10 +105,10 @@ class TabularEncoder:
         for name in self.indicator_columns_:
             names.append(f"{name}__missing")
             sources.append(name)
-        for name, levels in self.categories_.items():
-            for level in [*levels, OTHER_LEVEL]:
-                names.append(f"{name}={level}")
-                sources.append(name)
+        for column in self._categorical:
+            for level in [*self.categories_[column.name], OTHER_LEVEL]:
+                names.append(f"{column.name}={level}")
+                sources.append(column.name)
         self.feature_names_ = names
         self.feature_sources_ = sources
 
@@ -120,14 +120,16 @@ class TabularEncoder:
         """Return an array of shape (n_rows, n_features) in `feature_names_` order."""
         if not hasattr(self, "feature_names_"):
             raise NotFittedError("TabularEncoder is not fitted")
+        # Same order as `_index_features` (the column specs), whatever order the JSON state listed keys in.
+        medians = self.numeric_medians_
         expressions = [
-            pl.col(name).cast(pl.Float64).fill_null(median).fill_nan(median)
-            for name, median in self.numeric_medians_.items()
+            pl.col(c.name).cast(pl.Float64).fill_null(medians[c.name]).fill_nan(medians[c.name]) for c in self._numeric
         ]
         expressions += [
             pl.col(name).is_null().cast(pl.Float64).alias(f"{name}__missing") for name in self.indicator_columns_
         ]
-        for name, levels in self.categories_.items():
+        for column in self._categorical:
+            name, levels = column.name, self.categories_[column.name]
             level = pl.col(name).cast(pl.String).fill_null(MISSING_LEVEL)
             expressions += [(level == value).cast(pl.Float64).alias(f"{name}={value}") for value in levels]
             expressions.append((~level.is_in(levels)).cast(pl.Float64).alias(f"{name}={OTHER_LEVEL}"))

@@ -39,15 +39,15 @@ def join_uri(base: str, *parts: str) -> str:
 
 @dataclass(frozen=True, order=True)
 class Partition:
-    """One Hive partition: its key values (in key order) and the URI of its folder."""
+    """One Hive partition.
+
+    `values` are the decoded key values (in key order); `name` is the folder path relative to the table exactly
+    as it is spelled on storage (e.g. `day=2026-11-01`, or `region=us%20east`), which output tables reuse.
+    """
 
     values: tuple[tuple[str, str], ...]
+    name: str = field(compare=False)
     uri: str = field(compare=False)
-
-    @property
-    def name(self) -> str:
-        """Relative folder path, e.g. `day=2026-11-01`; also the partition's human-readable id."""
-        return "/".join(f"{key}={value}" for key, value in self.values)
 
     def to_record(self) -> dict:
         """A small JSON-able record, what flows pass between tasks."""
@@ -55,7 +55,7 @@ class Partition:
 
     @classmethod
     def from_record(cls, record: dict) -> Partition:
-        return cls(values=tuple(record["values"].items()), uri=record["uri"])
+        return cls(values=tuple(record["values"].items()), name=record["name"], uri=record["uri"])
 
 
 def _list_dirs(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
@@ -73,25 +73,29 @@ def discover_partitions(table_uri: str, partition_keys: list[str]) -> list[Parti
         raise LakeReadError(f"lake table not found or not a folder: {table_uri}")
     found: list[Partition] = []
 
-    def walk(path: str, depth: int, values: tuple[tuple[str, str], ...]) -> None:
+    def walk(path: str, depth: int, values: tuple[tuple[str, str], ...], folders: tuple[str, ...]) -> None:
         if depth == len(partition_keys):
-            found.append(Partition(values=values, uri=join_uri(table_uri, *(f"{k}={v}" for k, v in values))))
+            name = "/".join(folders)
+            found.append(Partition(values=values, name=name, uri=join_uri(table_uri, name)))
             return
         for info in _list_dirs(fs, path):
             key, sep, value = info.base_name.partition("=")
             if sep and key == partition_keys[depth]:
-                walk(info.path, depth + 1, (*values, (key, unquote(value))))
+                walk(info.path, depth + 1, (*values, (key, unquote(value))), (*folders, info.base_name))
 
-    walk(root, 0, ())
+    walk(root, 0, (), ())
     return sorted(found)
 
 
-def _data_files(fs: pafs.FileSystem, folder: str) -> list[str]:
+def _data_files(fs: pafs.FileSystem, folder: str, include_empty: bool = False) -> list[str]:
+    """Data files of a folder as Hive readers see them (no `_`/`.` names); empty ones only if asked."""
     infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=False))
     return sorted(
         info.path
         for info in infos
-        if info.type == pafs.FileType.File and not info.base_name.startswith(("_", ".")) and info.size
+        if info.type == pafs.FileType.File
+        and not info.base_name.startswith(("_", "."))
+        and (include_empty or info.size)
     )
 
 
@@ -132,7 +136,7 @@ def write_partition(frame: pl.DataFrame, table_uri: str, partition_name: str, st
     finally:
         if fs.get_file_info(staged_path).type != pafs.FileType.NotFound:
             fs.delete_file(staged_path)
-    for stale in _data_files(fs, folder):
+    for stale in _data_files(fs, folder, include_empty=True):
         if stale != final_path:
             fs.delete_file(stale)
     return join_uri(table_uri, partition_name)

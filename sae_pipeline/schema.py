@@ -77,7 +77,12 @@ def conform_columns(frame: pl.DataFrame, config: PipelineConfig, source: str) ->
         if column.type == "datetime":
             continue  # keep the file's time unit and zone
         casts.append(pl.col(column.name).cast(_DTYPES[column.type]))
-    return frame.with_columns(casts)
+    try:
+        return frame.with_columns(casts)
+    except pl.exceptions.PolarsError as error:
+        raise InputSchemaError(
+            f"{source}: cannot cast column(s) to the configured types: {error} (rule: column type)"
+        ) from None
 
 
 def _finite_check() -> pa.Check:

@@ -167,11 +167,6 @@ def test_non_mapping_yaml_raises_config_error(tmp_path, text):
         load_config(path)
 
 
-@pytest.mark.xfail(
-    reason="load_config only catches FileNotFoundError: a directory (IsADirectoryError) or undecodable file "
-    "(UnicodeDecodeError) escapes as a raw error instead of ConfigError",
-    strict=True,
-)
 @pytest.mark.parametrize("kind", ["directory", "not_utf8"])
 def test_unreadable_config_raises_config_error(tmp_path, kind):
     if kind == "directory":

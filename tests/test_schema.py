@@ -189,11 +189,6 @@ def test_all_null_column_in_required_column_quarantines_every_row(clean, config)
     assert outcome.quarantined.get_column(QUARANTINE_REASON_COLUMN).to_list() == [["cpu_pct: not_nullable"]] * 15
 
 
-@pytest.mark.xfail(
-    reason="conform_columns casts strictly without catching polars errors: an integer column whose values do "
-    "not fit Int64 (e.g. UInt64 counters) raises a raw polars InvalidOperationError, not InputSchemaError",
-    strict=True,
-)
 def test_uncastable_integer_column_raises_input_schema_error(clean, config):
     frame = clean.head(5).with_columns(pl.lit(2**63 + 5, dtype=pl.UInt64).alias("hour"))
     with pytest.raises(InputSchemaError, match="hour"):
