@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from sae_pipeline import pipeline
 from sae_pipeline.config import ConfigError, load_config
@@ -129,3 +130,10 @@ def lake_pipeline(config_path: str, mode: str = "run", model_uri: str | None = N
     _publish_artifacts(summary, scored)
     logger.info("run summary:\n%s", format_summary(summary))
     return summary.model_dump(mode="json")
+
+
+def run_in_process(config_path: str, mode: str = "run", model_uri: str | None = None, progress: bool = False) -> dict:
+    """Run the flow in this process (CLI, notebooks) without the heartbeat thread, which adds ~1 s per run
+    and only matters for crash detection by a remote API."""
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return lake_pipeline(config_path=config_path, mode=mode, model_uri=model_uri, progress=progress)

@@ -37,12 +37,8 @@ def _quiet_prefect_environment() -> None:
 def run_flow(config_path: str, mode: str, model_uri: str | None = None, progress: bool = True) -> dict:
     """Run the Prefect flow in this process and return its run summary (a dict)."""
     _quiet_prefect_environment()
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    lake_pipeline = importlib.import_module("flows.lake_pipeline").lake_pipeline
-    # A heartbeat thread would add ~1 s to every local run; crash detection is a server-side concern.
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return lake_pipeline(config_path=config_path, mode=mode, model_uri=model_uri, progress=progress)
+    flows = importlib.import_module("flows.lake_pipeline")
+    return flows.run_in_process(config_path=config_path, mode=mode, model_uri=model_uri, progress=progress)
 
 
 def _print_summary(summary: dict) -> None:

@@ -1,6 +1,7 @@
 """Tests for the synthetic fleet-telemetry lake: layout, schema, determinism and the injected ground truth."""
 
 import datetime
+from pathlib import Path
 
 import polars as pl
 import pyarrow.dataset as ds
@@ -132,3 +133,13 @@ def test_lake_drifts_only_the_last_days(tmp_path):
     lake = pl.scan_parquet(tmp_path, hive_partitioning=True, hive_schema={"day": pl.Date}).collect()
     means = lake.group_by("day").agg(pl.col("requests_per_s").mean()).sort("day")["requests_per_s"].to_list()
     assert means[-1] > 1.1 * max(means[:-1])
+
+
+def test_committed_sample_lake_matches_the_generator(tmp_path):
+    """sample_data/telemetry is exactly what `sae-pipeline generate-sample` writes, so it can be regenerated."""
+    committed = Path(__file__).resolve().parents[1] / "sample_data" / "telemetry"
+    generate_sample_lake(tmp_path)
+    written = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*.parquet"))
+    assert written == sorted(path.relative_to(committed) for path in committed.rglob("*.parquet"))
+    for relative in written:
+        assert (tmp_path / relative).read_bytes() == (committed / relative).read_bytes(), relative
