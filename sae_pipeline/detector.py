@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 
 import numpy as np
 import polars as pl
@@ -262,11 +261,10 @@ class SAEDetector(BaseEstimator):
         tensors["scaler.scale"] = torch.as_tensor(self.scaler_.scale_)
         tensors["validation_scores"] = torch.as_tensor(self.validation_scores_)
         tensors["decision_scores"] = torch.as_tensor(self.decision_scores_)
-        params = {name: value for name, value in self.get_params().items()}
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
-            "params": params,
+            "params": self.get_params(),
             "n_features_in": self.n_features_in_,
             "n_latents": self.model_.n_latents,
             "k": self.model_.k,

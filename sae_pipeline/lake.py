@@ -157,7 +157,7 @@ def read_bytes(uri: str) -> bytes:
     try:
         with fs.open_input_stream(path) as stream:
             return stream.read()
-    except (FileNotFoundError, OSError) as error:
+    except OSError as error:
         raise LakeReadError(f"cannot read {uri}: {error}") from error
 
 

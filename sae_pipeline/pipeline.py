@@ -25,8 +25,8 @@ from sae_pipeline.features import TabularEncoder
 from sae_pipeline.registry import (
     ModelArtifact,
     PipelineModelMetadata,
-    library_versions,
     latest_model_uri,
+    library_versions,
     load_model,
     new_model_version,
     save_model,

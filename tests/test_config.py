@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -187,7 +188,7 @@ def test_invalid_values_are_rejected(tmp_path):
 
 def test_config_is_frozen(tmp_path):
     config = load_config(write_config(tmp_path, minimal_config()))
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.name = "other"  # type: ignore[misc]
 
 
