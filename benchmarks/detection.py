@@ -199,31 +199,35 @@ def _sae_samples(model: SAEDetector, n_train: int) -> int:
     return (report["steps"] + model.finetune_steps) * batch
 
 
-class DropConstantColumns:
-    """Fit `model` only on the columns that vary in the training rows.
+class RankSafePCA:
+    """PyOD's `PCA` with its defaults, kept to the columns and components that carry variance.
 
-    Used for PyOD's PCA alone: it standardises by the training std, so a constant column (every SMD machine has
-    some) turns every score into NaN.
+    PyOD standardises by each column's training std and weights each component by 1 / its variance, so a constant
+    column (every SMD machine has some) or an exact collinearity (cardio, Cardiotocography, one-hot NSL-KDD) turns
+    every score into NaN or inf. Constant columns are dropped and `n_components` is the numerical rank of the
+    standardised training matrix; on full-rank data this is exactly PyOD's default.
     """
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, random_state: int):
+        self.random_state = random_state
 
-    def fit(self, X: np.ndarray) -> DropConstantColumns:
+    def fit(self, X: np.ndarray) -> RankSafePCA:
+        from pyod.models.pca import PCA
+
         self.keep_ = np.ptp(X, axis=0) > 0
-        self.model.fit(X[:, self.keep_])
+        X = X[:, self.keep_]
+        rank = int(np.linalg.matrix_rank((X - X.mean(axis=0)) / X.std(axis=0)))
+        self.model_ = PCA(n_components=rank, random_state=self.random_state).fit(X)
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return self.model.decision_function(X[:, self.keep_])
+        return self.model_.decision_function(X[:, self.keep_])
 
 
 def _pyod(name: str) -> Callable[[int], object]:
     def build(seed: int):
         if name == "PCA":
-            from pyod.models.pca import PCA
-
-            return DropConstantColumns(PCA(random_state=seed))
+            return RankSafePCA(random_state=seed)
         if name == "ECOD":
             from pyod.models.ecod import ECOD
 

@@ -77,40 +77,37 @@ def _code_statistics(model: SparseAutoencoder, X: torch.Tensor) -> tuple[float, 
     return active_total / max(X.shape[0], 1), 1.0 - fired.float().mean().item()
 
 
-def _optimise(
+def _sample_batch(pool: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    rows = torch.randint(pool.shape[0], (min(batch_size, pool.shape[0]),), generator=generator)
+    return pool[rows.to(pool.device)]
+
+
+def _step(
     model: SparseAutoencoder,
-    parameters: list[torch.nn.Parameter],
-    pool: torch.Tensor,
-    steps: int,
+    optimiser: torch.optim.Optimizer,
+    batch: torch.Tensor,
     settings: TrainingSettings,
-    with_sparsity: bool,
-    generator: torch.Generator,
-    on_step,
+    sparsity_weight: float,
 ) -> None:
-    """Run `steps` Adam steps on random batches of `pool`; `on_step(step)` may return a new pool or stop."""
-    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate)
-    warmup_steps = max(1, steps // 20)  # the L1 coefficient ramps up over the first 5% of steps
-    for step in range(1, steps + 1):
-        rows = torch.randint(pool.shape[0], (min(settings.batch_size, pool.shape[0]),), generator=generator)
-        batch = pool[rows.to(pool.device)]
-        reconstruction, code = model(batch)
-        loss = (reconstruction - batch).square().mean()
-        if with_sparsity:
-            ramp = min(1.0, step / warmup_steps) if model.sparsity == "l1" else 1.0
-            loss = loss + ramp * model.sparsity_penalty(
-                code, settings.l1_coefficient, settings.kl_target, settings.kl_weight
-            )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        model.remove_parallel_decoder_gradient()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
-        model.normalize_decoder()
-        outcome = on_step(step)
-        if outcome is StopIteration:
-            return
-        if outcome is not None:
-            pool = outcome
+    """One Adam step on reconstruction MSE + sparsity_weight x the mode's penalty, keeping decoder columns unit-norm."""
+    reconstruction, code = model(batch)
+    loss = (reconstruction - batch).square().mean()
+    if sparsity_weight:
+        loss = loss + sparsity_weight * model.sparsity_penalty(
+            code, settings.l1_coefficient, settings.kl_target, settings.kl_weight
+        )
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    model.remove_parallel_decoder_gradient()
+    torch.nn.utils.clip_grad_norm_([p for group in optimiser.param_groups for p in group["params"]], 1.0)
+    optimiser.step()
+    model.normalize_decoder()
+
+
+def _trimmed(model: SparseAutoencoder, X: torch.Tensor, fraction: float) -> torch.Tensor:
+    """X without its `fraction` worst-reconstructed rows."""
+    errors = row_errors(model, X).mean(dim=1)
+    return X[errors <= torch.quantile(errors, 1 - fraction)]
 
 
 def train_sae(
@@ -123,55 +120,49 @@ def train_sae(
     """Train in place and leave the model at its best validation checkpoint."""
     generator = torch.Generator().manual_seed(settings.seed)
     started = time.perf_counter()
-    best = {"mse": float("inf"), "state": copy.deepcopy(model.state_dict()), "since": 0}
     trim_at = settings.max_steps // 3 if settings.trim_fraction > 0 else -1
-    state = {"steps": 0, "stopped_early": False, "pool_rows": X_train.shape[0]}
-    bar = tqdm(total=settings.max_steps, desc="training SAE", unit="step", disable=None if progress else True, leave=False)
-
-    def validation_mse() -> float:
-        return row_errors(model, X_val).mean().item()
-
-    def on_step(step: int):
-        state["steps"] = step
-        bar.update(1)
-        new_pool = None
-        if step == trim_at:
-            errors = row_errors(model, X_train).mean(dim=1)
-            keep = errors <= torch.quantile(errors, 1 - settings.trim_fraction)
-            new_pool = X_train[keep]
-            state["pool_rows"] = new_pool.shape[0]
-        if step % settings.eval_every == 0 or step == settings.max_steps:
-            mse = validation_mse()
-            bar.set_postfix(val_mse=f"{mse:.4g}")
-            if mse < best["mse"] - 1e-7:
-                best.update(mse=mse, state=copy.deepcopy(model.state_dict()), since=0)
-            else:
-                best["since"] += 1
-                if best["since"] >= settings.patience and step > trim_at:
-                    state["stopped_early"] = True
-                    return StopIteration
-        return new_pool
+    warmup_steps = max(1, settings.max_steps // 20)  # the L1 coefficient ramps up over the first 5% of steps
+    best_mse, best_state, evaluations_without_gain = float("inf"), copy.deepcopy(model.state_dict()), 0
+    pool, stopped_early, step = X_train, False, 0
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
 
     model.train()
-    _optimise(model, list(model.parameters()), X_train, settings.max_steps, settings, True, generator, on_step)
+    bar = tqdm(total=settings.max_steps, desc="training SAE", unit="step", disable=None if progress else True, leave=False)
+    for step in range(1, settings.max_steps + 1):
+        ramp = min(1.0, step / warmup_steps) if model.sparsity == "l1" else 1.0
+        _step(model, optimiser, _sample_batch(pool, settings.batch_size, generator), settings, ramp)
+        bar.update(1)
+        if step == trim_at:
+            pool = _trimmed(model, X_train, settings.trim_fraction)
+        if step % settings.eval_every and step != settings.max_steps:
+            continue
+        mse = row_errors(model, X_val).mean().item()
+        bar.set_postfix(val_mse=f"{mse:.4g}")
+        if mse < best_mse - 1e-7:
+            best_mse, best_state, evaluations_without_gain = mse, copy.deepcopy(model.state_dict()), 0
+        else:
+            evaluations_without_gain += 1
+            if evaluations_without_gain >= settings.patience and step > trim_at:
+                stopped_early = True
+                break
     bar.close()
-    model.load_state_dict(best["state"])
+    model.load_state_dict(best_state)
+
     if settings.finetune_steps:
         # Decoder-only refit on reconstruction alone: removes the shrinkage a sparsity penalty leaves behind.
-        _optimise(
-            model, [model.W_dec, model.b_pre], X_train, settings.finetune_steps, settings, False, generator,
-            lambda step: None,
-        )
+        finetune = torch.optim.Adam([model.W_dec, model.b_pre], lr=settings.learning_rate)
+        for _ in range(settings.finetune_steps):
+            _step(model, finetune, _sample_batch(pool, settings.batch_size, generator), settings, 0.0)
     model.eval()
     seconds = time.perf_counter() - started
-    val_mse = validation_mse()
+    val_mse = row_errors(model, X_val).mean().item()
     variance = X_val.var(dim=0, unbiased=False).mean().item()
     l0, dead = _code_statistics(model, X_val)
-    samples = (state["steps"] + settings.finetune_steps) * settings.batch_size
+    samples = (step + settings.finetune_steps) * settings.batch_size
     report = TrainingReport(
-        steps=state["steps"],
-        stopped_early=state["stopped_early"],
-        train_rows_used=state["pool_rows"],
+        steps=step,
+        stopped_early=stopped_early,
+        train_rows_used=pool.shape[0],
         validation_mse=val_mse,
         fraction_variance_unexplained=val_mse / variance if variance > 0 else 0.0,
         l0=l0,
