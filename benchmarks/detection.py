@@ -10,13 +10,23 @@ Protocol (every method sees exactly the same training and test rows):
 - NSL-KDD (`nsl_kdd/`): fit on `KDDTrain+_20Percent` with attacks subsampled (seeded) to 5% of the rows, score the
   whole of `KDDTest+` (label: attack != normal). Columns go through the pipeline's `TabularEncoder` (3 one-hot
   categoricals); every method gets the same encoded matrix.
-- Training sets above `--max-rows` rows are subsampled (seeded, the same rows for every method), so that PyOD's
-  AutoEncoder stays affordable on the 400k-row sets; such datasets are marked in the report.
+- Training sets above `--max-rows` rows (default 100,000) are subsampled (seeded, the same rows for every method),
+  so that PyOD's AutoEncoder stays affordable on the 400k-row sets; such datasets are marked † in the report.
+
+Methods: `SAEDetector()` with its defaults (or `--sae-params`), `IsolationForest(n_estimators=100)`, and PyOD's
+`PCA`, `ECOD` and `AutoEncoder` with their defaults; every seeded method gets `random_state=seed`. PyOD is optional
+(the `bench` extra): without it those methods are skipped with a note. PyOD's PCA alone is kept to the columns and
+components with non-zero variance (see `RankSafePCA`), without which it returns NaN on SMD, NSL-KDD and cardio.
+torch runs on one thread by default (`--torch-threads`), like the other methods, so that timings do not depend on
+what else the machine runs: on a busy 2-core machine two OpenMP threads made the SAE's small matrix products
+10-40x slower (on an idle one they are about 1.5x faster).
 
 Metrics are AUC-ROC and average precision on the test rows, averaged over the seeds (0, 1, 2 by default), with
-fit and score wall-clock seconds. A crash in one cell is recorded as an error string and the run continues;
-crashes are listed at the end. Results go to a JSON file and to a Markdown section of BENCHMARKS.md between
-`<!-- detection:start -->` and `<!-- detection:end -->`.
+fit and score wall-clock seconds. Training throughput is samples pushed through the optimiser per fit second:
+steps x batch size for the SAE, training rows x epochs for PyOD's AutoEncoder. A timing probe fits the SAE (with
+the run's parameters) on 100,000 x 30 correlated Gaussian rows. A crash in one cell is recorded as an error string
+and the run continues; crashes are listed at the end and make the exit status 1. Results go to a JSON file and
+to a Markdown section of BENCHMARKS.md between `<!-- detection:start -->` and `<!-- detection:end -->`.
 
     python benchmarks/detection.py                                   # everything, defaults
     python benchmarks/detection.py --datasets cardio smd --seeds 0 --methods sae iforest
@@ -123,7 +133,9 @@ def _smd_split(root: Path, machine: str) -> Split:
 
 @functools.cache
 def _nsl_kdd_frames(root: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[ColumnSpec]]:
-    fields = [line.split(",")[0].strip() for line in (root / "Field Names.csv").read_text().splitlines() if line.strip()]
+    fields = [
+        line.split(",")[0].strip() for line in (root / "Field Names.csv").read_text().splitlines() if line.strip()
+    ]
     names = [*fields, "label", "difficulty"]
     columns = [
         ColumnSpec(name=name, type="string", role="categorical")
@@ -224,24 +236,25 @@ class RankSafePCA:
         return self.model_.decision_function(X[:, self.keep_])
 
 
-def _pyod(name: str) -> Callable[[int], object]:
-    def build(seed: int):
-        if name == "PCA":
-            return RankSafePCA(random_state=seed)
-        if name == "ECOD":
-            from pyod.models.ecod import ECOD
+def _pyod_pca(seed: int) -> RankSafePCA:
+    return RankSafePCA(random_state=seed)
 
-            return ECOD()
-        from pyod.models.auto_encoder import AutoEncoder
 
-        return AutoEncoder(random_state=seed, verbose=0)
+def _pyod_ecod(seed: int):
+    from pyod.models.ecod import ECOD
 
-    return build
+    return ECOD()
+
+
+def _pyod_autoencoder(seed: int):
+    from pyod.models.auto_encoder import AutoEncoder
+
+    return AutoEncoder(random_state=seed, verbose=0)  # defaults: 10 epochs, batch 32, hidden [64, 32]
 
 
 def make_methods(wanted: list[str], sae_params: dict) -> list[Method]:
     """The methods to run, in table order; PyOD ones are skipped with a note when PyOD is not installed."""
-    decision = lambda model, X: model.decision_function(X)  # noqa: E731
+    decision = lambda model, X: model.decision_function(X)
     methods = {
         "sae": Method("SAE", lambda seed: SAEDetector(**{**sae_params, "random_state": seed}), decision, _sae_samples),
         "iforest": Method(
@@ -249,10 +262,10 @@ def make_methods(wanted: list[str], sae_params: dict) -> list[Method]:
             lambda seed: IsolationForest(n_estimators=100, random_state=seed),
             lambda model, X: -model.score_samples(X),
         ),
-        "pca": Method("PCA", _pyod("PCA"), decision),
-        "ecod": Method("ECOD", _pyod("ECOD"), decision),
+        "pca": Method("PCA", _pyod_pca, decision),
+        "ecod": Method("ECOD", _pyod_ecod, decision),
         "autoencoder": Method(
-            "AutoEncoder", _pyod("AutoEncoder"), decision, lambda model, n_train: n_train * model.epoch_num
+            "AutoEncoder", _pyod_autoencoder, decision, lambda model, n_train: n_train * model.epoch_num
         ),
     }
     pyod_methods = {"pca", "ecod", "autoencoder"} & set(wanted)
@@ -281,7 +294,7 @@ def run_cell(method: Method, split: Split, seed: int) -> dict:
         cell["auc_roc"] = float(roc_auc_score(split.y_test, scores))
         cell["average_precision"] = float(average_precision_score(split.y_test, scores))
         cell["train_samples"] = method.train_samples(model, cell["n_train"])
-    except Exception as error:  # one method's crash must not end the run
+    except Exception as error:  # noqa: BLE001 - one method's crash must not end the run
         cell["error"] = f"{type(error).__name__}: {error}"
         traceback.print_exc()
     return cell
@@ -298,9 +311,14 @@ def timing_probe(sae_params: dict) -> dict:
         started = time.perf_counter()
         model.fit(X)
         seconds = time.perf_counter() - started
-        return {"rows": PROBE_ROWS, "features": PROBE_FEATURES, "fit_seconds": seconds,
-                "steps": model.training_report_["steps"], "samples_per_second": _sae_samples(model, 0) / seconds}
-    except Exception as error:
+        return {
+            "rows": PROBE_ROWS,
+            "features": PROBE_FEATURES,
+            "fit_seconds": seconds,
+            "steps": model.training_report_["steps"],
+            "samples_per_second": _sae_samples(model, 0) / seconds,
+        }
+    except Exception as error:  # noqa: BLE001 - reported, like a crashed cell
         traceback.print_exc()
         return {"rows": PROBE_ROWS, "features": PROBE_FEATURES, "error": f"{type(error).__name__}: {error}"}
 
@@ -317,8 +335,10 @@ def summarise(results: list[dict], datasets: list[Dataset], methods: list[str]) 
             cells = [r for r in results if r["dataset"] == dataset.name and r["method"] == method]
             ok = [c for c in cells if "error" not in c]
             if cells and len(ok) == len(cells):  # a method counts on a dataset only if every seed succeeded
-                row[method] = {key: float(np.mean([c[key] for c in ok]))
-                               for key in ("auc_roc", "average_precision", "fit_seconds", "score_seconds")}
+                row[method] = {
+                    key: float(np.mean([c[key] for c in ok]))
+                    for key in ("auc_roc", "average_precision", "fit_seconds", "score_seconds")
+                }
         per_dataset[dataset.name] = row
     complete = [d.name for d in datasets if len(per_dataset[d.name]) == len(methods)]
 
@@ -343,7 +363,8 @@ def summarise(results: list[dict], datasets: list[Dataset], methods: list[str]) 
         both = [row for row in per_dataset.values() if {"SAE", "IForest"} <= set(row)]
         diffs = [row["SAE"]["auc_roc"] - row["IForest"]["auc_roc"] for row in both]
         summary["sae_vs_iforest"] = {
-            "win": sum(d >= TIE for d in diffs), "tie": sum(abs(d) < TIE for d in diffs),
+            "win": sum(d >= TIE for d in diffs),
+            "tie": sum(abs(d) < TIE for d in diffs),
             "loss": sum(d <= -TIE for d in diffs),
         }
     return summary
@@ -372,12 +393,20 @@ def environment() -> dict:
         pyod_version = None
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-                   f"CUDA {'yes' if torch.cuda.is_available() else 'no'}",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+            f"CUDA {'yes' if torch.cuda.is_available() else 'no'}"
+        ),
         "platform": platform.platform(),
-        "versions": {"python": platform.python_version(), "sae_pipeline": sae_pipeline.__version__,
-                     "numpy": np.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
-                     "polars": pl.__version__, "pyod": pyod_version},
+        "versions": {
+            "python": platform.python_version(),
+            "sae_pipeline": sae_pipeline.__version__,
+            "numpy": np.__version__,
+            "torch": torch.__version__,
+            "scikit-learn": sklearn.__version__,
+            "polars": pl.__version__,
+            "pyod": pyod_version,
+        },
     }
 
 
@@ -386,23 +415,41 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def render_markdown(payload: dict) -> str:
-    meta, summary, methods = payload["meta"], payload["summary"], payload["meta"]["methods"]
-    per_dataset, per_method = summary["per_dataset"], summary["per_method"]
-    lines = [
+    """The BENCHMARKS.md section: provenance, per-dataset AUC-ROC table, summary, throughput, probe, crashes."""
+    summary = payload["summary"]
+    lines = header_lines(payload["meta"]) + dataset_table(payload) + summary_lines(payload)
+    lines += throughput_lines(summary["per_method"]) + probe_lines(payload["probe"]) + crash_lines(payload["results"])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def header_lines(meta: dict) -> list[str]:
+    return [
         "## Detection benchmark",
         "",
-        f"Generated by `benchmarks/detection.py` on {meta['date']} ({meta['total_seconds'] / 60:.1f} min).",
+        f"Generated by `benchmarks/detection.py` on {meta['date']} ({meta['total_seconds'] / 60:.1f} min).  ",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; {meta['platform']}  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  ",
-        f"SAE parameters: `{json.dumps(meta['sae_params'])}` (empty = `SAEDetector()` defaults); "
-        f"seeds {meta['seeds']}; training rows capped at {meta['max_rows']} (marked †, same rows for every method).",
+        (
+            f"SAE parameters: `{json.dumps(meta['sae_params'])}` (empty = `SAEDetector()` defaults); "
+            f"seeds {meta['seeds']}; training rows capped at {meta['max_rows']} (marked †, same rows for every method)."
+        ),
         "",
-        "Protocol: ADBench sets are split 70/30 (stratified, `random_state=seed`), fitted without labels on the "
-        "contaminated 70%; SMD fits `train/` and scores `test/`; NSL-KDD fits KDDTrain+_20Percent with attacks "
-        "subsampled to 5% and scores KDDTest+, after `TabularEncoder` (one-hot categoricals). "
-        "Cells are AUC-ROC averaged over seeds; the best per row is bold.",
+        (
+            "Protocol: ADBench sets are split 70/30 (stratified, `random_state=seed`), fitted without labels on the "
+            "contaminated 70%; SMD fits `train/` and scores `test/`; NSL-KDD fits KDDTrain+_20Percent with attacks "
+            "subsampled to 5% and scores KDDTest+, after `TabularEncoder` (one-hot categoricals). "
+            "Methods: library defaults (seeded with `random_state=seed`); PyOD's PCA is kept to the columns and "
+            "components with non-zero variance (it returns NaN otherwise). "
+            "Cells are AUC-ROC averaged over seeds; the best per row is bold."
+        ),
         "",
+    ]
+
+
+def dataset_table(payload: dict) -> list[str]:
+    methods, per_dataset = payload["meta"]["methods"], payload["summary"]["per_dataset"]
+    lines = [
         "| dataset | train rows | features | test anomalies | " + " | ".join(methods) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(methods),
     ]
@@ -410,43 +457,65 @@ def render_markdown(payload: dict) -> str:
         row = per_dataset[info["name"]]
         best = max((v["auc_roc"] for v in row.values()), default=None)
         cells = []
-        for m in methods:
-            value = row.get(m, {}).get("auc_roc")
-            text = _fmt(value) if m in row else "crash"
+        for method in methods:
+            value = row.get(method, {}).get("auc_roc")
+            text = "crash" if value is None else _fmt(value)
             cells.append(f"**{text}**" if value is not None and value == best else text)
         rows = f"{info['n_train']}{' †' if info['capped_from'] else ''}"
-        lines.append(f"| {info['name']} | {rows} | {info['n_features']} | {info['anomaly_rate']:.1%} | "
-                     + " | ".join(cells) + " |")
-    n_complete = len(summary["complete_datasets"])
-    lines += ["", f"Summary over the {n_complete} datasets every method completed:", "",
-              "| | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
-    keys = [("mean AUC-ROC", "mean_auc_roc", 3), *[(f"mean AUC-ROC, {g}", f"mean_auc_roc_{g}", 3) for g in GROUPS],
-            ("mean average precision", "mean_average_precision", 3), ("mean rank (1 = best)", "mean_rank", 2)]
+        cells = [info["name"], rows, str(info["n_features"]), f"{info['anomaly_rate']:.1%}", *cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_lines(payload: dict) -> list[str]:
+    methods, summary = payload["meta"]["methods"], payload["summary"]
+    per_method, complete = summary["per_method"], summary["complete_datasets"]
+    left_out = [info["name"] for info in payload["datasets"] if info["name"] not in complete]
+    lines = [
+        "",
+        f"Summary over the {len(complete)} datasets every method completed"
+        + (f" (left out: {', '.join(left_out)})" if left_out else "")
+        + ":",
+        "",
+        "| | " + " | ".join(methods) + " |",
+        "|---|" + "---:|" * len(methods),
+    ]
+    keys = [
+        ("mean AUC-ROC", "mean_auc_roc", 3),
+        *[(f"mean AUC-ROC, {group}", f"mean_auc_roc_{group}", 3) for group in GROUPS],
+        ("mean average precision", "mean_average_precision", 3),
+        ("mean rank (1 = best)", "mean_rank", 2),
+    ]
     for label, key, digits in keys:
         if any(key in per_method[m] for m in methods):
             lines.append(f"| {label} | " + " | ".join(_fmt(per_method[m].get(key), digits) for m in methods) + " |")
     fit = [sum(r.get("fit_seconds", 0) for r in payload["results"] if r["method"] == m) for m in methods]
-    lines.append("| total fit seconds | " + " | ".join(f"{s:.0f}" for s in fit) + " |")
-    lines.append("")
+    lines += ["| total fit seconds | " + " | ".join(f"{s:.0f}" for s in fit) + " |", ""]
     if "sae_vs_iforest" in summary:
         record = summary["sae_vs_iforest"]
-        lines.append(f"SAE vs IForest (per-dataset mean AUC-ROC over all datasets both completed, "
-                     f"tie = |diff| < {TIE}): "
-                     f"{record['win']} wins, {record['tie']} ties, {record['loss']} losses.")
-        lines.append("")
-    lines += throughput_lines(per_method) + probe_lines(payload["probe"]) + crash_lines(payload["results"])
-    return "\n".join(lines).rstrip() + "\n"
+        lines += [
+            (
+                f"SAE vs IForest, per-dataset mean AUC-ROC on every dataset both completed (tie = |diff| < {TIE}): "
+                f"{record['win']} wins, {record['tie']} ties, {record['loss']} losses."
+            ),
+            "",
+        ]
+    return lines
 
 
 def throughput_lines(per_method: dict) -> list[str]:
     lines = []
-    for method, explanation in (("SAE", "optimiser steps x batch size"),
-                                ("AutoEncoder", "training rows x epochs (PyOD default 10 epochs, batch 32)")):
+    for method, explanation in (
+        ("SAE", "optimiser steps x batch size"),
+        ("AutoEncoder", "training rows x epochs (PyOD default 10 epochs, batch 32)"),
+    ):
         stats = per_method.get(method, {})
         if "train_samples_per_second" in stats:
-            lines.append(f"- {method} training throughput: {stats['train_samples_per_second']:,.0f} samples/s "
-                         f"overall (median per fit {stats['median_train_samples_per_second']:,.0f}); samples = "
-                         f"{explanation}, divided by the wall-clock seconds of `fit`.")
+            lines.append(
+                f"- {method} training throughput: {stats['train_samples_per_second']:,.0f} samples/s "
+                f"overall (median per fit {stats['median_train_samples_per_second']:,.0f}); samples = "
+                f"{explanation}, divided by the wall-clock seconds of `fit`."
+            )
     return lines
 
 
@@ -455,9 +524,13 @@ def probe_lines(probe: dict) -> list[str]:
         return ["- Timing probe: skipped (--no-probe)."]
     if "error" in probe:
         return [f"- Timing probe CRASHED: {probe['error']}"]
-    return [f"- Timing probe: `SAEDetector` (run's SAE parameters) fitted {probe['rows']:,} x {probe['features']} "
+    return [
+        (
+            f"- Timing probe: `SAEDetector` (run's SAE parameters) fitted {probe['rows']:,} x {probe['features']} "
             f"correlated Gaussian rows in {probe['fit_seconds']:.1f} s ({probe['steps']} steps, "
-            f"{probe['samples_per_second']:,.0f} samples/s)."]
+            f"{probe['samples_per_second']:,.0f} samples/s)."
+        )
+    ]
 
 
 def crash_lines(results: list[dict]) -> list[str]:
@@ -473,7 +546,9 @@ def update_markdown_file(path: Path, section: str) -> None:
     """Replace the text between the detection markers, creating the file or the markers when missing."""
     block = f"{START_MARKER}\n{section}{END_MARKER}"
     if not path.exists():
-        intro = "# Benchmarks\n\nMeasured results of this project's benchmarks; each section is generated by its script.\n"
+        intro = (
+            "# Benchmarks\n\nMeasured results of this project's benchmarks; each section is generated by its script.\n"
+        )
         path.write_text(f"{intro}\n{block}\n")
         return
     text = path.read_text()
@@ -493,24 +568,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: ../shared/data")
     parser.add_argument("--datasets", nargs="+", help="dataset or group names (adbench, smd, nsl_kdd); default all")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["sae", "iforest", "pca", "ecod", "autoencoder"],
-                        choices=["sae", "iforest", "pca", "ecod", "autoencoder"])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["sae", "iforest", "pca", "ecod", "autoencoder"],
+        choices=["sae", "iforest", "pca", "ecod", "autoencoder"],
+    )
     parser.add_argument("--max-rows", type=int, default=100_000, help="cap on training rows (0 = no cap)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--sae-params", type=json.loads, default={}, help="JSON of SAEDetector keyword arguments")
     parser.add_argument("--no-markdown", action="store_true", help=f"do not update {BENCHMARKS_MD.name}")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch intra-op threads (default 1, like the other single-threaded methods; 0 = torch default)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1, like the other single-threaded methods; 0 = torch default)",
+    )
     parser.add_argument("--no-probe", action="store_true", help="skip the 100k x 30 SAE timing probe")
     return parser.parse_args(argv)
 
 
-def write_json(path: Path, meta: dict, probe: dict, infos: list[dict], results: list[dict],
-               datasets: list[Dataset], seconds: float) -> dict:
+def write_json(
+    path: Path, meta: dict, probe: dict, infos: list[dict], results: list[dict], datasets: list[Dataset], seconds: float
+) -> dict:
     """Write everything so far (called after each dataset, so a killed run keeps its finished datasets)."""
     done = [d for d in datasets if any(info["name"] == d.name for info in infos)]
-    payload = {"meta": {**meta, "total_seconds": seconds}, "probe": probe, "datasets": infos, "results": results,
-               "summary": summarise(results, done, meta["methods"])}
+    payload = {
+        "meta": {**meta, "total_seconds": seconds},
+        "probe": probe,
+        "datasets": infos,
+        "results": results,
+        "summary": summarise(results, done, meta["methods"]),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
     return payload
@@ -526,9 +615,15 @@ def main(argv: list[str] | None = None) -> int:
     if not datasets:
         raise SystemExit(f"no datasets found under {args.data_dir}")
     methods = make_methods(args.methods, args.sae_params)
-    meta = {"command": shlex.join(["python", *sys.argv]), **environment(), "sae_params": args.sae_params,
-            "seeds": args.seeds, "max_rows": max_rows, "methods": [m.name for m in methods],
-            "data_dir": str(args.data_dir.resolve())}
+    meta = {
+        "command": shlex.join(["python", *sys.argv]),
+        **environment(),
+        "sae_params": args.sae_params,
+        "seeds": args.seeds,
+        "max_rows": max_rows,
+        "methods": [m.name for m in methods],
+        "data_dir": str(args.data_dir.resolve()),
+    }
     print(f"{len(datasets)} datasets x {len(methods)} methods x {len(args.seeds)} seeds; {meta['machine']}", flush=True)
 
     probe = {"skipped": True} if args.no_probe else timing_probe(args.sae_params)
@@ -538,15 +633,33 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             split = cap_rows(dataset.load(seed), max_rows, seed)
             for method in methods:
-                cell = {"dataset": dataset.name, "group": dataset.group, "method": method.name, "seed": seed,
-                        **run_cell(method, split, seed)}
+                cell = {
+                    "dataset": dataset.name,
+                    "group": dataset.group,
+                    "method": method.name,
+                    "seed": seed,
+                    **run_cell(method, split, seed),
+                }
                 results.append(cell)
-                print(f"{dataset.name:24s} seed {seed} {method.name:12s} "
-                      + (f"auc {cell['auc_roc']:.4f} ap {cell['average_precision']:.4f} fit {cell['fit_seconds']:.1f}s"
-                         if "error" not in cell else f"CRASH {cell['error']}"), flush=True)
-        infos.append({"name": dataset.name, "group": dataset.group, "n_train": int(split.X_train.shape[0]),
-                      "n_features": int(split.X_train.shape[1]), "capped_from": split.capped_from,
-                      "anomaly_rate": float(split.y_test.mean())})
+                print(
+                    f"{dataset.name:24s} seed {seed} {method.name:12s} "
+                    + (
+                        f"auc {cell['auc_roc']:.4f} ap {cell['average_precision']:.4f} fit {cell['fit_seconds']:.1f}s"
+                        if "error" not in cell
+                        else f"CRASH {cell['error']}"
+                    ),
+                    flush=True,
+                )
+        infos.append(
+            {
+                "name": dataset.name,
+                "group": dataset.group,
+                "n_train": int(split.X_train.shape[0]),
+                "n_features": int(split.X_train.shape[1]),
+                "capped_from": split.capped_from,
+                "anomaly_rate": float(split.y_test.mean()),
+            }
+        )
         write_json(args.output, meta, probe, infos, results, datasets, time.perf_counter() - started)
 
     payload = write_json(args.output, meta, probe, infos, results, datasets, time.perf_counter() - started)

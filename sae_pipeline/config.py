@@ -76,11 +76,12 @@ class ModelConfig(_Strict):
     kl_target: float = Field(0.05, gt=0, lt=1)
     kl_weight: float = Field(1.0, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(512, ge=1)
-    max_steps: int = Field(3000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    max_steps: int = Field(300, ge=1)
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     patience: int = Field(5, ge=1)
     finetune_steps: int = Field(0, ge=0)
+    code_cap_quantile: float | None = Field(0.99, ge=0.5, le=1)
     trim_fraction: float = Field(0.1, ge=0, lt=1)
     device: str = "auto"
     seed: int = 0

@@ -76,12 +76,18 @@ class SAEDetector(BaseEstimator):
     l1_coefficient, kl_target, kl_weight : float
         Strength of the `l1` penalty; target mean activation and weight of the `kl` penalty.
     learning_rate, batch_size, max_steps, patience : training schedule (steps, not epochs).
+        The short default schedule is deliberate: on the ADBench sets, longer training teaches the SAE to
+        reconstruct the anomalies too (mean AUC-ROC 0.82 at 300 steps, 0.78 at 3,000, 0.75 at 10,000; see
+        BENCHMARKS.md).
     validation_fraction : float
         Share of rows held out for early stopping and for calibrating `threshold_` and p-values.
     trim_fraction : float
         Share of worst-reconstructed training rows dropped after a third of training (robust training).
     finetune_steps : int
         Decoder-only steps on reconstruction loss alone after the sparse training.
+    code_cap_quantile : float or None
+        After training, cap each latent's activation at this quantile of its training activations, so that a
+        normal pattern scaled far beyond the training range cannot be reconstructed (None: no cap).
     contamination : float
         Expected anomaly share; `threshold_` is the (1 - contamination) quantile of validation scores.
     device : str
@@ -114,12 +120,13 @@ class SAEDetector(BaseEstimator):
         kl_target: float = 0.05,
         kl_weight: float = 1.0,
         learning_rate: float = 1e-3,
-        batch_size: int = 512,
-        max_steps: int = 3000,
+        batch_size: int = 128,
+        max_steps: int = 300,
         patience: int = 5,
         validation_fraction: float = 0.2,
         trim_fraction: float = 0.1,
         finetune_steps: int = 0,
+        code_cap_quantile: float | None = 0.99,
         contamination: float = 0.01,
         device: str = "auto",
         random_state: int = 0,
@@ -138,6 +145,7 @@ class SAEDetector(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.trim_fraction = trim_fraction
         self.finetune_steps = finetune_steps
+        self.code_cap_quantile = code_cap_quantile
         self.contamination = contamination
         self.device = device
         self.random_state = random_state
@@ -152,6 +160,8 @@ class SAEDetector(BaseEstimator):
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if not 0 <= self.trim_fraction < 1:
             raise ValueError(f"trim_fraction must be in [0, 1), got {self.trim_fraction}")
+        if self.code_cap_quantile is not None and not 0.5 <= self.code_cap_quantile <= 1:
+            raise ValueError(f"code_cap_quantile must be in [0.5, 1] or None, got {self.code_cap_quantile}")
         for name in ("max_steps", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -197,6 +207,8 @@ class SAEDetector(BaseEstimator):
         scaled = self._to_tensor(X)
         report = train_sae(self.model_, scaled[train_rows], scaled[val_rows], settings, progress=self.verbose)
         self.training_report_ = report.to_dict()
+        if self.code_cap_quantile is not None:
+            self.model_.cap_codes_at_quantile(scaled[train_rows], self.code_cap_quantile)
 
         validation_scores = self._scores(scaled[val_rows])
         self.validation_scores_ = np.sort(validation_scores)

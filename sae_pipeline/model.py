@@ -10,6 +10,10 @@ Sparsity modes (the constraint that makes the code sparse):
   batch mean of tanh(z_j), a squashed activation in [0, 1) (Ng, CS294A).
 The encoder starts as the decoder's transpose and decoder columns are kept at unit norm, so the sparsity penalty
 cannot be dodged by shrinking codes and growing the decoder.
+
+After training, each latent's activation can be capped at a high quantile of its training activations
+(`code_cap`). Without the cap, a row that is an exaggerated copy of a normal pattern (a normal direction scaled
+far beyond anything seen) is reconstructed perfectly by one large activation and scores as normal.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class SparseAutoencoder(nn.Module):
         self.W_dec = nn.Parameter(decoder)
         self.W_enc = nn.Parameter(decoder.t().clone())
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
+        self.register_buffer("code_cap", torch.full((n_latents,), float("inf")))
 
     @property
     def n_latents(self) -> int:
@@ -44,10 +49,10 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The sparse code of each row, shape (n_rows, n_latents)."""
         activations = torch.relu(self.pre_activations(x))
-        if self.sparsity != "topk":
-            return activations
-        values, indices = activations.topk(self.k, dim=1)
-        return torch.zeros_like(activations).scatter_(1, indices, values)
+        if self.sparsity == "topk":
+            values, indices = activations.topk(self.k, dim=1)
+            activations = torch.zeros_like(activations).scatter_(1, indices, values)
+        return torch.minimum(activations, self.code_cap)
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         return code @ self.W_dec.t() + self.b_pre
@@ -66,6 +71,13 @@ class SparseAutoencoder(nn.Module):
             kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
             return kl_weight * kl.sum()
         return code.new_zeros(())
+
+    @torch.no_grad()
+    def cap_codes_at_quantile(self, x: torch.Tensor, quantile: float, max_rows: int = 20_000) -> None:
+        """Set each latent's cap to the `quantile` of its activations on (at most `max_rows` of) the rows `x`."""
+        self.code_cap.fill_(float("inf"))
+        rows = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:max_rows].to(x.device)
+        self.code_cap.copy_(torch.quantile(self.encode(x[rows]), quantile, dim=0))
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

@@ -26,17 +26,19 @@ _EVAL_CHUNK = 65_536
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    learning_rate: float = 1e-3
-    batch_size: int = 512
-    max_steps: int = 3000
+    """The schedule and penalty strengths; `SAEDetector` fills them from its hyperparameters (its defaults rule)."""
+
+    learning_rate: float
+    batch_size: int
+    max_steps: int
+    patience: int
+    trim_fraction: float
+    finetune_steps: int
+    l1_coefficient: float
+    kl_target: float
+    kl_weight: float
+    seed: int
     eval_every: int = 100
-    patience: int = 5
-    trim_fraction: float = 0.1
-    finetune_steps: int = 0
-    l1_coefficient: float = 1e-3
-    kl_target: float = 0.05
-    kl_weight: float = 1.0
-    seed: int = 0
 
 
 @dataclass(frozen=True)

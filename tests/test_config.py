@@ -221,3 +221,33 @@ def test_defaults_are_filled_in(tmp_path):
     assert config.features.min_category_frequency == 0.005
     assert config.training.partitions is None
     assert config.label_column is None
+
+
+def test_model_section_defaults_are_the_detector_defaults():
+    from sae_pipeline import SAEDetector
+    from sae_pipeline.config import ModelConfig
+
+    detector_defaults = SAEDetector().get_params()
+    for name, value in ModelConfig().model_dump().items():
+        assert detector_defaults["random_state" if name == "seed" else name] == value, name
+
+
+def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
+    """A typed config is only worth having if each field changes what the detector does."""
+    from sae_pipeline.pipeline import detector_from_config
+
+    changed = {
+        "sparsity": "l1", "n_latents": 7, "k": 2, "l1_coefficient": 0.5, "kl_target": 0.2, "kl_weight": 2.0,
+        "learning_rate": 0.01, "batch_size": 3, "max_steps": 9, "validation_fraction": 0.3, "patience": 2,
+        "finetune_steps": 4, "trim_fraction": 0.2, "code_cap_quantile": 0.9, "device": "cpu", "seed": 5,
+    }
+    from sae_pipeline.config import ModelConfig
+
+    assert set(changed) == set(ModelConfig.model_fields)
+    config = load_config(
+        write_config(tmp_path, minimal_config(model=changed, thresholds={"target_fpr": 0.05}))
+    )
+    params = detector_from_config(config).get_params()
+    for name, value in changed.items():
+        assert params["random_state" if name == "seed" else name] == value, name
+    assert params["contamination"] == 0.05
