@@ -431,9 +431,10 @@ def header_lines(meta: dict) -> list[str]:
         f"Machine: {meta['machine']}; {meta['platform']}  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  ",
         (
-            f"SAE parameters: `{json.dumps(meta['sae_params'])}` (empty = `SAEDetector()` defaults); "
-            f"seeds {meta['seeds']}; training rows capped at {meta['max_rows']} (marked †, same rows for every method)."
+            f"SAE: `--sae-params '{json.dumps(meta['sae_params'])}'` (`{{}}` = `SAEDetector()` defaults); in force: "
+            f"`{json.dumps(meta['sae_effective_params'])}`.  "
         ),
+        (f"Seeds {meta['seeds']}; training rows capped at {meta['max_rows']} (marked †, same rows for every method)."),
         "",
         (
             "Protocol: ADBench sets are split 70/30 (stratified, `random_state=seed`), fitted without labels on the "
@@ -588,6 +589,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def sae_effective_params(sae_params: dict) -> dict:
+    """Every SAEDetector hyperparameter in force (the library's defaults change; the report must say which ran)."""
+    params = SAEDetector(**sae_params).get_params()
+    return {name: value for name, value in params.items() if name not in ("random_state", "verbose")}
+
+
 def write_json(
     path: Path, meta: dict, probe: dict, infos: list[dict], results: list[dict], datasets: list[Dataset], seconds: float
 ) -> dict:
@@ -619,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", *sys.argv]),
         **environment(),
         "sae_params": args.sae_params,
+        "sae_effective_params": sae_effective_params(args.sae_params),
         "seeds": args.seeds,
         "max_rows": max_rows,
         "methods": [m.name for m in methods],
