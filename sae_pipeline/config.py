@@ -76,7 +76,7 @@ class ModelConfig(_Strict):
     kl_target: float = Field(0.05, gt=0, lt=1)
     kl_weight: float = Field(1.0, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(1024, ge=1)
     max_steps: int = Field(300, ge=1)
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     patience: int = Field(5, ge=1)

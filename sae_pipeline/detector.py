@@ -77,8 +77,8 @@ class SAEDetector(BaseEstimator):
         Strength of the `l1` penalty; target mean activation and weight of the `kl` penalty.
     learning_rate, batch_size, max_steps, patience : training schedule (steps, not epochs).
         The short default schedule is deliberate: on the ADBench sets, longer training teaches the SAE to
-        reconstruct the anomalies too (mean AUC-ROC 0.82 at 300 steps, 0.78 at 3,000, 0.75 at 10,000; see
-        BENCHMARKS.md).
+        reconstruct the anomalies too (mean AUC-ROC 0.82 at 300 steps, 0.78 at 3,000, 0.75 at 10,000, batch 512;
+        see BENCHMARKS.md).
     validation_fraction : float
         Share of rows held out for early stopping and for calibrating `threshold_` and p-values.
     trim_fraction : float
@@ -120,7 +120,7 @@ class SAEDetector(BaseEstimator):
         kl_target: float = 0.05,
         kl_weight: float = 1.0,
         learning_rate: float = 1e-3,
-        batch_size: int = 128,
+        batch_size: int = 1024,
         max_steps: int = 300,
         patience: int = 5,
         validation_fraction: float = 0.2,
@@ -210,10 +210,10 @@ class SAEDetector(BaseEstimator):
         if self.code_cap_quantile is not None:
             self.model_.cap_codes_at_quantile(scaled[train_rows], self.code_cap_quantile)
 
-        validation_scores = self._scores(scaled[val_rows])
+        self.decision_scores_ = self._scores(scaled)
+        validation_scores = self.decision_scores_[val_rows]
         self.validation_scores_ = np.sort(validation_scores)
         self.threshold_ = threshold_at_fpr(validation_scores, self.contamination)
-        self.decision_scores_ = self._scores(scaled)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
 

@@ -31,14 +31,13 @@ class RobustScaler:
     """
 
     def fit(self, X: np.ndarray) -> RobustScaler:
+        """Fit on a NaN-free matrix (impute first: `TabularEncoder` does)."""
         X = np.asarray(X, dtype=np.float64)
-        self.center_ = np.nanmedian(X, axis=0)
-        q75, q25 = np.nanpercentile(X, [75, 25], axis=0)
+        q25, median, q75 = np.percentile(X, [25, 50, 75], axis=0)
         spread = (q75 - q25) / _IQR_TO_SIGMA
-        std = np.nanstd(X, axis=0)
-        spread = np.where(spread > 1e-12, spread, np.where(std > 1e-12, std, 1.0))
-        self.center_ = np.nan_to_num(self.center_)
-        self.scale_ = np.nan_to_num(spread, nan=1.0)
+        std = X.std(axis=0)
+        self.center_ = median
+        self.scale_ = np.where(spread > 1e-12, spread, np.where(std > 1e-12, std, 1.0))
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:

@@ -157,7 +157,7 @@ def train_sae(
             _step(model, finetune, _sample_batch(pool, settings.batch_size, generator), settings, 0.0)
     model.eval()
     seconds = time.perf_counter() - started
-    val_mse = row_errors(model, X_val).mean().item()
+    val_mse = row_errors(model, X_val).mean().item() if settings.finetune_steps else best_mse
     variance = X_val.var(dim=0, unbiased=False).mean().item()
     l0, dead = _code_statistics(model, X_val)
     samples = (step + settings.finetune_steps) * settings.batch_size
