@@ -300,6 +300,32 @@ def run_cell(method: Method, split: Split, seed: int) -> dict:
     return cell
 
 
+def run_dataset(dataset: Dataset, methods: list[Method], seeds: list[int], max_rows: int | None) -> tuple[list, dict]:
+    """Every method on every seed's split of one dataset: the result cells and a description of the data."""
+    cells = []
+    for seed in seeds:
+        split = cap_rows(dataset.load(seed), max_rows, seed)
+        for method in methods:
+            cell = {"dataset": dataset.name, "group": dataset.group, "method": method.name, "seed": seed}
+            cell.update(run_cell(method, split, seed))
+            cells.append(cell)
+            outcome = (
+                f"auc {cell['auc_roc']:.4f} ap {cell['average_precision']:.4f} fit {cell['fit_seconds']:.1f}s"
+                if "error" not in cell
+                else f"CRASH {cell['error']}"
+            )
+            print(f"{dataset.name:24s} seed {seed} {method.name:12s} {outcome}", flush=True)
+    info = {
+        "name": dataset.name,
+        "group": dataset.group,
+        "n_train": int(split.X_train.shape[0]),
+        "n_features": int(split.X_train.shape[1]),
+        "capped_from": split.capped_from,
+        "anomaly_rate": float(split.y_test.mean()),
+    }
+    return cells, info
+
+
 def timing_probe(sae_params: dict) -> dict:
     """Fit seconds of the SAE (with the run's parameters) on 100k x 30 correlated Gaussian rows."""
     rng = np.random.default_rng(0)
@@ -638,36 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"timing probe: {probe}", flush=True)
     results, infos = [], []
     for dataset in datasets:
-        for seed in args.seeds:
-            split = cap_rows(dataset.load(seed), max_rows, seed)
-            for method in methods:
-                cell = {
-                    "dataset": dataset.name,
-                    "group": dataset.group,
-                    "method": method.name,
-                    "seed": seed,
-                    **run_cell(method, split, seed),
-                }
-                results.append(cell)
-                print(
-                    f"{dataset.name:24s} seed {seed} {method.name:12s} "
-                    + (
-                        f"auc {cell['auc_roc']:.4f} ap {cell['average_precision']:.4f} fit {cell['fit_seconds']:.1f}s"
-                        if "error" not in cell
-                        else f"CRASH {cell['error']}"
-                    ),
-                    flush=True,
-                )
-        infos.append(
-            {
-                "name": dataset.name,
-                "group": dataset.group,
-                "n_train": int(split.X_train.shape[0]),
-                "n_features": int(split.X_train.shape[1]),
-                "capped_from": split.capped_from,
-                "anomaly_rate": float(split.y_test.mean()),
-            }
-        )
+        cells, info = run_dataset(dataset, methods, args.seeds, max_rows)
+        results += cells
+        infos.append(info)
         write_json(args.output, meta, probe, infos, results, datasets, time.perf_counter() - started)
 
     payload = write_json(args.output, meta, probe, infos, results, datasets, time.perf_counter() - started)
