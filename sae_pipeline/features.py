@@ -33,6 +33,8 @@ class RobustScaler:
     def fit(self, X: np.ndarray) -> RobustScaler:
         """Fit on a NaN-free matrix (impute first: `TabularEncoder` does)."""
         X = np.asarray(X, dtype=np.float64)
+        if np.isnan(X).any():
+            raise ValueError("RobustScaler got NaN: impute missing values first (TabularEncoder does)")
         q25, median, q75 = np.percentile(X, [25, 50, 75], axis=0)
         spread = (q75 - q25) / _IQR_TO_SIGMA
         std = X.std(axis=0)

@@ -212,13 +212,10 @@ def test_robust_scaler_fallbacks_for_binary_and_constant_columns():
     assert (Z[:, 1] == 0).all()
 
 
-def test_robust_scaler_ignores_nan_and_handles_all_nan_column():
-    X = np.array([[1.0, np.nan], [2.0, np.nan], [np.nan, np.nan], [4.0, np.nan], [5.0, np.nan]])
-    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
-        scaler = RobustScaler().fit(X)
-    assert scaler.center_.tolist() == [3.0, 0.0]
-    assert np.isfinite(scaler.scale_).all()
-    assert scaler.scale_[1] == 1.0
+def test_robust_scaler_rejects_nan_with_a_clear_error():
+    X = np.array([[1.0, np.nan], [2.0, 3.0], [4.0, 5.0]])
+    with pytest.raises(ValueError, match="impute"):
+        RobustScaler().fit(X)
 
 
 def test_robust_scaler_round_trip_through_json():
