@@ -160,7 +160,7 @@ def train_sae(
     val_mse = row_errors(model, X_val).mean().item() if settings.finetune_steps else best_mse
     variance = X_val.var(dim=0, unbiased=False).mean().item()
     l0, dead = _code_statistics(model, X_val)
-    samples = (step + settings.finetune_steps) * settings.batch_size
+    samples = (step + settings.finetune_steps) * min(settings.batch_size, pool.shape[0])  # small sets: whole pool
     report = TrainingReport(
         steps=step,
         stopped_early=stopped_early,
