@@ -182,3 +182,22 @@ def test_detects_sample_data_anomalies_with_auc_at_least_0_9():
     detector = SAEDetector().fit(X)
     labels = frame.get_column("label_is_anomaly").to_numpy()
     assert roc_auc_score(labels, detector.decision_scores_) >= 0.9
+
+
+def test_robust_on_what_real_matrices_hold():
+    """Constant, binary, integer and heavy-tailed columns, duplicated rows, 1,500 columns: finite scores, no crash."""
+    rng = np.random.default_rng(0)
+    n = 400
+    columns = [
+        np.full(n, 3.0),  # constant
+        rng.integers(0, 2, n).astype(float),  # binary
+        rng.integers(0, 1000, n).astype(float),  # integer
+        rng.standard_cauchy(n) * 1e6,  # heavy tails
+        (rng.random(n) < 0.01).astype(float),  # rare one-hot level
+    ]
+    X = np.column_stack([*columns, rng.normal(size=(n, 1495))])
+    X[n // 2 :] = X[: n // 2]  # duplicated rows
+    detector = SAEDetector(max_steps=30).fit(X)  # few steps: 1,500 inputs x 1,024 latents is heavy for a unit test
+    scores = detector.decision_function(X)
+    assert scores.shape == (n,) and np.isfinite(scores).all() and np.isfinite(detector.threshold_)
+    assert np.isfinite(detector.score_pvalues(scores=scores)).all()
