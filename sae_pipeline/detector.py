@@ -13,7 +13,6 @@ that row. `threshold_` is the (1 - contamination) quantile of scores on a held-o
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import polars as pl
@@ -27,8 +26,6 @@ from sae_pipeline.features import NotFittedError, RobustScaler
 from sae_pipeline.model import SPARSITY_MODES, SparseAutoencoder
 from sae_pipeline.thresholds import empirical_pvalues, threshold_at_fpr
 from sae_pipeline.training import TrainingSettings, row_errors, train_sae
-
-logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "model.json"
@@ -288,9 +285,12 @@ class SAEDetector(BaseEstimator):
         lake.write_bytes(lake.join_uri(path, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
 
     @classmethod
-    def load(cls, path: str, device: str | None = None) -> SAEDetector:
-        """Rebuild a fitted detector saved by `save`; `device` overrides the saved device choice."""
-        manifest = lake.read_json(lake.join_uri(path, MANIFEST_FILE))
+    def load(cls, path: str, device: str | None = None, manifest: dict | None = None) -> SAEDetector:
+        """Rebuild a fitted detector saved by `save`; `device` overrides the saved device choice.
+
+        `manifest` is the folder's already-read `model.json`, for callers that needed it first.
+        """
+        manifest = manifest or read_manifest(path)
         if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: not a {FORMAT_NAME} v{FORMAT_VERSION} model folder")
         tensors = load_safetensors(lake.read_bytes(lake.join_uri(path, WEIGHTS_FILE)))

@@ -12,6 +12,7 @@ Outputs (all under `output.uri`, each a sibling folder so no table holds foreign
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 
 import numpy as np
@@ -119,6 +120,12 @@ def train_model(config: PipelineConfig, validated: list[dict], progress: bool = 
     }
 
 
+@functools.lru_cache(maxsize=4)
+def _load_model_once(model_uri: str) -> ModelArtifact:
+    """Scoring tasks of one process share a loaded model; safe to cache because versions are never rewritten."""
+    return load_model(model_uri)
+
+
 def existing_model(config: PipelineConfig, model_uri: str | None = None) -> dict:
     """Record of an already-trained model: `model_uri`, or else the newest one under the output folder."""
     model_uri = model_uri or latest_model_uri(config.output.models_uri)
@@ -130,7 +137,7 @@ def score_partition(
 ) -> dict:
     """Score one partition's valid rows, write the scored partition and its drift report, return the counts."""
     name = validated["partition"]
-    artifact = load_model(model_uri)
+    artifact = _load_model_once(model_uri)
     frame = lake.read_partition(validated["validated_uri"])
     chunks = range(0, max(frame.height, 1), _SCORING_CHUNK)
     scored = pl.concat(

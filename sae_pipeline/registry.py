@@ -87,7 +87,7 @@ def load_model(uri: str) -> ModelArtifact:
         raise ValueError(f"{uri}: a bare SAEDetector folder, not a pipeline model (no 'pipeline' metadata)")
     metadata = PipelineModelMetadata.model_validate(manifest["pipeline"])
     return ModelArtifact(
-        detector=SAEDetector.load(uri),
+        detector=SAEDetector.load(uri, manifest=manifest),
         encoder=TabularEncoder.from_dict(metadata.features),
         metadata=metadata,
     )
