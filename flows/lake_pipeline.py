@@ -1,12 +1,16 @@
-"""The main flow: discover partitions -> validate -> train (or load a model) -> score -> drift reports -> summary.
+"""The flows: train-or-update, score, and the combined run that the CLI and the demo use.
 
-Tasks exchange only config paths and small records (names, URIs, counts); data moves through the lake.
+Each run holds a lease on the output folder (two runs never interleave), discovers the partitions with their
+fingerprints, trains or updates the model only when there is something new, scores only the partitions that the
+ledger says are new, changed or requested (one read and one write per partition), removes the outputs of
+partitions that left the lake, and writes a run summary. Tasks exchange only config paths and small records.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -14,13 +18,16 @@ from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-from sae_pipeline import pipeline
+from sae_pipeline import pipeline, updating
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.lake import LakeReadError, read_bytes
+from sae_pipeline.lease import RunLease
 from sae_pipeline.runs import build_run_summary, format_summary
 from sae_pipeline.schema import InputSchemaError
 
-#: Errors that a retry cannot fix: bad config or bad data. Anything else (storage hiccups) is retried.
+RunKind = Literal["run", "train", "score"]
+
+#: Errors that a retry cannot fix: bad config, bad data, bad model. Anything else (storage hiccups) is retried.
 _PERMANENT_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError)
 
 
@@ -40,52 +47,69 @@ io_task = task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry
 
 @io_task(name="discover-partitions")
 def discover_partitions(config_path: str) -> list[dict]:
-    """Return a record per partition of the input table."""
+    """Return a record (name, URI, fingerprint) per partition of the input table."""
     return pipeline.list_partitions(load_config(config_path))
 
 
-@io_task(name="validate-partition", task_run_name="validate {partition[name]}")
-def validate_partition(config_path: str, partition: dict) -> dict:
-    """Split one partition into valid and quarantined rows; return the counts and URIs."""
-    return pipeline.validate_partition(load_config(config_path), partition)
+@task(name="train-or-update")
+def train_or_update(config_path: str, partitions: list[dict], retrain: bool, progress: bool) -> dict:
+    """Train, fine-tune the champion, or skip when nothing changed; return the decision record."""
+    return updating.train_or_update(load_config(config_path), partitions, retrain=retrain, progress=progress)
 
 
-@task(name="train-model")
-def train_model(config_path: str, validated: list[dict], progress: bool) -> dict:
-    """Fit the feature encoder and the SAE on the training partitions; return the model record."""
-    return pipeline.train_model(load_config(config_path), validated, progress=progress)
+@io_task(name="plan-scoring")
+def plan_scoring(
+    config_path: str, partitions: list[dict], model_version: str, requested: list[str] | None, backfill: bool, rescore: bool
+) -> dict:
+    """Compare the lake with the ledger: what to score and why, what is up to date, what was removed."""
+    return pipeline.plan_run(load_config(config_path), partitions, model_version, requested, backfill, rescore)
 
 
-@io_task(name="score-partition", task_run_name="score {validated[partition]}")
-def score_partition(config_path: str, validated: dict, model_uri: str, scored_at: dt.datetime, progress: bool) -> dict:
-    """Score one partition and write its drift report; return the counts and URIs."""
-    return pipeline.score_partition(load_config(config_path), validated, model_uri, scored_at, progress=progress)
+@io_task(name="score-partition", task_run_name="score {partition[name]}")
+def score_partition(
+    config_path: str, partition: dict, model_version: str, run_id: str, scored_at: dt.datetime, reason: str, progress: bool
+) -> dict:
+    """Validate, score and report one partition, then commit it to the ledger; return the counts and URIs."""
+    return pipeline.score_partition(
+        load_config(config_path), partition, model_version, run_id, scored_at, reason=reason, progress=progress
+    )
+
+
+@io_task(name="remove-partition", task_run_name="remove {name}")
+def remove_partition(config_path: str, name: str) -> None:
+    """Delete the outputs and ledger entry of a partition that left the lake."""
+    pipeline.remove_partition_outputs(load_config(config_path), name)
 
 
 class PartitionFailures(RuntimeError):
-    """One or more partitions failed; the message lists each one's error."""
+    """Some partitions failed (the others were committed); `summary` is the run summary that lists them."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
 
 
-def _results(futures) -> list[dict]:
-    """Wait for all futures, then raise one error that names every failed partition."""
-    wait(futures)
-    failures = [future for future in futures if future.state.is_failed()]
-    if failures:
-        messages = []
-        for future in failures:
-            try:
-                future.result()
-            except Exception as error:  # collected to report all failed partitions at once
-                messages.append(str(error))
-        raise PartitionFailures(f"{len(messages)} partition(s) failed:\n" + "\n".join(f"- {m}" for m in messages))
-    return [future.result() for future in futures]
+def _collect(futures: dict[str, object]) -> tuple[list[dict], list[dict]]:
+    """Wait for every partition task; return (results, failures as {partition, error})."""
+    wait(list(futures.values()))
+    results, failures = [], []
+    for name, future in futures.items():
+        try:
+            outcome = future.result()
+        except Exception as error:  # each partition fails alone; the run reports them all
+            failures.append({"partition": name, "error": str(error)})
+        else:
+            if outcome is not None:
+                results.append(outcome)
+    return results, failures
 
 
 def _publish_artifacts(summary, scored: list[dict]) -> None:
     create_table_artifact(
         key="sae-run-summary",
-        table=[partition.model_dump(exclude={"quarantine_uri"}) for partition in summary.partitions],
-        description=f"Rows per partition for run {summary.run_id} (model {summary.model_version})",
+        table=[partition.model_dump(exclude={"quarantine_uri"}) for partition in summary.partitions]
+        or [{"message": summary.message}],
+        description=f"Run {summary.run_id}: {summary.message}",
     )
     for record in scored:
         create_markdown_artifact(
@@ -95,45 +119,96 @@ def _publish_artifacts(summary, scored: list[dict]) -> None:
         )
 
 
-@flow(name="sae-lake-pipeline", flow_run_name="{mode} {config_path}", log_prints=True)
-def lake_pipeline(config_path: str, mode: str = "run", model_uri: str | None = None, progress: bool = False) -> dict:
-    """Validate, train (mode run/train) and score (mode run/score) a Parquet lake; return the run summary.
-
-    mode "score" uses `model_uri`, or the newest model under the output folder when it is not given.
-    """
-    if mode not in ("run", "train", "score"):
-        raise ValueError(f"mode must be run, train or score, got {mode!r}")
+def _run(
+    kind: RunKind,
+    config_path: str,
+    partitions: list[str] | None = None,
+    backfill: bool = False,
+    rescore_with: str | None = None,
+    model: str | None = None,
+    retrain: bool = False,
+    progress: bool = False,
+) -> dict:
+    """The body every flow shares; `kind` says whether it trains, scores, or both."""
     logger = get_run_logger()
-    config_path = str(Path(config_path).resolve())
+    config_path = str(Path(config_path).resolve()) if "://" not in config_path else config_path
     config = load_config(config_path)
     started_at = dt.datetime.now(dt.UTC)
+    run_id = str(flow_run.id or started_at.strftime("%Y%m%dT%H%M%S"))
 
-    partitions = discover_partitions(config_path)
-    logger.info("%d partition(s) under %s", len(partitions), config.lake.uri)
-    validated = _results([validate_partition.submit(config_path, partition) for partition in partitions])
-
-    if mode == "score":
-        model = pipeline.existing_model(config, model_uri)
-    else:
-        model = train_model(config_path, validated, progress)
-        logger.info("trained model %s (threshold %.4g)", model["model_version"], model["threshold"])
-
-    scored = []
-    if mode != "train":
-        scored = _results(
-            [score_partition.submit(config_path, record, model["model_uri"], started_at, progress) for record in validated]
+    with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds):
+        lake_partitions = discover_partitions(config_path)
+        logger.info("%d partition(s) under %s", len(lake_partitions), config.lake.uri)
+        training = None
+        if kind != "score":
+            training = train_or_update(config_path, lake_partitions, retrain, progress)
+            logger.info("training: %s (%s)", training["action"], training["reason"])
+        scoring_model, plan, scored, failures = None, None, [], []
+        if kind != "train":
+            scoring_model = pipeline.scoring_model(config, rescore_with or model)
+            plan = plan_scoring(
+                config_path, lake_partitions, scoring_model["model_version"], partitions, backfill, bool(rescore_with)
+            )
+            by_name = {record["name"]: record for record in lake_partitions}
+            futures = {
+                name: score_partition.submit(
+                    config_path, by_name[name], scoring_model["model_version"], run_id, started_at, reason, progress
+                )
+                for name, reason in plan["to_score"].items()
+            }
+            futures.update({name: remove_partition.submit(config_path, name) for name in plan["removed"]})
+            scored, failures = _collect(futures)
+        summary = build_run_summary(
+            config, run_id, kind, started_at, training=training, model=scoring_model, plan=plan, scored=scored,
+            failed=failures,
         )
-    summary = build_run_summary(
-        config, str(flow_run.id or started_at.strftime("%Y%m%dT%H%M%S")), started_at, model, mode != "score",
-        validated, scored,
-    )
     _publish_artifacts(summary, scored)
     logger.info("run summary:\n%s", format_summary(summary))
+    if failures:
+        raise PartitionFailures(
+            f"{len(failures)} partition(s) failed (the others were committed; the next run retries these):\n"
+            + "\n".join(f"- {failure['partition']}: {failure['error']}" for failure in failures),
+            summary.model_dump(mode="json"),
+        )
     return summary.model_dump(mode="json")
 
 
-def run_in_process(config_path: str, mode: str = "run", model_uri: str | None = None, progress: bool = False) -> dict:
-    """Run the flow in this process (CLI, notebooks) without the heartbeat thread, which adds ~1 s per run
+@flow(name="sae-train-or-update", flow_run_name="train-or-update {config_path}", log_prints=True)
+def train_or_update_flow(config_path: str, retrain: bool = False, progress: bool = False) -> dict:
+    """Train a model (first run, `retrain`, changed settings) or fine-tune the champion on new data; else do nothing."""
+    return _run("train", config_path, retrain=retrain, progress=progress)
+
+
+@flow(name="sae-score", flow_run_name="score {config_path}", log_prints=True)
+def score_flow(
+    config_path: str,
+    partitions: list[str] | None = None,
+    backfill: bool = False,
+    rescore_with: str | None = None,
+    model: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Score new, changed or requested partitions with the champion (or `model`); remove outputs of deleted ones."""
+    return _run("score", config_path, partitions, backfill, rescore_with, model, progress=progress)
+
+
+@flow(name="sae-lake-pipeline", flow_run_name="{mode} {config_path}", log_prints=True)
+def lake_pipeline(
+    config_path: str,
+    mode: RunKind = "run",
+    partitions: list[str] | None = None,
+    backfill: bool = False,
+    rescore_with: str | None = None,
+    model: str | None = None,
+    retrain: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Train-or-update then score (`mode` run), or only one of them; return the run summary."""
+    return _run(mode, config_path, partitions, backfill, rescore_with, model, retrain, progress)
+
+
+def run_in_process(**parameters) -> dict:
+    """Run the combined flow in this process (CLI, notebooks) without the heartbeat thread, which adds ~1 s per run
     and only matters for crash detection by a remote API."""
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return lake_pipeline(config_path=config_path, mode=mode, model_uri=model_uri, progress=progress)
+        return lake_pipeline(**parameters)

@@ -1,4 +1,4 @@
-"""`sae-pipeline` command line: demo, run, train, score, generate-sample.
+"""`sae-pipeline` command line: demo, run, train, score, models, generate-sample.
 
 `run`, `train`, `score` and `demo` execute the Prefect flow in `flows/` (an embedded temporary Prefect server
 starts when no PREFECT_API_URL is set). The flow module is imported only when such a command runs, so the
@@ -34,11 +34,11 @@ def _quiet_prefect_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_UVICORN_LEVEL", "CRITICAL")
 
 
-def run_flow(config_path: str, mode: str, model_uri: str | None = None, progress: bool = True) -> dict:
+def run_flow(config_path: str, mode: str, progress: bool = True, **options) -> dict:
     """Run the Prefect flow in this process and return its run summary (a dict)."""
     _quiet_prefect_environment()
     flows = importlib.import_module("flows.lake_pipeline")
-    return flows.run_in_process(config_path=config_path, mode=mode, model_uri=model_uri, progress=progress)
+    return flows.run_in_process(config_path=config_path, mode=mode, progress=progress, **options)
 
 
 def _print_summary(summary: dict) -> None:
@@ -49,7 +49,18 @@ def _print_summary(summary: dict) -> None:
 
 def _command_flow(args: argparse.Namespace, mode: str) -> None:
     load_config(args.config)  # fail fast, before Prefect starts, on a missing or invalid config
-    _print_summary(run_flow(args.config, mode, getattr(args, "model", None), progress=not args.no_progress))
+    options = {
+        name: getattr(args, name)
+        for name in ("partitions", "backfill", "rescore_with", "model", "retrain")
+        if getattr(args, name, None) not in (None, False)
+    }
+    try:
+        summary = run_flow(args.config, mode, progress=not args.no_progress, **options)
+    except RuntimeError as error:
+        if hasattr(error, "summary"):  # some partitions failed: show what was committed, then the error
+            _print_summary(error.summary)
+        raise
+    _print_summary(summary)
 
 
 def _command_demo(args: argparse.Namespace) -> None:
@@ -67,7 +78,9 @@ def _command_demo(args: argparse.Namespace) -> None:
 def _command_generate(args: argparse.Namespace) -> None:
     from sae_pipeline.sample_data import generate_sample_lake
 
-    files = generate_sample_lake(args.output, days=args.days, rows_per_day=args.rows_per_day, seed=args.seed)
+    files = generate_sample_lake(
+        args.output, days=args.days, rows_per_day=args.rows_per_day, seed=args.seed, gradual_shift=args.gradual_shift
+    )
     print(f"wrote {len(files)} partition(s) under {args.output}")
 
 
@@ -81,15 +94,31 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--no-progress", action="store_true", help="hide progress bars")
         return command
 
-    flow_command("demo", "run the whole pipeline on the bundled sample data", DEFAULT_SAMPLE_CONFIG).set_defaults(
-        handler=_command_demo
-    )
-    flow_command("run", "validate, train and score the lake").set_defaults(handler=lambda a: _command_flow(a, "run"))
-    flow_command("train", "validate the lake and train a model").set_defaults(
-        handler=lambda a: _command_flow(a, "train")
-    )
-    score = flow_command("score", "validate and score the lake with an existing model")
-    score.add_argument("--model", help="model folder URI (default: the newest model under the output folder)")
+    def scoring_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--partitions", nargs="+", metavar="SELECTION",
+            help="score these partitions again: names and ranges FIRST..LAST (e.g. day=2026-11-01..day=2026-11-07)",
+        )
+        command.add_argument("--backfill", action="store_true", help="score every partition again")
+        command.add_argument(
+            "--rescore-with", metavar="VERSION", help="rescore every partition not yet scored by this model version"
+        )
+
+    def training_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--retrain", action="store_true", help="train a new model from scratch")
+
+    demo = flow_command("demo", "run the whole pipeline on the bundled sample data", DEFAULT_SAMPLE_CONFIG)
+    demo.set_defaults(handler=_command_demo)
+    run = flow_command("run", "train or update the model when there is new data, then score new partitions")
+    scoring_options(run)
+    training_options(run)
+    run.set_defaults(handler=lambda a: _command_flow(a, "run"))
+    train = flow_command("train", "train a model, or fine-tune the champion on new data")
+    training_options(train)
+    train.set_defaults(handler=lambda a: _command_flow(a, "train"))
+    score = flow_command("score", "score new, changed or requested partitions with an existing model")
+    scoring_options(score)
+    score.add_argument("--model", help="model version, unique version prefix or alias (default: champion)")
     score.set_defaults(handler=lambda a: _command_flow(a, "score"))
 
     generate = commands.add_parser("generate-sample", help="write the synthetic telemetry lake")
@@ -97,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--days", type=int, default=10)
     generate.add_argument("--rows-per-day", type=int, default=2000)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--gradual-shift", type=float, default=0.0, metavar="INTENSITY",
+        help="drift a little every day, up to INTENSITY times the drifted days' shift on the last day",
+    )
     generate.set_defaults(handler=_command_generate)
     return parser
 

@@ -7,6 +7,8 @@ are rejected so that a typo fails loudly instead of being silently ignored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -94,10 +96,47 @@ class ThresholdConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    """Which partitions train the model (all when `partitions` is unset) and how many rows at most."""
+    """Which partitions train the model (all when `partitions` is unset) and how an update fine-tunes it.
+
+    A first model trains on a seeded sample of at most `max_rows` valid rows. Later runs that see new or changed
+    training partitions fine-tune the champion for `update_steps` steps on the new rows plus up to `replay_rows`
+    earlier training rows kept with the model (so old normal behaviour is not forgotten); `evaluation_fraction`
+    of the new rows is held out to compare the update with the champion.
+    """
 
     partitions: list[str] | None = None
     max_rows: int = Field(200_000, ge=10)
+    update_steps: int = Field(150, ge=1)
+    replay_rows: int = Field(5_000, ge=0)
+    evaluation_fraction: float = Field(0.2, gt=0, lt=0.5)
+
+
+class PromotionConfig(_Strict):
+    """When a newly trained or updated version replaces the champion.
+
+    `no_worse`: its trimmed mean reconstruction error on the held-out recent rows is at most the champion's times
+    (1 + `error_tolerance`), and its flagged rate there is no further from the target false-positive rate than
+    the champion's plus `flagged_rate_tolerance`. `always` promotes every new version; `manual` never does
+    (use `sae-pipeline models promote`).
+    """
+
+    policy: Literal["no_worse", "always", "manual"] = "no_worse"
+    error_tolerance: float = Field(0.05, ge=0)
+    flagged_rate_tolerance: float = Field(0.01, ge=0, le=1)
+
+
+class RegistryConfig(_Strict):
+    """Model versions kept: the `keep_versions` newest plus every version an alias points at."""
+
+    keep_versions: int = Field(10, ge=1)
+    promotion: PromotionConfig = PromotionConfig()
+
+
+class RunConfig(_Strict):
+    """Run exclusion: a run holds a lease on the output folder, renewed while it runs, that expires after
+    `lease_ttl_seconds` if its holder dies on another machine (on the same machine a dead holder is detected at once)."""
+
+    lease_ttl_seconds: int = Field(600, ge=10)
 
 
 class ScoringConfig(_Strict):
@@ -121,8 +160,8 @@ class OutputConfig(_Strict):
         return self._child("quarantine")
 
     @property
-    def validated_uri(self) -> str:
-        return self._child("validated")
+    def ledger_uri(self) -> str:
+        return self._child("ledger")
 
     @property
     def models_uri(self) -> str:
@@ -140,6 +179,10 @@ class OutputConfig(_Strict):
     def staging_uri(self) -> str:
         return self._child("_staging")
 
+    @property
+    def lease_uri(self) -> str:
+        return self._child("_lease.json")
+
 
 class PipelineConfig(_Strict):
     name: str = "sae-pipeline"
@@ -150,6 +193,8 @@ class PipelineConfig(_Strict):
     thresholds: ThresholdConfig = ThresholdConfig()
     training: TrainingConfig = TrainingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    registry: RegistryConfig = RegistryConfig()
+    run: RunConfig = RunConfig()
     output: OutputConfig
 
     @model_validator(mode="after")
@@ -167,6 +212,12 @@ class PipelineConfig(_Strict):
 
     def columns_with_role(self, *roles: ColumnRole) -> list[ColumnSpec]:
         return [column for column in self.columns if column.role in roles]
+
+    def model_hash(self) -> str:
+        """A digest of every setting that shapes a trained model: when it changes, a model is trained afresh."""
+        model_facing = self.model_dump(include={"columns", "features", "model", "thresholds"}, mode="json")
+        model_facing["columns"] = [c for c in model_facing["columns"] if c["role"] in MODEL_ROLES]
+        return hashlib.sha256(json.dumps(model_facing, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def label_column(self) -> str | None:

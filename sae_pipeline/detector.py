@@ -12,6 +12,7 @@ that row. `threshold_` is the (1 - contamination) quantile of scores on a held-o
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -177,11 +178,7 @@ class SAEDetector(BaseEstimator):
         X = as_matrix(X)
         if X.shape[0] < _MIN_ROWS:
             raise ValueError(f"need at least {_MIN_ROWS} rows to fit, got {X.shape[0]}")
-        rng = np.random.default_rng(self.random_state)
-        order = rng.permutation(X.shape[0])
-        n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
-        val_rows, train_rows = order[:n_val], order[n_val:]
-
+        train_rows, val_rows = self._split(X.shape[0])
         self.n_features_in_ = X.shape[1]
         self.scaler_ = RobustScaler().fit(X[train_rows])
         self.device_ = resolve_device(self.device)
@@ -189,10 +186,39 @@ class SAEDetector(BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.model_ = SparseAutoencoder(X.shape[1], n_latents, self.sparsity, k).to(self.device_)
+        scaled = self._to_tensor(X)
+        self._train_and_calibrate(scaled, train_rows, val_rows, self.max_steps)
+        return self
+
+    def fine_tuned(self, X, max_steps: int) -> SAEDetector:
+        """A new detector that starts from this one's weights and scaling and trains `max_steps` more steps on X.
+
+        For models that follow drifting data: the feature scaling is kept (so the weights keep their meaning),
+        the code caps, threshold and p-value reference are recomputed on a fresh validation split of X.
+        """
+        self._check_fitted()
+        X = as_matrix(X)
+        if X.shape[0] < _MIN_ROWS:
+            raise ValueError(f"need at least {_MIN_ROWS} rows to fine-tune, got {X.shape[0]}")
+        tuned = copy.deepcopy(self)
+        train_rows, val_rows = tuned._split(X.shape[0])
+        tuned._train_and_calibrate(tuned._to_tensor(X), train_rows, val_rows, max_steps)
+        return tuned
+
+    def _split(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Seeded (training rows, validation rows)."""
+        order = np.random.default_rng(self.random_state).permutation(n_rows)
+        n_val = max(1, int(round(self.validation_fraction * n_rows)))
+        return order[n_val:], order[:n_val]
+
+    def _train_and_calibrate(
+        self, scaled: torch.Tensor, train_rows: np.ndarray, val_rows: np.ndarray, max_steps: int
+    ) -> None:
+        """Train `model_` in place, cap its codes, and set the scores, threshold and p-value reference."""
         settings = TrainingSettings(
             learning_rate=self.learning_rate,
             batch_size=self.batch_size,
-            max_steps=self.max_steps,
+            max_steps=max_steps,
             patience=self.patience,
             trim_fraction=self.trim_fraction,
             finetune_steps=self.finetune_steps,
@@ -201,7 +227,7 @@ class SAEDetector(BaseEstimator):
             kl_weight=self.kl_weight,
             seed=self.random_state,
         )
-        scaled = self._to_tensor(X)
+        self.model_.code_cap.fill_(float("inf"))  # a fine-tune starts uncapped; the cap is re-measured below
         report = train_sae(self.model_, scaled[train_rows], scaled[val_rows], settings, progress=self.verbose)
         self.training_report_ = report.to_dict()
         if self.code_cap_quantile is not None:
@@ -212,7 +238,6 @@ class SAEDetector(BaseEstimator):
         self.validation_scores_ = np.sort(validation_scores)
         self.threshold_ = threshold_at_fpr(validation_scores, self.contamination)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
-        return self
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

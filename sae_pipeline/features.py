@@ -78,6 +78,14 @@ class TabularEncoder:
     def _categorical(self) -> list[ColumnSpec]:
         return [column for column in self.columns if column.role == "categorical"]
 
+    @property
+    def numeric_columns(self) -> list[str]:
+        return [column.name for column in self._numeric]
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        return [column.name for column in self._categorical]
+
     def fit(self, frame: pl.DataFrame) -> TabularEncoder:
         if frame.height == 0:
             raise ValueError("cannot fit features on an empty frame")

@@ -8,6 +8,7 @@ the partition instead of adding a second copy of its rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -99,8 +100,33 @@ def _data_files(fs: pafs.FileSystem, folder: str, include_empty: bool = False) -
     )
 
 
-def read_partition(partition_uri: str) -> pl.DataFrame:
-    """Read every Parquet file of one partition folder into one frame (partition keys are not added)."""
+def partition_fingerprint(partition_uri: str) -> str:
+    """A digest of a partition's data files (names, sizes, modification times): it changes when any file is
+    added, removed, rewritten or touched, without reading the data (one listing call, also on S3)."""
+    fs, folder = filesystem_for(partition_uri)
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=False))
+    listing = sorted(
+        f"{info.base_name}:{info.size}:{info.mtime_ns}"
+        for info in infos
+        if info.type == pafs.FileType.File and not info.base_name.startswith(("_", "."))
+    )
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:32]
+
+
+def count_rows(partition_uri: str) -> int:
+    """Rows of a partition from its Parquet footers alone (no data read)."""
+    fs, folder = filesystem_for(partition_uri)
+    total = 0
+    for path in _data_files(fs, folder):
+        try:
+            total += pq.read_metadata(path, filesystem=fs).num_rows
+        except (pa.ArrowException, OSError) as error:
+            raise LakeReadError(f"cannot read Parquet file {path}: {error}") from error
+    return total
+
+
+def read_partition(partition_uri: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """Read every Parquet file of one partition folder (or only `columns`) into one frame, without partition keys."""
     fs, folder = filesystem_for(partition_uri)
     files = _data_files(fs, folder)
     if not files:
@@ -108,7 +134,7 @@ def read_partition(partition_uri: str) -> pl.DataFrame:
     tables = []
     for path in files:
         try:
-            tables.append(pq.read_table(path, filesystem=fs))
+            tables.append(pq.read_table(path, filesystem=fs, columns=columns))
         except (pa.ArrowException, OSError) as error:
             raise LakeReadError(f"cannot read Parquet file {path}: {error}") from error
     try:
@@ -140,6 +166,37 @@ def write_partition(frame: pl.DataFrame, table_uri: str, partition_name: str, st
         if stale != final_path:
             fs.delete_file(stale)
     return join_uri(table_uri, partition_name)
+
+
+def delete_partition(table_uri: str, partition_name: str) -> bool:
+    """Remove one partition folder of a table; False when it was not there."""
+    fs, root = filesystem_for(table_uri)
+    folder = f"{root}/{partition_name}"
+    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+        return False
+    fs.delete_dir(folder)
+    return True
+
+
+def list_files(uri: str, suffix: str) -> list[str]:
+    """URIs of every file below `uri` (recursively) whose name ends with `suffix`; empty if `uri` is absent."""
+    fs, root = filesystem_for(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
+    return sorted(
+        join_uri(uri, info.path[len(root) :])
+        for info in infos
+        if info.type == pafs.FileType.File and info.base_name.endswith(suffix)
+    )
+
+
+def delete_file(uri: str) -> bool:
+    """Remove one file; False when it was not there."""
+    fs, path = filesystem_for(uri)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def write_bytes(uri: str, payload: bytes) -> None:

@@ -1,7 +1,8 @@
 """The run summary contract: what one pipeline run did, written to `runs/<run id>.json`.
 
-Every run accounts for its rows: for each partition, rows in = rows valid + rows quarantined, and rows valid =
-rows scored (when the run scores). `build_run_summary` refuses to produce a summary that breaks this.
+Every run accounts for its rows: for each partition it scored, rows in = rows scored + rows quarantined.
+`build_run_summary` refuses to produce a summary that breaks this. A run also says what it decided about training,
+which partitions were already up to date, which left the lake and which failed, in one sentence (`message`).
 """
 
 from __future__ import annotations
@@ -21,32 +22,51 @@ class RowAccountingError(AssertionError):
 
 
 class PartitionSummary(BaseModel):
+    """One partition scored by this run."""
+
     model_config = ConfigDict(extra="forbid")
 
     partition: str
+    reason: str
+    model_version: str
     rows_in: int
     rows_valid: int
     rows_quarantined: int
-    rows_scored: int | None
-    rows_flagged: int | None
+    rows_scored: int
+    rows_flagged: int
     quarantine_uri: str
-    scored_uri: str | None
-    drift_report_uri: str | None
-    drift_status: str | None
+    scored_uri: str
+    drift_report_uri: str
+    drift_status: str
+
+
+class FailedPartition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partition: str
+    error: str
 
 
 class RunSummary(BaseModel):
+    """What one run did (the run summary contract, documented in the README)."""
+
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
+    kind: str
     config_name: str
     started_at: dt.datetime
     finished_at: dt.datetime
-    model_version: str
-    model_uri: str
-    trained: bool
     output_uri: str
+    message: str
+    training: dict | None
+    model_version: str | None
+    model_uri: str | None
+    unknown_columns: list[str]
     partitions: list[PartitionSummary]
+    up_to_date: list[str]
+    removed: list[str]
+    failed: list[FailedPartition]
     totals: dict[str, int]
     evaluation: dict | None
 
@@ -55,52 +75,59 @@ class RunSummary(BaseModel):
         return lake.join_uri(self.output_uri, "runs", f"{self.run_id}.json")
 
 
+def _message(training: dict | None, scored: int, up_to_date: int, removed: int, failed: int, kind: str) -> str:
+    parts = []
+    if training is not None:
+        if training["action"] == "skip":
+            parts.append(f"no training ({training['reason']})")
+        else:
+            verdict = "promoted to champion" if training["promoted"] else "not promoted"
+            parts.append(f"{training['action']} -> {training['model_version']}, {verdict} ({training['promotion_reason']})")
+    if kind != "train":
+        parts.append(f"{scored} partition(s) scored, {up_to_date} up to date, {removed} removed, {failed} failed")
+        if scored == 0 and removed == 0 and failed == 0:
+            parts.append("nothing written")
+    return "; ".join(parts)
+
+
 def build_run_summary(
     config: PipelineConfig,
     run_id: str,
+    kind: str,
     started_at: dt.datetime,
-    model: dict,
-    trained: bool,
-    validated: list[dict],
-    scored: list[dict],
+    training: dict | None = None,
+    model: dict | None = None,
+    plan: dict | None = None,
+    scored: list[dict] = (),
+    failed: list[dict] = (),
 ) -> RunSummary:
-    """Join per-partition records, check row conservation, evaluate against labels if any, write the JSON."""
-    scored_by_partition = {record["partition"]: record for record in scored}
-    partitions = []
-    for record in validated:
-        result = scored_by_partition.get(record["partition"], {})
-        summary = PartitionSummary(
-            partition=record["partition"],
-            rows_in=record["rows_in"],
-            rows_valid=record["rows_valid"],
-            rows_quarantined=record["rows_quarantined"],
-            rows_scored=result.get("rows_scored"),
-            rows_flagged=result.get("rows_flagged"),
-            quarantine_uri=record["quarantine_uri"],
-            scored_uri=result.get("scored_uri"),
-            drift_report_uri=result.get("drift_report_uri"),
-            drift_status=result.get("drift_status"),
-        )
-        if summary.rows_in != summary.rows_valid + summary.rows_quarantined or (
-            scored and summary.rows_scored != summary.rows_valid
-        ):
-            raise RowAccountingError(f"row accounting broken for {summary.partition}: {summary.model_dump()}")
-        partitions.append(summary)
+    """Join the run's records, check row conservation, evaluate against labels if any, write the JSON."""
+    partitions = [PartitionSummary.model_validate({k: v for k, v in r.items() if k in PartitionSummary.model_fields}) for r in scored]
+    for partition in partitions:
+        if partition.rows_in != partition.rows_scored + partition.rows_quarantined or partition.rows_scored != partition.rows_valid:
+            raise RowAccountingError(f"row accounting broken for {partition.partition}: {partition.model_dump()}")
     totals = {
-        key: sum(getattr(partition, key) or 0 for partition in partitions)
+        key: sum(getattr(partition, key) for partition in partitions)
         for key in ("rows_in", "rows_valid", "rows_quarantined", "rows_scored", "rows_flagged")
     }
+    plan = plan or {"up_to_date": [], "removed": []}
     labelled = read_scored_labels(config, scored)
     summary = RunSummary(
         run_id=run_id,
+        kind=kind,
         config_name=config.name,
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC),
-        model_version=model["model_version"],
-        model_uri=model["model_uri"],
-        trained=trained,
         output_uri=config.output.uri,
+        message=_message(training, len(partitions), len(plan["up_to_date"]), len(plan["removed"]), len(failed), kind),
+        training=training,
+        model_version=model["model_version"] if model else None,
+        model_uri=model["model_uri"] if model else None,
+        unknown_columns=model["unknown_columns"] if model else [],
         partitions=partitions,
+        up_to_date=plan["up_to_date"],
+        removed=plan["removed"],
+        failed=[FailedPartition.model_validate(record) for record in failed],
         totals=totals,
         evaluation=detection_metrics(*labelled) if labelled else None,
     )
@@ -109,25 +136,35 @@ def build_run_summary(
 
 
 def format_summary(summary: RunSummary) -> str:
-    """A short plain-text report for terminals: per-partition counts, where outputs went, label metrics."""
-    header = f"{'partition':<22}{'read':>8}{'valid':>8}{'quarant.':>9}{'scored':>8}{'flagged':>8}  drift"
-    lines = [f"Run {summary.run_id} with model {summary.model_version}", header, "-" * len(header)]
-    for p in summary.partitions:
-        lines.append(
-            f"{p.partition:<22}{p.rows_in:>8}{p.rows_valid:>8}{p.rows_quarantined:>9}"
-            f"{_count(p.rows_scored):>8}{_count(p.rows_flagged):>8}  {p.drift_status or '-'}"
-        )
-    t = summary.totals
+    """A short plain-text report for terminals: what the run decided, per-partition counts, where outputs went."""
+    lines = [f"Run {summary.run_id}: {summary.message}"]
+    if summary.partitions:
+        header = f"{'partition':<22}{'read':>8}{'valid':>8}{'quarant.':>9}{'scored':>8}{'flagged':>8}  {'drift':<9}why"
+        lines += ["", header, "-" * len(header)]
+        for p in summary.partitions:
+            lines.append(
+                f"{p.partition:<22}{p.rows_in:>8}{p.rows_valid:>8}{p.rows_quarantined:>9}"
+                f"{p.rows_scored:>8}{p.rows_flagged:>8}  {p.drift_status:<9}{p.reason}"
+            )
+        t = summary.totals
+        lines += [
+            "-" * len(header),
+            f"{'total':<22}{t['rows_in']:>8}{t['rows_valid']:>8}{t['rows_quarantined']:>9}"
+            f"{t['rows_scored']:>8}{t['rows_flagged']:>8}",
+        ]
+    if summary.removed:
+        lines.append(f"removed (no longer in the lake): {', '.join(summary.removed)}")
+    for failure in summary.failed:
+        lines.append(f"FAILED {failure.partition}: {failure.error}")
+    if summary.unknown_columns:
+        lines.append(f"columns the model does not know (ignored; retrain to use them): {', '.join(summary.unknown_columns)}")
+    lines += ["", f"outputs under {summary.output_uri}:"]
+    if summary.model_uri:
+        lines.append(f"  model        {summary.model_uri}")
     lines += [
-        "-" * len(header),
-        f"{'total':<22}{t['rows_in']:>8}{t['rows_valid']:>8}{t['rows_quarantined']:>9}"
-        f"{t['rows_scored']:>8}{t['rows_flagged']:>8}",
-        "",
-        f"outputs under {summary.output_uri}:",
         "  scored/      scored partitions (Hive-style Parquet)",
         "  quarantine/  invalid rows with their reasons",
-        "  drift/       drift reports (drift.json, drift.md) per partition",
-        f"  model        {summary.model_uri}",
+        "  drift/       drift reports per partition",
         f"  run summary  {summary.summary_uri}",
     ]
     if summary.evaluation:
@@ -135,12 +172,8 @@ def format_summary(summary: RunSummary) -> str:
         auc = "n/a" if e["auc_roc"] is None else f"{e['auc_roc']:.3f}"
         lines += [
             "",
-            f"against ground-truth labels (never seen by the model), {e['rows']} scored rows:",
+            f"against ground-truth labels (never seen by the model), {e['rows']} rows scored in this run:",
             f"  AUC-ROC {auc}   precision {e['precision']:.3f}   recall {e['recall']:.3f}"
             f"   ({e['flagged']} flagged, {e['positives']} labelled anomalous)",
         ]
     return "\n".join(lines)
-
-
-def _count(value: int | None) -> str:
-    return "-" if value is None else str(value)

@@ -115,25 +115,30 @@ def _cpu_from_requests(service: np.ndarray, requests: np.ndarray) -> np.ndarray:
     return CPU_IDLE[service] + CPU_SPAN[service] * requests / REQUEST_LEVEL[service]
 
 
-def _latency_from_cpu(service: np.ndarray, cpu: np.ndarray, noise: np.ndarray, drifted: bool) -> np.ndarray:
+def _drift_factor(full_factor: float, drift: float) -> float:
+    """A drift factor at intensity `drift` (0: none, 1: the step drift of the drifted days, 2: twice as far)."""
+    return 1.0 + (full_factor - 1.0) * drift if drift else 1.0
+
+
+def _latency_from_cpu(service: np.ndarray, cpu: np.ndarray, noise: np.ndarray, drift: float) -> np.ndarray:
     """Latency grows with CPU, convexly once the host is saturated (> 70 %)."""
     saturation = np.maximum(cpu - 70.0, 0.0)
     latency = LATENCY_BASE[service] * (1.0 + 0.004 * cpu + 0.002 * saturation**2) * noise
-    return latency * (DRIFT_LATENCY_FACTOR if drifted else 1.0)
+    return latency * _drift_factor(DRIFT_LATENCY_FACTOR, drift)
 
 
 def _temperature_from_cpu(cpu: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return 30.0 + 0.35 * cpu + noise
 
 
-def _normal_rows(rng: np.random.Generator, service: np.ndarray, hour_of_day: np.ndarray, drifted: bool) -> dict:
+def _normal_rows(rng: np.random.Generator, service: np.ndarray, hour_of_day: np.ndarray, drift: float) -> dict:
     """Draw healthy telemetry where every metric follows from the request rate."""
     n = service.size
-    load = _relative_load(hour_of_day) * (DRIFT_LOAD_FACTOR if drifted else 1.0)
+    load = _relative_load(hour_of_day) * _drift_factor(DRIFT_LOAD_FACTOR, drift)
     requests = REQUEST_LEVEL[service] * load * rng.lognormal(0.0, 0.15, n)
     cpu = np.clip(_cpu_from_requests(service, requests) + rng.normal(0.0, 4.0, n), 0.0, 100.0)
     mem = np.clip(MEM_LEVEL[service] + 0.1 * cpu + rng.normal(0.0, 3.0, n), 1.0, 95.0)
-    latency = _latency_from_cpu(service, cpu, rng.lognormal(0.0, 0.1, n), drifted)
+    latency = _latency_from_cpu(service, cpu, rng.lognormal(0.0, 0.1, n), drift)
     # Errors rise with latency relative to the service's own baseline.
     error_rate = np.clip(0.002 * (latency / LATENCY_BASE[service]) ** 2 * rng.lognormal(0.0, 0.3, n), 0.0, 0.05)
     return {
@@ -159,7 +164,7 @@ def _inject_spikes(rng: np.random.Generator, metrics: dict, rows: np.ndarray) ->
 
 
 def _inject_broken_correlation(
-    rng: np.random.Generator, metrics: dict, rows: np.ndarray, service: np.ndarray, hour_of_day: np.ndarray, drifted: bool
+    rng: np.random.Generator, metrics: dict, rows: np.ndarray, service: np.ndarray, hour_of_day: np.ndarray, drift: float
 ) -> None:
     """Decouple CPU from load: busy CPU with idle traffic, or the reverse.
 
@@ -168,13 +173,13 @@ def _inject_broken_correlation(
     """
     svc = service[rows]
     n = rows.size
-    expected = REQUEST_LEVEL[svc] * _relative_load(hour_of_day[rows]) * (DRIFT_LOAD_FACTOR if drifted else 1.0)
+    expected = REQUEST_LEVEL[svc] * _relative_load(hour_of_day[rows]) * _drift_factor(DRIFT_LOAD_FACTOR, drift)
     busy_cpu_idle_traffic = rng.random(n) < 0.5
     requests = np.where(busy_cpu_idle_traffic, expected * rng.uniform(0.05, 0.2, n), expected * rng.uniform(2.0, 3.0, n))
     implied_cpu = np.clip(_cpu_from_requests(svc, requests), 0.0, 100.0)
     metrics["requests_per_s"][rows] = requests
     metrics["cpu_pct"][rows] = np.where(busy_cpu_idle_traffic, rng.uniform(85.0, 99.0, n), rng.uniform(1.0, 5.0, n))
-    metrics["latency_ms"][rows] = _latency_from_cpu(svc, implied_cpu, rng.lognormal(0.0, 0.1, n), drifted)
+    metrics["latency_ms"][rows] = _latency_from_cpu(svc, implied_cpu, rng.lognormal(0.0, 0.1, n), drift)
     metrics["temperature_c"][rows] = _temperature_from_cpu(implied_cpu, rng.normal(0.0, 1.5, n))
     metrics["net_in_mbps"][rows] = requests * NET_IN_PER_REQUEST[svc]
     metrics["net_out_mbps"][rows] = requests * NET_OUT_PER_REQUEST[svc]
@@ -222,22 +227,25 @@ def _inject_invalid(rng: np.random.Generator, metrics: dict, rows: np.ndarray, h
             metrics["temperature_c"][row] = np.inf
 
 
-def generate_day(day: datetime.date, rows: int, seed: int, drifted: bool = False) -> pl.DataFrame:
+def generate_day(day: datetime.date, rows: int, seed: int, drifted: bool = False, drift: float | None = None) -> pl.DataFrame:
     """Generate one day of fleet telemetry with labelled anomalies.
 
     The day's random stream is seeded from ``(seed, day)``, so a day can be
     regenerated on its own and matches the copy written by
     :func:`generate_sample_lake`. ``drifted`` raises load by 30 % (CPU and
     network follow it), doubles the share of ``batch`` traffic and adds 10 %
-    latency: a distribution shift, not a batch of anomalies.
+    latency: a distribution shift, not a batch of anomalies. ``drift`` sets the
+    shift's intensity instead (1.0 is the drifted day, 0.5 half of it, 2.0
+    twice as far), for lakes whose normal behaviour moves gradually.
     """
+    drift = (1.0 if drifted else 0.0) if drift is None else drift
     rng = np.random.default_rng([seed, day.toordinal()])
     fleet_host_id, fleet_service, fleet_region = _fleet(seed)
 
     service_share = SERVICE_SHARE.copy()
-    if drifted:
+    if drift:
         batch = SERVICES.index("batch")
-        service_share[batch] *= DRIFT_BATCH_SHARE_FACTOR
+        service_share[batch] *= _drift_factor(DRIFT_BATCH_SHARE_FACTOR, drift)
         others = np.arange(len(SERVICES)) != batch
         service_share[others] *= (1.0 - service_share[batch]) / service_share[others].sum()
     service = rng.choice(len(SERVICES), size=rows, p=service_share)
@@ -248,7 +256,7 @@ def generate_day(day: datetime.date, rows: int, seed: int, drifted: bool = False
 
     offsets = np.sort(rng.integers(0, _MICROS_PER_DAY, size=rows))
     hour_of_day = offsets / _MICROS_PER_HOUR
-    metrics = _normal_rows(rng, service, hour_of_day, drifted)
+    metrics = _normal_rows(rng, service, hour_of_day, drift)
 
     host_id = fleet_host_id[host].copy()
     region = np.array(REGIONS, dtype=object)[fleet_region[host]]
@@ -265,7 +273,7 @@ def generate_day(day: datetime.date, rows: int, seed: int, drifted: bool = False
     kind[invalid_rows] = "invalid"
 
     _inject_spikes(rng, metrics, np.flatnonzero(kind == "spike"))
-    _inject_broken_correlation(rng, metrics, np.flatnonzero(kind == "broken_correlation"), service, hour_of_day, drifted)
+    _inject_broken_correlation(rng, metrics, np.flatnonzero(kind == "broken_correlation"), service, hour_of_day, drift)
     _inject_rare_category(rng, metrics, np.flatnonzero(kind == "rare_category"), host_id, region, service_name)
     _inject_invalid(rng, metrics, invalid_rows, host_id)
 
@@ -297,19 +305,25 @@ def generate_sample_lake(
     seed: int = 0,
     start: datetime.date = datetime.date(2026, 11, 1),
     drift_days: int = 2,
+    gradual_shift: float = 0.0,
 ) -> list[pathlib.Path]:
     """Write ``days`` Hive partitions ``day=YYYY-MM-DD/part-0.parquet`` and return their paths.
 
     The ``day`` key lives only in the folder name, as Hive layout expects, so
     readers must enable hive partitioning to get it back. The last
-    ``drift_days`` days are drifted. Files are overwritten and byte-for-byte
-    reproducible for the same arguments.
+    ``drift_days`` days are drifted. With ``gradual_shift`` > 0 the lake drifts
+    gradually instead: day i of n has intensity ``gradual_shift * i / (n - 1)``
+    (see :func:`generate_day`), so its normal behaviour moves a little every day.
+    Files are overwritten and byte-for-byte reproducible for the same arguments.
     """
     root = pathlib.Path(output_dir)
     paths = []
     for index in range(days):
         day = start + datetime.timedelta(days=index)
-        frame = generate_day(day, rows_per_day, seed, drifted=index >= days - drift_days)
+        if gradual_shift:
+            frame = generate_day(day, rows_per_day, seed, drift=gradual_shift * index / max(days - 1, 1))
+        else:
+            frame = generate_day(day, rows_per_day, seed, drifted=index >= days - drift_days)
         path = root / f"day={day.isoformat()}" / "part-0.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(frame.to_arrow(), path, compression="zstd")

@@ -1,0 +1,152 @@
+"""A lease on the output folder, so that two runs never write the same outputs at once.
+
+It lives on the same storage as the outputs (`<output>/_lease.json`), so it works across processes, machines and
+S3, with or without a Prefect server. The holder renews it in a background thread; it expires `ttl` seconds after
+the last renewal, so a run that died on another machine frees the output after at most `ttl`. A holder on the
+same machine whose process is gone is detected at once, so a rerun after a crash does not wait.
+
+Acquisition is write-then-confirm: a lease is written only when absent, expired or dead, and counts as ours only
+if it still names us after a short settling pause. Local files are created with O_EXCL, which is atomic; on object
+storage the pause covers the window in which another starter could have overwritten it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pyarrow.fs as pafs
+
+from sae_pipeline import lake
+
+logger = logging.getLogger(__name__)
+
+#: How long a writer on object storage waits before confirming the lease is still its own.
+SETTLE_SECONDS = 1.0
+
+
+class LeaseHeldError(RuntimeError):
+    """Another run holds the output folder; the message says which run, where, and until when."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class RunLease:
+    """`with RunLease(uri, run_id, ttl_seconds):` holds the output folder for the duration of a run."""
+
+    def __init__(self, uri: str, run_id: str, ttl_seconds: int, wait_seconds: float = 0.0):
+        self.uri = uri
+        self.run_id = run_id
+        self.ttl_seconds = ttl_seconds
+        self.wait_seconds = wait_seconds
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    # --- the record -----------------------------------------------------------------------------------------------
+
+    def _record(self) -> dict:
+        now = _now()
+        return {
+            "token": self.token,
+            "run_id": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "renewed_at": now.isoformat(),
+            "expires_at": (now + dt.timedelta(seconds=self.ttl_seconds)).isoformat(),
+        }
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(lake.read_bytes(self.uri))
+        except lake.LakeReadError:
+            return None
+        except ValueError:  # torn or foreign content: treat as stale
+            return {}
+
+    @staticmethod
+    def _is_stale(record: dict) -> bool:
+        """Expired, unreadable, or held by a process of this machine that no longer exists."""
+        try:
+            if dt.datetime.fromisoformat(record["expires_at"]) < _now():
+                return True
+            if record["host"] == socket.gethostname():
+                os.kill(record["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # the process exists under another user
+            return False
+        except (KeyError, TypeError, ValueError):
+            return True
+        return False
+
+    # --- acquire / renew / release ----------------------------------------------------------------------------------
+
+    def _try_acquire(self) -> dict | None:
+        """Take the lease if it is free; return the blocking holder's record otherwise."""
+        current = self._read()
+        if current is not None and not self._is_stale(current):
+            return current
+        payload = json.dumps(self._record()).encode()
+        fs, path = lake.filesystem_for(self.uri)
+        if current is None and isinstance(fs, pafs.LocalFileSystem):
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return self._read() or {}
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(payload)
+            return None
+        lake.write_bytes(self.uri, payload)
+        time.sleep(SETTLE_SECONDS)
+        confirmed = self._read()
+        return None if confirmed and confirmed.get("token") == self.token else (confirmed or {})
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            holder = self._try_acquire()
+            if holder is None:
+                break
+            if time.monotonic() >= deadline:
+                raise LeaseHeldError(
+                    f"another run holds the output folder ({self.uri}): run {holder.get('run_id', '?')} on "
+                    f"{holder.get('host', '?')} (pid {holder.get('pid', '?')}), lease valid until "
+                    f"{holder.get('expires_at', '?')}; wait for it to finish, or delete that file if the run is dead"
+                )
+            time.sleep(min(5.0, max(0.5, deadline - time.monotonic())))
+        self._renewer = threading.Thread(target=self._renew_until_stopped, name="run-lease", daemon=True)
+        self._renewer.start()
+        logger.info("holding the run lease %s", self.uri)
+
+    def _renew_until_stopped(self) -> None:
+        while not self._stop.wait(self.ttl_seconds / 3):
+            current = self._read()
+            if not current or current.get("token") != self.token:
+                logger.error("run lease %s was taken over by another run", self.uri)
+                return
+            lake.write_bytes(self.uri, json.dumps(self._record()).encode())
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        current = self._read()
+        if current and current.get("token") == self.token:
+            lake.delete_file(self.uri)
+
+    def __enter__(self) -> RunLease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()

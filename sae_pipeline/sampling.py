@@ -1,0 +1,50 @@
+"""A bounded, seeded sample of valid rows from some partitions, without holding them all in memory.
+
+Training never needs the whole history: each partition contributes rows in proportion to its size (known from
+the Parquet footers without reading data), is read and validated on its own, and only its sampled valid rows
+are kept. Peak memory is one partition plus the sample, whatever the lake's size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import polars as pl
+
+from sae_pipeline import lake
+from sae_pipeline.config import MODEL_ROLES, PipelineConfig
+from sae_pipeline.schema import validate_frame
+
+
+@dataclass
+class RowSample:
+    frame: pl.DataFrame
+    rows_read: int
+    rows_valid: int
+    partitions: list[str]
+
+
+def sample_valid_rows(config: PipelineConfig, partitions: list[dict], max_rows: int, seed: int) -> RowSample:
+    """Up to `max_rows` valid rows drawn from `partitions` (records with `name` and `uri`), reproducibly.
+
+    Only the columns the model reads are kept, so partitions that differ in other columns still combine.
+    """
+    model_columns = [column.name for column in config.columns_with_role(*MODEL_ROLES)]
+    sizes = [lake.count_rows(partition["uri"]) for partition in partitions]
+    total = sum(sizes)
+    share = min(1.0, max_rows / total) if total else 0.0
+    pieces, rows_read, rows_valid = [], 0, 0
+    for index, (partition, size) in enumerate(zip(partitions, sizes)):
+        if size == 0:
+            continue
+        frame = lake.read_partition(partition["uri"])
+        valid = validate_frame(frame, config, source=partition["uri"]).valid.select(model_columns)
+        rows_read += frame.height
+        rows_valid += valid.height
+        quota = min(valid.height, math.ceil(share * size))
+        pieces.append(valid if quota == valid.height else valid.sample(quota, seed=seed + index))
+    sample = pl.concat(pieces, how="vertical") if pieces else pl.DataFrame()
+    if sample.height > max_rows:
+        sample = sample.sample(max_rows, seed=seed)
+    return RowSample(sample, rows_read, rows_valid, [partition["name"] for partition in partitions])

@@ -1,0 +1,288 @@
+"""Train or update: keep one model that follows the data, without piling up models or forgetting old behaviour.
+
+`decide_training` looks at the champion, the newest version and the training partitions' fingerprints and says
+whether to train from scratch, fine-tune the champion on what is new, or do nothing. `train_or_update` carries the
+decision out, saves a new immutable version and promotes it only if it is no worse than the champion on the same
+held-out recent rows (see `PromotionConfig`). Every decision comes back as a small record with its numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from sae_pipeline import drift
+from sae_pipeline.config import MODEL_ROLES, PipelineConfig
+from sae_pipeline.detector import SAEDetector
+from sae_pipeline.features import TabularEncoder
+from sae_pipeline.registry import (
+    ModelArtifact,
+    ModelRegistry,
+    PipelineModelMetadata,
+    library_versions,
+    new_model_version,
+)
+from sae_pipeline.sampling import sample_valid_rows
+
+logger = logging.getLogger(__name__)
+
+#: Scores above this quantile are left out of the error used to compare models (they are the anomalies).
+_COMPARISON_TRIM_QUANTILE = 0.95
+_MAX_EVALUATION_ROWS = 20_000
+_MIN_TRAINING_ROWS = 10
+
+
+class ModelSchemaError(ValueError):
+    """The champion cannot read the configured columns (a model column gone or retyped): retrain."""
+
+
+@dataclass
+class TrainingDecision:
+    action: str  # "train", "update" or "skip"
+    reason: str
+    partitions: list[str] = field(default_factory=list)
+
+
+def detector_from_config(config: PipelineConfig, progress: bool = False) -> SAEDetector:
+    settings = config.model.model_dump()
+    settings["random_state"] = settings.pop("seed")
+    return SAEDetector(**settings, contamination=config.thresholds.target_fpr, verbose=progress)
+
+
+def unknown_model_columns(artifact: ModelArtifact, config: PipelineConfig) -> list[str]:
+    """Configured model columns the artifact was not trained on (it ignores them); raises `ModelSchemaError` when
+    a column the artifact needs is no longer configured with the same type and role."""
+    configured = {column.name: column for column in config.columns_with_role(*MODEL_ROLES)}
+    needed = [column for column in artifact.encoder.columns if column.role in MODEL_ROLES]
+    for column in needed:
+        now = configured.get(column.name)
+        if now is None or (now.type, now.role) != (column.type, column.role):
+            change = "is no longer a model column" if now is None else f"is now {now.type} ({now.role})"
+            raise ModelSchemaError(
+                f"model {artifact.version} was trained on column {column.name!r} ({column.type}, {column.role}), "
+                f"which {change} in config {config.name!r}: train a new model with --retrain"
+            )
+    return sorted(set(configured) - {column.name for column in needed})
+
+
+def training_partitions(config: PipelineConfig, partitions: list[dict]) -> list[dict]:
+    """The partition records the model may learn from (`training.partitions`, else all)."""
+    wanted = config.training.partitions
+    if wanted is None:
+        return partitions
+    unknown = sorted(set(wanted) - {record["name"] for record in partitions})
+    if unknown:
+        raise ValueError(f"training.partitions names partitions that are not in the lake: {unknown}")
+    return [record for record in partitions if record["name"] in wanted]
+
+
+def decide_training(
+    config: PipelineConfig, registry: ModelRegistry, partitions: list[dict], retrain: bool = False
+) -> TrainingDecision:
+    """Train when asked, when there is no champion or the model settings changed; update when training
+    partitions are new or changed since the newest version with these settings; otherwise skip."""
+    eligible = training_partitions(config, partitions)
+    names = [record["name"] for record in eligible]
+    if retrain:
+        return TrainingDecision("train", "retrain requested", names)
+    champion = registry.champion()
+    if champion is None:
+        return TrainingDecision("train", "no champion model yet", names)
+    settings = config.model_hash()
+    newest = next(
+        (meta for meta in (_metadata(registry, info.version) for info in registry.versions()) if meta.config_hash == settings),
+        None,
+    )
+    if newest is None:
+        return TrainingDecision("train", f"model settings changed since champion {champion}", names)
+    unseen = [record["name"] for record in eligible if newest.data_fingerprints.get(record["name"]) != record["fingerprint"]]
+    if not unseen:
+        return TrainingDecision("skip", f"no new or changed training data since version {newest.model_version}")
+    champion_meta = _metadata(registry, champion)
+    if champion_meta.config_hash != settings:
+        return TrainingDecision("train", f"model settings changed since champion {champion}", names)
+    new = [record["name"] for record in eligible if champion_meta.data_fingerprints.get(record["name"]) != record["fingerprint"]]
+    if not new:
+        return TrainingDecision("skip", f"champion {champion} has seen every training partition")
+    return TrainingDecision("update", f"{len(new)} new or changed training partition(s) since champion {champion}", new)
+
+
+def _metadata(registry: ModelRegistry, version: str) -> PipelineModelMetadata:
+    return registry.load(version).metadata
+
+
+def _split_evaluation(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows to learn from, held-out rows on which the new version and the champion are compared)."""
+    n_eval = min(_MAX_EVALUATION_ROWS, int(round(fraction * frame.height)))
+    order = np.random.default_rng(seed).permutation(frame.height)
+    return frame[order[n_eval:]], frame[order[:n_eval]]
+
+
+def evaluation_metrics(artifact: ModelArtifact, frame: pl.DataFrame) -> dict[str, float]:
+    """Trimmed mean reconstruction error and flagged rate of a model on held-out rows."""
+    scores = artifact.detector.decision_function(artifact.encoder.transform(frame))
+    kept = scores[scores <= np.quantile(scores, _COMPARISON_TRIM_QUANTILE)]
+    return {
+        "trimmed_mean_error": float(kept.mean()),
+        "flagged_rate": float((scores > artifact.detector.threshold_).mean()),
+        "threshold": float(artifact.detector.threshold_),
+        "evaluation_rows": float(frame.height),
+    }
+
+
+def promotion_decision(config: PipelineConfig, challenger: dict, champion: dict | None) -> tuple[bool, str]:
+    """Apply the promotion policy to the two models' metrics on the same rows."""
+    policy = config.registry.promotion
+    if policy.policy == "manual":
+        return False, "promotion policy is manual"
+    if champion is None or policy.policy == "always":
+        return True, "no comparable champion" if champion is None else "promotion policy is always"
+    target = config.thresholds.target_fpr
+    error_ok = challenger["trimmed_mean_error"] <= champion["trimmed_mean_error"] * (1 + policy.error_tolerance)
+    rate_ok = abs(challenger["flagged_rate"] - target) <= abs(champion["flagged_rate"] - target) + policy.flagged_rate_tolerance
+    numbers = (
+        f"error {challenger['trimmed_mean_error']:.4g} vs champion {champion['trimmed_mean_error']:.4g}, "
+        f"flagged {challenger['flagged_rate']:.2%} vs {champion['flagged_rate']:.2%} (target {target:.2%})"
+    )
+    if error_ok and rate_ok:
+        return True, f"no worse than the champion: {numbers}"
+    return False, f"worse than the champion ({'flagged rate' if error_ok else 'reconstruction error'}): {numbers}"
+
+
+def train_or_update(
+    config: PipelineConfig, partitions: list[dict], retrain: bool = False, progress: bool = False
+) -> dict:
+    """Carry out `decide_training` and return a JSON-able record of what happened (see `RunSummary.training`)."""
+    registry = ModelRegistry(config.output.models_uri)
+    decision = decide_training(config, registry, partitions, retrain)
+    record = {"action": decision.action, "reason": decision.reason, "champion": registry.champion()}
+    if decision.action == "skip":
+        logger.info("no training: %s", decision.reason)
+        return record
+    chosen = [p for p in partitions if p["name"] in decision.partitions]
+    sample = sample_valid_rows(config, chosen, config.training.max_rows, config.model.seed)
+    learn, held_out = _split_evaluation(sample.frame, config.training.evaluation_fraction, config.model.seed)
+    if learn.height < _MIN_TRAINING_ROWS:
+        raise ValueError(f"only {learn.height} valid training rows in {decision.partitions}: need at least {_MIN_TRAINING_ROWS}")
+
+    champion = registry.load(record["champion"]) if record["champion"] else None
+    started = dt.datetime.now(dt.UTC)
+    if decision.action == "update":
+        artifact = _updated(config, champion, learn, chosen, progress)
+    else:
+        artifact = _trained(config, learn, chosen, progress)
+    seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
+
+    challenger_metrics = evaluation_metrics(artifact, held_out) if held_out.height else {}
+    champion_metrics = _comparable_metrics(config, champion, held_out)
+    artifact.metadata.validation_metrics = challenger_metrics
+    model_uri = registry.save(artifact)
+    promoted, why = promotion_decision(config, challenger_metrics, champion_metrics) if held_out.height else (
+        champion is None, "no held-out rows to compare on"
+    )
+    if promoted:
+        registry.promote(artifact.version, reason=why)
+    removed = registry.apply_retention(config.registry.keep_versions)
+    logger.info("%s model %s (%s); %s", decision.action, artifact.version, decision.reason, why)
+    return {
+        **record,
+        "model_version": artifact.version,
+        "model_uri": model_uri,
+        "parent_version": artifact.metadata.parent_version,
+        "trained_on": decision.partitions,
+        "training_rows": artifact.metadata.training_rows,
+        "rows_read": sample.rows_read,
+        "seconds": seconds,
+        "promoted": promoted,
+        "promotion_reason": why,
+        "challenger_metrics": challenger_metrics,
+        "champion_metrics": champion_metrics,
+        "retired_versions": removed,
+        "threshold": float(artifact.detector.threshold_),
+        "training_report": artifact.detector.training_report_,
+    }
+
+
+def _comparable_metrics(config: PipelineConfig, champion: ModelArtifact | None, held_out: pl.DataFrame) -> dict | None:
+    """The champion's metrics on the held-out rows, or None when it cannot read them (schema changed)."""
+    if champion is None or not held_out.height:
+        return None
+    try:
+        unknown_model_columns(champion, config)
+    except ModelSchemaError:
+        return None
+    return evaluation_metrics(champion, held_out)
+
+
+def _fingerprints(partitions: list[dict]) -> dict[str, str]:
+    return {record["name"]: record["fingerprint"] for record in partitions}
+
+
+def _replay(config: PipelineConfig, frame: pl.DataFrame) -> pl.DataFrame:
+    """The bounded sample of training rows kept with a model, replayed by its later updates."""
+    n_rows = min(config.training.replay_rows, frame.height)
+    return frame.sample(n_rows, seed=config.model.seed)
+
+
+def _metadata_for(
+    config: PipelineConfig, encoder: TabularEncoder, detector: SAEDetector, frame: pl.DataFrame, **lineage
+) -> PipelineModelMetadata:
+    created_at = dt.datetime.now(dt.UTC)
+    return PipelineModelMetadata(
+        model_version=new_model_version(created_at),
+        created_at=created_at,
+        config_name=config.name,
+        training_rows=frame.height,
+        target_fpr=config.thresholds.target_fpr,
+        features=encoder.to_dict(),
+        drift_reference=drift.build_reference(
+            frame,
+            encoder.numeric_columns,
+            encoder.categorical_columns,
+            scores=detector.validation_scores_,
+        ),
+        library_versions=library_versions(),
+        config_hash=config.model_hash(),
+        **lineage,
+    )
+
+
+def _trained(config: PipelineConfig, frame: pl.DataFrame, partitions: list[dict], progress: bool) -> ModelArtifact:
+    """A model trained from scratch on `frame`."""
+    encoder = TabularEncoder(config.columns, config.features).fit(frame)
+    detector = detector_from_config(config, progress).fit(encoder.transform(frame))
+    metadata = _metadata_for(
+        config, encoder, detector, frame,
+        trained_on=[p["name"] for p in partitions],
+        data_fingerprints=_fingerprints(partitions),
+        training_kind="train",
+        parent_version=None,
+    )
+    return ModelArtifact(detector=detector, encoder=encoder, metadata=metadata, replay=_replay(config, frame))
+
+
+def _updated(
+    config: PipelineConfig, champion: ModelArtifact, new_rows: pl.DataFrame, partitions: list[dict], progress: bool
+) -> ModelArtifact:
+    """The champion fine-tuned on the new rows plus its replay sample; its feature encoding is kept (a new
+    category falls into the "other" level and shows in the drift report)."""
+    unknown_model_columns(champion, config)
+    model_columns = [column.name for column in champion.encoder.columns if column.role in MODEL_ROLES]
+    replay = champion.replay.select(model_columns) if champion.replay is not None else new_rows.head(0).select(model_columns)
+    frame = pl.concat([new_rows.select(model_columns), replay], how="vertical_relaxed")
+    detector = champion.detector.fine_tuned(champion.encoder.transform(frame), config.training.update_steps)
+    detector.verbose = progress
+    parent = champion.metadata
+    metadata = _metadata_for(
+        config, champion.encoder, detector, frame,
+        trained_on=sorted(set(parent.trained_on) | {p["name"] for p in partitions}),
+        data_fingerprints={**parent.data_fingerprints, **_fingerprints(partitions)},
+        training_kind="update",
+        parent_version=parent.model_version,
+    )
+    replay_pool = pl.concat([replay, new_rows.select(model_columns)], how="vertical_relaxed")
+    return ModelArtifact(detector=detector, encoder=champion.encoder, metadata=metadata, replay=_replay(config, replay_pool))

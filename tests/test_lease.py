@@ -1,0 +1,52 @@
+"""The run lease on the output folder: exclusive, released, taken over from dead or expired holders."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from sae_pipeline.lease import LeaseHeldError, RunLease
+
+
+def test_second_holder_is_refused_with_the_holder_named(tmp_path):
+    uri = str(tmp_path / "out" / "_lease.json")
+    with RunLease(uri, "run-1", ttl_seconds=60):
+        with pytest.raises(LeaseHeldError, match="run run-1"):
+            RunLease(uri, "run-2", ttl_seconds=60).acquire()
+    assert not (tmp_path / "out" / "_lease.json").exists()
+    with RunLease(uri, "run-2", ttl_seconds=60):
+        pass
+
+
+def test_lease_of_a_dead_process_on_this_machine_is_taken_over(tmp_path):
+    uri = tmp_path / "_lease.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = {"token": "x", "run_id": "crashed", "pid": int(dead.stdout), "host": socket.gethostname(),
+              "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()}
+    uri.write_text(json.dumps(record))
+    with RunLease(str(uri), "run-2", ttl_seconds=60):
+        assert json.loads(uri.read_text())["run_id"] == "run-2"
+
+
+def test_expired_or_torn_lease_is_taken_over(tmp_path):
+    uri = tmp_path / "_lease.json"
+    uri.write_text(json.dumps({"token": "x", "run_id": "old", "pid": 1, "host": "elsewhere",
+                               "expires_at": (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()}))
+    with RunLease(str(uri), "run-2", ttl_seconds=60):
+        pass
+    uri.write_text("{not json")
+    with RunLease(str(uri), "run-3", ttl_seconds=60):
+        assert json.loads(uri.read_text())["run_id"] == "run-3"
+
+
+def test_live_lease_of_another_machine_is_respected_until_it_expires(tmp_path):
+    uri = tmp_path / "_lease.json"
+    uri.write_text(json.dumps({"token": "x", "run_id": "remote", "pid": 1, "host": "other-host",
+                               "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat()}))
+    with pytest.raises(LeaseHeldError, match="other-host"):
+        RunLease(str(uri), "run-2", ttl_seconds=60).acquire()
