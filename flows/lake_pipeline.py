@@ -99,7 +99,7 @@ def _publish_artifacts(summary, scored: list[dict]) -> None:
 def lake_pipeline(config_path: str, mode: str = "run", model_uri: str | None = None, progress: bool = False) -> dict:
     """Validate, train (mode run/train) and score (mode run/score) a Parquet lake; return the run summary.
 
-    mode "score" uses `model_uri`, or the newest model under the output folder when it is not given.
+    mode "score" uses `model_uri`, or the champion model under the output folder when it is not given.
     """
     if mode not in ("run", "train", "score"):
         raise ValueError(f"mode must be run, train or score, got {mode!r}")

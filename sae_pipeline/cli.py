@@ -1,4 +1,4 @@
-"""`sae-pipeline` command line: demo, run, train, score, generate-sample.
+"""`sae-pipeline` command line: demo, run, train, score, generate-sample, models.
 
 `run`, `train`, `score` and `demo` execute the Prefect flow in `flows/` (an embedded temporary Prefect server
 starts when no PREFECT_API_URL is set). The flow module is imported only when such a command runs, so the
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.lake import LakeReadError
+from sae_pipeline.registry.commands import add_models_command
 from sae_pipeline.schema import InputSchemaError
 
 DEFAULT_SAMPLE_CONFIG = "sample_data/telemetry.yaml"
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler=lambda a: _command_flow(a, "train")
     )
     score = flow_command("score", "validate and score the lake with an existing model")
-    score.add_argument("--model", help="model folder URI (default: the newest model under the output folder)")
+    score.add_argument("--model", help="model folder URI (default: the champion model under the output folder)")
     score.set_defaults(handler=lambda a: _command_flow(a, "score"))
 
     generate = commands.add_parser("generate-sample", help="write the synthetic telemetry lake")
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--rows-per-day", type=int, default=2000)
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(handler=_command_generate)
+    add_models_command(commands)
     return parser
 
 

@@ -25,12 +25,11 @@ from sae_pipeline.detector import SAEDetector
 from sae_pipeline.features import TabularEncoder
 from sae_pipeline.registry import (
     ModelArtifact,
+    ModelRegistry,
     PipelineModelMetadata,
-    latest_model_uri,
     library_versions,
     load_model,
     new_model_version,
-    save_model,
 )
 from sae_pipeline.schema import scored_output_schema, validate_frame
 from sae_pipeline.scoring import score_frame
@@ -108,7 +107,9 @@ def train_model(config: PipelineConfig, validated: list[dict], progress: bool = 
         library_versions=library_versions(),
     )
     artifact = ModelArtifact(detector=detector, encoder=encoder, metadata=metadata)
-    model_uri = save_model(artifact, config.output.models_uri)
+    registry = ModelRegistry(config.output.models_uri)
+    model_uri = registry.save(artifact)
+    registry.promote(artifact.version, reason=f"trained by the pipeline with config {config.name}")
     logger.info("model %s trained on %d rows, saved to %s", artifact.version, frame.height, model_uri)
     return {
         "model_uri": model_uri,
@@ -127,8 +128,10 @@ def _load_model_once(model_uri: str) -> ModelArtifact:
 
 
 def existing_model(config: PipelineConfig, model_uri: str | None = None) -> dict:
-    """Record of an already-trained model: `model_uri`, or else the newest one under the output folder."""
-    model_uri = model_uri or latest_model_uri(config.output.models_uri)
+    """Record of an already-trained model: `model_uri`, or else the champion under the output folder."""
+    if model_uri is None:
+        registry = ModelRegistry(config.output.models_uri)
+        model_uri = registry.uri(registry.resolve(ModelRegistry.CHAMPION))
     return {"model_uri": model_uri, "model_version": load_model(model_uri).version}
 
 
