@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.lake import LakeReadError
+from sae_pipeline.registry.commands import add_models_command
 from sae_pipeline.schema import InputSchemaError
 
 DEFAULT_SAMPLE_CONFIG = "sample_data/telemetry.yaml"
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drift a little every day, up to INTENSITY times the drifted days' shift on the last day",
     )
     generate.set_defaults(handler=_command_generate)
+    add_models_command(commands)
     return parser
 
 

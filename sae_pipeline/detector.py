@@ -18,6 +18,7 @@ import json
 import numpy as np
 import polars as pl
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from sklearn.base import BaseEstimator
@@ -318,15 +319,21 @@ class SAEDetector(BaseEstimator):
         manifest = manifest or read_manifest(path)
         if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: not a {FORMAT_NAME} v{FORMAT_VERSION} model folder")
-        tensors = load_safetensors(lake.read_bytes(lake.join_uri(path, WEIGHTS_FILE)))
         detector = cls(**{**manifest["params"], **({"device": device} if device else {})})
         detector.device_ = resolve_device(detector.device)
         detector.n_features_in_ = manifest["n_features_in"]
-        detector.scaler_ = RobustScaler.from_dict(
-            {"center": tensors["scaler.center"].numpy(), "scale": tensors["scaler.scale"].numpy()}
-        )
         model = SparseAutoencoder(manifest["n_features_in"], manifest["n_latents"], detector.sparsity, manifest["k"])
-        model.load_state_dict({name[len("model.") :]: t for name, t in tensors.items() if name.startswith("model.")})
+        weights_uri = lake.join_uri(path, WEIGHTS_FILE)
+        payload = lake.read_bytes(weights_uri)
+        # A truncated, corrupt or mismatched weights file must name itself, not surface as a bare library error.
+        try:
+            tensors = load_safetensors(payload)
+            detector.scaler_ = RobustScaler.from_dict(
+                {"center": tensors["scaler.center"].numpy(), "scale": tensors["scaler.scale"].numpy()}
+            )
+            model.load_state_dict({name[len("model.") :]: t for name, t in tensors.items() if name.startswith("model.")})
+        except (SafetensorError, KeyError, RuntimeError) as error:
+            raise ValueError(f"{weights_uri}: corrupt or incompatible weights file ({error})") from error
         detector.model_ = model.to(detector.device_).eval()
         detector.validation_scores_ = tensors["validation_scores"].numpy()
         detector.decision_scores_ = tensors["decision_scores"].numpy()

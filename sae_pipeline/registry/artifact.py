@@ -1,0 +1,136 @@
+"""One model version on storage: `model.safetensors` (arrays), optional `replay.parquet`, `model.json` last.
+
+`model.json` carries the detector's hyperparameters, threshold and training metrics (written by
+`SAEDetector.save`), plus under `pipeline` what scoring and later fine-tunes need: the fitted feature encoder, the
+drift reference, where the model came from (partitions, data fingerprints, config hash, parent version) and how it
+did on validation. Because `model.json` is written last, a folder without it is a crashed write, never a model.
+Loading never executes code (no pickle).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import platform
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sae_pipeline import lake
+from sae_pipeline.detector import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, SAEDetector
+from sae_pipeline.features import TabularEncoder
+from sae_pipeline.registry.errors import RegistryError
+
+REPLAY_FILE = "replay.parquet"
+_TRACKED_PACKAGES = ("sae-pipeline", "torch", "numpy", "polars", "pyarrow", "pandera", "safetensors")
+
+
+class PipelineModelMetadata(BaseModel):
+    """The pipeline's part of `model.json` (the contract that scoring runs and other tools rely on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_version: str
+    created_at: dt.datetime
+    config_name: str
+    trained_on: list[str]
+    training_rows: int
+    target_fpr: float
+    features: dict
+    drift_reference: dict
+    library_versions: dict[str, str]
+    parent_version: str | None = None
+    training_kind: Literal["train", "update"] = "train"
+    data_fingerprints: dict[str, str] = {}
+    config_hash: str = ""
+    validation_metrics: dict[str, float] = {}
+
+
+@dataclass
+class ModelArtifact:
+    """A fitted model with everything needed to score with it and to fine-tune it later."""
+
+    detector: SAEDetector
+    encoder: TabularEncoder
+    metadata: PipelineModelMetadata
+    replay: pl.DataFrame | None = None
+
+    @property
+    def version(self) -> str:
+        return self.metadata.model_version
+
+
+def new_model_version(now: dt.datetime) -> str:
+    """Sortable and unique: UTC creation time plus a random suffix, e.g. `20261127T061500Z-3f9a1c2e`."""
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _TRACKED_PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def write_artifact(artifact: ModelArtifact, uri: str) -> None:
+    """Write the version folder `uri`; `model.json` goes last (by `SAEDetector.save`) so it marks completeness."""
+    extra: dict = {"pipeline": artifact.metadata.model_dump(mode="json")}
+    if artifact.replay is not None:
+        buffer = io.BytesIO()
+        artifact.replay.write_parquet(buffer, compression="zstd")
+        lake.write_bytes(lake.join_uri(uri, REPLAY_FILE), buffer.getvalue())
+        extra["replay"] = {"file": REPLAY_FILE, "rows": artifact.replay.height}
+    artifact.detector.save(uri, metadata=extra)
+
+
+def read_manifest(uri: str) -> dict:
+    """The folder's `model.json`, checked to be a pipeline model of the format this code reads."""
+    manifest_uri = lake.join_uri(uri, MANIFEST_FILE)
+    try:
+        manifest = json.loads(lake.read_bytes(manifest_uri))
+    except lake.LakeReadError as error:
+        raise RegistryError(f"{manifest_uri}: missing or unreadable, so {uri} is not a complete model ({error})") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RegistryError(f"{manifest_uri}: not valid JSON (truncated or corrupt?): {error}") from error
+    found = (manifest.get("format"), manifest.get("format_version")) if isinstance(manifest, dict) else None
+    if found != (FORMAT_NAME, FORMAT_VERSION):
+        raise RegistryError(f"{manifest_uri}: expected format {FORMAT_NAME} v{FORMAT_VERSION}, found {found}")
+    if "pipeline" not in manifest:
+        raise RegistryError(f"{manifest_uri}: a bare SAEDetector folder, not a pipeline model (no 'pipeline' key)")
+    return manifest
+
+
+def read_metadata(uri: str, manifest: dict | None = None) -> PipelineModelMetadata:
+    """The pipeline metadata of the model folder `uri`, without loading its weights."""
+    manifest = manifest or read_manifest(uri)
+    try:
+        return PipelineModelMetadata.model_validate(manifest["pipeline"])
+    except ValidationError as error:
+        raise RegistryError(f"{lake.join_uri(uri, MANIFEST_FILE)}: invalid 'pipeline' metadata: {error}") from error
+
+
+def load_model(uri: str) -> ModelArtifact:
+    """Load the model folder `uri` (a registry version folder, or any folder written by `write_artifact`)."""
+    manifest = read_manifest(uri)
+    metadata = read_metadata(uri, manifest)
+    replay = None
+    if "replay" in manifest:
+        replay_uri = lake.join_uri(uri, manifest["replay"]["file"])
+        try:
+            replay = pl.read_parquet(io.BytesIO(lake.read_bytes(replay_uri)))
+        except pl.exceptions.PolarsError as error:
+            raise RegistryError(f"{replay_uri}: corrupt replay sample ({error})") from error
+    return ModelArtifact(
+        detector=SAEDetector.load(uri, manifest=manifest),
+        encoder=TabularEncoder.from_dict(metadata.features),
+        metadata=metadata,
+        replay=replay,
+    )
