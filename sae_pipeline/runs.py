@@ -83,6 +83,9 @@ def _message(training: dict | None, scored: int, up_to_date: int, removed: int, 
         else:
             verdict = "promoted to champion" if training["promoted"] else "not promoted"
             parts.append(f"{training['action']} -> {training['model_version']}, {verdict} ({training['promotion_reason']})")
+            if training["skipped_partitions"]:
+                left_out = ", ".join(failure["partition"] for failure in training["skipped_partitions"])
+                parts.append(f"left out of training (unreadable or invalid): {left_out}")
     if kind != "train":
         parts.append(f"{scored} partition(s) scored, {up_to_date} up to date, {removed} removed, {failed} failed")
         if scored == 0 and removed == 0 and failed == 0:

@@ -14,7 +14,7 @@ import polars as pl
 
 from sae_pipeline import lake
 from sae_pipeline.config import MODEL_ROLES, PipelineConfig
-from sae_pipeline.schema import validate_frame
+from sae_pipeline.schema import InputSchemaError, validate_frame
 
 
 @dataclass
@@ -23,23 +23,36 @@ class RowSample:
     rows_read: int
     rows_valid: int
     partitions: list[str]
+    failed: list[dict]
 
 
 def sample_valid_rows(config: PipelineConfig, partitions: list[dict], max_rows: int, seed: int) -> RowSample:
     """Up to `max_rows` valid rows drawn from `partitions` (records with `name` and `uri`), reproducibly.
 
-    Only the columns the model reads are kept, so partitions that differ in other columns still combine.
+    Only the columns the model reads are kept, so partitions that differ in other columns still combine. A
+    partition that cannot be read or fails the schema is left out and listed in `failed` (the model is trained
+    without it, and the next update tries it again).
     """
     model_columns = [column.name for column in config.columns_with_role(*MODEL_ROLES)]
-    sizes = [lake.count_rows(partition["uri"]) for partition in partitions]
-    total = sum(sizes)
+    sizes, failed = {}, []
+    for partition in partitions:
+        try:
+            sizes[partition["name"]] = lake.count_rows(partition["uri"])
+        except lake.LakeReadError as error:
+            failed.append({"partition": partition["name"], "error": str(error)})
+    total = sum(sizes.values())
     share = min(1.0, max_rows / total) if total else 0.0
     pieces, rows_read, rows_valid = [], 0, 0
-    for index, (partition, size) in enumerate(zip(partitions, sizes)):
+    for index, partition in enumerate(partitions):
+        size = sizes.get(partition["name"], 0)
         if size == 0:
             continue
-        frame = lake.read_partition(partition["uri"])
-        valid = validate_frame(frame, config, source=partition["uri"]).valid.select(model_columns)
+        try:
+            frame = lake.read_partition(partition["uri"])
+            valid = validate_frame(frame, config, source=partition["uri"]).valid.select(model_columns)
+        except (lake.LakeReadError, InputSchemaError) as error:
+            failed.append({"partition": partition["name"], "error": str(error)})
+            continue
         rows_read += frame.height
         rows_valid += valid.height
         quota = min(valid.height, math.ceil(share * size))
@@ -47,4 +60,6 @@ def sample_valid_rows(config: PipelineConfig, partitions: list[dict], max_rows: 
     sample = pl.concat(pieces, how="vertical") if pieces else pl.DataFrame()
     if sample.height > max_rows:
         sample = sample.sample(max_rows, seed=seed)
-    return RowSample(sample, rows_read, rows_valid, [partition["name"] for partition in partitions])
+    failed_names = {failure["partition"] for failure in failed}
+    used = [partition["name"] for partition in partitions if partition["name"] not in failed_names]
+    return RowSample(sample, rows_read, rows_valid, used, failed)

@@ -124,13 +124,16 @@ def _split_evaluation(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[
 
 def evaluation_metrics(artifact: ModelArtifact, frame: pl.DataFrame) -> dict[str, float]:
     """Trimmed mean reconstruction error and flagged rate of a model on held-out rows."""
-    scores = artifact.detector.decision_function(artifact.encoder.transform(frame))
+    return _metrics(artifact, artifact.detector.decision_function(artifact.encoder.transform(frame)))
+
+
+def _metrics(artifact: ModelArtifact, scores: np.ndarray) -> dict[str, float]:
     kept = scores[scores <= np.quantile(scores, _COMPARISON_TRIM_QUANTILE)]
     return {
         "trimmed_mean_error": float(kept.mean()),
         "flagged_rate": float((scores > artifact.detector.threshold_).mean()),
         "threshold": float(artifact.detector.threshold_),
-        "evaluation_rows": float(frame.height),
+        "evaluation_rows": float(scores.size),
     }
 
 
@@ -163,13 +166,20 @@ def train_or_update(
     if decision.action == "skip":
         logger.info("no training: %s", decision.reason)
         return record
-    chosen = [p for p in partitions if p["name"] in decision.partitions]
-    sample = sample_valid_rows(config, chosen, config.training.max_rows, config.model.seed)
-    learn, held_out = _split_evaluation(sample.frame, config.training.evaluation_fraction, config.model.seed)
-    if learn.height < _MIN_TRAINING_ROWS:
-        raise ValueError(f"only {learn.height} valid training rows in {decision.partitions}: need at least {_MIN_TRAINING_ROWS}")
-
+    sample = sample_valid_rows(
+        config, [p for p in partitions if p["name"] in decision.partitions], config.training.max_rows, config.model.seed
+    )
+    chosen = [p for p in partitions if p["name"] in sample.partitions]
     champion = registry.load(record["champion"]) if record["champion"] else None
+    # Rows are held out for a comparison only when there is a champion to compare with.
+    fraction = config.training.evaluation_fraction if champion is not None else 0.0
+    learn, held_out = _split_evaluation(sample.frame, fraction, config.model.seed)
+    if learn.height < _MIN_TRAINING_ROWS:
+        failures = "".join(f"; {f['partition']}: {f['error']}" for f in sample.failed)
+        raise ValueError(
+            f"only {learn.height} valid training rows in {sample.partitions}: need at least {_MIN_TRAINING_ROWS}{failures}"
+        )
+
     started = dt.datetime.now(dt.UTC)
     if decision.action == "update":
         artifact = _updated(config, champion, learn, chosen, progress)
@@ -177,13 +187,14 @@ def train_or_update(
         artifact = _trained(config, learn, chosen, progress)
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
 
-    challenger_metrics = evaluation_metrics(artifact, held_out) if held_out.height else {}
     champion_metrics = _comparable_metrics(config, champion, held_out)
-    artifact.metadata.validation_metrics = challenger_metrics
+    if champion_metrics is None:
+        artifact.metadata.validation_metrics = _metrics(artifact, artifact.detector.validation_scores_)
+        promoted, why = promotion_decision(config, artifact.metadata.validation_metrics, None)
+    else:
+        artifact.metadata.validation_metrics = evaluation_metrics(artifact, held_out)
+        promoted, why = promotion_decision(config, artifact.metadata.validation_metrics, champion_metrics)
     model_uri = registry.save(artifact)
-    promoted, why = promotion_decision(config, challenger_metrics, champion_metrics) if held_out.height else (
-        champion is None, "no held-out rows to compare on"
-    )
     if promoted:
         registry.promote(artifact.version, reason=why)
     removed = registry.apply_retention(config.registry.keep_versions)
@@ -193,13 +204,14 @@ def train_or_update(
         "model_version": artifact.version,
         "model_uri": model_uri,
         "parent_version": artifact.metadata.parent_version,
-        "trained_on": decision.partitions,
+        "trained_on": sample.partitions,
+        "skipped_partitions": sample.failed,
         "training_rows": artifact.metadata.training_rows,
         "rows_read": sample.rows_read,
         "seconds": seconds,
         "promoted": promoted,
         "promotion_reason": why,
-        "challenger_metrics": challenger_metrics,
+        "challenger_metrics": artifact.metadata.validation_metrics,
         "champion_metrics": champion_metrics,
         "retired_versions": removed,
         "threshold": float(artifact.detector.threshold_),

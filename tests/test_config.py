@@ -198,13 +198,13 @@ def test_output_folders_are_siblings_under_the_output_root(uri):
     root = uri.rstrip("/")
     assert output.scored_uri == f"{root}/scored"
     assert output.quarantine_uri == f"{root}/quarantine"
-    assert output.validated_uri == f"{root}/validated"
+    assert output.ledger_uri == f"{root}/ledger"
     assert output.models_uri == f"{root}/models"
     assert output.drift_uri == f"{root}/drift"
     assert output.runs_uri == f"{root}/runs"
     assert output.staging_uri == f"{root}/_staging"
     children = [
-        output.scored_uri, output.quarantine_uri, output.validated_uri,
+        output.scored_uri, output.quarantine_uri, output.ledger_uri,
         output.models_uri, output.drift_uri, output.runs_uri, output.staging_uri,
     ]
     assert len(set(children)) == len(children)
@@ -234,7 +234,7 @@ def test_model_section_defaults_are_the_detector_defaults():
 
 def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
     """A typed config is only worth having if each field changes what the detector does."""
-    from sae_pipeline.pipeline import detector_from_config
+    from sae_pipeline.updating import detector_from_config
 
     changed = {
         "sparsity": "l1", "n_latents": 7, "k": 2, "l1_coefficient": 0.5, "kl_target": 0.2, "kl_weight": 2.0,
