@@ -41,13 +41,30 @@ def test_cli_run_then_score_end_to_end(lake_config, tmp_path):
     assert ds.dataset(config.output.scored_uri, partitioning="hive").count_rows() == scored.height
 
     model_folder = Path(summary.model_uri)
-    assert sorted(path.name for path in model_folder.iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(path.name for path in model_folder.iterdir()) == ["model.json", "model.safetensors", "replay.parquet"]
     assert json.loads((model_folder / "model.json").read_text())["pipeline"]["model_version"] == summary.model_version
     assert load_model(summary.model_uri).detector.threshold_ > 0
 
-    rescored = run_cli("score", "--config", str(lake_config), "--model", summary.model_uri, home=tmp_path)
+    rescored = run_cli("score", "--config", str(lake_config), "--model", summary.model_version, "--backfill", home=tmp_path)
     assert rescored.returncode == 0, rescored.stderr
     assert pl.scan_parquet(config.output.scored_uri, hive_partitioning=True).collect().height == scored.height
+
+    again = run_cli("run", "--config", str(lake_config), home=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "no training" in again.stdout and "3 up to date" in again.stdout
+    models = run_cli("models", "list", "--config", str(lake_config), home=tmp_path)
+    assert models.returncode == 0 and "champion" in models.stdout and summary.model_version in models.stdout
+
+
+def test_two_runs_started_at_once_never_interleave(lake_config, tmp_path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "sae_pipeline.cli", "run", "--config", str(lake_config), "--no-progress"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outcomes = sorted((run.wait(timeout=300), run.stderr.read()) for run in runs)
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    assert "another run holds the output folder" in outcomes[1][1]
+    assert len([path for path in Path(load_config(lake_config).output.models_uri).iterdir() if path.is_dir()]) == 1
 
 
 def test_cli_reports_config_errors_cleanly(tmp_path):

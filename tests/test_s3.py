@@ -1,19 +1,21 @@
-"""The same pipeline steps against a real S3 API (moto's server on 127.0.0.1), proving storage is by URI."""
+"""The whole flow against a real S3 API (moto's server on 127.0.0.1): storage is addressed by URI only."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-import boto3
-import pyarrow.dataset as ds
+import polars as pl
 import pyarrow.fs as pafs
 import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from sae_pipeline import lake, pipeline
+from flows.lake_pipeline import lake_pipeline
+from sae_pipeline import lake
 from sae_pipeline.config import PipelineConfig
+from sae_pipeline.ledger import Ledger
+from sae_pipeline.registry import ModelRegistry
+from sae_pipeline.runs import RunSummary
 from sae_pipeline.sample_data import generate_sample_lake
+from sae_pipeline.schema import scored_output_schema
 from tests.conftest import SAMPLE_CONFIG
 
 
@@ -22,40 +24,51 @@ def s3_bucket():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_ACCESS_KEY_ID", "testing")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        patch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        patch.setenv("AWS_ENDPOINT_URL", endpoint)
+        import boto3
+
         boto3.client("s3").create_bucket(Bucket="lake")
-        yield "lake"
+        yield {"bucket": "lake", "endpoint": endpoint}
     server.stop()
 
 
-def test_pipeline_steps_run_on_s3(s3_bucket, tmp_path):
+@pytest.mark.usefixtures("prefect_harness")
+def test_flow_runs_on_s3_and_reruns_do_nothing(s3_bucket, tmp_path):
+    bucket = s3_bucket["bucket"]
     generate_sample_lake(tmp_path / "local", days=2, rows_per_day=400)
-    s3, _ = lake.filesystem_for(f"s3://{s3_bucket}/raw")
-    pafs.copy_files(str(tmp_path / "local"), f"{s3_bucket}/raw", destination_filesystem=s3)
+    s3, _ = lake.filesystem_for(f"s3://{bucket}/raw")
+    pafs.copy_files(str(tmp_path / "local"), f"{bucket}/raw", destination_filesystem=s3)
 
     raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
     raw.update(
-        lake={"uri": f"s3://{s3_bucket}/raw", "partition_keys": {"day": "date"}},
-        output={"uri": f"s3://{s3_bucket}/out"},
+        lake={"uri": f"s3://{bucket}/raw", "partition_keys": {"day": "date"}},
+        output={"uri": f"s3://{bucket}/out"},
         training={"partitions": None, "max_rows": 10_000},
         model={"max_steps": 100},
     )
+    config_path = tmp_path / "s3.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
     config = PipelineConfig.model_validate(raw)
 
-    partitions = pipeline.list_partitions(config)
-    assert [p["name"] for p in partitions] == ["day=2026-11-01", "day=2026-11-02"]
-    validated = [pipeline.validate_partition(config, p) for p in partitions]
-    model = pipeline.train_model(config, validated)
-    assert model["model_uri"].startswith(f"s3://{s3_bucket}/out/models/")
-    scored = [pipeline.score_partition(config, v, model["model_uri"], dt.datetime.now(dt.UTC)) for v in validated]
+    first = RunSummary.model_validate(lake_pipeline(str(config_path)))
+    assert first.model_uri.startswith(f"s3://{bucket}/out/models/")
+    assert first.totals["rows_scored"] + first.totals["rows_quarantined"] == 800
+    assert ModelRegistry(config.output.models_uri).champion() == first.model_version
+    assert set(Ledger(config.output.ledger_uri).entries()) == {"day=2026-11-01", "day=2026-11-02"}
 
-    assert sum(r["rows_scored"] for r in scored) + sum(v["rows_quarantined"] for v in validated) == 800
-    table = ds.dataset(f"{s3_bucket}/out/scored", filesystem=s3, partitioning="hive").to_table()
-    assert table.num_rows == sum(r["rows_scored"] for r in scored)
-    assert "anomaly_score" in table.column_names
-    assert lake.read_json(f"s3://{s3_bucket}/out/drift/day=2026-11-01/drift.json")["partition"] == "day=2026-11-01"
-    assert pipeline.existing_model(config)["model_uri"] == model["model_uri"]
+    second = RunSummary.model_validate(lake_pipeline(str(config_path)))
+    assert second.training["action"] == "skip" and second.partitions == [] and len(second.up_to_date) == 2
+
+    options = {"aws_endpoint_url": s3_bucket["endpoint"], "aws_region": "us-east-1",
+               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    scored = pl.scan_parquet(
+        f"s3://{bucket}/out/scored/", hive_partitioning=True, hive_schema={"day": pl.Date}, storage_options=options
+    ).collect()
+    assert scored.height == first.totals["rows_scored"]
+    scored_output_schema(config).validate(scored.drop("day"))
+    assert not lake.list_files(f"s3://{bucket}/out", "_lease.json")
