@@ -199,6 +199,15 @@ def test_damaged_version_fails_naming_the_file(registry, make_artifact, file, da
         registry.load(version)
 
 
+@pytest.mark.parametrize("payload", [b"{not json", b'{"format_version": 2, "aliases": {}, "history": []}'])
+def test_damaged_aliases_file_fails_naming_it(registry, make_artifact, payload):
+    _save(registry, make_artifact, 1)
+    aliases = Path(registry.models_uri) / "aliases.json"
+    aliases.write_bytes(payload)
+    with pytest.raises(RegistryError, match=str(aliases)):
+        registry.champion()
+
+
 def test_replay_round_trip(registry, make_artifact, fitted):
     replay = fitted[2].head(50)
     artifact = replace(make_artifact(), replay=replay)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import boto3
+import numpy as np
+import polars as pl
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
@@ -12,7 +14,10 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from sae_pipeline import lake, pipeline
-from sae_pipeline.config import PipelineConfig
+from sae_pipeline.config import ColumnSpec, PipelineConfig
+from sae_pipeline.detector import SAEDetector
+from sae_pipeline.features import TabularEncoder
+from sae_pipeline.registry import ModelArtifact, ModelRegistry, PipelineModelMetadata, new_model_version
 from sae_pipeline.sample_data import generate_sample_lake
 from tests.conftest import SAMPLE_CONFIG
 
@@ -59,3 +64,37 @@ def test_pipeline_steps_run_on_s3(s3_bucket, tmp_path):
     assert "anomaly_score" in table.column_names
     assert lake.read_json(f"s3://{s3_bucket}/out/drift/day=2026-11-01/drift.json")["partition"] == "day=2026-11-01"
     assert pipeline.existing_model(config)["model_uri"] == model["model_uri"]
+
+
+def test_model_registry_on_s3(s3_bucket):
+    frame = pl.DataFrame({"a": np.random.default_rng(0).normal(size=200)})
+    encoder = TabularEncoder([ColumnSpec(name="a", type="float", role="numeric")]).fit(frame)
+    detector = SAEDetector(max_steps=20, device="cpu").fit(encoder.transform(frame))
+    registry = ModelRegistry(f"s3://{s3_bucket}/registry/models")
+    versions = []
+    for minutes in range(3):
+        created_at = dt.datetime(2026, 11, 27, tzinfo=dt.UTC) + dt.timedelta(minutes=minutes)
+        metadata = PipelineModelMetadata(
+            model_version=new_model_version(created_at),
+            created_at=created_at,
+            config_name="s3",
+            trained_on=[],
+            training_rows=frame.height,
+            target_fpr=0.01,
+            features=encoder.to_dict(),
+            drift_reference={},
+            library_versions={},
+        )
+        registry.save(ModelArtifact(detector, encoder, metadata, replay=frame.head(20)))
+        versions.append(metadata.model_version)
+
+    registry.promote(versions[0], "first")
+    registry.promote(versions[1], "second")
+    assert [info.version for info in registry.versions()] == versions[::-1]
+    assert registry.rollback("bad") == (versions[1], versions[0])
+    assert registry.load("champion").replay.equals(frame.head(20))
+
+    assert registry.apply_retention(keep=1) == [versions[1]]
+    assert [info.version for info in registry.versions()] == [versions[2], versions[0]]
+    s3, _ = lake.filesystem_for(registry.models_uri)
+    assert s3.get_file_info(f"{s3_bucket}/registry/models/{versions[1]}").type == pafs.FileType.NotFound
