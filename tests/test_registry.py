@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 import yaml
+from safetensors.torch import save as save_safetensors
 
 from sae_pipeline.cli import main
 from sae_pipeline.config import ColumnSpec
@@ -186,10 +188,11 @@ def test_retention_keeps_newest_and_aliased_and_removes_stale_incomplete(registr
     [
         ("model.safetensors", lambda data: b"\x00" * len(data)),
         ("model.safetensors", lambda data: data[: len(data) // 2]),
+        ("model.safetensors", lambda data: save_safetensors({"other": torch.zeros(3)})),
         ("model.json", lambda data: data[: len(data) // 2]),
         ("model.json", lambda data: json.dumps({**json.loads(data), "format_version": 99}).encode()),
     ],
-    ids=["corrupt-weights", "truncated-weights", "truncated-json", "wrong-format-version"],
+    ids=["corrupt-weights", "truncated-weights", "foreign-weights", "truncated-json", "wrong-format-version"],
 )
 def test_damaged_version_fails_naming_the_file(registry, make_artifact, file, damage):
     (version,) = _save(registry, make_artifact, 1)
