@@ -104,6 +104,8 @@ def test_versions_are_immutable(registry, make_artifact):
     registry.save(artifact)
     with pytest.raises(RegistryError, match="already exists.*immutable"):
         registry.save(artifact)
+    with pytest.raises(RegistryError, match="invalid model version '../escape'"):
+        registry.save(make_artifact(model_version="../escape"))
 
 
 def test_incomplete_folder_is_invisible(registry, make_artifact):
