@@ -331,12 +331,13 @@ class SAEDetector(BaseEstimator):
             detector.scaler_ = RobustScaler.from_dict(
                 {"center": tensors["scaler.center"].numpy(), "scale": tensors["scaler.scale"].numpy()}
             )
-            model.load_state_dict({name[len("model.") :]: t for name, t in tensors.items() if name.startswith("model.")})
+            state = {name[len("model.") :]: t for name, t in tensors.items() if name.startswith("model.")}
+            model.load_state_dict(state)
+            detector.validation_scores_ = tensors["validation_scores"].numpy()
+            detector.decision_scores_ = tensors["decision_scores"].numpy()
         except (SafetensorError, KeyError, RuntimeError) as error:
             raise ValueError(f"{weights_uri}: corrupt or incompatible weights file ({error})") from error
         detector.model_ = model.to(detector.device_).eval()
-        detector.validation_scores_ = tensors["validation_scores"].numpy()
-        detector.decision_scores_ = tensors["decision_scores"].numpy()
         detector.threshold_ = float(manifest["threshold"])
         detector.labels_ = (detector.decision_scores_ > detector.threshold_).astype(int)
         detector.training_report_ = manifest["training_report"]

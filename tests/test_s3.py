@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+import boto3
+import numpy as np
 import polars as pl
 import pyarrow.fs as pafs
 import pytest
@@ -10,9 +14,11 @@ from moto.server import ThreadedMotoServer
 
 from flows.lake_pipeline import lake_pipeline
 from sae_pipeline import lake
-from sae_pipeline.config import PipelineConfig
+from sae_pipeline.config import ColumnSpec, PipelineConfig
+from sae_pipeline.detector import SAEDetector
+from sae_pipeline.features import TabularEncoder
 from sae_pipeline.ledger import Ledger
-from sae_pipeline.registry import ModelRegistry
+from sae_pipeline.registry import ModelArtifact, ModelRegistry, PipelineModelMetadata, new_model_version
 from sae_pipeline.runs import RunSummary
 from sae_pipeline.sample_data import generate_sample_lake
 from sae_pipeline.schema import scored_output_schema
@@ -30,8 +36,6 @@ def s3_bucket():
         patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         patch.setenv("AWS_ENDPOINT_URL", endpoint)
-        import boto3
-
         boto3.client("s3").create_bucket(Bucket="lake")
         yield {"bucket": "lake", "endpoint": endpoint}
     server.stop()
@@ -72,3 +76,38 @@ def test_flow_runs_on_s3_and_reruns_do_nothing(s3_bucket, tmp_path):
     assert scored.height == first.totals["rows_scored"]
     scored_output_schema(config).validate(scored.drop("day"))
     assert not lake.list_files(f"s3://{bucket}/out", "_lease.json")
+
+
+def test_model_registry_on_s3(s3_bucket):
+    bucket = s3_bucket["bucket"]
+    frame = pl.DataFrame({"a": np.random.default_rng(0).normal(size=200)})
+    encoder = TabularEncoder([ColumnSpec(name="a", type="float", role="numeric")]).fit(frame)
+    detector = SAEDetector(max_steps=20, device="cpu").fit(encoder.transform(frame))
+    registry = ModelRegistry(f"s3://{bucket}/registry/models")
+    versions = []
+    for minutes in range(3):
+        created_at = dt.datetime(2026, 11, 27, tzinfo=dt.UTC) + dt.timedelta(minutes=minutes)
+        metadata = PipelineModelMetadata(
+            model_version=new_model_version(created_at),
+            created_at=created_at,
+            config_name="s3",
+            trained_on=[],
+            training_rows=frame.height,
+            target_fpr=0.01,
+            features=encoder.to_dict(),
+            drift_reference={},
+            library_versions={},
+        )
+        registry.save(ModelArtifact(detector, encoder, metadata, replay=frame.head(20)))
+        versions.append(metadata.model_version)
+
+    registry.promote(versions[0], "first")
+    registry.promote(versions[1], "second")
+    assert [info.version for info in registry.versions()] == versions[::-1]
+    assert registry.rollback("bad") == (versions[1], versions[0])
+    assert registry.load("champion").replay.equals(frame.head(20))
+
+    assert registry.apply_retention(keep=1) == [versions[1]]
+    assert [info.version for info in registry.versions()] == [versions[2], versions[0]]
+    s3, _ = lake.filesystem_for(registry.models_uri)
+    assert s3.get_file_info(f"{bucket}/registry/models/{versions[1]}").type == pafs.FileType.NotFound

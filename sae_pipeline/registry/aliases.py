@@ -45,6 +45,8 @@ def read_document(uri: str) -> dict:
     if not isinstance(document, dict) or document.get("format_version") != FORMAT_VERSION:
         found = document.get("format_version") if isinstance(document, dict) else type(document).__name__
         raise RegistryError(f"{uri}: expected an aliases document with format_version {FORMAT_VERSION}, found {found}")
+    if not isinstance(document.get("aliases"), dict) or not isinstance(document.get("history"), list):
+        raise RegistryError(f"{uri}: an aliases document needs an 'aliases' mapping and a 'history' list")
     return document
 
 

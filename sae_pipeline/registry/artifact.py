@@ -97,7 +97,7 @@ def read_manifest(uri: str) -> dict:
     try:
         manifest = json.loads(lake.read_bytes(manifest_uri))
     except lake.LakeReadError as error:
-        raise RegistryError(f"{manifest_uri}: missing or unreadable, so {uri} is not a complete model ({error})") from error
+        raise RegistryError(f"{manifest_uri}: missing or unreadable, so this is no complete model ({error})") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RegistryError(f"{manifest_uri}: not valid JSON (truncated or corrupt?): {error}") from error
     found = (manifest.get("format"), manifest.get("format_version")) if isinstance(manifest, dict) else None

@@ -20,7 +20,8 @@ def _registry(args: argparse.Namespace) -> ModelRegistry:
 
 def _format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows])
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows])
+    return "\n".join(lines)
 
 
 def _metric(info: VersionInfo, name: str) -> str:
@@ -43,7 +44,7 @@ def _command_list(args: argparse.Namespace) -> None:
             info.parent_version or "-",
             str(len(info.trained_on)),
             f"{info.training_rows:,}",
-            _metric(info, "mean_error"),
+            _metric(info, "trimmed_mean_error"),
             ", ".join(info.aliases) or "-",
         ]
         for info in infos

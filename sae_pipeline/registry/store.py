@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: An incomplete version folder younger than this may be a write in progress, so retention leaves it alone.
 STALE_INCOMPLETE_AFTER = dt.timedelta(hours=1)
+#: Version names become folder names: no separators, and no leading `_`/`.` (listings skip those).
+_VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class ModelRegistry:
 
     def save(self, artifact: ModelArtifact) -> str:
         """Write a new version folder and return its URI; aliases do not move (promote it explicitly)."""
+        if not _VERSION_PATTERN.fullmatch(artifact.version):
+            raise RegistryError(f"invalid model version {artifact.version!r}: use new_model_version()")
         uri = self.uri(artifact.version)
         fs, path = lake.filesystem_for(uri)
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
