@@ -226,14 +226,17 @@ class ModelRegistry:
     # --- retention ------------------------------------------------------------------------------------------
 
     def apply_retention(self, keep: int) -> list[str]:
-        """Delete all but the `keep` newest complete versions, never an aliased one; return the deleted versions.
+        """Delete all but the `keep` newest complete versions, never an aliased one nor the rollback target; return
+        the deleted versions.
 
         Incomplete folders (crashed writes) older than an hour are deleted too; younger ones may still be written.
         """
         if keep < 0:
             raise ValueError(f"keep must be >= 0, got {keep}")
-        aliased = set(self.aliases().values())
-        doomed = [info.version for info in self.versions()[keep:] if info.version not in aliased]
+        document = alias_document.read_document(self._aliases_uri)
+        # Aliased versions stay, and so does the one a rollback would return to.
+        protected = set(document["aliases"].values()) | set(alias_document.earlier_holders(document, self.CHAMPION)[:1])
+        doomed = [info.version for info in self.versions()[keep:] if info.version not in protected]
         cutoff = dt.datetime.now(dt.UTC) - STALE_INCOMPLETE_AFTER
         stale = [
             folder.name
