@@ -25,10 +25,11 @@ import numpy as np
 EXACT_MAX_UNIQUE = 1000
 #: Extra quantile levels near both ends, so tail shifts show up in their own bins.
 TAIL_LEVELS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2)
-#: Largest lookup table of a Binner (cells); 2^18 int32 cells = 1 MiB per column.
+#: Largest lookup table of a Binner (cells); 2^18 int16 cells = 512 KiB per column.
 MAX_CELLS = 1 << 18
-#: Grid cells per typical gap between edges (higher = fewer values on the slow path, bigger table).
-CELLS_PER_GAP = 8
+#: Grid cells per narrow (10th percentile) gap between edges: 3 cells around each edge are resolved by a
+#: binary search, so about 3/256 of the values in that part of the range take the slow path.
+CELLS_PER_GAP = 256
 
 
 def reference_edges(sorted_unique: np.ndarray, present_sorted: np.ndarray, bins: int) -> tuple[np.ndarray, bool]:
@@ -77,10 +78,12 @@ class Binner:
         if not np.isfinite(self._origin + n_cells * width) or not np.isfinite(self._scale):
             return
         centres = self._origin + (np.arange(n_cells) + 0.5) * width
-        table = np.searchsorted(self.edges, centres, side="right").astype(np.int32)
-        # Cells holding an edge, and their neighbours (float rounding can move a value by one cell), are ambiguous.
+        dtype = np.int16 if self.n_bins < np.iinfo(np.int16).max else np.int32
+        table = np.searchsorted(self.edges, centres, side="right").astype(dtype)
+        # A cell holding an edge, and its two neighbours (rounding of the cell arithmetic), are ambiguous: any value
+        # computed to fall two or more cells away from every edge is on the same side of each edge as its cell centre.
         edge_cells = np.floor((self.edges - self._origin) * self._scale).astype(np.int64)
-        for offset in (-2, -1, 0, 1, 2):
+        for offset in (-1, 0, 1):
             table[np.clip(edge_cells + offset, 0, n_cells - 1)] = -1
         self._table = table
         self._last_cell = n_cells - 1

@@ -203,7 +203,9 @@ def _latent_section(report: dict) -> str:
     chart = svg.latent_scatter(latents["reference_frequency"], latents["frequency"], highlight,
                                label="latent firing frequency now vs reference")
     rows = []
-    for kind, entries in (("shift", latents["top_shifts"]), ("silent", latents["silent"]), ("new", latents["new"])):
+    listed = {entry["latent"] for entry in [*latents["silent"], *latents["new"]]}
+    shifts = [entry for entry in latents["top_shifts"] if entry["latent"] not in listed]
+    for kind, entries in (("silent", latents["silent"]), ("new", latents["new"]), ("shift", shifts)):
         for entry in entries:
             columns = ", ".join(f"{c['column']} ({100 * c['weight']:.0f}%)" for c in entry["columns"]) or "n/a"
             rows.append(f'<tr><td>#{entry["latent"]}</td><td>{kind}</td>'

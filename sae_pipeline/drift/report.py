@@ -25,7 +25,7 @@ Method = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi"]
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Plot(_Schema):
