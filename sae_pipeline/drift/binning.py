@@ -27,6 +27,8 @@ EXACT_MAX_UNIQUE = 1000
 TAIL_LEVELS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2)
 #: Largest lookup table of a Binner (cells); 2^18 int16 cells = 512 KiB per column.
 MAX_CELLS = 1 << 18
+#: Batches smaller than this are binned with a plain searchsorted (cheaper than building the lookup table).
+SMALL_BATCH = 20_000
 #: Grid cells per narrow (10th percentile) gap between edges: 3 cells around each edge are resolved by a
 #: binary search, so about 3/256 of the values in that part of the range take the slow path.
 CELLS_PER_GAP = 256
@@ -60,7 +62,14 @@ class Binner:
     def __init__(self, edges: np.ndarray | list[float], max_cells: int = MAX_CELLS):
         self.edges = np.asarray(edges, dtype=float)
         self.n_bins = self.edges.size + 1
+        self._max_cells = max_cells
         self._table = None
+        self._built = False
+
+    def _build(self) -> None:
+        """Make the lookup table (a few ms), on the first large batch only: small ones use searchsorted."""
+        self._built = True
+        max_cells = self._max_cells
         if self.edges.size < 2:
             return  # nothing to gain over searchsorted on 0 or 1 edge
         low, high = float(self.edges[0]), float(self.edges[-1])
@@ -91,7 +100,9 @@ class Binner:
     def bin_index(self, values: np.ndarray) -> np.ndarray:
         """Bin of each finite value (int array), without a binary search for most of them."""
         values = np.asarray(values, dtype=float)
-        if self._table is None:
+        if not self._built and values.size >= SMALL_BATCH:
+            self._build()
+        if self._table is None or values.size < SMALL_BATCH:
             return np.searchsorted(self.edges, values, side="right")
         cells = np.subtract(values, self._origin)
         np.multiply(cells, self._scale, out=cells)
