@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 SCORE_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 #: Bars of the distribution pictures in the report.
 DISPLAY_BINS = 30
+#: Positive columns whose upper tail is this many times longer than the lower one get log-spaced bars.
+LOG_SCALE_RATIO = 10.0
 #: Categories shown in a categorical column's picture (the rest pooled).
 DISPLAY_CATEGORIES = 10
 #: Unseen categories listed by name per column.
@@ -444,11 +446,27 @@ def _numeric_plot(state: _NumericState, per_value: bool) -> dict | None:
     return _histogram(state, *_display_range(state))
 
 
-def _histogram(state: _NumericState, low: float, high: float) -> dict:
-    """Share of each sample in 30 equal bins over [low, high] (from the binned CDF), and the shares outside."""
-    display = np.linspace(low, high, DISPLAY_BINS + 1)
+def _skewed(state: _NumericState) -> bool:
+    """Long right tail in the reference: (p99.5 - median) > LOG_SCALE_RATIO x (median - p0.5)."""
+    counts = np.asarray(state.summary["counts"])
+    if counts.sum() == 0:
+        return False
+    q = _quantiles(state.edges, counts, np.asarray(state.summary["sums"], dtype=float),
+                   {"low": 0.005, "median": 0.5, "high": 0.995})
+    if None in q.values():
+        return False
+    return q["high"] - q["median"] > LOG_SCALE_RATIO * max(q["median"] - q["low"], 1e-300)
+
+
+def _histogram(state: _NumericState, low: float, high: float, allow_log: bool = True) -> dict:
+    """Share of each sample in 30 bins over [low, high] (from the binned CDF), and the shares outside.
+
+    Bins are equal on a log scale for positive columns with a long right tail (see ``_skewed``), else linear.
+    """
+    log = allow_log and low > 0 and _skewed(state)
+    display = np.geomspace(low, high, DISPLAY_BINS + 1) if log else np.linspace(low, high, DISPLAY_BINS + 1)
     summary = state.summary
-    result = {"type": "histogram", "edges": float_list(display)}
+    result = {"type": "histogram", "log": bool(log), "edges": float_list(display)}
     for label, counts, sums in (("reference", np.asarray(summary["counts"], dtype=float),
                                  np.asarray(summary["sums"], dtype=float)),
                                 ("current", state.counts.astype(float), state.sums)):
@@ -490,7 +508,7 @@ def _score_histogram(state: _NumericState, detector_threshold: float | None) -> 
     low, high = _display_range(state)
     if detector_threshold is not None:
         low, high = min(low, detector_threshold), max(high, detector_threshold * 1.1)
-    return _histogram(state, low, high)
+    return _histogram(state, low, high, allow_log=False)  # linear: the threshold line reads naturally
 
 
 # ----------------------------------------------------------------------------------------------------- quarantine

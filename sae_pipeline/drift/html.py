@@ -47,6 +47,7 @@ figcaption { font-size: 13px; margin-bottom: 6px; }
 .muted { color: #64748b; font-size: 13px; }
 footer { margin-top: 30px; color: #64748b; font-size: 12px; }
 a { color: #1d4ed8; }
+svg { max-width: 100%; height: auto; }
 """
 
 
@@ -82,7 +83,13 @@ def _sub_verdict(report: dict) -> str:
     latents = report.get("latents")
     if latents and latents["drifted"]:
         notes.append("SAE latent usage drifted.")
-    return " ".join(notes) or "Anomaly scores, anomaly rate and latent usage show nothing unusual."
+    if notes:
+        return " ".join(notes)
+    measured = [label for key, label in (("scores", "reconstruction errors"), ("anomalies", "the anomaly rate"),
+                                         ("latents", "latent usage")) if report.get(key)]
+    if not measured:
+        return "Only the input columns were compared (no scores, anomaly flags or latent codes given)."
+    return "Nothing unusual in " + ", ".join(measured) + "."
 
 
 def _card(label: str, value: str, note: str = "", bad: bool = False) -> str:

@@ -29,10 +29,11 @@ class _Schema(BaseModel):
 
 
 class Plot(_Schema):
-    """Reference vs current picture: ``bars`` (shares per label) or ``histogram`` (shares per equal bin over
-    ``edges``; ``*_outside`` = [share below edges[0], share above edges[-1]])."""
+    """Reference vs current picture: ``bars`` (shares per label) or ``histogram`` (shares per bin between
+    ``edges``, equal on a log scale when ``log``; ``*_outside`` = [share below edges[0], share above edges[-1]])."""
 
     type: Literal["bars", "histogram"]
+    log: bool = False
     labels: list[str] | None = None
     edges: list[float] | None = None
     reference: list[float]

@@ -59,7 +59,10 @@ def _histogram(plot: dict, width: int, height: int, compact: bool, marker: float
                         f'height="{h:.1f}" fill="{colour}" fill-opacity="{opacity}"/>')
     body.append(f'<line x1="{left}" y1="{top + inner_h}" x2="{left + inner_w}" y2="{top + inner_h}" stroke="#64748b"/>')
     if marker is not None and edges[0] <= marker <= edges[-1] and edges[-1] > edges[0]:
-        x = left + inner_w * (marker - edges[0]) / (edges[-1] - edges[0])
+        if plot.get("log"):
+            x = left + inner_w * math.log(marker / edges[0]) / math.log(edges[-1] / edges[0])
+        else:
+            x = left + inner_w * (marker - edges[0]) / (edges[-1] - edges[0])
         body.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + inner_h}" stroke="{ALERT_COLOUR}" '
                     f'stroke-width="2" stroke-dasharray="4 3"/>')
         if not compact:
@@ -68,7 +71,8 @@ def _histogram(plot: dict, width: int, height: int, compact: bool, marker: float
                               anchor, 10, ALERT_COLOUR))
     if not compact:
         body.append(_text(left, height - 6, format_number(edges[0])))
-        body.append(_text(left + inner_w, height - 6, format_number(edges[-1]), "end"))
+        body.append(_text(left + inner_w, height - 6, format_number(edges[-1]) + (" (log scale)" if plot.get("log") else ""),
+                          "end"))
         outside = _outside_note(plot)
         if outside:
             body.append(_text(left + inner_w / 2, height - 6, outside, "middle", 10, "#64748b"))
@@ -80,9 +84,10 @@ def _outside_note(plot: dict) -> str:
     reference = plot.get("reference_outside") or [0, 0]
     current = plot.get("current_outside") or [0, 0]
     below, above = (current[0] or 0), (current[1] or 0)
-    if below + above < 0.001 and (reference[0] or 0) + (reference[1] or 0) < 0.001:
+    # The range covers the middle 99 % of both samples, so up to ~0.5 % outside on each side is expected.
+    if max(below, above) < 0.01:
         return ""
-    return f"outside range: now {100 * below:.1f}% below, {100 * above:.1f}% above"
+    return f"outside the range shown: now {100 * below:.1f}% below, {100 * above:.1f}% above"
 
 
 def _legend(x: float, y: float) -> list[str]:
@@ -121,19 +126,23 @@ def _bars(plot: dict, width: int, height: int, compact: bool, label: str) -> str
 
 def line_chart(x_labels: list[str], series: dict[str, list[float | None]], width: int = 900, height: int = 220,
                hline: float | None = None, hline_label: str = "", percent: bool = False, label: str = "chart",
-               alert: list[bool] | None = None) -> str:
+               alert: list[bool] | None = None, y_max: float | None = None) -> str:
     """Lines over partitions (gaps for None), an optional dashed reference line, red dots where ``alert``."""
     left, right, top, bottom = 56, 16, 24, 40
     inner_w, inner_h = width - left - right, height - top - bottom
     values = [v for points in series.values() for v in points if v is not None]
+    if not values:
+        return _svg(width, 40, [_text(8, 24, "no data in these reports", colour="#64748b")], label)
     if hline is not None:
         values.append(hline)
-    peak = max(values or [1.0]) * 1.1 or 1.0
+    peak = y_max if y_max is not None else (max(values) * 1.1 or 1.0)
     floor = min(0.0, min(values or [0.0]))
     n = len(x_labels)
 
+    pad = 36  # keeps the first and last labels inside the chart
+
     def x_at(i: int) -> float:
-        return left + (inner_w * i / (n - 1) if n > 1 else inner_w / 2)
+        return left + pad + ((inner_w - 2 * pad) * i / (n - 1) if n > 1 else (inner_w - 2 * pad) / 2)
 
     def y_at(v: float) -> float:
         return top + inner_h - inner_h * (v - floor) / ((peak - floor) or 1.0)
@@ -147,9 +156,10 @@ def line_chart(x_labels: list[str], series: dict[str, list[float | None]], width
         y = y_at(value)
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + inner_w}" y2="{y:.1f}" stroke="#e2e8f0"/>')
         body.append(_text(left - 6, y + 4, fmt(value), "end", 10))
-    step = max(1, math.ceil(n / 12))
-    for i, name in enumerate(x_labels):
-        if i % step == 0 or i == n - 1:
+    shown = _short_labels(x_labels)
+    step = max(1, math.ceil(n / 10))
+    for i, name in enumerate(shown):
+        if i % step == 0 or (i == n - 1 and (n - 1) % step >= step / 2):
             body.append(_text(x_at(i), height - 22, name, "middle", 10))
     if hline is not None:
         y = y_at(hline)
@@ -180,6 +190,14 @@ def line_chart(x_labels: list[str], series: dict[str, list[float | None]], width
         body.append(f'<rect x="{legend_x}" y="6" width="12" height="4" fill="{colour}"/>')
         body.append(_text(legend_x + 16, 12, name, size=10))
     return _svg(width, height, body, label)
+
+
+def _short_labels(labels: list[str]) -> list[str]:
+    """Partition names without a shared ``key=`` prefix (``day=2026-11-01`` -> ``2026-11-01``)."""
+    prefixes = {label.split("=", 1)[0] for label in labels if "=" in label}
+    if len(prefixes) == 1 and all("=" in label and "/" not in label for label in labels):
+        return [label.split("=", 1)[1] for label in labels]
+    return labels
 
 
 def latent_scatter(reference: list[float | None], current: list[float | None], highlight: dict[int, str],

@@ -23,7 +23,7 @@ def render_trend(reports: list[dict], link: str | None = "{partition}/report.htm
                 else f"No dataset drift in {len(reports)} partitions")
     share_threshold = reports[-1]["drift_share_threshold"]
     share = svg.line_chart(names, {"drift share": [r["drift_share"] for r in reports]}, hline=share_threshold,
-                           hline_label="dataset drift at", percent=True, label="share of drifted columns",
+                           hline_label="dataset drift at", percent=True, label="share of drifted columns", y_max=1.0,
                            alert=[r["dataset_drift"] for r in reports])
     anomalies = [r.get("anomalies") or {} for r in reports]
     expected = next((a["expected_rate"] for a in reversed(anomalies) if a.get("expected_rate")), None)
