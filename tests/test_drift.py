@@ -17,6 +17,7 @@ from sae_pipeline.drift import (
     SCHEMA_VERSION,
     DriftAccumulator,
     DriftReport,
+    ReferenceVersionError,
     build_reference,
     compare_to_reference,
     policy_wants_training,
@@ -505,5 +506,8 @@ def test_bins_setting_sets_the_reference_resolution():
 
 
 def test_reference_from_another_release_is_refused(reference):
-    with pytest.raises(ValueError, match="retrain"):
+    with pytest.raises(ReferenceVersionError, match="retrain"):
         DriftAccumulator(dict(reference, version=1))
+    old_style = {key: value for key, value in reference.items() if key != "version"}  # models trained before
+    with pytest.raises(ReferenceVersionError):
+        compare_to_reference(old_style, make_frame(seed=1))

@@ -12,7 +12,7 @@ Streaming API (one module per concept):
 ``compare_to_reference`` is the one-shot form. Nothing here imports Prefect or does I/O.
 """
 
-from sae_pipeline.drift.accumulator import DriftAccumulator, compare_to_reference
+from sae_pipeline.drift.accumulator import DriftAccumulator, ReferenceVersionError, compare_to_reference
 from sae_pipeline.drift.common import NULL_CATEGORY, OTHER_CATEGORY, UNSEEN_CATEGORY
 from sae_pipeline.drift.html import render_html
 from sae_pipeline.drift.markdown import render_markdown
@@ -29,6 +29,7 @@ __all__ = [
     "UNSEEN_CATEGORY",
     "DriftAccumulator",
     "DriftReport",
+    "ReferenceVersionError",
     "build_reference",
     "compare_to_reference",
     "policy_wants_training",

@@ -53,6 +53,10 @@ LISTED_UNSEEN = 5
 CHUNK_ROWS = 1 << 16
 
 
+class ReferenceVersionError(ValueError):
+    """The stored reference was built by another release (e.g. a model trained before drift references v2)."""
+
+
 class _NumericState:
     """Running per-bin counts and sums of one numeric column (or of the anomaly scores)."""
 
@@ -93,7 +97,7 @@ class DriftAccumulator:
 
     def __init__(self, reference: dict, settings: DriftConfig | None = None):
         if reference.get("version") != REFERENCE_VERSION:
-            raise ValueError(
+            raise ReferenceVersionError(
                 f"drift reference version {reference.get('version')!r} is not {REFERENCE_VERSION}: "
                 "it was built by another release; retrain (or rebuild the reference) to get drift reports"
             )
