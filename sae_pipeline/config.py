@@ -143,6 +143,66 @@ class ScoringConfig(_Strict):
     top_features: int = Field(3, ge=1)
 
 
+DriftMethod = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi"]
+#: Methods that need an ordered (numeric) column.
+NUMERIC_ONLY_METHODS = ("ks", "wasserstein")
+
+
+class DriftTestConfig(_Strict):
+    """A drift test override: `method` (None = chosen from type, size and distinct values) and `threshold`.
+
+    `threshold` is a p-value for `ks` and `chisquare` (drift when p <= threshold) and a distance for
+    `wasserstein` (normalised by the reference standard deviation), `jensenshannon` and `psi` (drift when
+    score >= threshold). None means the method's default (0.05 for p-values, 0.1 for distances).
+    """
+
+    method: DriftMethod | None = None
+    threshold: float | None = Field(None, gt=0)
+
+
+class DriftPolicyConfig(_Strict):
+    """When a scored partition asks for a `train_or_update` run."""
+
+    on_dataset_drift: bool = True
+    #: Ask for training when the observed anomaly rate exceeds this many times the target FPR (None: never).
+    anomaly_rate_factor: float | None = Field(3.0, gt=1)
+
+
+class DriftConfig(_Strict):
+    """Drift reports: per-type and per-column tests, the dataset drift share, reference bins and the policy."""
+
+    #: Dataset drift when at least this share of the model columns drifted.
+    drift_share: float = Field(0.5, gt=0, le=1)
+    numeric: DriftTestConfig = DriftTestConfig()
+    categorical: DriftTestConfig = DriftTestConfig()
+    columns: dict[str, DriftTestConfig] = Field(default_factory=dict)
+    #: A reference with at most this many rows gets p-value tests (KS, chi-square), a larger one distances.
+    small_reference_rows: int = Field(1000, ge=1)
+    #: Numeric columns with at most this many distinct reference values are tested like categorical ones.
+    low_cardinality: int = Field(5, ge=1)
+    #: Quantile-spaced bins of each numeric reference column (plus tail bins), the resolution of KS/Wasserstein.
+    bins: int = Field(200, ge=10, le=5000)
+    #: Equal-frequency bins of the PSI reported for every numeric column (deciles by default).
+    psi_bins: int = Field(10, ge=2, le=100)
+    #: A column also drifts when its null share moved by at least this much (absolute).
+    null_share_threshold: float = Field(0.1, gt=0, le=1)
+    #: Latent usage drifts when the Jensen-Shannon distance of latent firing profiles reaches this.
+    latent_threshold: float = Field(0.1, gt=0)
+    #: Latents firing on fewer rows than this share count as silent.
+    latent_min_frequency: float = Field(0.001, ge=0, lt=1)
+    #: How many latents with the largest usage shift the report describes.
+    latent_top: int = Field(10, ge=0)
+    #: One-sided binomial test level for "anomaly rate above the target FPR".
+    anomaly_rate_alpha: float = Field(0.001, gt=0, lt=1)
+    policy: DriftPolicyConfig = DriftPolicyConfig()
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> DriftConfig:
+        if self.categorical.method in NUMERIC_ONLY_METHODS:
+            raise ValueError(f"drift.categorical.method {self.categorical.method!r} only applies to numeric columns")
+        return self
+
+
 class OutputConfig(_Strict):
     """Output root; each kind of output lives in its own sibling folder under it."""
 
@@ -193,6 +253,7 @@ class PipelineConfig(_Strict):
     thresholds: ThresholdConfig = ThresholdConfig()
     training: TrainingConfig = TrainingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    drift: DriftConfig = DriftConfig()
     registry: RegistryConfig = RegistryConfig()
     run: RunConfig = RunConfig()
     output: OutputConfig
@@ -208,7 +269,20 @@ class PipelineConfig(_Strict):
             raise ValueError(f"partition keys must not also be listed as columns: {clashes}")
         if not any(column.role in MODEL_ROLES for column in self.columns):
             raise ValueError("at least one column must have role 'numeric' or 'categorical'")
+        self._check_drift_overrides()
         return self
+
+    def _check_drift_overrides(self) -> None:
+        roles = {column.name: column.role for column in self.columns if column.role in MODEL_ROLES}
+        unknown = sorted(set(self.drift.columns) - set(roles))
+        if unknown:
+            raise ValueError(
+                f"drift.columns names column(s) that are not numeric or categorical model columns: {unknown} "
+                f"(model columns: {sorted(roles)})"
+            )
+        for name, test in self.drift.columns.items():
+            if roles[name] == "categorical" and test.method in NUMERIC_ONLY_METHODS:
+                raise ValueError(f"drift.columns.{name}: method {test.method!r} only applies to numeric columns")
 
     def columns_with_role(self, *roles: ColumnRole) -> list[ColumnSpec]:
         return [column for column in self.columns if column.role in roles]

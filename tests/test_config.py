@@ -251,3 +251,35 @@ def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
     for name, value in changed.items():
         assert params["random_state" if name == "seed" else name] == value, name
     assert params["contamination"] == 0.05
+
+
+def test_drift_section_loads_with_overrides_and_policy(tmp_path):
+    drift = {
+        "drift_share": 0.3,
+        "numeric": {"method": "ks"},
+        "categorical": {"threshold": 0.2},
+        "columns": {"amount": {"method": "wasserstein", "threshold": 0.05}, "country": {"method": "psi"}},
+        "policy": {"on_dataset_drift": False, "anomaly_rate_factor": 5},
+    }
+    config = load_config(write_config(tmp_path, minimal_config(drift=drift)))
+    assert config.drift.drift_share == 0.3
+    assert config.drift.columns["amount"].threshold == 0.05
+    assert config.drift.policy.anomaly_rate_factor == 5
+    assert load_config(write_config(tmp_path, minimal_config(), "plain.yaml")).drift.drift_share == 0.5
+
+
+@pytest.mark.parametrize(
+    ("drift", "message"),
+    [
+        ({"columns": {"amuont": {"threshold": 0.2}}}, r"drift.columns names column\(s\) that are not .*\['amuont'\]"),
+        ({"columns": {"country": {"method": "ks"}}}, "drift.columns.country: method 'ks' only applies to numeric"),
+        ({"categorical": {"method": "wasserstein"}}, "only applies to numeric columns"),
+        ({"numeric": {"method": "kolmogorov"}}, "method"),
+        ({"drift_share": 1.5}, "drift_share"),
+        ({"policy": {"anomaly_rate_factor": 0.5}}, "anomaly_rate_factor"),
+        ({"treshold": 0.1}, "treshold"),
+    ],
+)
+def test_invalid_drift_section_is_rejected_at_load(tmp_path, drift, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, minimal_config(drift=drift)))

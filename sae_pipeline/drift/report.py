@@ -1,0 +1,203 @@
+"""The report.json schema (versioned), written once as pydantic models, and the verdict helpers.
+
+``DriftReport.model_json_schema()`` (or :func:`report_json_schema`) gives the JSON Schema; every report that
+:class:`~sae_pipeline.drift.accumulator.DriftAccumulator` produces is validated against these models before it
+is returned. Bump ``SCHEMA_VERSION`` on any change that renames, removes or changes the meaning of a field;
+adding an optional field is a minor change and keeps the version.
+
+Schema version 1, top level: ``schema_version``, ``partition``, ``n_rows``, ``reference_n_rows``,
+``dataset_drift`` (bool), ``drift_share`` (share of columns that drifted), ``drift_share_threshold``,
+``n_columns``, ``n_drifted_columns``, ``drifted_columns`` (names, most drifted first), ``overall_status``
+("ok" | "moderate" | "major"), ``columns`` (name -> :class:`ColumnDrift`, most drifted first), ``scores``
+(reconstruction-error drift), ``anomalies`` (anomaly rate vs target FPR), ``latents`` (SAE latent usage) and
+``quarantine`` (quarantined rows and reasons); the last four are null when their input was not given.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+
+Method = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi"]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Plot(_Schema):
+    """Reference vs current picture: ``bars`` (shares per label) or ``histogram`` (shares per bin between
+    ``edges``, equal on a log scale when ``log``; ``*_outside`` = [share below edges[0], share above edges[-1]])."""
+
+    type: Literal["bars", "histogram"]
+    log: bool = False
+    labels: list[str] | None = None
+    edges: list[float] | None = None
+    reference: list[float]
+    current: list[float]
+    reference_outside: list[float | None] | None = None
+    current_outside: list[float | None] | None = None
+
+
+class CategoryShare(_Schema):
+    category: str
+    fraction: float
+
+
+class ColumnDrift(_Schema):
+    """One column: the test (``method``/``score``/``threshold``) and whether the column counts as drifted.
+
+    ``drifted`` = ``test_drifted`` (p-value methods: score <= threshold; distances: score >= threshold) or
+    ``null_drifted`` (null share moved by at least ``drift.null_share_threshold``). ``score`` is None when the
+    partition has no non-missing value. ``severity`` (score relative to threshold, > 1 = past it) orders columns.
+    """
+
+    kind: Literal["numeric", "categorical"]
+    method: Method
+    score: float | None
+    threshold: float
+    drifted: bool
+    test_drifted: bool
+    null_drifted: bool
+    severity: float
+    statistic: float | None
+    psi: float | None
+    n_rows: int
+    null_share: float
+    reference_null_share: float
+    mean: float | None
+    reference_mean: float | None
+    quantiles: dict[str, float | None] | None
+    reference_quantiles: dict[str, float | None] | None
+    unseen_share: float | None
+    unseen_categories: list[CategoryShare]
+    plot: Plot | None
+
+
+class ScoreDrift(_Schema):
+    """Reconstruction-error (anomaly score) drift versus the held-out validation scores."""
+
+    method: Method | None
+    score: float | None
+    threshold: float | None
+    drifted: bool
+    statistic: float | None
+    psi: float | None
+    n_rows: int
+    quantiles: dict[str, float | None] | None
+    reference_quantiles: dict[str, float | None] | None
+    mean: float | None
+    reference_mean: float | None
+    detector_threshold: float | None
+    above_threshold_share: float | None
+    reference_above_threshold_share: float | None
+    histogram: Plot | None
+
+
+class AnomalyRate(_Schema):
+    """Observed anomaly rate; one-sided exact binomial test against the target FPR (``expected_rate``)."""
+
+    n_rows: int
+    n_flagged: int
+    observed_rate: float
+    expected_rate: float | None
+    ratio_to_expected: float | None
+    z_score: float | None
+    p_value: float | None
+    alpha: float
+    anomaly_rate_exceeds_expected: bool
+
+
+class LatentColumn(_Schema):
+    column: str
+    weight: float
+
+
+class LatentShift(_Schema):
+    latent: int
+    reference_frequency: float
+    frequency: float
+    reference_mean_activation: float | None
+    mean_activation: float | None
+    change: float
+    columns: list[LatentColumn]
+
+
+class LatentUsage(_Schema):
+    """SAE latent firing frequencies now vs the reference; JS distance of the firing profiles as the score."""
+
+    n_latents: int
+    method: Literal["jensenshannon"]
+    score: float | None
+    threshold: float
+    drifted: bool
+    silent: list[LatentShift]
+    new: list[LatentShift]
+    top_shifts: list[LatentShift]
+    reference_frequency: list[float | None]
+    frequency: list[float | None]
+
+
+class ColumnQuarantine(_Schema):
+    rows: int
+    rate: float
+
+
+class Quarantine(_Schema):
+    """Rows quarantined by validation (``rate`` = share of all rows read), per reason and per column."""
+
+    rows: int
+    rate: float
+    reasons: dict[str, int]
+    columns: dict[str, ColumnQuarantine]
+
+
+class DriftReport(_Schema):
+    schema_version: Literal[1]
+    partition: str
+    n_rows: int
+    reference_n_rows: int
+    dataset_drift: bool
+    drift_share: float
+    drift_share_threshold: float
+    n_columns: int
+    n_drifted_columns: int
+    drifted_columns: list[str]
+    overall_status: Literal["ok", "moderate", "major"]
+    columns: dict[str, ColumnDrift]
+    scores: ScoreDrift | None
+    anomalies: AnomalyRate | None
+    latents: LatentUsage | None
+    quarantine: Quarantine | None
+
+
+def validate_report(report: dict) -> dict:
+    """Check a report against the schema (raises pydantic.ValidationError) and return it unchanged."""
+    DriftReport.model_validate(report)
+    return report
+
+
+def report_json_schema() -> dict:
+    """The JSON Schema of report.json."""
+    return DriftReport.model_json_schema()
+
+
+def overall_status(dataset_drift: bool, n_drifted_columns: int) -> str:
+    """"major" on dataset drift, "moderate" when some column drifted, else "ok" (the run summary's status)."""
+    if dataset_drift:
+        return "major"
+    return "moderate" if n_drifted_columns else "ok"
+
+
+def verdict(report: dict) -> str:
+    """One sentence a person reads first: dataset drift or not, with the drifted share and the threshold."""
+    head = "Dataset drift detected" if report["dataset_drift"] else "No dataset drift"
+    sentence = (f"{head}: {report['n_drifted_columns']} of {report['n_columns']} columns drifted "
+                f"({100 * report['drift_share']:.0f}%, threshold {100 * report['drift_share_threshold']:.0f}%)")
+    if report["drifted_columns"]:
+        names = report["drifted_columns"]
+        sentence += ": " + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return sentence + "."
