@@ -52,9 +52,13 @@ def discover_partitions(config_path: str) -> list[dict]:
 
 
 @task(name="train-or-update")
-def train_or_update(config_path: str, partitions: list[dict], retrain: bool, progress: bool) -> dict:
+def train_or_update(
+    config_path: str, partitions: list[dict], retrain: bool, progress: bool, drifted: list[str] | None = None
+) -> dict:
     """Train, fine-tune the champion, or skip when nothing changed; return the decision record."""
-    return updating.train_or_update(load_config(config_path), partitions, retrain=retrain, progress=progress)
+    return updating.train_or_update(
+        load_config(config_path), partitions, retrain=retrain, progress=progress, drifted=drifted or []
+    )
 
 
 @io_task(name="plan-scoring")
@@ -73,6 +77,12 @@ def score_partition(
     return pipeline.score_partition(
         load_config(config_path), partition, model_version, run_id, scored_at, reason=reason, progress=progress
     )
+
+
+@io_task(name="write-drift-trend")
+def write_drift_trend(config_path: str) -> str:
+    """Rewrite the lake-level drift trend page from every partition's report."""
+    return pipeline.write_drift_trend(load_config(config_path))
 
 
 @io_task(name="remove-partition", task_run_name="remove {name}")
@@ -114,7 +124,7 @@ def _publish_artifacts(summary, scored: list[dict]) -> None:
     for record in scored:
         create_markdown_artifact(
             key="drift-" + "".join(c if c.isalnum() else "-" for c in record["partition"].lower()),
-            markdown=read_bytes(record["drift_report_uri"]).decode(),
+            markdown=read_bytes(record["drift_markdown_uri"]).decode(),
             description=f"Drift report for {record['partition']}",
         )
 
@@ -158,9 +168,12 @@ def _run(
             }
             futures.update({name: remove_partition.submit(config_path, name) for name in plan["removed"]})
             scored, failures = _collect(futures)
+            if scored or plan["removed"]:
+                write_drift_trend(config_path)
+        drift_policy = _act_on_drift(kind, config_path, lake_partitions, scored, progress)
         summary = build_run_summary(
             config, run_id, kind, started_at, training=training, model=scoring_model, plan=plan, scored=scored,
-            failed=failures,
+            failed=failures, drift_policy=drift_policy,
         )
     _publish_artifacts(summary, scored)
     logger.info("run summary:\n%s", format_summary(summary))
@@ -171,6 +184,16 @@ def _run(
             summary.model_dump(mode="json"),
         )
     return summary.model_dump(mode="json")
+
+
+def _act_on_drift(kind: RunKind, config_path: str, partitions: list[dict], scored: list[dict], progress: bool) -> dict | None:
+    """When the drift policy asks for training: a combined run updates the model on the drifted partitions now;
+    a scoring-only run records the request for the next train-or-update run."""
+    asking = {record["partition"]: record["drift_policy_reason"] for record in scored if record["drift_wants_training"]}
+    if not asking:
+        return None
+    training = train_or_update(config_path, partitions, False, progress, list(asking)) if kind == "run" else None
+    return {"partitions": asking, "training": training}
 
 
 @flow(name="sae-train-or-update", flow_run_name="train-or-update {config_path}", log_prints=True)

@@ -140,7 +140,10 @@ class RunConfig(_Strict):
 
 
 class ScoringConfig(_Strict):
+    """`top_features`: explaining columns per scored row; `batch_rows`: rows per streamed batch (memory bound)."""
+
     top_features: int = Field(3, ge=1)
+    batch_rows: int = Field(131_072, ge=1)
 
 
 DriftMethod = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi"]

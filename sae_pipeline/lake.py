@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -143,29 +144,88 @@ def read_partition(partition_uri: str, columns: list[str] | None = None) -> pl.D
         raise LakeReadError(f"files of partition {partition_uri} have incompatible schemas: {error}") from error
 
 
-def write_partition(frame: pl.DataFrame, table_uri: str, partition_name: str, staging_uri: str) -> str:
-    """Atomically publish `frame` as the single data file of one partition; return the partition folder's URI.
+def iter_partition_batches(partition_uri: str, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Stream a partition as (file path, record batch) pairs, file after file, at most `batch_rows` rows each."""
+    fs, folder = filesystem_for(partition_uri)
+    files = _data_files(fs, folder)
+    if not files:
+        raise LakeReadError(f"no data files in partition {partition_uri}")
+    for path in files:
+        try:
+            with fs.open_input_file(path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
+                    yield path, batch
+        except (pa.ArrowException, OSError) as error:
+            raise LakeReadError(f"cannot read Parquet file {path}: {error}") from error
 
-    The file is written under `staging_uri` (which must be outside the table) and moved to its fixed final
-    name; other data files left in the partition folder by older writers are removed afterwards.
+
+class PartitionWriter:
+    """Write one partition of a table batch by batch, as a single Parquet file that appears whole or not at all.
+
+    The file is written under `staging_uri` (outside the table) and moved into place by `commit`: a rename on a
+    local disk, a server-side copy on object storage, where the copy appears whole or not at all. (Writing straight
+    to the final key is not safe on S3: an interrupted upload is completed, not dropped, when its stream is closed.)
+    After the commit, data files that older writers left in the partition folder are removed, so a rerun replaces
+    the partition instead of adding to it. A staged file of a crashed writer is removed by `clean_staging`.
     """
-    fs, table_root = filesystem_for(table_uri)
-    _, staging_root = filesystem_for(staging_uri)
-    folder = f"{table_root}/{partition_name}"
-    final_path = f"{folder}/{PARTITION_FILE}"
-    staged_path = f"{staging_root}/{uuid.uuid4().hex}.parquet"
-    fs.create_dir(staging_root, recursive=True)
-    fs.create_dir(folder, recursive=True)
-    try:
-        pq.write_table(frame.to_arrow(), staged_path, filesystem=fs, compression="zstd")
-        fs.move(staged_path, final_path)
-    finally:
-        if fs.get_file_info(staged_path).type != pafs.FileType.NotFound:
-            fs.delete_file(staged_path)
-    for stale in _data_files(fs, folder, include_empty=True):
-        if stale != final_path:
-            fs.delete_file(stale)
-    return join_uri(table_uri, partition_name)
+
+    def __init__(self, table_uri: str, partition_name: str, staging_uri: str, schema: pa.Schema):
+        self.table_uri = table_uri
+        self.partition_name = partition_name
+        self.schema = schema
+        self._fs, table_root = filesystem_for(table_uri)
+        self._folder = f"{table_root}/{partition_name}"
+        self._final_path = f"{self._folder}/{PARTITION_FILE}"
+        staging_root = filesystem_for(staging_uri)[1]
+        self._fs.create_dir(staging_root, recursive=True)
+        self._staged_path = f"{staging_root}/{uuid.uuid4().hex}.parquet"
+        self._stream = None
+        self._writer = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._stream = self._fs.open_output_stream(self._staged_path)
+            self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd")
+        self._writer.write_table(table.cast(self.schema))
+
+    def commit(self) -> str:
+        """Publish the partition (an empty file with the schema if nothing was written); return its folder's URI."""
+        if self._writer is None:
+            self.write(self.schema.empty_table())
+        self._writer.close()
+        self._stream.close()
+        self._fs.create_dir(self._folder, recursive=True)
+        self._fs.move(self._staged_path, self._final_path)
+        for stale in _data_files(self._fs, self._folder, include_empty=True):
+            if stale != self._final_path:
+                self._fs.delete_file(stale)
+        return join_uri(self.table_uri, self.partition_name)
+
+    def abort(self) -> None:
+        """Drop what was written: the staged file never reaches the table."""
+        if self._writer is None:
+            return
+        try:
+            self._writer.close()
+            self._stream.close()
+        finally:
+            if self._fs.get_file_info(self._staged_path).type != pafs.FileType.NotFound:
+                self._fs.delete_file(self._staged_path)
+
+
+def clear_folder(uri: str) -> None:
+    """Delete everything under a folder (e.g. the staging area of crashed writers); nothing if it is absent."""
+    fs, path = filesystem_for(uri)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir_contents(path)
+
+
+def write_partition(frame: pl.DataFrame, table_uri: str, partition_name: str, staging_uri: str) -> str:
+    """Publish `frame` as the single data file of one partition (see `PartitionWriter`); return the folder's URI."""
+    table = frame.to_arrow()
+    writer = PartitionWriter(table_uri, partition_name, staging_uri, table.schema)
+    writer.write(table)
+    return writer.commit()
 
 
 def delete_partition(table_uri: str, partition_name: str) -> bool:

@@ -4,8 +4,8 @@ Each step takes the config and small records (partition names, URIs, fingerprint
 JSON-able record; the data itself moves through the lake. That keeps orchestration thin, lets every step be tested
 and rerun on its own, and means a step can run on another machine given only the config and the record.
 
-A scoring run reads each raw partition it has to process once, validates it, writes its quarantined rows, its
-scored rows and its drift report, and commits a ledger entry last. Outputs (all under `output.uri`, each a sibling
+A scoring run streams each raw partition it has to process once, batch by batch, validates it, writes its
+quarantined rows, its scored rows and its drift report, and commits a ledger entry last. Outputs (all under `output.uri`, each a sibling
 folder so no table holds foreign files): `scored/`, `quarantine/`, `drift/<partition>/`, `ledger/`, `models/`
 (the registry), `runs/<run id>.json`.
 """
@@ -24,14 +24,17 @@ from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.planning import plan_scoring, select_partitions
 from sae_pipeline.registry import ModelRegistry
-from sae_pipeline.schema import scored_output_schema, validate_frame
+from sae_pipeline.schema import (
+    QUARANTINE_REASON_COLUMN,
+    quarantine_arrow_schema,
+    scored_arrow_schema,
+    scored_output_schema,
+    validate_frame,
+)
 from sae_pipeline.scoring import score_frame
 from sae_pipeline.updating import unknown_model_columns
 
 logger = logging.getLogger(__name__)
-
-_SCORING_CHUNK = 100_000
-
 
 def list_partitions(config: PipelineConfig) -> list[dict]:
     """Records of every partition of the input table, in key order, each with the fingerprint of its files."""
@@ -91,62 +94,79 @@ def score_partition(
     reason: str = "new",
     progress: bool = False,
 ) -> dict:
-    """Read one raw partition once, write its quarantined rows, scored rows and drift report, commit its ledger
-    entry, and return the counts. Safe to rerun: every write replaces the partition's previous output."""
+    """Stream one raw partition once, batch by batch: validate, write quarantined and scored rows, accumulate drift;
+    then commit the outputs, the drift report and, last, the ledger entry. Memory does not grow with the partition.
+    Safe to rerun: every write replaces the partition's previous output."""
     name, output = partition["name"], config.output
     artifact = ModelRegistry(output.models_uri).load(model_version)
-    frame = lake.read_partition(partition["uri"])
-    outcome = validate_frame(frame, config, source=partition["uri"])
-    quarantine_uri = lake.write_partition(outcome.quarantined, output.quarantine_uri, name, output.staging_uri)
-    if outcome.quarantined.height:
-        logger.info("%s: %d row(s) quarantined", name, outcome.quarantined.height)
+    quarantine = lake.PartitionWriter(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config))
+    scored = lake.PartitionWriter(output.scored_uri, name, output.staging_uri, scored_arrow_schema(config))
+    accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
+    counts = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "rows_scored": 0, "rows_flagged": 0}
+    reasons: dict[str, int] = {}
+    contract = scored_output_schema(config)
+    batches = lake.iter_partition_batches(partition["uri"], config.scoring.batch_rows)
+    try:
+        for source, batch in tqdm(batches, desc=f"scoring {name}", unit="batch", disable=None if progress else True, leave=False):
+            outcome = validate_frame(pl.from_arrow(batch), config, source=source)
+            quarantine.write(outcome.quarantined.to_arrow())
+            for reason_text, count in _reason_counts(outcome.quarantined).items():
+                reasons[reason_text] = reasons.get(reason_text, 0) + count
+            result = score_frame(outcome.valid, artifact, config.scoring.top_features, scored_at)
+            if counts["rows_in"] == 0:
+                contract.validate(result.frame.head(1000))
+            scored.write(result.frame.to_arrow())
+            accumulator.update(outcome.valid, scores=result.scores, flagged=result.flagged, codes=result.codes)
+            counts["rows_in"] += batch.num_rows
+            counts["rows_valid"] += outcome.valid.height
+            counts["rows_quarantined"] += outcome.quarantined.height
+            counts["rows_scored"] += result.frame.height
+            counts["rows_flagged"] += int(result.flagged.sum())
+    except BaseException:
+        quarantine.abort()
+        scored.abort()
+        raise
+    if counts["rows_quarantined"]:
+        logger.info("%s: %d row(s) quarantined", name, counts["rows_quarantined"])
+    quarantine_uri = quarantine.commit()
+    scored_uri = scored.commit()
 
-    valid = outcome.valid
-    chunks = range(0, max(valid.height, 1), _SCORING_CHUNK)
-    scored = pl.concat(
-        [
-            score_frame(valid.slice(start, _SCORING_CHUNK), artifact, config.scoring.top_features, scored_at)
-            for start in tqdm(chunks, desc=f"scoring {name}", unit="chunk", disable=None if progress else True, leave=False)
-        ],
-        how="vertical",
-    )
-    scored_output_schema(config).validate(scored)
-    scored_uri = lake.write_partition(scored, output.scored_uri, name, output.staging_uri)
-
-    report = drift.compare_to_reference(
-        artifact.metadata.drift_reference,
-        valid,
-        scores=scored.get_column("anomaly_score").to_numpy(),
-        flagged=scored.get_column("is_anomaly").to_numpy(),
-        expected_anomaly_rate=artifact.metadata.target_fpr,
+    report = accumulator.report(
         partition=name,
+        quarantined_rows=counts["rows_quarantined"],
+        quarantine_reasons=reasons,
+        expected_anomaly_rate=artifact.metadata.target_fpr,
     )
     report_uri = lake.join_uri(output.drift_uri, name)
-    lake.write_json(lake.join_uri(report_uri, "drift.json"), report)
-    lake.write_text(lake.join_uri(report_uri, "drift.md"), drift.render_markdown(report))
+    html_uri = lake.join_uri(report_uri, "report.html")
+    lake.write_json(lake.join_uri(report_uri, "report.json"), report)
+    lake.write_text(html_uri, drift.render_html(report))
+    lake.write_text(lake.join_uri(report_uri, "report.md"), drift.render_markdown(report, html_uri))
+    wants_training, policy_reason = drift.policy_wants_training(report, config.drift.policy)
 
     record = {
         "partition": name,
         "reason": reason,
         "model_version": artifact.version,
-        **outcome.counts,
-        "rows_scored": scored.height,
-        "rows_flagged": int(scored.get_column("is_anomaly").sum()),
+        **counts,
         "scored_uri": scored_uri,
         "quarantine_uri": quarantine_uri,
-        "drift_report_uri": lake.join_uri(report_uri, "drift.md"),
+        "drift_report_uri": html_uri,
+        "drift_markdown_uri": lake.join_uri(report_uri, "report.md"),
         "drift_status": report["overall_status"],
         "drifted_columns": report["drifted_columns"],
+        "drift_wants_training": wants_training,
+        "drift_policy_reason": policy_reason,
     }
     Ledger(output.ledger_uri).commit(
         LedgerEntry(
             partition=name,
             fingerprint=partition["fingerprint"],
             model_version=artifact.version,
-            rows_in=record["rows_in"],
-            rows_quarantined=record["rows_quarantined"],
-            rows_scored=record["rows_scored"],
-            rows_flagged=record["rows_flagged"],
+            rows_in=counts["rows_in"],
+            rows_quarantined=counts["rows_quarantined"],
+            rows_scored=counts["rows_scored"],
+            rows_flagged=counts["rows_flagged"],
             outputs={"scored": scored_uri, "quarantine": quarantine_uri, "drift": report_uri},
             run_id=run_id,
             reason=reason,
@@ -154,6 +174,22 @@ def score_partition(
         )
     )
     return record
+
+
+def _reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:
+    """How many quarantined rows broke each `column: rule`."""
+    if not quarantined.height:
+        return {}
+    counted = quarantined.get_column(QUARANTINE_REASON_COLUMN).explode().value_counts()
+    return dict(zip(counted.get_column(QUARANTINE_REASON_COLUMN).to_list(), counted.get_column("count").to_list()))
+
+
+def write_drift_trend(config: PipelineConfig) -> str:
+    """Rewrite the lake-level trend page `drift/index.html` from every partition's `report.json`; return its URI."""
+    reports = [lake.read_json(uri) for uri in lake.list_files(config.output.drift_uri, "report.json")]
+    uri = lake.join_uri(config.output.drift_uri, "index.html")
+    lake.write_text(uri, drift.render_trend(reports))
+    return uri
 
 
 def read_scored_labels(config: PipelineConfig, scored: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -67,6 +67,7 @@ class RunSummary(BaseModel):
     up_to_date: list[str]
     removed: list[str]
     failed: list[FailedPartition]
+    drift_policy: dict | None
     totals: dict[str, int]
     evaluation: dict | None
 
@@ -93,6 +94,19 @@ def _message(training: dict | None, scored: int, up_to_date: int, removed: int, 
     return "; ".join(parts)
 
 
+def _drift_message(drift_policy: dict | None) -> str:
+    if drift_policy is None:
+        return ""
+    asked = f"; drift policy asked for training ({', '.join(drift_policy['partitions'])})"
+    training = drift_policy["training"]
+    if training is None:
+        return asked + ": left to the next train-or-update run"
+    if training["action"] == "skip":
+        return asked + f": nothing new to learn ({training['reason']})"
+    verdict = "promoted" if training["promoted"] else "not promoted"
+    return asked + f": {training['action']} -> {training['model_version']}, {verdict}"
+
+
 def build_run_summary(
     config: PipelineConfig,
     run_id: str,
@@ -103,6 +117,7 @@ def build_run_summary(
     plan: dict | None = None,
     scored: list[dict] = (),
     failed: list[dict] = (),
+    drift_policy: dict | None = None,
 ) -> RunSummary:
     """Join the run's records, check row conservation, evaluate against labels if any, write the JSON."""
     partitions = [PartitionSummary.model_validate({k: v for k, v in r.items() if k in PartitionSummary.model_fields}) for r in scored]
@@ -122,7 +137,8 @@ def build_run_summary(
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC),
         output_uri=config.output.uri,
-        message=_message(training, len(partitions), len(plan["up_to_date"]), len(plan["removed"]), len(failed), kind),
+        message=_message(training, len(partitions), len(plan["up_to_date"]), len(plan["removed"]), len(failed), kind)
+        + _drift_message(drift_policy),
         training=training,
         model_version=model["model_version"] if model else None,
         model_uri=model["model_uri"] if model else None,
@@ -131,6 +147,7 @@ def build_run_summary(
         up_to_date=plan["up_to_date"],
         removed=plan["removed"],
         failed=[FailedPartition.model_validate(record) for record in failed],
+        drift_policy=drift_policy,
         totals=totals,
         evaluation=detection_metrics(*labelled) if labelled else None,
     )

@@ -57,10 +57,9 @@ def _compatible(actual: pl.DataType, expected: ColumnType) -> bool:
 
 
 def conform_columns(frame: pl.DataFrame, config: PipelineConfig, source: str) -> pl.DataFrame:
-    """Check presence and types of the configured columns and cast them to their canonical dtypes.
-
-    Extra columns are kept (they travel to the scored output untouched). Raises `InputSchemaError`.
-    """
+    """Check presence and types of the configured columns and return them alone, in config order, cast to their
+    canonical dtypes (datetimes: naive UTC microseconds). Columns that are not configured are left out, so every
+    output table has one schema whatever the input files hold. Raises `InputSchemaError`."""
     missing = [column.name for column in config.columns if column.name not in frame.columns]
     if missing:
         raise InputSchemaError(f"{source}: required column(s) missing: {missing} (rule: column present)")
@@ -74,11 +73,13 @@ def conform_columns(frame: pl.DataFrame, config: PipelineConfig, source: str) ->
             raise InputSchemaError(
                 f"{source}: column {column.name!r} has type {actual}, expected {column.type} (rule: column type)"
             )
-        if column.type == "datetime":
-            continue  # keep the file's time unit and zone
+        if column.type == "datetime" and actual.time_zone is not None:
+            # One datetime type per table: zone-aware values become naive UTC, every unit becomes microseconds.
+            casts.append(pl.col(column.name).dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(_DTYPES["datetime"]))
+            continue
         casts.append(pl.col(column.name).cast(_DTYPES[column.type]))
     try:
-        return frame.with_columns(casts)
+        return frame.select(casts)
     except pl.exceptions.PolarsError as error:
         raise InputSchemaError(
             f"{source}: cannot cast column(s) to the configured types: {error} (rule: column type)"
@@ -109,7 +110,7 @@ def input_schema(config: PipelineConfig) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             column.name: pa.Column(
-                None if column.type == "datetime" else _DTYPES[column.type],
+                _DTYPES[column.type],
                 checks=_column_checks(column),
                 nullable=column.nullable,
             )
@@ -172,6 +173,27 @@ def validate_frame(frame: pl.DataFrame, config: PipelineConfig, source: str) -> 
     if outcome.counts["rows_in"] != frame.height:
         raise AssertionError(f"{source}: row accounting broken: {outcome.counts} vs {frame.height} rows read")
     return outcome
+
+
+def _arrow_schema(columns: dict[str, pl.DataType]):
+    return pl.DataFrame(schema=columns).to_arrow().schema
+
+
+def input_dtypes(config: PipelineConfig) -> dict[str, pl.DataType]:
+    """The configured columns in config order with their canonical dtypes: the leading columns of every output."""
+    return {column.name: _DTYPES[column.type] for column in config.columns}
+
+
+def scored_arrow_schema(config: PipelineConfig):
+    """The one Arrow schema of every scored partition file: configured columns, then `SCORE_COLUMNS`."""
+    return _arrow_schema({**input_dtypes(config), **SCORE_COLUMNS})
+
+
+def quarantine_arrow_schema(config: PipelineConfig):
+    """The one Arrow schema of every quarantine file: configured columns, the reasons, the source file."""
+    return _arrow_schema(
+        {**input_dtypes(config), QUARANTINE_REASON_COLUMN: pl.List(pl.String()), QUARANTINE_SOURCE_COLUMN: pl.String()}
+    )
 
 
 def scored_output_schema(config: PipelineConfig) -> pa.DataFrameSchema:

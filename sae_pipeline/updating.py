@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 _COMPARISON_TRIM_QUANTILE = 0.95
 _MAX_EVALUATION_ROWS = 20_000
 _MIN_TRAINING_ROWS = 10
+#: Rows whose sparse codes summarise latent usage in the drift reference.
+_MAX_REFERENCE_CODE_ROWS = 50_000
 
 
 class ModelSchemaError(ValueError):
@@ -81,11 +83,19 @@ def training_partitions(config: PipelineConfig, partitions: list[dict]) -> list[
 
 
 def decide_training(
-    config: PipelineConfig, registry: ModelRegistry, partitions: list[dict], retrain: bool = False
+    config: PipelineConfig,
+    registry: ModelRegistry,
+    partitions: list[dict],
+    retrain: bool = False,
+    drifted: list[str] = (),
 ) -> TrainingDecision:
     """Train when asked, when there is no champion or the model settings changed; update when training
-    partitions are new or changed since the newest version with these settings; otherwise skip."""
+    partitions are new or changed since the newest version with these settings; otherwise skip.
+
+    `drifted` partitions (named by the drift policy) may be learned from even if `training.partitions` leaves
+    them out: the model follows the data it is asked to score."""
     eligible = training_partitions(config, partitions)
+    eligible += [record for record in partitions if record["name"] in drifted and record not in eligible]
     names = [record["name"] for record in eligible]
     if retrain:
         return TrainingDecision("train", "retrain requested", names)
@@ -157,11 +167,15 @@ def promotion_decision(config: PipelineConfig, challenger: dict, champion: dict 
 
 
 def train_or_update(
-    config: PipelineConfig, partitions: list[dict], retrain: bool = False, progress: bool = False
+    config: PipelineConfig,
+    partitions: list[dict],
+    retrain: bool = False,
+    progress: bool = False,
+    drifted: list[str] = (),
 ) -> dict:
     """Carry out `decide_training` and return a JSON-able record of what happened (see `RunSummary.training`)."""
     registry = ModelRegistry(config.output.models_uri)
-    decision = decide_training(config, registry, partitions, retrain)
+    decision = decide_training(config, registry, partitions, retrain, drifted)
     record = {"action": decision.action, "reason": decision.reason, "champion": registry.champion()}
     if decision.action == "skip":
         logger.info("no training: %s", decision.reason)
@@ -251,15 +265,26 @@ def _metadata_for(
         training_rows=frame.height,
         target_fpr=config.thresholds.target_fpr,
         features=encoder.to_dict(),
-        drift_reference=drift.build_reference(
-            frame,
-            encoder.numeric_columns,
-            encoder.categorical_columns,
-            scores=detector.validation_scores_,
-        ),
+        drift_reference=_drift_reference(config, encoder, detector, frame),
         library_versions=library_versions(),
         config_hash=config.model_hash(),
         **lineage,
+    )
+
+
+def _drift_reference(config: PipelineConfig, encoder: TabularEncoder, detector: SAEDetector, frame: pl.DataFrame) -> dict:
+    """The stored summary later partitions are compared with: columns, validation scores and latent usage."""
+    sample = frame.sample(min(frame.height, _MAX_REFERENCE_CODE_ROWS), seed=config.model.seed)
+    return drift.build_reference(
+        frame,
+        encoder.numeric_columns,
+        encoder.categorical_columns,
+        scores=detector.validation_scores_,
+        codes=detector.transform(encoder.transform(sample)),
+        decoder_weights=detector.model_.W_dec.detach().cpu().numpy(),
+        feature_sources=encoder.feature_sources_,
+        threshold=detector.threshold_,
+        settings=config.drift,
     )
 
 

@@ -40,9 +40,11 @@ def test_run_writes_contracted_outputs_and_conserves_rows(lake_config):
     assert (quarantine.get_column("anomaly_kind") == "invalid").all()
 
     for partition in summary.partitions:
-        report = json.loads(Path(partition.drift_report_uri).with_name("drift.json").read_text())
-        assert report["partition"] == partition.partition
-        assert Path(partition.drift_report_uri).read_text().startswith("#")
+        report_html = Path(partition.drift_report_uri)
+        report = json.loads(report_html.with_name("report.json").read_text())
+        assert report["partition"] == partition.partition and report["schema_version"] == 1
+        assert "<html" in report_html.read_text()[:200].lower()
+    assert (Path(config.output.drift_uri) / "index.html").exists()
     assert summary.evaluation["auc_roc"] > 0.8
 
     model = load_model(summary.model_uri)
