@@ -147,6 +147,7 @@ def _run(
     run_id = str(flow_run.id or started_at.strftime("%Y%m%dT%H%M%S"))
 
     with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds):
+        pipeline.clear_staging(config)
         lake_partitions = discover_partitions(config_path)
         logger.info("%d partition(s) under %s", len(lake_partitions), config.lake.uri)
         training = None

@@ -47,6 +47,11 @@ def list_partitions(config: PipelineConfig) -> list[dict]:
     return [{**partition.to_record(), "fingerprint": lake.partition_fingerprint(partition.uri)} for partition in partitions]
 
 
+def clear_staging(config: PipelineConfig) -> None:
+    """Remove files that crashed writers left in the staging area (call it while holding the run lease)."""
+    lake.clear_folder(config.output.staging_uri)
+
+
 def scoring_model(config: PipelineConfig, model: str | None = None) -> dict:
     """The model a scoring run uses (`model`: a version, prefix or alias; default the champion), checked against
     the configured columns before any partition is read."""

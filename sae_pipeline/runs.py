@@ -184,7 +184,7 @@ def format_summary(summary: RunSummary) -> str:
     lines += [
         "  scored/      scored partitions (Hive-style Parquet)",
         "  quarantine/  invalid rows with their reasons",
-        "  drift/       drift reports per partition",
+        "  drift/       drift reports per partition (report.html, report.json) and the trend page index.html",
         f"  run summary  {summary.summary_uri}",
     ]
     if summary.evaluation:
