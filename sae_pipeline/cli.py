@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.lake import LakeReadError
+from sae_pipeline.lease import RunLease
 from sae_pipeline.registry.commands import add_models_command
 from sae_pipeline.schema import InputSchemaError
 
@@ -49,7 +50,13 @@ def _print_summary(summary: dict) -> None:
 
 
 def _command_flow(args: argparse.Namespace, mode: str) -> None:
-    load_config(args.config)  # fail fast, before Prefect starts, on a missing or invalid config
+    config = load_config(args.config)  # fail fast, before Prefect starts, on a missing or invalid config
+    # Holding the output folder before Prefect starts makes a second run stop at once with a clear message.
+    with RunLease(config.output.lease_uri, f"cli-{os.getpid()}", config.run.lease_ttl_seconds):
+        _run_and_print(args, mode)
+
+
+def _run_and_print(args: argparse.Namespace, mode: str) -> None:
     options = {
         name: getattr(args, name)
         for name in ("partitions", "backfill", "rescore_with", "model", "retrain")

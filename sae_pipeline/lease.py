@@ -7,7 +7,8 @@ same machine whose process is gone is detected at once, so a rerun after a crash
 
 Acquisition is write-then-confirm: a lease is written only when absent, expired or dead, and counts as ours only
 if it still names us after a short settling pause. Local files are created with O_EXCL, which is atomic; on object
-storage the pause covers the window in which another starter could have overwritten it.
+storage the pause covers the window in which another starter could have overwritten it. A process that already
+holds the lease may enter it again (the CLI takes it before starting Prefect, then runs the flow in-process).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RunLease:
         self.ttl_seconds = ttl_seconds
         self.wait_seconds = wait_seconds
         self.token = uuid.uuid4().hex
+        self._nested = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -93,6 +95,9 @@ class RunLease:
     def _try_acquire(self) -> dict | None:
         """Take the lease if it is free; return the blocking holder's record otherwise."""
         current = self._read()
+        if current and current.get("host") == socket.gethostname() and current.get("pid") == os.getpid():
+            self._nested = True  # this process already holds it (the CLI around its in-process flow)
+            return None
         if current is not None and not self._is_stale(current):
             return current
         payload = json.dumps(self._record()).encode()
@@ -124,6 +129,8 @@ class RunLease:
                     f"{holder.get('expires_at', '?')}; wait for it to finish, or delete that file if the run is dead"
                 )
             time.sleep(min(5.0, max(0.5, deadline - time.monotonic())))
+        if self._nested:
+            return
         self._renewer = threading.Thread(target=self._renew_until_stopped, name="run-lease", daemon=True)
         self._renewer.start()
         logger.info("holding the run lease %s", self.uri)
@@ -137,6 +144,8 @@ class RunLease:
             lake.write_bytes(self.uri, json.dumps(self._record()).encode())
 
     def release(self) -> None:
+        if self._nested:
+            return
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()

@@ -13,14 +13,18 @@ import pytest
 from sae_pipeline.lease import LeaseHeldError, RunLease
 
 
+def _acquire_in_another_process(uri: str) -> subprocess.CompletedProcess:
+    code = f"from sae_pipeline.lease import RunLease; RunLease({uri!r}, 'run-2', 60).acquire()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
 def test_second_holder_is_refused_with_the_holder_named(tmp_path):
     uri = str(tmp_path / "out" / "_lease.json")
     with RunLease(uri, "run-1", ttl_seconds=60):
-        with pytest.raises(LeaseHeldError, match="run run-1"):
-            RunLease(uri, "run-2", ttl_seconds=60).acquire()
+        contender = _acquire_in_another_process(uri)
+        assert contender.returncode != 0 and "LeaseHeldError" in contender.stderr and "run run-1" in contender.stderr
     assert not (tmp_path / "out" / "_lease.json").exists()
-    with RunLease(uri, "run-2", ttl_seconds=60):
-        pass
+    assert _acquire_in_another_process(uri).returncode == 0
 
 
 def test_lease_of_a_dead_process_on_this_machine_is_taken_over(tmp_path):
@@ -50,3 +54,13 @@ def test_live_lease_of_another_machine_is_respected_until_it_expires(tmp_path):
                                "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat()}))
     with pytest.raises(LeaseHeldError, match="other-host"):
         RunLease(str(uri), "run-2", ttl_seconds=60).acquire()
+    assert json.loads(uri.read_text())["run_id"] == "remote"
+
+
+def test_the_holding_process_may_enter_again_without_releasing_early(tmp_path):
+    uri = tmp_path / "_lease.json"
+    with RunLease(str(uri), "cli", ttl_seconds=60):
+        with RunLease(str(uri), "flow", ttl_seconds=60):
+            pass
+        assert json.loads(uri.read_text())["run_id"] == "cli"
+    assert not uri.exists()

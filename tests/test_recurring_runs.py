@@ -3,6 +3,8 @@ models, updates from the champion, changed / deleted / failing partitions, exclu
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import yaml
 from flows.lake_pipeline import PartitionFailures, lake_pipeline, score_flow, train_or_update_flow
 from sae_pipeline.config import load_config
 from sae_pipeline.ledger import Ledger
-from sae_pipeline.lease import LeaseHeldError, RunLease
+from sae_pipeline.lease import LeaseHeldError
 from sae_pipeline.registry import ModelRegistry
 from sae_pipeline.runs import RunSummary
 from sae_pipeline.sample_data import generate_day
@@ -39,8 +41,6 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 def _add_day(config_path: Path, day: str, rows: int = 600) -> None:
-    import datetime as dt
-
     folder = Path(load_config(config_path).lake.uri) / f"day={day}"
     folder.mkdir()
     generate_day(dt.date.fromisoformat(day), rows, seed=0).write_parquet(folder / "part-0.parquet")
@@ -142,10 +142,14 @@ def test_a_failing_partition_does_not_stop_the_others_and_is_retried(lake):
 
 def test_a_run_never_interleaves_with_another(lake):
     config = load_config(lake)
-    with RunLease(config.output.lease_uri, "other-run", ttl_seconds=60):
-        with pytest.raises(LeaseHeldError, match="other-run"):
-            lake_pipeline(str(lake))
+    lease = Path(config.output.lease_uri)
+    lease.parent.mkdir(parents=True)
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat()
+    lease.write_text(json.dumps({"token": "t", "run_id": "other-run", "host": "worker-2", "pid": 1, "expires_at": expires}))
+    with pytest.raises(LeaseHeldError, match="other-run.*worker-2"):
+        lake_pipeline(str(lake))
     assert not Path(config.output.scored_uri).exists()
+    lease.unlink()
     _run(lake)
 
 

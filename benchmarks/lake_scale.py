@@ -1,0 +1,74 @@
+"""Shared set-up of the lake-scale benchmarks: a wide synthetic partition, its config and a trained champion.
+
+The partition has `columns` float32 columns with a low-rank structure (8 hidden factors plus noise, so an SAE has
+something to learn) and is written chunk by chunk, so generating a partition larger than memory stays cheap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from sae_pipeline import pipeline, updating
+from sae_pipeline.config import PipelineConfig, load_config
+
+_FACTORS = 8
+_CHUNK_ROWS = 262_144
+
+
+def column_names(columns: int) -> list[str]:
+    return [f"metric_{index:02d}" for index in range(columns)]
+
+
+def write_partition(folder: Path, rows: int, columns: int, seed: int = 0) -> Path:
+    """Write `rows` x `columns` float32 rows to `folder/part-0.parquet` (row groups of 256k rows)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    loadings = rng.normal(size=(_FACTORS, columns)).astype(np.float32)
+    names = column_names(columns)
+    schema = pa.schema([(name, pa.float32()) for name in names])
+    path = folder / "part-0.parquet"
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, rows, _CHUNK_ROWS):
+            n = min(_CHUNK_ROWS, rows - start)
+            factors = rng.normal(size=(n, _FACTORS)).astype(np.float32)
+            values = factors @ loadings + 0.1 * rng.normal(size=(n, columns)).astype(np.float32)
+            writer.write_table(pa.table(dict(zip(names, values.T)), schema=schema))
+    return path
+
+
+def write_config(workdir: Path, lake: Path, columns: int) -> Path:
+    raw = {
+        "name": "lake-scale-benchmark",
+        "lake": {"uri": str(lake), "partition_keys": {"day": "date"}},
+        "columns": [{"name": name, "type": "float", "role": "numeric"} for name in column_names(columns)],
+        "output": {"uri": str(workdir / "out")},
+    }
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def train_champion(config: PipelineConfig, partitions: list[dict]) -> str:
+    """Train the default model on a sample of the partitions (not timed) and return its version."""
+    record = updating.train_or_update(config, partitions)
+    return record["model_version"]
+
+
+def prepared_lake(workdir: Path, rows: int, columns: int) -> tuple[PipelineConfig, dict, str]:
+    """A lake with one partition of `rows` rows, its config and a trained champion: (config, partition, version)."""
+    lake = workdir / "lake"
+    write_partition(lake / "day=2026-01-01", rows, columns)
+    config = load_config(write_config(workdir, lake, columns))
+    partitions = pipeline.list_partitions(config)
+    return config, partitions[0], train_champion(config, partitions)
+
+
+def score_once(config: PipelineConfig, partition: dict, version: str) -> dict:
+    """The pipeline's own scoring of one partition: raw Parquet in; scored, quarantine and drift report out."""
+    return pipeline.score_partition(config, partition, version, "benchmark", dt.datetime.now(dt.UTC), reason="benchmark")
