@@ -135,16 +135,39 @@ class ValidationOutcome:
         }
 
 
+def rule_violations(config: PipelineConfig) -> pl.Expr:
+    """True for rows that break any row-level rule of `input_schema` (nullability, finiteness, min, max).
+
+    The same rules as the Pandera schema, as one polars expression: a batch for which it is false everywhere (the
+    common case) is valid without running Pandera's checks one column at a time. Polars orders NaN above every
+    number, as Pandera's checks do, so NaN breaks `max` but not `min` in both.
+    """
+    broken = []
+    for column in config.columns:
+        value = pl.col(column.name)
+        if not column.nullable:
+            broken.append(value.is_null())
+        if column.type == "float":
+            broken.append(~value.is_finite())
+        if column.min is not None:
+            broken.append(value < column.min)
+        if column.max is not None:
+            broken.append(value > column.max)
+    return pl.any_horizontal([rule.fill_null(False) for rule in broken]) if broken else pl.lit(False)
+
+
 def validate_frame(frame: pl.DataFrame, config: PipelineConfig, source: str) -> ValidationOutcome:
     """Split a raw frame into valid rows and quarantined rows (with the rules each row broke).
 
-    The data is validated collected, never lazily: a LazyFrame would only get schema checks.
+    Pandera judges every row that `rule_violations` suspects and names the rules it broke. The data is validated
+    collected, never lazily: a LazyFrame would only get schema checks.
     """
     conformed = conform_columns(frame, config, source)
     row_index = "__row__"
     indexed = conformed.with_row_index(row_index)
+    suspects = indexed.filter(rule_violations(config))
     try:
-        input_schema(config).validate(conformed, lazy=True)
+        input_schema(config).validate(suspects.drop(row_index), lazy=True)
         reasons = pl.DataFrame(schema={row_index: pl.UInt32, QUARANTINE_REASON_COLUMN: pl.List(pl.String)})
     except SchemaErrors as errors:
         failures = errors.failure_cases
@@ -154,9 +177,12 @@ def validate_frame(frame: pl.DataFrame, config: PipelineConfig, source: str) -> 
             raise InputSchemaError(
                 f"{source}: column {first['column']!r} fails rule {first['check']!r} ({first['failure_case']})"
             ) from None
+        positions = suspects.select(pl.col(row_index).alias("global"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("index"))
         reasons = (
-            failures.select(
-                pl.col("index").cast(pl.UInt32).alias(row_index),
+            failures.with_columns(pl.col("index").cast(pl.UInt32))
+            .join(positions, on="index")
+            .select(
+                pl.col("global").alias(row_index),
                 pl.format("{}: {}", pl.col("column"), pl.col("check")).alias("reason"),
             )
             .unique()

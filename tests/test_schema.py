@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaError, SchemaErrors
 
-from sae_pipeline.config import load_config
+from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.detector import SAEDetector
 from sae_pipeline.features import TabularEncoder
 from sae_pipeline.registry import ModelArtifact, PipelineModelMetadata
@@ -124,10 +124,19 @@ def test_nan_in_nullable_float_column_is_quarantined_not_treated_as_gap(clean, c
     assert outcome.quarantined.get_column(QUARANTINE_REASON_COLUMN).to_list() == [["disk_io_mbps: finite"]]
 
 
-def test_extra_columns_are_kept(clean, config):
-    frame = clean.head(10).with_columns(pl.lit("x").alias("ingest_batch"))
+def test_outputs_keep_only_the_configured_columns_in_config_order(clean, config):
+    frame = clean.head(10).with_columns(pl.lit("x").alias("ingest_batch")).select(pl.all().reverse())
     outcome = validate_frame(frame, config, source=SOURCE)
-    assert outcome.valid.get_column("ingest_batch").to_list() == ["x"] * 10
+    assert outcome.valid.columns == [column.name for column in config.columns]
+
+
+def test_zone_aware_and_nanosecond_datetimes_become_naive_utc_microseconds(clean, config):
+    frame = clean.head(3).with_columns(
+        pl.col("event_time").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Paris").dt.cast_time_unit("ns")
+    )
+    valid = validate_frame(frame, config, source=SOURCE).valid
+    assert valid.schema["event_time"] == pl.Datetime("us")
+    assert valid.get_column("event_time").to_list() == clean.head(3).get_column("event_time").to_list()
 
 
 # --- structural problems --------------------------------------------------------------------------------------
@@ -216,7 +225,7 @@ def scored(outcome, config) -> pl.DataFrame:
         library_versions={},
     )
     artifact = ModelArtifact(detector=detector, encoder=encoder, metadata=metadata)
-    return score_frame(valid, artifact, top_k=config.scoring.top_features, scored_at=now)
+    return score_frame(valid, artifact, top_k=config.scoring.top_features, scored_at=now).frame
 
 
 def test_scorer_output_satisfies_scored_schema(scored, config, outcome):
@@ -258,3 +267,45 @@ def test_scored_schema_rejects_naive_scored_at(scored, config):
 def test_scored_pvalues_are_in_unit_interval(scored):
     pvalues = scored.get_column("anomaly_pvalue").to_numpy()
     assert np.all((pvalues > 0) & (pvalues <= 1))
+
+
+def test_fast_rule_check_agrees_with_pandera_row_by_row():
+    """`rule_violations` (the fast path) must suspect exactly the rows Pandera rejects, NaN, inf and nulls included."""
+    from sae_pipeline.schema import conform_columns, input_schema, rule_violations
+
+    config = PipelineConfig.model_validate(
+        {
+            "lake": {"uri": "/lake"},
+            "output": {"uri": "/out"},
+            "columns": [
+                {"name": "x", "type": "float", "role": "numeric", "min": 0, "max": 10},
+                {"name": "y", "type": "float", "role": "numeric", "nullable": True, "min": -1},
+                {"name": "n", "type": "int", "role": "numeric", "max": 5},
+                {"name": "s", "type": "string", "role": "categorical"},
+            ],
+        }
+    )
+    rng = np.random.default_rng(3)
+    size = 400
+    x = rng.uniform(-2, 12, size)
+    x[rng.random(size) < 0.05] = np.nan
+    x[rng.random(size) < 0.05] = np.inf
+    x[rng.random(size) < 0.05] = -np.inf
+    y = rng.uniform(-3, 3, size)
+    y[rng.random(size) < 0.05] = np.nan
+    frame = pl.DataFrame(
+        {
+            "x": x,
+            "y": pl.Series(y).set(pl.Series(rng.random(size) < 0.1), None),
+            "n": pl.Series(rng.integers(0, 8, size)).set(pl.Series(rng.random(size) < 0.05), None),
+            "s": pl.Series(rng.choice(["a", "b"], size)).set(pl.Series(rng.random(size) < 0.05), None),
+        }
+    )
+    conformed = conform_columns(frame, config, "test")
+    suspected = conformed.select(rule_violations(config)).to_series().to_numpy()
+    try:
+        input_schema(config).validate(conformed, lazy=True)
+        rejected = set()
+    except SchemaErrors as errors:
+        rejected = set(errors.failure_cases.get_column("index").drop_nulls().to_list())
+    assert set(np.flatnonzero(suspected)) == rejected and 0 < len(rejected) < size
