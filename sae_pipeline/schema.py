@@ -166,9 +166,10 @@ def validate_frame(frame: pl.DataFrame, config: PipelineConfig, source: str) -> 
     row_index = "__row__"
     indexed = conformed.with_row_index(row_index)
     suspects = indexed.filter(rule_violations(config))
+    reasons = pl.DataFrame(schema={row_index: pl.UInt32, QUARANTINE_REASON_COLUMN: pl.List(pl.String)})
     try:
-        input_schema(config).validate(suspects.drop(row_index), lazy=True)
-        reasons = pl.DataFrame(schema={row_index: pl.UInt32, QUARANTINE_REASON_COLUMN: pl.List(pl.String)})
+        if suspects.height:
+            input_schema(config).validate(suspects.drop(row_index), lazy=True)
     except SchemaErrors as errors:
         failures = errors.failure_cases
         unlocated = failures.filter(pl.col("index").is_null())
