@@ -1,0 +1,116 @@
+"""Peak memory of scoring one partition, against the partition's size: it must stay flat.
+
+Writes partitions of 1x, 4x and 16x a base size (default 524,288 rows, so the largest has 8.4M rows x 32 float32
+columns), trains the default model once on the smallest, then scores each partition in a fresh process and reads
+that process's peak resident memory. Prints JSON with `rows` and `peak_rss_mb` (same order); writes a section of
+BENCHMARKS.md.
+
+    python benchmarks/memory.py [--base-rows 524288] [--columns 32] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from benchmarks.lake_scale import score_once, train_champion, write_config, write_partition  # noqa: E402
+from benchmarks.markdown_sections import update_section  # noqa: E402
+from sae_pipeline import pipeline  # noqa: E402
+from sae_pipeline.config import load_config  # noqa: E402
+
+MULTIPLES = (1, 4, 16)
+
+
+def child(config_path: str, partition_name: str, version: str) -> None:
+    """Score one partition in this (fresh) process and print its rows, seconds and peak RSS as JSON."""
+    config = load_config(config_path)
+    partition = next(p for p in pipeline.list_partitions(config) if p["name"] == partition_name)
+    started = time.perf_counter()
+    record = score_once(config, partition, version)
+    seconds = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rows": record["rows_in"], "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
+
+
+def run(base_rows: int, columns: int) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="sae-memory-"))
+    try:
+        lake = workdir / "lake"
+        names = []
+        for index, multiple in enumerate(MULTIPLES, start=1):
+            name = f"day=2026-01-{index:02d}"
+            write_partition(lake / name, base_rows * multiple, columns, seed=index)
+            names.append(name)
+        config_path = write_config(workdir, lake, columns)
+        config = load_config(config_path)
+        version = train_champion(config, [p for p in pipeline.list_partitions(config) if p["name"] == names[0]])
+        measured = []
+        for name in names:
+            output = subprocess.run(
+                [sys.executable, __file__, "--child", str(config_path), name, version],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            measured.append(json.loads(output.strip().splitlines()[-1]))
+        return {
+            "columns": columns,
+            "rows": [m["rows"] for m in measured],
+            "peak_rss_mb": [round(m["peak_rss_mb"], 1) for m in measured],
+            "seconds": [round(m["seconds"], 2) for m in measured],
+            "largest_over_smallest": measured[-1]["peak_rss_mb"] / measured[0]["peak_rss_mb"],
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def markdown(result: dict, command: str) -> str:
+    rows = [
+        f"| {rows:,} | {rows * result['columns'] * 4 / 1e6:,.0f} | {mb:,.0f} | {seconds:.1f} |"
+        for rows, mb, seconds in zip(result["rows"], result["peak_rss_mb"], result["seconds"])
+    ]
+    return "\n".join(
+        [
+            "## Scoring memory",
+            "",
+            f"`{command}`: peak resident memory of a fresh process scoring one partition of {result['columns']} "
+            "float32 columns (validation, scoring, quarantine and scored output, drift report).",
+            "",
+            "| rows | raw data (MB) | peak RSS (MB) | seconds |",
+            "|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"Largest over smallest peak: **{result['largest_over_smallest']:.2f}x** (target <= 1.5x).",
+        ]
+    )
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(*sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-rows", type=int, default=524_288)
+    parser.add_argument("--columns", type=int, default=32)
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
+    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    args = parser.parse_args()
+    result = run(args.base_rows, args.columns)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    if not args.no_markdown:
+        update_section("memory", markdown(result, "python benchmarks/memory.py " + " ".join(sys.argv[1:])))
+
+
+if __name__ == "__main__":
+    main()
