@@ -190,9 +190,10 @@ def train_or_update(
     learn, held_out = _split_evaluation(sample.frame, fraction, config.model.seed)
     if learn.height < _MIN_TRAINING_ROWS:
         failures = "".join(f"; {f['partition']}: {f['error']}" for f in sample.failed)
-        raise ValueError(
-            f"only {learn.height} valid training rows in {sample.partitions}: need at least {_MIN_TRAINING_ROWS}{failures}"
-        )
+        shortage = f"only {learn.height} valid training rows in {sample.partitions}: need at least {_MIN_TRAINING_ROWS}"
+        if decision.action == "update":  # the champion stays; the next run tries these partitions again
+            return {**record, "action": "skip", "reason": shortage + failures, "skipped_partitions": sample.failed}
+        raise ValueError(shortage + failures)
 
     started = dt.datetime.now(dt.UTC)
     if decision.action == "update":
