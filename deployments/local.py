@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def child_env(home: Path, port: int) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
         PREFECT_LOGGING_EXTRA_LOGGERS="sae_pipeline",
+        PREFECT_WORKER_QUERY_SECONDS="2",  # a local worker picks up a new run within 2 s (default 10)
         # the server logs asyncio cancellations when it stops; they are noise, not failures
         PREFECT_LOGGING_LOGGERS_UVICORN_LEVEL="CRITICAL",
     )
@@ -82,6 +84,23 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def _create_pool(port: int, name: str, template: dict) -> None:
+    """Create (or update) a process work pool through the REST API, as `prefect work-pool create` does."""
+    body = {"name": name, "type": "process", "base_job_template": template}
+    api = f"http://127.0.0.1:{port}/api/work_pools/"
+    try:
+        _request(api, "POST", body)
+    except urllib.error.HTTPError as error:
+        if error.code != 409:
+            raise SystemExit(f"creating work pool {name} failed: {error.code} {error.read().decode()[:2000]}") from None
+        _request(api + name, "PATCH", {"base_job_template": template})
+
+
+def _request(url: str, method: str, body: dict) -> None:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).close()
+
+
 def _prefect(args: list[str], env: dict[str, str]) -> None:
     result = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -109,12 +128,10 @@ def up(wait_s: float = 90) -> None:
         time.sleep(0.5)
     try:
         for pool, template in POOLS.items():
-            _prefect(["work-pool", "create", pool, "--type", "process", "--overwrite",
-                      "--base-job-template", str(ROOT / "deployments" / template)], env)
-        print(f"pools {', '.join(POOLS)} created; deploying {PREFECT_FILE.relative_to(ROOT)}", flush=True)
-        _prefect(["--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)], env)
-        for pool in POOLS:
+            _create_pool(port, pool, json.loads((ROOT / "deployments" / template).read_text()))
             _start(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool", pool], home, env)
+        print(f"pools {', '.join(POOLS)} created, workers starting; deploying {PREFECT_FILE.relative_to(ROOT)}", flush=True)
+        _prefect(["--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)], env)
     except BaseException:
         stop()
         raise
@@ -143,7 +160,7 @@ def smoke(deployment: str, parameters: dict, timeout_s: float) -> int:
 
     started = time.monotonic()
     print(f"running {deployment} {json.dumps(parameters) if parameters else ''}".rstrip(), flush=True)
-    run = run_deployment(deployment, parameters=parameters, timeout=timeout_s, as_subflow=False)
+    run = run_deployment(deployment, parameters=parameters, timeout=timeout_s, poll_interval=1, as_subflow=False)
     state = run.state
     print(f"flow run {run.name} ({run.id}): {state.name if state else 'unknown'} after {time.monotonic() - started:.0f} s")
     with get_client(sync_client=True) as client:

@@ -38,7 +38,9 @@ def ensure_champion(
     wait = policy == "train"
     logger.info("no champion under %s: starting deployment %s%s", models_uri, deployment, " and waiting" if wait else "")
     try:
-        run = run_deployment(deployment, parameters={"config_path": config_path}, timeout=timeout_s if wait else 0)
+        run = run_deployment(
+            deployment, parameters={"config_path": config_path}, timeout=timeout_s if wait else 0, poll_interval=2
+        )
     except Exception as error:
         raise NoChampionError(f"no champion under {models_uri}, and deployment {deployment!r} could not be started: {error}") from error
     if not wait:
