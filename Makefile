@@ -9,7 +9,11 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench-detect clean
+# Local Prefect round trip on 127.0.0.1 (see README "Deploy"); state in $(PREFECT_HOME), pids in $(PREFECT_HOME)/*.pid.
+PREFECT_PORT ?= 4242
+export PREFECT_PORT
+
+.PHONY: install demo test bench-detect clean deploy-local deploy-smoke deploy-stop
 
 install: $(VENV)/.installed
 
@@ -20,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@echo "installing $(TORCH_SPEC) and the project into $(VENV) (about a minute)"
 	@$(PIP) $(TORCH_SPEC) >/dev/null 2>&1 || { tail -40 $(VENV)/pip.log; exit 1; }
-	@$(PIP) -e ".[dev]" >/dev/null 2>&1 || { tail -40 $(VENV)/pip.log; exit 1; }
+	@$(PIP) -e ".[dev,workers]" >/dev/null 2>&1 || { tail -40 $(VENV)/pip.log; exit 1; }
 	$(BIN)/python -c "import torch, prefect, polars, pandera, pyarrow, sae_pipeline"
 	touch $@
 
@@ -36,6 +40,15 @@ test: install
 
 bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/detection.py
+
+deploy-local: install
+	$(BIN)/python deployments/local.py up
+
+deploy-smoke: install
+	$(BIN)/python deployments/local.py smoke
+
+deploy-stop:
+	$(BIN)/python deployments/local.py down
 
 clean:
 	rm -rf $(VENV) .prefect outputs .pytest_cache

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import ParameterTypeError
 from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from pydantic import Field
 
+from flows.handoff import TRAINING_DEPLOYMENT, NoChampionPolicy, ensure_champion
 from sae_pipeline import pipeline, updating
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.lake import LakeReadError, read_bytes
@@ -26,6 +29,18 @@ from sae_pipeline.runs import build_run_summary, format_summary
 from sae_pipeline.schema import InputSchemaError
 
 RunKind = Literal["run", "train", "score"]
+#: Parameter types that a Prefect server checks when a run is created, so a deployment refuses a bad value at once.
+ConfigUri = Annotated[str, Field(min_length=1, description="pipeline YAML: a path (relative to the project) or s3:// URI")]
+PartitionSelection = Annotated[
+    str,
+    Field(
+        pattern=r"^\s*[^,=\s][^,=]*=[^,]*(,\s*[^,=\s][^,=]*=[^,]*)*$",
+        description="partition names and ranges FIRST..LAST, e.g. day=2026-11-01..day=2026-11-07",
+    ),
+]
+ModelRef = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128, description="model version, prefix or alias")
+]
 
 #: Errors that a retry cannot fix: bad config, bad data, bad model. Anything else (storage hiccups) is retried.
 _PERMANENT_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError)
@@ -198,32 +213,39 @@ def _act_on_drift(kind: RunKind, config_path: str, partitions: list[dict], score
 
 
 @flow(name="sae-train-or-update", flow_run_name="train-or-update {config_path}", log_prints=True)
-def train_or_update_flow(config_path: str, retrain: bool = False, progress: bool = False) -> dict:
+def train_or_update_flow(config_path: ConfigUri, retrain: bool = False, progress: bool = False) -> dict:
     """Train a model (first run, `retrain`, changed settings) or fine-tune the champion on new data; else do nothing."""
     return _run("train", config_path, retrain=retrain, progress=progress)
 
 
 @flow(name="sae-score", flow_run_name="score {config_path}", log_prints=True)
 def score_flow(
-    config_path: str,
-    partitions: list[str] | None = None,
+    config_path: ConfigUri,
+    partitions: list[PartitionSelection] | None = None,
     backfill: bool = False,
-    rescore_with: str | None = None,
-    model: str | None = None,
+    rescore_with: ModelRef | None = None,
+    model: ModelRef | None = None,
     progress: bool = False,
+    on_no_champion: NoChampionPolicy = "fail",
+    training_deployment: str = TRAINING_DEPLOYMENT,
+    training_timeout_s: Annotated[int, Field(ge=0)] = 4 * 3600,
 ) -> dict:
-    """Score new, changed or requested partitions with the champion (or `model`); remove outputs of deleted ones."""
+    """Score new, changed or requested partitions with the champion (or `model`); remove outputs of deleted ones.
+
+    With no champion, `on_no_champion` says what to do: fail, `train` (run `training_deployment`, wait up to
+    `training_timeout_s`, then score) or `start-training` (run it and fail at once)."""
+    ensure_champion(config_path, rescore_with or model, on_no_champion, training_deployment, training_timeout_s)
     return _run("score", config_path, partitions, backfill, rescore_with, model, progress=progress)
 
 
 @flow(name="sae-lake-pipeline", flow_run_name="{mode} {config_path}", log_prints=True)
 def lake_pipeline(
-    config_path: str,
+    config_path: ConfigUri,
     mode: RunKind = "run",
-    partitions: list[str] | None = None,
+    partitions: list[PartitionSelection] | None = None,
     backfill: bool = False,
-    rescore_with: str | None = None,
-    model: str | None = None,
+    rescore_with: ModelRef | None = None,
+    model: ModelRef | None = None,
     retrain: bool = False,
     progress: bool = False,
 ) -> dict:
@@ -235,4 +257,7 @@ def run_in_process(**parameters) -> dict:
     """Run the combined flow in this process (CLI, notebooks) without the heartbeat thread, which adds ~1 s per run
     and only matters for crash detection by a remote API."""
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return lake_pipeline(**parameters)
+        try:
+            return lake_pipeline(**parameters)
+        except ParameterTypeError as error:  # the CLI reports ValueErrors as one `error:` line
+            raise ValueError(str(error)) from None

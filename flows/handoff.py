@@ -1,0 +1,65 @@
+"""Hand training to the train-or-update deployment when a scoring run finds no champion.
+
+Runs before the scoring run takes its lease on the output folder (the training run needs that lease).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import get_run_logger
+from prefect.deployments import run_deployment
+
+from sae_pipeline.config import load_config
+from sae_pipeline.registry import ModelRegistry
+
+#: What a scoring run does when there is no champion: `fail` (the registry's "no champion" error), `train`
+#: (start the training deployment, wait for it, then score), `start-training` (start it and fail at once, saying
+#: which run to wait for; the next scheduled scoring run uses the new champion).
+NoChampionPolicy = Literal["fail", "train", "start-training"]
+
+TRAINING_DEPLOYMENT = "sae-train-or-update/train-or-update"
+
+
+class NoChampionError(RuntimeError):
+    """Scoring cannot start: no champion, and training was started elsewhere, failed, or did not finish."""
+
+
+def ensure_champion(
+    config_path: str, model: str | None, policy: NoChampionPolicy, deployment: str, timeout_s: float
+) -> str | None:
+    """Make sure a champion exists when scoring needs one; return the training run's name if one was started."""
+    if policy == "fail" or model not in (None, ModelRegistry.CHAMPION):
+        return None
+    models_uri = load_config(config_path).output.models_uri
+    if ModelRegistry(models_uri).champion() is not None:
+        return None
+    logger = get_run_logger()
+    wait = policy == "train"
+    logger.info("no champion under %s: starting deployment %s%s", models_uri, deployment, " and waiting" if wait else "")
+    try:
+        run = run_deployment(
+            deployment, parameters={"config_path": config_path}, timeout=timeout_s if wait else 0, poll_interval=2
+        )
+    except Exception as error:
+        raise NoChampionError(f"no champion under {models_uri}, and deployment {deployment!r} could not be started: {error}") from error
+    if not wait:
+        raise NoChampionError(
+            f"no champion under {models_uri}: started training run {run.name!r} of {deployment}; "
+            "scoring resumes with the next run once it has promoted a model"
+        )
+    state = run.state
+    if state is None or not state.is_final():
+        raise NoChampionError(
+            f"no champion under {models_uri}: training run {run.name!r} of {deployment} did not finish within "
+            f"{timeout_s:.0f} s (state {state.name if state else 'unknown'}; is a worker polling its work pool?)"
+        )
+    if not state.is_completed():
+        raise NoChampionError(f"no champion under {models_uri}: training run {run.name!r} of {deployment} ended {state.name}: {state.message}")
+    if ModelRegistry(models_uri).champion() is None:
+        raise NoChampionError(
+            f"training run {run.name!r} of {deployment} completed but promoted no champion under {models_uri}: "
+            "see its run summary, then `sae-pipeline models promote`"
+        )
+    logger.info("training run %s promoted a champion; scoring", run.name)
+    return run.name
