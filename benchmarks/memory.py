@@ -24,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.lake_scale import score_once, train_champion, write_config, write_partition  # noqa: E402
-from benchmarks.markdown_sections import update_section  # noqa: E402
+from benchmarks.reporting import add_output_options, publish  # noqa: E402
 from sae_pipeline import pipeline  # noqa: E402
 from sae_pipeline.config import load_config  # noqa: E402
 
@@ -100,16 +100,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-rows", type=int, default=524_288)
     parser.add_argument("--columns", type=int, default=32)
-    parser.add_argument("--json", type=Path, help="also write the JSON here")
-    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    add_output_options(parser)
     args = parser.parse_args()
     result = run(args.base_rows, args.columns)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
-    if not args.no_markdown:
-        update_section("memory", markdown(result, "python benchmarks/memory.py " + " ".join(sys.argv[1:])))
+    publish(result, args, "memory", markdown)
 
 
 if __name__ == "__main__":

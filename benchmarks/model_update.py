@@ -13,7 +13,6 @@ BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from benchmarks.markdown_sections import update_section  # noqa: E402
+from benchmarks.reporting import add_output_options, publish  # noqa: E402
 from sae_pipeline import lake, pipeline, updating  # noqa: E402
 from sae_pipeline.config import load_config  # noqa: E402
 from sae_pipeline.registry import ModelRegistry  # noqa: E402
@@ -149,16 +148,10 @@ def main() -> None:
     parser.add_argument("--rows-per-day", type=int, default=3000)
     parser.add_argument("--shift", type=float, default=2.0)
     parser.add_argument("--initial-days", type=int, default=5)
-    parser.add_argument("--json", type=Path, help="also write the JSON here")
-    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    add_output_options(parser)
     args = parser.parse_args()
     result = run(args.days, args.rows_per_day, args.shift, args.initial_days)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
-    if not args.no_markdown:
-        update_section("model-update", markdown(result, "python benchmarks/model_update.py " + " ".join(sys.argv[1:])))
+    publish(result, args, "model-update", markdown)
 
 
 if __name__ == "__main__":

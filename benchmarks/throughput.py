@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import shutil
 import sys
@@ -28,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.lake_scale import prepared_lake, score_once  # noqa: E402
-from benchmarks.markdown_sections import update_section  # noqa: E402
+from benchmarks.reporting import add_output_options, publish  # noqa: E402
 
 
 def pyarrow_copy(source: Path, target: Path) -> float:
@@ -95,19 +94,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--columns", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one scoring instead")
-    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    add_output_options(parser)
     args = parser.parse_args()
     result = run(args.rows, args.columns, args.rounds, args.profile)
     if args.profile:
         return
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
-    if not args.no_markdown:
-        update_section("throughput", markdown(result, "python benchmarks/throughput.py " + " ".join(sys.argv[1:])))
+    publish(result, args, "throughput", markdown)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,6 @@ def _histogram(plot: dict, width: int, height: int, compact: bool, marker: float
 
 
 def _outside_note(plot: dict) -> str:
-    reference = plot.get("reference_outside") or [0, 0]
     current = plot.get("current_outside") or [0, 0]
     below, above = (current[0] or 0), (current[1] or 0)
     # The range covers the middle 99 % of both samples, so up to ~0.5 % outside on each side is expected.
