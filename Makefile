@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 PREFECT_PORT ?= 4242
 export PREFECT_PORT
 
-.PHONY: install demo test bench-detect clean deploy-local deploy-smoke deploy-stop
+.PHONY: install demo test bench bench-detect clean deploy-local deploy-smoke deploy-stop
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Lake-scale and recurring-run benchmarks; each prints JSON and rewrites its own section of BENCHMARKS.md.
+bench: install
+	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/drift_speed.py
+	$(BIN)/python benchmarks/model_update.py
 
 bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/detection.py
