@@ -46,7 +46,7 @@ def write_config(workdir: Path, lake: Path, columns: int) -> Path:
     raw = {
         "name": "lake-scale-benchmark",
         "lake": {"uri": str(lake), "partition_keys": {"day": "date"}},
-        "columns": [{"name": name, "type": "float", "role": "numeric"} for name in column_names(columns)],
+        "columns": [{"name": name, "type": "float32", "role": "numeric"} for name in column_names(columns)],
         "output": {"uri": str(workdir / "out")},
     }
     path = workdir / "config.yaml"

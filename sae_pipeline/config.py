@@ -15,7 +15,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ColumnType = Literal["float", "int", "string", "bool", "date", "datetime"]
+ColumnType = Literal["float", "float32", "int", "string", "bool", "date", "datetime"]
+#: Column types holding floating-point numbers (`float32` keeps 4-byte storage in the outputs).
+FLOAT_TYPES = ("float", "float32")
 ColumnRole = Literal["numeric", "categorical", "identifier", "label", "timestamp"]
 PartitionKeyType = Literal["string", "date", "int"]
 
@@ -43,11 +45,11 @@ class ColumnSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ColumnSpec:
-        if (self.min is not None or self.max is not None) and self.type not in ("float", "int"):
+        if (self.min is not None or self.max is not None) and self.type not in (*FLOAT_TYPES, "int"):
             raise ValueError(f"column {self.name!r}: min/max only apply to float or int columns")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"column {self.name!r}: min {self.min} is greater than max {self.max}")
-        if self.role == "numeric" and self.type not in ("float", "int", "bool"):
+        if self.role == "numeric" and self.type not in (*FLOAT_TYPES, "int", "bool"):
             raise ValueError(f"column {self.name!r}: a numeric column must be float, int or bool")
         if self.role == "categorical" and self.type not in ("string", "int", "bool"):
             raise ValueError(f"column {self.name!r}: a categorical column must be string, int or bool")

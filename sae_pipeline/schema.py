@@ -14,11 +14,12 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
-from sae_pipeline.config import ColumnSpec, ColumnType, PipelineConfig
+from sae_pipeline.config import FLOAT_TYPES, ColumnSpec, ColumnType, PipelineConfig
 
 #: Polars dtypes for each config type; a frame column is compatible if it can be cast without loss of meaning.
 _DTYPES: dict[ColumnType, pl.DataType] = {
     "float": pl.Float64(),
+    "float32": pl.Float32(),
     "int": pl.Int64(),
     "string": pl.String(),
     "bool": pl.Boolean(),
@@ -45,7 +46,7 @@ class InputSchemaError(ValueError):
 
 
 def _compatible(actual: pl.DataType, expected: ColumnType) -> bool:
-    if expected == "float":
+    if expected in FLOAT_TYPES:
         return actual.is_numeric()
     if expected == "int":
         return actual.is_integer()
@@ -96,7 +97,7 @@ def _finite_check() -> pa.Check:
 
 def _column_checks(column: ColumnSpec) -> list[pa.Check]:
     checks = []
-    if column.type == "float":
+    if column.type in FLOAT_TYPES:
         checks.append(_finite_check())
     if column.min is not None:
         checks.append(pa.Check.ge(column.min))
@@ -147,7 +148,7 @@ def rule_violations(config: PipelineConfig) -> pl.Expr:
         value = pl.col(column.name)
         if not column.nullable:
             broken.append(value.is_null())
-        if column.type == "float":
+        if column.type in FLOAT_TYPES:
             broken.append(~value.is_finite())
         if column.min is not None:
             broken.append(value < column.min)
