@@ -9,8 +9,8 @@ The score of a row is the mean over features of two per-feature terms, both in r
     score(x) = mean_j [ r_j(x) / s_rec  +  density_weight * g_j(x) / s_gap ]
 
 - r_j = (x_j - x_hat_j)^2, the SAE's squared reconstruction residual;
-- g_j = (x_j - n_j)^2, the squared gap to n, x's `n_neighbors`-th nearest row in a reference set of training rows
-  (the training rows the SAE reconstructs best, so likely anomalies in the training data are not neighbours);
+- g_j = mean over x's `n_neighbors` nearest rows n in a reference set of training rows of (x_j - n_j)^2, so that
+  mean_j g_j is the mean squared distance to those neighbours / n_features (a kNN density term);
 - s_rec, s_gap: the spread (IQR) of the two terms' row means on the held-out validation rows, so that both are on
   one scale whatever the data.
 `feature_residuals` returns the per-feature terms in brackets, so its row mean is exactly the score and the
@@ -59,22 +59,23 @@ def _spread(values: np.ndarray) -> float:
 
 @torch.no_grad()
 def neighbour_gaps(X: torch.Tensor, reference: torch.Tensor, k: int, in_reference: torch.Tensor | None = None):
-    """Squared per-feature gap to each row's k-th nearest reference row, shape (n_rows, n_features).
+    """Squared per-feature gaps to each row's k nearest reference rows, averaged over them: (n_rows, n_features).
 
-    `in_reference[i]` is the position of row i in `reference` (or -1): that row is not its own neighbour.
+    A row's mean over features is its mean squared distance to its k nearest neighbours / n_features.
+    `in_reference[i]` is the position of row i in `reference` (or -1): a reference row is not its own neighbour.
     """
-    k = min(k, reference.shape[0] - 1 if in_reference is not None else reference.shape[0])
+    k = max(1, min(k, reference.shape[0] - (1 if in_reference is not None else 0)))
     reference_norms = reference.square().sum(dim=1)
     chunks = []
     for start in range(0, X.shape[0], _KNN_CHUNK):
         batch = X[start : start + _KNN_CHUNK]
-        distances = batch.square().sum(dim=1, keepdim=True) + reference_norms - 2 * batch @ reference.t()
+        distances = torch.addmm(reference_norms, batch, reference.t(), alpha=-2)  # minus |x|^2, rank-equivalent
         if in_reference is not None:
             own = in_reference[start : start + _KNN_CHUNK]
             rows = torch.nonzero(own >= 0).squeeze(1)
             distances[rows, own[rows]] = float("inf")
-        nearest = distances.topk(k, dim=1, largest=False).indices[:, -1]
-        chunks.append((batch - reference[nearest]).square())
+        nearest = distances.topk(k, dim=1, largest=False).indices
+        chunks.append((batch.unsqueeze(1) - reference[nearest]).square().mean(dim=1))
     return torch.cat(chunks) if chunks else X.new_zeros((0, X.shape[1]))
 
 
@@ -127,10 +128,10 @@ class SAEDetector(BaseEstimator):
         Weight of the neighbour-gap (kNN density) term against the reconstruction term (see the module doc);
         0 scores by reconstruction alone.
     n_neighbors : int
-        The gap is to the n_neighbors-th nearest reference row (as PyOD's KNN with method="largest").
+        The gaps are averaged over the n_neighbors nearest reference rows (as PyOD's KNN with method="mean").
     reference_rows : int
-        At most this many training rows (seeded subsample of the trimmed pool) are kept as kNN reference; they
-        are saved with the model, and scoring costs reference_rows x n_features multiply-adds per row.
+        At most this many training rows (a seeded subsample) are kept as the kNN reference; they are saved with
+        the model, and scoring costs about reference_rows x n_features multiply-adds per row.
     code_cap_quantile : float or None
         After training, cap each latent's activation at this quantile of its training activations, so that a
         normal pattern scaled far beyond the training range cannot be reconstructed (None: no cap).
@@ -173,7 +174,7 @@ class SAEDetector(BaseEstimator):
         trim_fraction: float = 0.1,
         finetune_steps: int = 0,
         code_cap_quantile: float | None = 0.99,
-        density_weight: float = 1.0,
+        density_weight: float = 2.0,
         n_neighbors: int = 5,
         reference_rows: int = 10_000,
         contamination: float = 0.01,
@@ -265,7 +266,7 @@ class SAEDetector(BaseEstimator):
             self.model_.cap_codes_at_quantile(scaled[train_rows], self.code_cap_quantile)
 
         residuals = self._reconstruction_residuals(scaled)
-        reference_rows = self._fit_reference(scaled, residuals, train_rows, rng)
+        reference_rows = self._fit_reference(scaled, train_rows, rng)
         in_reference = torch.full((X.shape[0],), -1, dtype=torch.long)
         in_reference[reference_rows] = torch.arange(reference_rows.size)
         gaps = self._gaps(scaled, in_reference)
@@ -280,12 +281,13 @@ class SAEDetector(BaseEstimator):
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
 
-    def _fit_reference(self, scaled: torch.Tensor, residuals: np.ndarray, train_rows: np.ndarray, rng) -> np.ndarray:
-        """Keep the kNN reference: training rows minus the trim_fraction worst reconstructed, at most reference_rows."""
+    def _fit_reference(self, scaled: torch.Tensor, train_rows: np.ndarray, rng) -> np.ndarray:
+        """Keep the kNN reference: at most reference_rows training rows (seeded); returns their row numbers.
+
+        Not trimmed by reconstruction error: that helped on contaminated data and cost more on clean data
+        (BENCHMARKS.md).
+        """
         pool = train_rows
-        if self.trim_fraction > 0:
-            errors = residuals[train_rows].mean(axis=1)
-            pool = train_rows[errors <= np.quantile(errors, 1 - self.trim_fraction)]
         if pool.size > self.reference_rows:
             pool = np.sort(rng.choice(pool, size=self.reference_rows, replace=False))
         self.reference_ = scaled[pool].clone() if self.density_weight > 0 else scaled[:0].clone()
