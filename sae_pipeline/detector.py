@@ -15,9 +15,11 @@ The score of a row is the mean over features of two per-feature terms, both in r
   one scale whatever the data.
 `feature_residuals` returns the per-feature terms in brackets, so its row mean is exactly the score and the
 features it ranks first are the ones that make the row unusual. `density_weight=0` gives the pure reconstruction
-score (scaled by s_rec). The score depends only on that row and the fitted state. `threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and
-`score_pvalues` gives each row's empirical p-value against the same split. There is deliberately no
-`score_samples`: scikit-learn gives that name the opposite sign convention.
+score (scaled by s_rec). The score depends only on that row and the fitted state.
+
+`threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and `score_pvalues`
+gives each row's empirical p-value against the same split. There is deliberately no `score_samples`:
+scikit-learn gives that name the opposite sign convention.
 """
 
 from __future__ import annotations
