@@ -1,22 +1,28 @@
-"""Detection benchmark: `SAEDetector` against IsolationForest and PyOD baselines on real labelled data.
+"""Detection benchmark: `SAEDetector` against IsolationForest, kNN and PyOD baselines on real labelled data.
 
-Protocol (every method sees exactly the same training and test rows):
+Three protocols (`--protocol`, default all three; every method sees exactly the same training and test rows):
 
-- ADBench (`adbench/*.npz`, 22 sets): stratified 70/30 split, `train_test_split(stratify=y, random_state=seed)`.
-  Detectors are fitted without labels on the 70%, which keeps its anomalies (contaminated, as in ADBench), and
-  scored on the 30%.
-- SMD (`smd/`, 8 machines): fit on `train/`, score `test/`, labels from `test_label/`. The split is fixed, so the
-  seed only changes the methods' own randomness (ECOD is deterministic and repeats the same number per seed).
-- NSL-KDD (`nsl_kdd/`): fit on `KDDTrain+_20Percent` with attacks subsampled (seeded) to 5% of the rows, score the
-  whole of `KDDTest+` (label: attack != normal). Columns go through the pipeline's `TabularEncoder` (3 one-hot
-  categoricals); every method gets the same encoded matrix.
-- Training sets above `--max-rows` rows (default 100,000) are subsampled (seeded, the same rows for every method),
-  so that PyOD's AutoEncoder stays affordable on the 400k-row sets; such datasets are marked † in the report.
+- `contaminated` (ADBench's unsupervised protocol): ADBench sets are split 70/30 (stratified,
+  `train_test_split(stratify=y, random_state=seed)`), fitted without labels on the 70%, which keeps its anomalies at
+  their natural rate (up to 35%), and scored on the 30%. SMD fits its own `train/` and scores `test/`; NSL-KDD fits
+  `KDDTrain+_20Percent` with attacks subsampled (seeded) to 5% and scores all of `KDDTest+`.
+- `clean` (ADBench's semi-supervised protocol): a seeded half of the normal rows trains; the other half plus every
+  anomaly is the test set. For SMD the labelled pool is `test/` (its `train/` has no labels); NSL-KDD trains on the
+  normal rows of `KDDTrain+_20Percent` and scores `KDDTest+`.
+- `lake`: `clean`, plus anomalies drawn from a seeded half of the anomalies until they are `--train-contamination`
+  (default 0.02) of the training rows; the other half of the anomalies are test rows (NSL-KDD: attacks at that share).
 
-Methods: `SAEDetector()` with its defaults (or `--sae-params`), `IsolationForest(n_estimators=100)`, and PyOD's
-`PCA`, `ECOD` and `AutoEncoder` with their defaults; every seeded method gets `random_state=seed`. PyOD is optional
-(the `bench` extra): without it those methods are skipped with a note. PyOD's PCA alone is kept to the columns and
-components with non-zero variance (see `RankSafePCA`), without which it returns NaN on SMD, NSL-KDD and cardio.
+Columns of NSL-KDD go through the pipeline's `TabularEncoder` (3 one-hot categoricals); every method gets the same
+encoded matrix. Training sets above `--max-rows` rows and test sets above `--max-test-rows` (default 100,000 each)
+are subsampled (seeded, test rows stratified by label, the same rows for every method), because PyOD's AutoEncoder
+(training) and kNN (scoring) are too slow on the 300k-600k-row sets otherwise; such datasets are marked †.
+
+Methods: `SAEDetector()` with its defaults (or `--sae-params`), `IsolationForest(n_estimators=100)`, PyOD's `KNN`
+with its defaults (k=5, distance to the 5th neighbour) on columns standardised with the training rows' mean and
+std, and PyOD's `ECOD` and `AutoEncoder` with their defaults (PyOD's `PCA` on request); every seeded method gets
+`random_state=seed`. The "best peer" of a set is the better of IForest and kNN there. PyOD is optional (the
+`bench` extra): without it those methods are skipped with a note. PyOD's PCA is kept to the columns and components
+with non-zero variance (see `RankSafePCA`), without which it returns NaN on SMD, NSL-KDD and cardio.
 torch runs on one thread by default (`--torch-threads`), like the other methods, so that timings do not depend on
 what else the machine runs: on a busy 2-core machine two OpenMP threads made the SAE's small matrix products
 10-40x slower (on an idle one they are about 1.5x faster).
@@ -25,11 +31,12 @@ Metrics are AUC-ROC and average precision on the test rows, averaged over the se
 fit and score wall-clock seconds. Training throughput is samples pushed through the optimiser per fit second:
 steps x batch size for the SAE, training rows x epochs for PyOD's AutoEncoder. A timing probe fits the SAE (with
 the run's parameters) on 100,000 x 30 correlated Gaussian rows. A crash in one cell is recorded as an error string
-and the run continues; crashes are listed at the end and make the exit status 1. Results go to a JSON file and
-to a Markdown section of BENCHMARKS.md between `<!-- detection:start -->` and `<!-- detection:end -->`.
+and the run continues; crashes are listed at the end and make the exit status 1. Results go to one JSON file per
+protocol and to one Markdown section of BENCHMARKS.md per protocol, between `<!-- detection-PROTOCOL:start -->`
+and `<!-- detection-PROTOCOL:end -->`.
 
     python benchmarks/detection.py                                   # everything, defaults
-    python benchmarks/detection.py --datasets cardio smd --seeds 0 --methods sae iforest
+    python benchmarks/detection.py --protocol clean --datasets cardio smd --seeds 0 --methods sae iforest knn
     python benchmarks/detection.py --sae-params '{"sparsity": "l1"}' --output /tmp/l1.json --no-markdown
 """
 
@@ -67,9 +74,9 @@ from sae_pipeline.features import TabularEncoder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
-DEFAULT_OUTPUT = PROJECT_ROOT / "benchmarks" / "results" / "detection.json"
+DEFAULT_OUTPUT = PROJECT_ROOT / "benchmarks" / "results" / "detection.json"  # -> detection-PROTOCOL.json
 BENCHMARKS_MD = PROJECT_ROOT / "BENCHMARKS.md"
-START_MARKER, END_MARKER = "<!-- detection:start -->", "<!-- detection:end -->"
+PEERS = ("IForest", "kNN")  # the best peer of a set is the better of these two
 GROUPS = ("adbench", "smd", "nsl_kdd")
 NSL_KDD_ATTACK_SHARE = 0.05
 NSL_KDD_CATEGORICALS = ("protocol_type", "service", "flag")
@@ -80,28 +87,78 @@ PROBE_ROWS, PROBE_FEATURES = 100_000, 30
 # --- data -----------------------------------------------------------------------------------------------------
 
 
+PROTOCOLS = ("contaminated", "clean", "lake")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Which rows train: `contaminated` (ADBench's unsupervised split), `clean` or `lake` (see the module doc)."""
+
+    name: str
+    train_contamination: float = 0.02
+
+
 @dataclass(frozen=True)
 class Split:
     X_train: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
     capped_from: int | None = None  # training rows before the --max-rows subsample, if one was taken
+    train_anomaly_rate: float | None = None  # known share of anomalies in the training rows (None: unknown)
+    test_capped_from: int | None = None  # test rows before the --max-test-rows subsample, if one was taken
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
     group: str
-    load: Callable[[int], Split]  # seed -> split
+    load: Callable[[int, Protocol], Split]  # seed, protocol -> split
 
 
-def cap_rows(split: Split, max_rows: int | None, seed: int) -> Split:
-    """Subsample the training rows to `max_rows` (seeded, order kept); the test rows are untouched."""
+def cap_rows(split: Split, max_rows: int | None, seed: int, max_test_rows: int | None = None) -> Split:
+    """Subsample training rows to `max_rows` and test rows to `max_test_rows` (seeded, order kept).
+
+    The test subsample is stratified by label, so the test anomaly rate is kept.
+    """
+    rng = np.random.default_rng(seed)
     n = split.X_train.shape[0]
-    if max_rows is None or n <= max_rows:
-        return split
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
-    return Split(split.X_train[rows], split.X_test, split.y_test, capped_from=n)
+    X_train, capped_from = split.X_train, None
+    if max_rows is not None and n > max_rows:
+        X_train, capped_from = X_train[np.sort(rng.choice(n, size=max_rows, replace=False))], n
+    X_test, y_test, test_capped_from = split.X_test, split.y_test, None
+    n_test = X_test.shape[0]
+    if max_test_rows is not None and n_test > max_test_rows:
+        keep = []
+        for label in (0, 1):
+            rows = np.flatnonzero(y_test == label)
+            keep.append(rng.choice(rows, size=max(1, round(rows.size * max_test_rows / n_test)), replace=False))
+        rows = np.sort(np.concatenate(keep))
+        X_test, y_test, test_capped_from = X_test[rows], y_test[rows], n_test
+    return Split(X_train, X_test, y_test, capped_from, split.train_anomaly_rate, test_capped_from)
+
+
+def split_labelled(X: np.ndarray, y: np.ndarray, seed: int, protocol: Protocol) -> Split:
+    """The `clean` and `lake` splits of a labelled pool (X, y).
+
+    clean: a seeded half of the normal rows trains; the other half plus every anomaly is the test set.
+    lake: clean, plus anomalies drawn from a seeded half of the anomalies until they are `train_contamination` of
+    the training rows (fewer if that half runs out); the other half of the anomalies are test rows.
+    """
+    rng = np.random.default_rng(seed)
+    normal = rng.permutation(np.flatnonzero(y == 0))
+    anomalies = rng.permutation(np.flatnonzero(y == 1))
+    train_normal, test_normal = normal[: normal.size // 2], normal[normal.size // 2 :]
+    if protocol.name == "clean":
+        train, test_anomalies = train_normal, anomalies
+    elif protocol.name == "lake":
+        drawable, test_anomalies = anomalies[: anomalies.size // 2], anomalies[anomalies.size // 2 :]
+        c = protocol.train_contamination
+        n_drawn = min(drawable.size, round(c * train_normal.size / (1 - c)))
+        train = rng.permutation(np.concatenate([train_normal, drawable[:n_drawn]]))
+    else:
+        raise ValueError(f"split_labelled handles clean and lake, not {protocol.name!r}")
+    test = np.sort(np.concatenate([test_normal, test_anomalies]))
+    return Split(X[train], X[test], y[test], train_anomaly_rate=float(y[train].mean()))
 
 
 @functools.cache
@@ -110,10 +167,12 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data["X"].astype(np.float64), data["y"].astype(int)
 
 
-def _adbench_split(path: Path, seed: int) -> Split:
+def _adbench_split(path: Path, seed: int, protocol: Protocol) -> Split:
     X, y = _npz(path)
-    X_train, X_test, _, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
-    return Split(X_train, X_test, y_test)
+    if protocol.name != "contaminated":
+        return split_labelled(X, y, seed, protocol)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+    return Split(X_train, X_test, y_test, train_anomaly_rate=float(y_train.mean()))
 
 
 def _read_matrix(path: Path) -> np.ndarray:
@@ -129,6 +188,14 @@ def _smd_split(root: Path, machine: str) -> Split:
         _read_matrix(root / "test" / f"{machine}.txt.gz"),
         _read_matrix(root / "test_label" / f"{machine}.txt").ravel().astype(int),
     )
+
+
+def _smd_protocol_split(root: Path, machine: str, seed: int, protocol: Protocol) -> Split:
+    """contaminated: the dataset's own train/ -> test/; clean and lake: `split_labelled` on the labelled test/ rows."""
+    split = _smd_split(root, machine)
+    if protocol.name == "contaminated":
+        return split
+    return split_labelled(split.X_test, split.y_test, seed, protocol)
 
 
 @functools.cache
@@ -150,10 +217,12 @@ def _nsl_kdd_frames(root: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[Column
     return read("KDDTrain+_20Percent.txt"), read("KDDTest+.txt"), columns
 
 
-def _nsl_kdd_split(root: Path, seed: int) -> Split:
+def _nsl_kdd_split(root: Path, seed: int, protocol: Protocol) -> Split:
+    """Train on KDDTrain+_20Percent's normal rows plus attacks at the protocol's share, score all of KDDTest+."""
     train, test, columns = _nsl_kdd_frames(root)
+    share = {"contaminated": NSL_KDD_ATTACK_SHARE, "clean": 0.0, "lake": protocol.train_contamination}[protocol.name]
     normal = train.filter(pl.col("label") == "normal")
-    n_attacks = round(normal.height * NSL_KDD_ATTACK_SHARE / (1 - NSL_KDD_ATTACK_SHARE))
+    n_attacks = round(normal.height * share / (1 - share))
     attacks = train.filter(pl.col("label") != "normal").sample(n_attacks, seed=seed)
     train = pl.concat([normal, attacks]).sample(fraction=1.0, shuffle=True, seed=seed)
     encoder = TabularEncoder(columns).fit(train)
@@ -161,6 +230,7 @@ def _nsl_kdd_split(root: Path, seed: int) -> Split:
         encoder.transform(train).astype(np.float64),
         encoder.transform(test).astype(np.float64),
         (test.get_column("label") != "normal").to_numpy().astype(int),
+        train_anomaly_rate=n_attacks / train.height,
     )
 
 
@@ -174,7 +244,7 @@ def discover_datasets(data_dir: Path) -> list[Dataset]:
     smd = data_dir / "smd"
     for path in sorted((smd / "train").glob("*.txt.gz")):
         machine = path.name.removesuffix(".txt.gz")
-        datasets.append(Dataset(f"smd/{machine}", "smd", lambda seed, m=machine: _smd_split(smd, m)))
+        datasets.append(Dataset(f"smd/{machine}", "smd", functools.partial(_smd_protocol_split, smd, machine)))
     if (data_dir / "nsl_kdd" / "KDDTest+.txt").exists():
         datasets.append(Dataset("nsl_kdd", "nsl_kdd", functools.partial(_nsl_kdd_split, data_dir / "nsl_kdd")))
     return datasets
@@ -240,6 +310,25 @@ def _pyod_pca(seed: int) -> RankSafePCA:
     return RankSafePCA(random_state=seed)
 
 
+class StandardisedKNN:
+    """PyOD's `KNN` with its defaults (k=5, method="largest") on columns standardised with the training rows."""
+
+    def fit(self, X: np.ndarray) -> StandardisedKNN:
+        from pyod.models.knn import KNN
+        from sklearn.preprocessing import StandardScaler
+
+        self.scaler_ = StandardScaler().fit(X)
+        self.model_ = KNN().fit(self.scaler_.transform(X))
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.decision_function(self.scaler_.transform(X))
+
+
+def _pyod_knn(seed: int) -> StandardisedKNN:
+    return StandardisedKNN()  # deterministic
+
+
 def _pyod_ecod(seed: int):
     from pyod.models.ecod import ECOD
 
@@ -262,13 +351,14 @@ def make_methods(wanted: list[str], sae_params: dict) -> list[Method]:
             lambda seed: IsolationForest(n_estimators=100, random_state=seed),
             lambda model, X: -model.score_samples(X),
         ),
+        "knn": Method("kNN", _pyod_knn, decision),
         "pca": Method("PCA", _pyod_pca, decision),
         "ecod": Method("ECOD", _pyod_ecod, decision),
         "autoencoder": Method(
             "AutoEncoder", _pyod_autoencoder, decision, lambda model, n_train: n_train * model.epoch_num
         ),
     }
-    pyod_methods = {"pca", "ecod", "autoencoder"} & set(wanted)
+    pyod_methods = {"knn", "pca", "ecod", "autoencoder"} & set(wanted)
     if pyod_methods:
         try:
             import pyod  # noqa: F401
@@ -294,17 +384,26 @@ def run_cell(method: Method, split: Split, seed: int) -> dict:
         cell["auc_roc"] = float(roc_auc_score(split.y_test, scores))
         cell["average_precision"] = float(average_precision_score(split.y_test, scores))
         cell["train_samples"] = method.train_samples(model, cell["n_train"])
+        if isinstance(model, SAEDetector):  # the optimisation loop alone, without scaling and scoring the rows
+            cell["train_loop_seconds"] = model.training_report_["seconds"]
     except Exception as error:  # noqa: BLE001 - one method's crash must not end the run
         cell["error"] = f"{type(error).__name__}: {error}"
         traceback.print_exc()
     return cell
 
 
-def run_dataset(dataset: Dataset, methods: list[Method], seeds: list[int], max_rows: int | None) -> tuple[list, dict]:
+def run_dataset(
+    dataset: Dataset,
+    methods: list[Method],
+    seeds: list[int],
+    protocol: Protocol,
+    max_rows: int | None,
+    max_test_rows: int | None,
+) -> tuple[list, dict]:
     """Every method on every seed's split of one dataset: the result cells and a description of the data."""
     cells = []
     for seed in seeds:
-        split = cap_rows(dataset.load(seed), max_rows, seed)
+        split = cap_rows(dataset.load(seed, protocol), max_rows, seed, max_test_rows)
         for method in methods:
             cell = {"dataset": dataset.name, "group": dataset.group, "method": method.name, "seed": seed}
             cell.update(run_cell(method, split, seed))
@@ -314,14 +413,17 @@ def run_dataset(dataset: Dataset, methods: list[Method], seeds: list[int], max_r
                 if "error" not in cell
                 else f"CRASH {cell['error']}"
             )
-            print(f"{dataset.name:24s} seed {seed} {method.name:12s} {outcome}", flush=True)
+            print(f"{protocol.name:12s} {dataset.name:24s} seed {seed} {method.name:12s} {outcome}", flush=True)
     info = {
         "name": dataset.name,
         "group": dataset.group,
         "n_train": int(split.X_train.shape[0]),
         "n_features": int(split.X_train.shape[1]),
         "capped_from": split.capped_from,
+        "n_test": int(split.X_test.shape[0]),
+        "test_capped_from": split.test_capped_from,
         "anomaly_rate": float(split.y_test.mean()),
+        "train_anomaly_rate": split.train_anomaly_rate,
     }
     return cells, info
 
@@ -343,6 +445,7 @@ def timing_probe(sae_params: dict) -> dict:
             "fit_seconds": seconds,
             "steps": model.training_report_["steps"],
             "samples_per_second": _sae_samples(model, 0) / seconds,
+            "train_loop_seconds": model.training_report_["seconds"],
         }
     except Exception as error:  # noqa: BLE001 - reported, like a crashed cell
         traceback.print_exc()
@@ -385,14 +488,32 @@ def summarise(results: list[dict], datasets: list[Dataset], methods: list[str]) 
         for i, method in enumerate(methods)
     }
     summary = {"complete_datasets": complete, "per_dataset": per_dataset, "per_method": per_method}
-    if {"SAE", "IForest"} <= set(methods):
-        both = [row for row in per_dataset.values() if {"SAE", "IForest"} <= set(row)]
-        diffs = [row["SAE"]["auc_roc"] - row["IForest"]["auc_roc"] for row in both]
-        summary["sae_vs_iforest"] = {
+    for peer in ("IForest", "best peer"):
+        names = PEERS if peer == "best peer" else (peer,)
+        if not ({"SAE", *names} <= set(methods)):
+            continue
+        rows = [row for row in per_dataset.values() if {"SAE", *names} <= set(row)]
+        diffs = [row["SAE"]["auc_roc"] - max(row[name]["auc_roc"] for name in names) for row in rows]
+        summary[f"sae_vs_{peer.lower().replace(' ', '_')}"] = {
             "win": sum(d >= TIE for d in diffs),
             "tie": sum(abs(d) < TIE for d in diffs),
             "loss": sum(d <= -TIE for d in diffs),
         }
+    peer_means = [per_method[name]["mean_auc_roc"] for name in PEERS if name in per_method]
+    if "SAE" in per_method and peer_means and None not in peer_means and per_method["SAE"]["mean_auc_roc"] is not None:
+        best = max(PEERS, key=lambda name: per_method[name]["mean_auc_roc"] if name in per_method else -1)
+        summary["best_peer"] = {
+            "method": best,
+            "mean_auc_roc": per_method[best]["mean_auc_roc"],
+            "sae_gap": per_method["SAE"]["mean_auc_roc"] - per_method[best]["mean_auc_roc"],
+        }
+    if "train_samples_per_second" in per_method.get("SAE", {}) and "train_samples_per_second" in per_method.get(
+        "AutoEncoder", {}
+    ):
+        autoencoder = per_method["AutoEncoder"]["train_samples_per_second"]
+        summary["sae_vs_autoencoder_throughput"] = per_method["SAE"]["train_samples_per_second"] / autoencoder
+        if "train_loop_samples_per_second" in per_method["SAE"]:
+            summary["sae_loop_vs_autoencoder_throughput"] = per_method["SAE"]["train_loop_samples_per_second"] / autoencoder
     return summary
 
 
@@ -401,7 +522,13 @@ def throughput(cells: list[dict]) -> dict:
     if not cells:
         return {}
     rates = [c["train_samples"] / c["fit_seconds"] for c in cells]
+    loop = [c for c in cells if c.get("train_loop_seconds")]
     return {
+        **(
+            {"train_loop_samples_per_second": sum(c["train_samples"] for c in loop) / sum(c["train_loop_seconds"] for c in loop)}
+            if loop
+            else {}
+        ),
         "train_samples_per_second": sum(c["train_samples"] for c in cells) / sum(c["fit_seconds"] for c in cells),
         "median_train_samples_per_second": float(np.median(rates)),
     }
@@ -444,13 +571,35 @@ def render_markdown(payload: dict) -> str:
     """The BENCHMARKS.md section: provenance, per-dataset AUC-ROC table, summary, throughput, probe, crashes."""
     summary = payload["summary"]
     lines = header_lines(payload["meta"]) + dataset_table(payload) + summary_lines(payload)
-    lines += throughput_lines(summary["per_method"]) + probe_lines(payload["probe"]) + crash_lines(payload["results"])
+    ratios = summary.get("sae_vs_autoencoder_throughput"), summary.get("sae_loop_vs_autoencoder_throughput")
+    lines += throughput_lines(summary["per_method"], *ratios) + probe_lines(payload["probe"]) + crash_lines(payload["results"])
     return "\n".join(lines).rstrip() + "\n"
 
 
+PROTOCOL_TEXT = {
+    "contaminated": (
+        "ADBench sets are split 70/30 (stratified, `random_state=seed`) and fitted without labels on the 70%, "
+        "anomalies included at their natural rate; SMD fits `train/` and scores `test/`; NSL-KDD fits "
+        "KDDTrain+_20Percent with attacks subsampled to 5% and scores KDDTest+."
+    ),
+    "clean": (
+        "a seeded half of the normal rows trains; the other half plus every anomaly is the test set (SMD: the "
+        "labelled `test/` rows are the pool; NSL-KDD: the normal rows of KDDTrain+_20Percent train, KDDTest+ is "
+        "scored)."
+    ),
+    "lake": (
+        "`clean`, plus anomalies drawn from a seeded half of the anomalies until they are {c:.0%} of the training "
+        "rows (fewer where that half runs out: see the train-anomalies column); the other half are test rows "
+        "(NSL-KDD: attacks at {c:.0%})."
+    ),
+}
+
+
 def header_lines(meta: dict) -> list[str]:
+    protocol = meta["protocol"]
+    caps = f"training rows capped at {meta['max_rows']}, test rows at {meta['max_test_rows']} (marked †)"
     return [
-        "## Detection benchmark",
+        f"## Detection benchmark: `{protocol}` protocol",
         "",
         f"Generated by `benchmarks/detection.py` on {meta['date']} ({meta['total_seconds'] / 60:.1f} min).  ",
         f"Command: `{meta['command']}`  ",
@@ -460,15 +609,12 @@ def header_lines(meta: dict) -> list[str]:
             f"SAE: `--sae-params '{json.dumps(meta['sae_params'])}'` (`{{}}` = `SAEDetector()` defaults); in force: "
             f"`{json.dumps(meta['sae_effective_params'])}`.  "
         ),
-        (f"Seeds {meta['seeds']}; training rows capped at {meta['max_rows']} (marked †, same rows for every method)."),
+        f"Seeds {meta['seeds']}; {caps}, the same rows for every method.",
         "",
         (
-            "Protocol: ADBench sets are split 70/30 (stratified, `random_state=seed`), fitted without labels on the "
-            "contaminated 70%; SMD fits `train/` and scores `test/`; NSL-KDD fits KDDTrain+_20Percent with attacks "
-            "subsampled to 5% and scores KDDTest+, after `TabularEncoder` (one-hot categoricals). "
-            "Methods: library defaults (seeded with `random_state=seed`); PyOD's PCA is kept to the columns and "
-            "components with non-zero variance (it returns NaN otherwise). "
-            "Cells are AUC-ROC averaged over seeds; the best per row is bold."
+            f"Protocol `{protocol}`: " + PROTOCOL_TEXT[protocol].format(c=meta["train_contamination"]) + " "
+            "Methods: library defaults (seeded with `random_state=seed`); kNN is PyOD's KNN (k=5, largest) on "
+            "standardised columns. Cells are AUC-ROC averaged over seeds; the best per row is bold."
         ),
         "",
     ]
@@ -477,8 +623,8 @@ def header_lines(meta: dict) -> list[str]:
 def dataset_table(payload: dict) -> list[str]:
     methods, per_dataset = payload["meta"]["methods"], payload["summary"]["per_dataset"]
     lines = [
-        "| dataset | train rows | features | test anomalies | " + " | ".join(methods) + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(methods),
+        "| dataset | train rows | features | train anomalies | test anomalies | " + " | ".join(methods) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(methods),
     ]
     for info in payload["datasets"]:
         row = per_dataset[info["name"]]
@@ -488,8 +634,10 @@ def dataset_table(payload: dict) -> list[str]:
             value = row.get(method, {}).get("auc_roc")
             text = "crash" if value is None else _fmt(value)
             cells.append(f"**{text}**" if value is not None and value == best else text)
-        rows = f"{info['n_train']}{' †' if info['capped_from'] else ''}"
-        cells = [info["name"], rows, str(info["n_features"]), f"{info['anomaly_rate']:.1%}", *cells]
+        rows = f"{info['n_train']}{' †' if info['capped_from'] or info.get('test_capped_from') else ''}"
+        train_rate = info.get("train_anomaly_rate")
+        train_text = "unlabelled" if train_rate is None else f"{train_rate:.1%}"
+        cells = [info["name"], rows, str(info["n_features"]), train_text, f"{info['anomaly_rate']:.1%}", *cells]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -518,20 +666,29 @@ def summary_lines(payload: dict) -> list[str]:
             lines.append(f"| {label} | " + " | ".join(_fmt(per_method[m].get(key), digits) for m in methods) + " |")
     fit = [sum(r.get("fit_seconds", 0) for r in payload["results"] if r["method"] == m) for m in methods]
     lines += ["| total fit seconds | " + " | ".join(f"{s:.0f}" for s in fit) + " |", ""]
-    if "sae_vs_iforest" in summary:
-        record = summary["sae_vs_iforest"]
-        lines += [
-            (
-                f"SAE vs IForest, per-dataset mean AUC-ROC on every dataset both completed (tie = |diff| < {TIE}): "
-                f"{record['win']} wins, {record['tie']} ties, {record['loss']} losses."
-            ),
-            "",
-        ]
-    return lines
+    if "best_peer" in summary:
+        best = summary["best_peer"]
+        lines.append(
+            f"**SAE mean AUC-ROC {per_method['SAE']['mean_auc_roc']:.3f} vs best peer ({best['method']}) "
+            f"{best['mean_auc_roc']:.3f}: {best['sae_gap']:+.3f}.**  "
+        )
+    for key, label in (("sae_vs_best_peer", "the better of IForest and kNN on each set"), ("sae_vs_iforest", "IForest")):
+        if key in summary:
+            record = summary[key]
+            lines.append(
+                f"SAE vs {label}, per-dataset mean AUC-ROC (tie = |diff| < {TIE}): "
+                f"{record['win']} wins, {record['tie']} ties, {record['loss']} losses.  "
+            )
+    return lines + [""]
 
 
-def throughput_lines(per_method: dict) -> list[str]:
-    lines = []
+def throughput_lines(per_method: dict, ratio: float | None = None, loop_ratio: float | None = None) -> list[str]:
+    lines = [] if ratio is None else [f"- SAE / AutoEncoder training throughput per fit second: {ratio:.1f}x."]
+    if loop_ratio is not None:
+        lines.append(
+            f"- SAE training loop alone ({per_method['SAE']['train_loop_samples_per_second']:,.0f} samples/s, "
+            f"without scaling and scoring the training rows) / AutoEncoder per fit second: {loop_ratio:.1f}x."
+        )
     for method, explanation in (
         ("SAE", "optimiser steps x batch size"),
         ("AutoEncoder", "training rows x epochs (PyOD default 10 epochs, batch 32)"),
@@ -555,7 +712,9 @@ def probe_lines(probe: dict) -> list[str]:
         (
             f"- Timing probe: `SAEDetector` (run's SAE parameters) fitted {probe['rows']:,} x {probe['features']} "
             f"correlated Gaussian rows in {probe['fit_seconds']:.1f} s ({probe['steps']} steps, "
-            f"{probe['samples_per_second']:,.0f} samples/s)."
+            f"{probe['samples_per_second']:,.0f} samples/s per fit second"
+            + (f"; training loop {probe['train_loop_seconds']:.1f} s" if "train_loop_seconds" in probe else "")
+            + ")."
         )
     ]
 
@@ -569,8 +728,13 @@ def crash_lines(results: list[dict]) -> list[str]:
     ]
 
 
-def update_markdown_file(path: Path, section: str) -> None:
-    """Replace the text between the detection markers, creating the file or the markers when missing."""
+def markers(protocol: str) -> tuple[str, str]:
+    return f"<!-- detection-{protocol}:start -->", f"<!-- detection-{protocol}:end -->"
+
+
+def update_markdown_file(path: Path, section: str, protocol: str) -> None:
+    """Replace the text between the protocol's detection markers, creating the file or the markers when missing."""
+    START_MARKER, END_MARKER = markers(protocol)
     block = f"{START_MARKER}\n{section}{END_MARKER}"
     if not path.exists():
         intro = (
@@ -598,10 +762,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=["sae", "iforest", "pca", "ecod", "autoencoder"],
-        choices=["sae", "iforest", "pca", "ecod", "autoencoder"],
+        default=["sae", "iforest", "knn", "ecod", "autoencoder"],
+        choices=["sae", "iforest", "knn", "pca", "ecod", "autoencoder"],
+    )
+    parser.add_argument("--protocol", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS, help="default: all three")
+    parser.add_argument(
+        "--train-contamination", type=float, default=0.02, help="anomaly share of the lake protocol's training rows"
     )
     parser.add_argument("--max-rows", type=int, default=100_000, help="cap on training rows (0 = no cap)")
+    parser.add_argument("--max-test-rows", type=int, default=100_000, help="cap on test rows (0 = no cap)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--sae-params", type=json.loads, default={}, help="JSON of SAEDetector keyword arguments")
     parser.add_argument("--no-markdown", action="store_true", help=f"do not update {BENCHMARKS_MD.name}")
@@ -638,45 +807,57 @@ def write_json(
     return payload
 
 
+def output_path(output: Path, protocol: str) -> Path:
+    """`detection.json` -> `detection-clean.json`: one results file per protocol."""
+    return output.with_name(f"{output.stem}-{protocol}{output.suffix}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.perf_counter()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    max_rows = args.max_rows or None
+    if not 0 < args.train_contamination < 0.5:
+        raise SystemExit(f"--train-contamination must be in (0, 0.5), got {args.train_contamination}")
+    max_rows, max_test_rows = args.max_rows or None, args.max_test_rows or None
     datasets = select_datasets(discover_datasets(args.data_dir.resolve()), args.datasets)
     if not datasets:
         raise SystemExit(f"no datasets found under {args.data_dir}")
     methods = make_methods(args.methods, args.sae_params)
-    meta = {
-        "command": shlex.join(["python", *sys.argv]),
-        **environment(),
-        "sae_params": args.sae_params,
-        "sae_effective_params": sae_effective_params(args.sae_params),
-        "seeds": args.seeds,
-        "max_rows": max_rows,
-        "methods": [m.name for m in methods],
-        "data_dir": str(args.data_dir.resolve()),
-    }
-    print(f"{len(datasets)} datasets x {len(methods)} methods x {len(args.seeds)} seeds; {meta['machine']}", flush=True)
-
+    print(f"{len(datasets)} datasets x {len(methods)} methods x {len(args.seeds)} seeds x protocols {args.protocol}")
     probe = {"skipped": True} if args.no_probe else timing_probe(args.sae_params)
     print(f"timing probe: {probe}", flush=True)
-    results, infos = [], []
-    for dataset in datasets:
-        cells, info = run_dataset(dataset, methods, args.seeds, max_rows)
-        results += cells
-        infos.append(info)
-        write_json(args.output, meta, probe, infos, results, datasets, time.perf_counter() - started)
-
-    payload = write_json(args.output, meta, probe, infos, results, datasets, time.perf_counter() - started)
-    section = render_markdown(payload)
-    print("\n" + section)
-    if not args.no_markdown:
-        update_markdown_file(BENCHMARKS_MD, section)
-        print(f"updated {BENCHMARKS_MD}")
-    print(f"wrote {args.output}")
-    crashes = [r for r in results if "error" in r]
+    crashes = []
+    for name in args.protocol:
+        started = time.perf_counter()
+        protocol = Protocol(name, args.train_contamination)
+        meta = {
+            "command": shlex.join(["python", *sys.argv]),
+            **environment(),
+            "protocol": name,
+            "train_contamination": args.train_contamination,
+            "sae_params": args.sae_params,
+            "sae_effective_params": sae_effective_params(args.sae_params),
+            "seeds": args.seeds,
+            "max_rows": max_rows,
+            "max_test_rows": max_test_rows,
+            "methods": [m.name for m in methods],
+            "data_dir": str(args.data_dir.resolve()),
+        }
+        output = output_path(args.output, name)
+        results, infos = [], []
+        for dataset in datasets:
+            cells, info = run_dataset(dataset, methods, args.seeds, protocol, max_rows, max_test_rows)
+            results += cells
+            infos.append(info)
+            write_json(output, meta, probe, infos, results, datasets, time.perf_counter() - started)
+        payload = write_json(output, meta, probe, infos, results, datasets, time.perf_counter() - started)
+        section = render_markdown(payload)
+        print("\n" + section)
+        if not args.no_markdown:
+            update_markdown_file(BENCHMARKS_MD, section, name)
+            print(f"updated {BENCHMARKS_MD}")
+        print(f"wrote {output}")
+        crashes += [r for r in results if "error" in r]
     if crashes:
         print(f"\n!!! {len(crashes)} CRASHED CELLS (see the errors above and in the report) !!!", file=sys.stderr)
     return 1 if crashes else 0

@@ -4,10 +4,22 @@
     detector.decision_function(X_new)          # 1-D float64, higher = more anomalous
     detector.predict(X_new)                    # 0/1, 1 = anomaly (score > threshold_)
 
-The score of a row is its mean squared reconstruction error in robustly scaled feature space; it depends only on
-that row. `threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and
-`score_pvalues` gives each row's empirical p-value against the same split. There is deliberately no
-`score_samples`: scikit-learn gives that name the opposite sign convention.
+The score of a row is the mean over features of two per-feature terms, both in robustly scaled feature space:
+
+    score(x) = mean_j [ r_j(x) / s_rec  +  density_weight * g_j(x) / s_gap ]
+
+- r_j = (x_j - x_hat_j)^2, the SAE's squared reconstruction residual;
+- g_j = mean over x's `n_neighbors` nearest rows n in a reference set of training rows of (x_j - n_j)^2, so that
+  mean_j g_j is the mean squared distance to those neighbours / n_features (a kNN density term);
+- s_rec, s_gap: the spread (IQR) of the two terms' row means on the held-out validation rows, so that both are on
+  one scale whatever the data.
+`feature_residuals` returns the per-feature terms in brackets, so its row mean is exactly the score and the
+features it ranks first are the ones that make the row unusual. `density_weight=0` gives the pure reconstruction
+score (scaled by s_rec). The score depends only on that row and the fitted state.
+
+`threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and `score_pvalues`
+gives each row's empirical p-value against the same split. There is deliberately no `score_samples`:
+scikit-learn gives that name the opposite sign convention.
 """
 
 from __future__ import annotations
@@ -32,11 +44,43 @@ from sae_pipeline.training import TrainingSettings, row_errors, train_sae
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "model.json"
 FORMAT_NAME = "sae-pipeline-detector"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: kNN reference rows and the two term scales; version 1 folders still load (no density)
 #: Scaled inputs are clipped to this magnitude so that absurd values give a large, finite score, never inf/NaN.
 INPUT_CLIP = 1e4
 _MIN_ROWS = 10
 _SCORE_CHUNK = 65_536
+_KNN_CHUNK = 2_048  # query rows per distance block: 2,048 x reference_rows float32
+
+
+def _spread(values: np.ndarray) -> float:
+    """IQR of `values`, else their standard deviation, else 1: a scale that is never 0."""
+    q25, q75 = np.quantile(values, [0.25, 0.75])
+    for candidate in (q75 - q25, values.std()):
+        if np.isfinite(candidate) and candidate > 1e-12:
+            return float(candidate)
+    return 1.0
+
+
+@torch.no_grad()
+def neighbour_gaps(X: torch.Tensor, reference: torch.Tensor, k: int, in_reference: torch.Tensor | None = None):
+    """Squared per-feature gaps to each row's k nearest reference rows, averaged over them: (n_rows, n_features).
+
+    A row's mean over features is its mean squared distance to its k nearest neighbours / n_features.
+    `in_reference[i]` is the position of row i in `reference` (or -1): a reference row is not its own neighbour.
+    """
+    k = max(1, min(k, reference.shape[0] - (1 if in_reference is not None else 0)))
+    reference_norms = reference.square().sum(dim=1)
+    chunks = []
+    for start in range(0, X.shape[0], _KNN_CHUNK):
+        batch = X[start : start + _KNN_CHUNK]
+        distances = torch.addmm(reference_norms, batch, reference.t(), alpha=-2)  # minus |x|^2, rank-equivalent
+        if in_reference is not None:
+            own = in_reference[start : start + _KNN_CHUNK]
+            rows = torch.nonzero(own >= 0).squeeze(1)
+            distances[rows, own[rows]] = float("inf")
+        nearest = distances.topk(k, dim=1, largest=False).indices
+        chunks.append((batch.unsqueeze(1) - reference[nearest]).square().mean(dim=1))
+    return torch.cat(chunks) if chunks else X.new_zeros((0, X.shape[1]))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -84,6 +128,14 @@ class SAEDetector(BaseEstimator):
         Share of worst-reconstructed training rows dropped after a third of training (robust training).
     finetune_steps : int
         Decoder-only steps on reconstruction loss alone after the sparse training.
+    density_weight : float
+        Weight of the neighbour-gap (kNN density) term against the reconstruction term (see the module doc);
+        0 scores by reconstruction alone.
+    n_neighbors : int
+        The gaps are averaged over the n_neighbors nearest reference rows (as PyOD's KNN with method="mean").
+    reference_rows : int
+        At most this many training rows (a seeded subsample) are kept as the kNN reference; they are saved with
+        the model, and scoring costs about reference_rows x n_features multiply-adds per row.
     code_cap_quantile : float or None
         After training, cap each latent's activation at this quantile of its training activations, so that a
         normal pattern scaled far beyond the training range cannot be reconstructed (None: no cap).
@@ -126,6 +178,9 @@ class SAEDetector(BaseEstimator):
         trim_fraction: float = 0.1,
         finetune_steps: int = 0,
         code_cap_quantile: float | None = 0.99,
+        density_weight: float = 2.0,
+        n_neighbors: int = 5,
+        reference_rows: int = 10_000,
         contamination: float = 0.01,
         device: str = "auto",
         random_state: int = 0,
@@ -145,6 +200,9 @@ class SAEDetector(BaseEstimator):
         self.trim_fraction = trim_fraction
         self.finetune_steps = finetune_steps
         self.code_cap_quantile = code_cap_quantile
+        self.density_weight = density_weight
+        self.n_neighbors = n_neighbors
+        self.reference_rows = reference_rows
         self.contamination = contamination
         self.device = device
         self.random_state = random_state
@@ -161,7 +219,9 @@ class SAEDetector(BaseEstimator):
             raise ValueError(f"trim_fraction must be in [0, 1), got {self.trim_fraction}")
         if self.code_cap_quantile is not None and not 0.5 <= self.code_cap_quantile <= 1:
             raise ValueError(f"code_cap_quantile must be in [0.5, 1] or None, got {self.code_cap_quantile}")
-        for name in ("max_steps", "batch_size", "patience"):
+        if not (np.isfinite(self.density_weight) and self.density_weight >= 0):
+            raise ValueError(f"density_weight must be a finite number >= 0, got {self.density_weight}")
+        for name in ("max_steps", "batch_size", "patience", "n_neighbors", "reference_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("n_latents", "k"):
@@ -179,7 +239,7 @@ class SAEDetector(BaseEstimator):
         X = as_matrix(X)
         if X.shape[0] < _MIN_ROWS:
             raise ValueError(f"need at least {_MIN_ROWS} rows to fit, got {X.shape[0]}")
-        train_rows, val_rows = self._split(X.shape[0])
+        train_rows, val_rows, rng = self._split(X.shape[0])
         self.n_features_in_ = X.shape[1]
         self.scaler_ = RobustScaler().fit(X[train_rows])
         self.device_ = resolve_device(self.device)
@@ -188,34 +248,36 @@ class SAEDetector(BaseEstimator):
             torch.manual_seed(self.random_state)
             self.model_ = SparseAutoencoder(X.shape[1], n_latents, self.sparsity, k).to(self.device_)
         scaled = self._to_tensor(X)
-        self._train_and_calibrate(scaled, train_rows, val_rows, self.max_steps)
+        self._train_and_calibrate(scaled, train_rows, val_rows, rng, self.max_steps)
         return self
 
     def fine_tuned(self, X, max_steps: int) -> SAEDetector:
         """A new detector that starts from this one's weights and scaling and trains `max_steps` more steps on X.
 
-        For models that follow drifting data: the feature scaling is kept (so the weights keep their meaning),
-        the code caps, threshold and p-value reference are recomputed on a fresh validation split of X.
+        For models that follow drifting data: the feature scaling is kept (so the weights keep their meaning);
+        the code caps, kNN reference, score scales, threshold and p-value reference are recomputed from X.
         """
         self._check_fitted()
         X = as_matrix(X)
         if X.shape[0] < _MIN_ROWS:
             raise ValueError(f"need at least {_MIN_ROWS} rows to fine-tune, got {X.shape[0]}")
         tuned = copy.deepcopy(self)
-        train_rows, val_rows = tuned._split(X.shape[0])
-        tuned._train_and_calibrate(tuned._to_tensor(X), train_rows, val_rows, max_steps)
+        train_rows, val_rows, rng = tuned._split(X.shape[0])
+        tuned._train_and_calibrate(tuned._to_tensor(X), train_rows, val_rows, rng, max_steps)
         return tuned
 
-    def _split(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """Seeded (training rows, validation rows)."""
-        order = np.random.default_rng(self.random_state).permutation(n_rows)
+    def _split(self, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+        """Seeded (training rows, validation rows, the generator that drew them, for later seeded choices)."""
+        rng = np.random.default_rng(self.random_state)
+        order = rng.permutation(n_rows)
         n_val = max(1, int(round(self.validation_fraction * n_rows)))
-        return order[n_val:], order[:n_val]
+        return order[n_val:], order[:n_val], rng
 
     def _train_and_calibrate(
-        self, scaled: torch.Tensor, train_rows: np.ndarray, val_rows: np.ndarray, max_steps: int
+        self, scaled: torch.Tensor, train_rows: np.ndarray, val_rows: np.ndarray, rng: np.random.Generator, max_steps: int
     ) -> None:
-        """Train `model_` in place, cap its codes, and set the scores, threshold and p-value reference."""
+        """Train `model_` in place, cap its codes, keep the kNN reference, and set the score scales, the scores,
+        the threshold and the p-value reference."""
         settings = TrainingSettings(
             learning_rate=self.learning_rate,
             batch_size=self.batch_size,
@@ -234,11 +296,46 @@ class SAEDetector(BaseEstimator):
         if self.code_cap_quantile is not None:
             self.model_.cap_codes_at_quantile(scaled[train_rows], self.code_cap_quantile)
 
-        self.decision_scores_ = self._scores(scaled)
+        residuals = self._reconstruction_residuals(scaled)
+        reference_rows = self._fit_reference(scaled, train_rows, rng)
+        in_reference = torch.full((scaled.shape[0],), -1, dtype=torch.long)
+        in_reference[reference_rows] = torch.arange(reference_rows.size)
+        gaps = self._gaps(scaled, in_reference)
+        self.score_scales_ = (
+            _spread(residuals[val_rows].mean(axis=1)),
+            _spread(gaps[val_rows].mean(axis=1)) if gaps is not None else 1.0,
+        )
+        self.decision_scores_ = self._combine(residuals, gaps).mean(axis=1)
         validation_scores = self.decision_scores_[val_rows]
         self.validation_scores_ = np.sort(validation_scores)
         self.threshold_ = threshold_at_fpr(validation_scores, self.contamination)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+
+    def _fit_reference(self, scaled: torch.Tensor, train_rows: np.ndarray, rng) -> np.ndarray:
+        """Keep the kNN reference: at most reference_rows training rows (seeded); returns their row numbers.
+
+        Not trimmed by reconstruction error: that helped on contaminated data and cost more on clean data
+        (BENCHMARKS.md).
+        """
+        pool = train_rows
+        if pool.size > self.reference_rows:
+            pool = np.sort(rng.choice(pool, size=self.reference_rows, replace=False))
+        self.reference_ = scaled[pool].clone() if self.density_weight > 0 else scaled[:0].clone()
+        return pool
+
+    def _gaps(self, scaled: torch.Tensor, in_reference: torch.Tensor | None = None) -> np.ndarray | None:
+        if self.density_weight == 0 or self.reference_.shape[0] < 2:
+            return None
+        if in_reference is not None:
+            in_reference = in_reference.to(scaled.device)
+        return neighbour_gaps(scaled, self.reference_, self.n_neighbors, in_reference).double().cpu().numpy()
+
+    def _combine(self, residuals: np.ndarray, gaps: np.ndarray | None) -> np.ndarray:
+        """Per-feature score terms: residual / s_rec + density_weight x gap / s_gap (row mean = score)."""
+        terms = residuals / self.score_scales_[0]
+        if gaps is not None:
+            terms += self.density_weight * gaps / self.score_scales_[1]
+        return terms
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -250,22 +347,32 @@ class SAEDetector(BaseEstimator):
         scaled = np.clip(self.scaler_.transform(X), -INPUT_CLIP, INPUT_CLIP)
         return torch.as_tensor(scaled, dtype=torch.float32, device=self.device_)
 
-    def _scores(self, scaled: torch.Tensor) -> np.ndarray:
-        return self._residuals(scaled).mean(axis=1)
-
-    def _residuals(self, scaled: torch.Tensor) -> np.ndarray:
+    def _reconstruction_residuals(self, scaled: torch.Tensor) -> np.ndarray:
         self.model_.eval()
         return row_errors(self.model_, scaled).double().cpu().numpy()
 
+    def _terms(self, scaled: torch.Tensor) -> np.ndarray:
+        return self._combine(self._reconstruction_residuals(scaled), self._gaps(scaled))
+
     def decision_function(self, X) -> np.ndarray:
-        """Anomaly scores, shape (n_samples,): mean squared reconstruction error, higher = more anomalous."""
+        """Anomaly scores, shape (n_samples,): the row means of `feature_residuals`, higher = more anomalous."""
         self._check_fitted()
-        return self._scores(self._to_tensor(as_matrix(X)))
+        return self._terms(self._to_tensor(as_matrix(X))).mean(axis=1)
 
     def feature_residuals(self, X) -> np.ndarray:
-        """Squared residual of each feature, shape (n_samples, n_features); row means are the scores."""
+        """Per-feature score terms, shape (n_samples, n_features); row means are the scores.
+
+        Each term is the feature's squared reconstruction residual / s_rec plus density_weight x its squared gap
+        to the row's k-th nearest reference row / s_gap (module doc), so the largest terms name the features
+        that make the row unusual.
+        """
         self._check_fitted()
-        return self._residuals(self._to_tensor(as_matrix(X)))
+        return self._terms(self._to_tensor(as_matrix(X)))
+
+    def reconstruction_residuals(self, X) -> np.ndarray:
+        """The SAE's squared reconstruction residuals alone, shape (n_samples, n_features), in scaled space."""
+        self._check_fitted()
+        return self._reconstruction_residuals(self._to_tensor(as_matrix(X)))
 
     def predict(self, X) -> np.ndarray:
         """0/1 labels, shape (n_samples,): 1 where the score exceeds `threshold_`."""
@@ -296,6 +403,7 @@ class SAEDetector(BaseEstimator):
         tensors["scaler.scale"] = torch.as_tensor(self.scaler_.scale_)
         tensors["validation_scores"] = torch.as_tensor(self.validation_scores_)
         tensors["decision_scores"] = torch.as_tensor(self.decision_scores_)
+        tensors["reference"] = self.reference_.detach().cpu().contiguous()
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -304,6 +412,7 @@ class SAEDetector(BaseEstimator):
             "n_latents": self.model_.n_latents,
             "k": self.model_.k,
             "threshold": self.threshold_,
+            "score_scales": list(self.score_scales_),
             "training_report": self.training_report_,
             **(metadata or {}),
         }
@@ -317,9 +426,13 @@ class SAEDetector(BaseEstimator):
         `manifest` is the folder's already-read `model.json`, for callers that needed it first.
         """
         manifest = manifest or read_manifest(path)
-        if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: not a {FORMAT_NAME} v{FORMAT_VERSION} model folder")
-        detector = cls(**{**manifest["params"], **({"device": device} if device else {})})
+        version = manifest.get("format_version")
+        if manifest.get("format") != FORMAT_NAME or version not in (1, FORMAT_VERSION):
+            raise ValueError(f"{path}: not a {FORMAT_NAME} model folder of version 1 or {FORMAT_VERSION}")
+        params = dict(manifest["params"])
+        if version == 1:  # scored by reconstruction alone, unscaled
+            params["density_weight"] = 0.0
+        detector = cls(**{**params, **({"device": device} if device else {})})
         detector.device_ = resolve_device(detector.device)
         detector.n_features_in_ = manifest["n_features_in"]
         model = SparseAutoencoder(manifest["n_features_in"], manifest["n_latents"], detector.sparsity, manifest["k"])
@@ -339,6 +452,9 @@ class SAEDetector(BaseEstimator):
             raise ValueError(f"{weights_uri}: corrupt or incompatible weights file ({error})") from error
         detector.model_ = model.to(detector.device_).eval()
         detector.threshold_ = float(manifest["threshold"])
+        detector.score_scales_ = tuple(manifest.get("score_scales", (1.0, 1.0)))
+        reference = tensors.get("reference", torch.zeros((0, manifest["n_features_in"])))
+        detector.reference_ = reference.to(detector.device_)
         detector.labels_ = (detector.decision_scores_ > detector.threshold_).astype(int)
         detector.training_report_ = manifest["training_report"]
         return detector

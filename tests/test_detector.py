@@ -99,7 +99,18 @@ def test_extreme_values_score_finite(fitted):
 
 
 @pytest.mark.parametrize(
-    "params", [{"sparsity": "dense"}, {"contamination": 0.7}, {"max_steps": 0}, {"k": 0}, {"trim_fraction": 1.0}]
+    "params",
+    [
+        {"sparsity": "dense"},
+        {"contamination": 0.7},
+        {"max_steps": 0},
+        {"k": 0},
+        {"trim_fraction": 1.0},
+        {"density_weight": -1.0},
+        {"density_weight": float("nan")},
+        {"n_neighbors": 0},
+        {"reference_rows": 0},
+    ],
 )
 def test_invalid_hyperparameters_raise_value_error(params):
     with pytest.raises(ValueError):
@@ -201,3 +212,66 @@ def test_robust_on_what_real_matrices_hold():
     scores = detector.decision_function(X)
     assert scores.shape == (n,) and np.isfinite(scores).all() and np.isfinite(detector.threshold_)
     assert np.isfinite(detector.score_pvalues(scores=scores)).all()
+
+
+def test_feature_residuals_row_means_are_the_scores(fitted):
+    detector, X, _ = fitted
+    terms = detector.feature_residuals(X[:200])
+    assert terms.shape == (200, X.shape[1]) and (terms >= 0).all()
+    np.testing.assert_allclose(terms.mean(axis=1), detector.decision_function(X[:200]), rtol=1e-12)
+    reconstruction = detector.reconstruction_residuals(X[:200])
+    assert reconstruction.shape == terms.shape and (terms >= reconstruction / detector.score_scales_[0] - 1e-12).all()
+
+
+def test_density_weight_zero_scores_by_reconstruction_alone():
+    X, _ = correlated_data(n=800)
+    detector = SAEDetector(max_steps=100, density_weight=0.0).fit(X)
+    expected = detector.reconstruction_residuals(X).mean(axis=1) / detector.score_scales_[0]
+    np.testing.assert_allclose(detector.decision_function(X), expected, rtol=1e-12)
+    assert detector.reference_.shape[0] == 0
+
+
+def test_reference_is_capped_and_excludes_validation_rows():
+    X, _ = correlated_data(n=2000)
+    detector = SAEDetector(max_steps=50, reference_rows=300).fit(X)
+    assert detector.reference_.shape == (300, X.shape[1])
+
+
+def clustered_data(seed: int = 0):
+    """Two tight clusters on a plane; anomalies lie on the plane between them (reconstructable, but in no cluster)."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(2, 10))
+    centres = np.array([[-3.0, 0.0], [3.0, 0.0]])
+    inliers = (centres[rng.integers(0, 2, 3000)] + 0.3 * rng.normal(size=(3000, 2))) @ basis
+    between = (np.c_[rng.uniform(-1.5, 1.5, 40), rng.normal(0, 0.3, 40)]) @ basis
+    X = np.vstack([inliers, between]) + 0.02 * rng.normal(size=(3040, 10))
+    return X, np.r_[np.zeros(3000), np.ones(40)]
+
+
+def test_density_term_finds_anomalies_reconstruction_cannot():
+    """Performance floor: rows between two clusters, on the clusters' own subspace, rank high by default."""
+    X, y = clustered_data()
+    default = SAEDetector(**FAST).fit(X)
+    reconstruction_only = SAEDetector(**FAST, density_weight=0.0).fit(X)
+    assert roc_auc_score(y, default.decision_scores_) >= 0.95
+    assert roc_auc_score(y, default.decision_scores_) > roc_auc_score(y, reconstruction_only.decision_scores_)
+
+
+def test_version_1_model_folders_still_load_and_score_by_reconstruction(fitted, tmp_path):
+    detector, X, _ = fitted
+    detector.save(str(tmp_path / "model"))
+    manifest_path = tmp_path / "model" / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 1
+    for key in ("score_scales",):
+        manifest.pop(key)
+    for key in ("density_weight", "n_neighbors", "reference_rows"):
+        manifest["params"].pop(key)
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = SAEDetector.load(str(tmp_path / "model"))
+    assert loaded.density_weight == 0.0
+    np.testing.assert_allclose(loaded.decision_function(X), loaded.reconstruction_residuals(X).mean(axis=1))
+    manifest["format_version"] = 99
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="version"):
+        SAEDetector.load(str(tmp_path / "model"))
