@@ -163,17 +163,18 @@ def _run(
 
     with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds):
         pipeline.clear_staging(config)
-        lake_partitions = discover_partitions(config_path)
+        all_partitions = discover_partitions(config_path)
+        lake_partitions, refused = pipeline.split_refused(all_partitions)  # refused keys fail without being read
         logger.info("%d partition(s) under %s", len(lake_partitions), config.lake.uri)
         training = None
         if kind != "score":
             training = train_or_update(config_path, lake_partitions, retrain, progress)
             logger.info("training: %s (%s)", training["action"], training["reason"])
-        scoring_model, plan, scored, failures = None, None, [], []
+        scoring_model, plan, scored, failures = None, None, [], list(refused)
         if kind != "train":
             scoring_model = pipeline.scoring_model(config, rescore_with or model)
             plan = plan_scoring(
-                config_path, lake_partitions, scoring_model["model_version"], partitions, backfill, bool(rescore_with)
+                config_path, all_partitions, scoring_model["model_version"], partitions, backfill, bool(rescore_with)
             )
             by_name = {record["name"]: record for record in lake_partitions}
             futures = {
@@ -183,7 +184,8 @@ def _run(
                 for name, reason in plan["to_score"].items()
             }
             futures.update({name: remove_partition.submit(config_path, name) for name in plan["removed"]})
-            scored, failures = _collect(futures)
+            scored, scoring_failures = _collect(futures)
+            failures += scoring_failures
             if scored or plan["removed"]:
                 write_drift_trend(config_path)
         drift_policy = _act_on_drift(kind, config_path, lake_partitions, scored, progress)

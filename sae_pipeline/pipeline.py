@@ -37,14 +37,33 @@ from sae_pipeline.updating import unknown_model_columns
 logger = logging.getLogger(__name__)
 
 def list_partitions(config: PipelineConfig) -> list[dict]:
-    """Records of every partition of the input table, in key order, each with the fingerprint of its files."""
+    """Records of every partition of the input table, in key order, each with the fingerprint of its files.
+
+    A partition whose key values do not parse as their declared type, are empty or null, or could escape the table
+    comes back with an `error` (naming its folder) and no fingerprint: nothing reads it (see `split_refused`)."""
     partitions = lake.discover_partitions(config.lake.uri, list(config.lake.partition_keys))
     if not partitions:
         raise lake.LakeReadError(
             f"no partitions found under {config.lake.uri} (expected folders named "
             f"{'/'.join(f'{key}=...' for key in config.lake.partition_keys)})"
         )
-    return [{**partition.to_record(), "fingerprint": lake.partition_fingerprint(partition.uri)} for partition in partitions]
+    key_types = dict(config.lake.partition_keys)
+    records = []
+    for partition in partitions:
+        error = lake.partition_error(partition, key_types)
+        if error is not None:  # refused without reading it: the run reports it as a failed partition
+            logger.warning("%s", error)
+            records.append({**partition.to_record(), "fingerprint": None, "error": error})
+        else:
+            records.append({**partition.to_record(), "fingerprint": lake.partition_fingerprint(partition.uri)})
+    return records
+
+
+def split_refused(partitions: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(usable partition records, failures `{partition, error}` for those whose key values were refused)."""
+    usable = [record for record in partitions if not record.get("error")]
+    refused = [{"partition": record["name"], "error": record["error"]} for record in partitions if record.get("error")]
+    return usable, refused
 
 
 def clear_staging(config: PipelineConfig) -> None:
@@ -73,8 +92,14 @@ def plan_run(
     rescore: bool = False,
 ) -> dict:
     """Which partitions to score and why, which are up to date, which left the lake (see `planning`)."""
+    partitions, refused = split_refused(partitions)
+    refused_names = {failure["partition"] for failure in refused}  # still in the lake: never "removed"
     selected = select_partitions(requested, [record["name"] for record in partitions])
-    committed = {name: (entry.fingerprint, entry.model_version) for name, entry in Ledger(config.output.ledger_uri).entries().items()}
+    committed = {
+        name: (entry.fingerprint, entry.model_version)
+        for name, entry in Ledger(config.output.ledger_uri).entries().items()
+        if name not in refused_names
+    }
     plan = plan_scoring(
         {record["name"]: record["fingerprint"] for record in partitions}, committed, model_version, selected, backfill, rescore
     )
