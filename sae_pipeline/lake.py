@@ -9,6 +9,7 @@ the partition instead of adding a second copy of its rows.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -28,6 +29,39 @@ PARTITION_FILE = "part-0.parquet"
 
 class LakeReadError(RuntimeError):
     """A lake file or folder cannot be read; the message names it."""
+
+
+#: Storage errors that no retry fixes: read-only, full, forbidden, missing.
+_PERMANENT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+#: What object stores and their clients say when a request may succeed if sent again.
+_TRANSIENT_MESSAGE = re.compile(
+    r"HTTP status 5\d\d|\b50[0234]\b|SLOW_DOWN|SlowDown|Service ?Unavailable|InternalError|RequestTimeout|Throttl"
+    r"|NETWORK_CONNECTION|Connection (reset|refused|was closed|aborted)|timed out|Timeout|Temporary failure",
+    re.IGNORECASE,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` (or an error it wraps) is a storage hiccup that a retry may fix.
+
+    Permanent: bad data, config or model (every `ValueError`), and storage that is read-only, full, forbidden or
+    missing (`PermissionError`, `FileNotFoundError`, those errnos), anywhere in the chain. Transient: timeouts, broken
+    connections, and errors whose message carries a 5xx status or a throttling / unavailability code. Anything
+    else is treated as permanent: retrying an unknown error only delays the report."""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 16:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for link in chain:
+        if isinstance(link, (ValueError, PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+            return False
+        if isinstance(link, OSError) and link.errno in _PERMANENT_ERRNOS:
+            return False
+    return any(
+        isinstance(link, (TimeoutError, ConnectionError))
+        or (isinstance(link, OSError) and _TRANSIENT_MESSAGE.search(str(link)) is not None)
+        for link in chain
+    )
 
 
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
