@@ -142,6 +142,10 @@ def score_partition(
             quarantine.write(outcome.quarantined.to_arrow())
             for reason_text, count in _reason_counts(outcome.quarantined).items():
                 reasons[reason_text] = reasons.get(reason_text, 0) + count
+            if outcome.valid.is_empty():  # every row of this batch was quarantined: nothing to score
+                counts["rows_in"] += batch.num_rows
+                counts["rows_quarantined"] += outcome.quarantined.height
+                continue
             result = score_frame(outcome.valid, artifact, config.scoring.top_features, scored_at)
             if counts["rows_in"] == 0:
                 contract.validate(result.frame.head(1000))
@@ -159,6 +163,11 @@ def score_partition(
     if counts["rows_quarantined"]:
         logger.info("%s: %d row(s) quarantined", name, counts["rows_quarantined"])
     quarantine_uri = quarantine.commit()
+    too_many = quarantine_share_error(config, partition, counts, reasons)
+    if too_many is not None:  # the quarantined rows are kept; no scored output and no ledger entry: retried next run
+        scored.abort()
+        lake.delete_partition(output.scored_uri, name)
+        raise too_many
     scored_uri = scored.commit()
 
     report = accumulator.report(
@@ -204,6 +213,23 @@ def score_partition(
         )
     )
     return record
+
+
+class QuarantineShareError(ValueError):
+    """Too large a share of a partition's rows was quarantined: the partition fails instead of passing as "ok"."""
+
+
+def quarantine_share_error(config: PipelineConfig, partition: dict, counts: dict, reasons: dict[str, int]) -> QuarantineShareError | None:
+    """The error for a partition whose quarantined share reaches `scoring.max_quarantine_share`, else None."""
+    limit = config.scoring.max_quarantine_share
+    if not counts["rows_in"] or counts["rows_quarantined"] / counts["rows_in"] < limit:
+        return None
+    common = ", ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda item: -item[1])[:3])
+    return QuarantineShareError(
+        f"{partition['uri']}: {counts['rows_quarantined']} of {counts['rows_in']} rows quarantined, at least the "
+        f"allowed share {limit:g} (rule: scoring.max_quarantine_share); most common: {common}; quarantined rows are in "
+        f"{lake.join_uri(config.output.quarantine_uri, partition['name'])}"
+    )
 
 
 def _reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:
