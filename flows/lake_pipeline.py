@@ -21,12 +21,11 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from pydantic import Field
 
 from flows.handoff import TRAINING_DEPLOYMENT, NoChampionPolicy, ensure_champion
-from sae_pipeline import pipeline, updating
-from sae_pipeline.config import ConfigError, load_config
-from sae_pipeline.lake import LakeReadError, read_bytes
+from sae_pipeline import lake, pipeline, updating
+from sae_pipeline.config import load_config
+from sae_pipeline.lake import read_bytes
 from sae_pipeline.lease import RunLease
 from sae_pipeline.runs import build_run_summary, format_summary
-from sae_pipeline.schema import InputSchemaError
 
 RunKind = Literal["run", "train", "score"]
 #: Parameter types that a Prefect server checks when a run is created, so a deployment refuses a bad value at once.
@@ -42,18 +41,12 @@ ModelRef = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128, description="model version, prefix or alias")
 ]
 
-#: Errors that a retry cannot fix: bad config, bad data, bad model. Anything else (storage hiccups) is retried.
-_PERMANENT_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError)
-
-
 def _retry_transient(task, task_run, state) -> bool:
-    """Retry only errors that might go away (I/O), never bad data or bad config."""
+    """Retry only storage hiccups (`lake.is_transient`), never bad data, config or model, nor full or read-only storage."""
     try:
         state.result()
-    except _PERMANENT_ERRORS:
-        return False
-    except Exception:
-        return True
+    except Exception as error:
+        return lake.is_transient(error)
     return False
 
 
@@ -163,17 +156,18 @@ def _run(
 
     with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds):
         pipeline.clear_staging(config)
-        lake_partitions = discover_partitions(config_path)
+        all_partitions = discover_partitions(config_path)
+        lake_partitions, refused = pipeline.split_refused(all_partitions)  # refused keys fail without being read
         logger.info("%d partition(s) under %s", len(lake_partitions), config.lake.uri)
         training = None
         if kind != "score":
             training = train_or_update(config_path, lake_partitions, retrain, progress)
             logger.info("training: %s (%s)", training["action"], training["reason"])
-        scoring_model, plan, scored, failures = None, None, [], []
+        scoring_model, plan, scored, failures = None, None, [], list(refused)
         if kind != "train":
             scoring_model = pipeline.scoring_model(config, rescore_with or model)
             plan = plan_scoring(
-                config_path, lake_partitions, scoring_model["model_version"], partitions, backfill, bool(rescore_with)
+                config_path, all_partitions, scoring_model["model_version"], partitions, backfill, bool(rescore_with)
             )
             by_name = {record["name"]: record for record in lake_partitions}
             futures = {
@@ -183,7 +177,8 @@ def _run(
                 for name, reason in plan["to_score"].items()
             }
             futures.update({name: remove_partition.submit(config_path, name) for name in plan["removed"]})
-            scored, failures = _collect(futures)
+            scored, scoring_failures = _collect(futures)
+            failures += scoring_failures
             if scored or plan["removed"]:
                 write_drift_trend(config_path)
         drift_policy = _act_on_drift(kind, config_path, lake_partitions, scored, progress)

@@ -2,44 +2,109 @@
 
 `run`, `train`, `score` and `demo` execute the Prefect flow in `flows/` (an embedded temporary Prefect server
 starts when no PREFECT_API_URL is set). The flow module is imported only when such a command runs, so the
-library itself never imports Prefect. Expected failures (bad config, bad input, missing model) print one clear
-line naming the file and the problem and exit with status 2.
+library itself never imports Prefect. Expected failures (bad config, bad input, bad or missing model, storage)
+print one `error:` line naming the file, partition, column and rule (and at most a `hint:` line) and exit with
+status 2; anything else exits 1, Ctrl-C exits 130. Prefect's logs and tracebacks appear only with `--verbose`.
+The temporary server is a child process that dies with the command, even when it is killed with SIGKILL.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import importlib
 import logging
 import os
+import signal
+import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.lake import LakeReadError
 from sae_pipeline.lease import RunLease
 from sae_pipeline.registry.commands import add_models_command
+from sae_pipeline.registry.errors import MissingChampionError
 from sae_pipeline.schema import InputSchemaError
 
 DEFAULT_SAMPLE_CONFIG = "sample_data/telemetry.yaml"
 DEFAULT_SAMPLE_LAKE = "sample_data/telemetry"
-_EXPECTED_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError, RuntimeError, FileNotFoundError)
+#: Failures a user can fix (config, data, model, storage): one `error:` line and exit status 2.
+_EXPECTED_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError, RuntimeError, OSError)
+EXIT_ERROR, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 2, 1, 130
+_PR_SET_PDEATHSIG = 1
 
 
-def _quiet_prefect_environment() -> None:
+def _quiet_prefect_environment(verbose: bool = False) -> None:
     """Defaults that keep an embedded Prefect fast and quiet; explicit environment settings win."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sae_pipeline")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     # The temporary server logs asyncio cancellations when it shuts down; they are noise, not failures.
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_UVICORN_LEVEL", "CRITICAL")
 
 
-def run_flow(config_path: str, mode: str, progress: bool = True, **options) -> dict:
+def _silence_console_logs() -> None:
+    """Keep log records off the terminal (they still reach the Prefect API, so the UI shows them): without
+    `--verbose` the command prints its summary and at most one `error:` line."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.CRITICAL + 1)
+
+
+def _dies_with_parent(parent_pid: int, prctl) -> None:  # runs in the child between fork and exec
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+class _ChildProcesses:
+    """`subprocess` as Prefect's server module sees it while the CLI starts the temporary server: the same module,
+    except that `Popen` children are killed when this process dies (even by SIGKILL) and, unless verbose, stay
+    silent."""
+
+    def __init__(self, verbose: bool):
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        quiet = {} if verbose else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        self.Popen = functools.partial(
+            subprocess.Popen, preexec_fn=functools.partial(_dies_with_parent, os.getpid(), prctl), **quiet
+        )
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+
+def _start_temporary_server(verbose: bool) -> None:
+    """Start Prefect's temporary server (when no API URL is configured) as a child that cannot outlive this
+    process: Prefect reuses it for the rest of the run and stops it at exit; a SIGKILL of the CLI kills it too
+    (Linux parent-death signal, armed from the main thread, which lives as long as the process)."""
+    from prefect.server.api import server as prefect_server
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value() or not sys.platform.startswith("linux"):
+        return
+    module_subprocess = prefect_server.subprocess
+    prefect_server.subprocess = _ChildProcesses(verbose)
+    try:
+        prefect_server.SubprocessASGIServer().start()
+    finally:
+        prefect_server.subprocess = module_subprocess
+
+
+def run_flow(config_path: str, mode: str, progress: bool = True, verbose: bool = False, **options) -> dict:
     """Run the Prefect flow in this process and return its run summary (a dict)."""
-    _quiet_prefect_environment()
-    flows = importlib.import_module("flows.lake_pipeline")
+    _quiet_prefect_environment(verbose)
+    flows = importlib.import_module("flows.lake_pipeline")  # Prefect configures its logging on import
+    if not verbose:
+        _silence_console_logs()
+    _start_temporary_server(verbose)
     return flows.run_in_process(config_path=config_path, mode=mode, progress=progress, **options)
 
 
@@ -53,7 +118,14 @@ def _command_flow(args: argparse.Namespace, mode: str) -> None:
     config = load_config(args.config)  # fail fast, before Prefect starts, on a missing or invalid config
     # Holding the output folder before Prefect starts makes a second run stop at once with a clear message.
     with RunLease(config.output.lease_uri, f"cli-{os.getpid()}", config.run.lease_ttl_seconds):
-        _run_and_print(args, mode)
+        try:
+            _run_and_print(args, mode)
+        except KeyboardInterrupt:
+            # Leave at once, lease still held: partition tasks may still be writing in other threads, and exiting
+            # stops them; the lease names this (then dead) process, so the next run here takes it at once.
+            print("error: interrupted; committed partitions are kept, the next run redoes the rest", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(EXIT_INTERRUPTED)
 
 
 def _run_and_print(args: argparse.Namespace, mode: str) -> None:
@@ -63,7 +135,7 @@ def _run_and_print(args: argparse.Namespace, mode: str) -> None:
         if getattr(args, name, None) not in (None, False)
     }
     try:
-        summary = run_flow(args.config, mode, progress=not args.no_progress, **options)
+        summary = run_flow(args.config, mode, progress=not args.no_progress, verbose=args.verbose, **options)
     except RuntimeError as error:
         if hasattr(error, "summary"):  # some partitions failed: show what was committed, then the error
             _print_summary(error.summary)
@@ -100,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", required=default_config is None, default=default_config, help="YAML config")
         command.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        command.add_argument("--verbose", action="store_true", help="show Prefect's logs and full tracebacks")
         return command
 
     def scoring_options(command: argparse.ArgumentParser) -> None:
@@ -143,14 +216,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_lines(error: BaseException, args: argparse.Namespace) -> tuple[str, str | None]:
+    """The `error:` line (file, partition, column and rule are in the messages) and an optional short hint."""
+    failed = getattr(error, "summary", {}).get("failed") if isinstance(getattr(error, "summary", None), dict) else None
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more failed partition(s), listed above)" if len(failed) > 1 else ""
+        return (
+            f"{first['partition']}: {_one_line(first['error'])}{more}",
+            "the other partitions were committed; fix the input and rerun (only failed partitions are redone)",
+        )
+    if isinstance(error, MissingChampionError):
+        return _one_line(error), f"train first: sae-pipeline train --config {getattr(args, 'config', '...')}"
+    return _one_line(error), None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
-    except _EXPECTED_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        expected = isinstance(error, _EXPECTED_ERRORS)
+        if verbose:
+            traceback.print_exc()
+        message, hint = _error_lines(error, args)
+        if not expected:
+            message, hint = f"unexpected {type(error).__name__}: {message}", hint or "rerun with --verbose for the traceback"
+        print(f"error: {message}", file=sys.stderr)
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
+        return EXIT_ERROR if expected else EXIT_UNEXPECTED
     return 0
 
 

@@ -142,10 +142,13 @@ class RunConfig(_Strict):
 
 
 class ScoringConfig(_Strict):
-    """`top_features`: explaining columns per scored row; `batch_rows`: rows per streamed batch (memory bound)."""
+    """`top_features`: explaining columns per scored row; `batch_rows`: rows per streamed batch (memory bound);
+    `max_quarantine_share`: a partition whose quarantined share of rows reaches this fails (its quarantine is kept,
+    nothing is committed to the ledger, so the next run retries it); 1.0 fails only fully quarantined partitions."""
 
     top_features: int = Field(3, ge=1)
     batch_rows: int = Field(131_072, ge=1)
+    max_quarantine_share: float = Field(1.0, gt=0, le=1)
 
 
 DriftMethod = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi"]

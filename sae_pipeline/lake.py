@@ -8,9 +8,12 @@ the partition instead of adding a second copy of its rows.
 
 from __future__ import annotations
 
+import datetime as dt
+import errno
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +29,39 @@ PARTITION_FILE = "part-0.parquet"
 
 class LakeReadError(RuntimeError):
     """A lake file or folder cannot be read; the message names it."""
+
+
+#: Storage errors that no retry fixes: read-only, full, forbidden, missing.
+_PERMANENT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+#: What object stores and their clients say when a request may succeed if sent again.
+_TRANSIENT_MESSAGE = re.compile(
+    r"HTTP status 5\d\d|\b50[0234]\b|SLOW_DOWN|SlowDown|Service ?Unavailable|InternalError|RequestTimeout|Throttl"
+    r"|NETWORK_CONNECTION|Connection (reset|refused|was closed|aborted)|timed out|Timeout|Temporary failure",
+    re.IGNORECASE,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` (or an error it wraps) is a storage hiccup that a retry may fix.
+
+    Permanent: bad data, config or model (every `ValueError`), and storage that is read-only, full, forbidden or
+    missing (`PermissionError`, `FileNotFoundError`, those errnos), anywhere in the chain. Transient: timeouts, broken
+    connections, and errors whose message carries a 5xx status or a throttling / unavailability code. Anything
+    else is treated as permanent: retrying an unknown error only delays the report."""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 16:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for link in chain:
+        if isinstance(link, (ValueError, PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+            return False
+        if isinstance(link, OSError) and link.errno in _PERMANENT_ERRNOS:
+            return False
+    return any(
+        isinstance(link, (TimeoutError, ConnectionError))
+        or (isinstance(link, OSError) and _TRANSIENT_MESSAGE.search(str(link)) is not None)
+        for link in chain
+    )
 
 
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -63,6 +99,48 @@ class Partition:
 def _list_dirs(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=False, recursive=False))
     return [info for info in infos if info.type == pafs.FileType.Directory]
+
+
+#: The value Hive writes for a null key; a partition of nulls cannot be addressed by key and is refused.
+HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INT = re.compile(r"^-?\d+$")
+
+
+def partition_value_error(key: str, value: str, key_type: str) -> str | None:
+    """Why a decoded partition value is unusable for its declared type (`date`, `int`, `string`), or None.
+
+    Refused: empty values, Hive's null marker, values that could name another folder once used in a path
+    (`..`, `/`, `\\`, control characters) and values that do not parse as the key's type (they would silently
+    turn the key into a string column for the whole table)."""
+    if value == "":
+        return f"{key}: empty partition value"
+    if value == HIVE_DEFAULT_PARTITION:
+        return f"{key}: null partition value ({HIVE_DEFAULT_PARTITION})"
+    if ".." in value or "/" in value or "\\" in value or any(ord(char) < 32 for char in value):
+        return f"{key}: partition value {value!r} could escape the table ('..', '/', '\\' or control characters)"
+    if key_type == "date":
+        try:
+            if not _DATE.match(value):
+                raise ValueError(value)
+            dt.date.fromisoformat(value)
+        except ValueError:
+            return f"{key}: partition value {value!r} is not a date (YYYY-MM-DD)"
+    elif key_type == "int" and not _INT.match(value):
+        return f"{key}: partition value {value!r} is not an integer"
+    return None
+
+
+def partition_error(partition: Partition, key_types: dict[str, str]) -> str | None:
+    """Why a partition's key values are refused (`partition_value_error`), naming its folder; None if usable."""
+    problems = [
+        problem
+        for key, value in partition.values
+        if (problem := partition_value_error(key, value, key_types.get(key, "string"))) is not None
+    ]
+    if not problems:
+        return None
+    return f"partition folder {partition.uri} refused: {'; '.join(problems)} (rule: partition key)"
 
 
 def discover_partitions(table_uri: str, partition_keys: list[str]) -> list[Partition]:

@@ -37,14 +37,33 @@ from sae_pipeline.updating import unknown_model_columns
 logger = logging.getLogger(__name__)
 
 def list_partitions(config: PipelineConfig) -> list[dict]:
-    """Records of every partition of the input table, in key order, each with the fingerprint of its files."""
+    """Records of every partition of the input table, in key order, each with the fingerprint of its files.
+
+    A partition whose key values do not parse as their declared type, are empty or null, or could escape the table
+    comes back with an `error` (naming its folder) and no fingerprint: nothing reads it (see `split_refused`)."""
     partitions = lake.discover_partitions(config.lake.uri, list(config.lake.partition_keys))
     if not partitions:
         raise lake.LakeReadError(
             f"no partitions found under {config.lake.uri} (expected folders named "
             f"{'/'.join(f'{key}=...' for key in config.lake.partition_keys)})"
         )
-    return [{**partition.to_record(), "fingerprint": lake.partition_fingerprint(partition.uri)} for partition in partitions]
+    key_types = dict(config.lake.partition_keys)
+    records = []
+    for partition in partitions:
+        error = lake.partition_error(partition, key_types)
+        if error is not None:  # refused without reading it: the run reports it as a failed partition
+            logger.warning("%s", error)
+            records.append({**partition.to_record(), "fingerprint": None, "error": error})
+        else:
+            records.append({**partition.to_record(), "fingerprint": lake.partition_fingerprint(partition.uri)})
+    return records
+
+
+def split_refused(partitions: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(usable partition records, failures `{partition, error}` for those whose key values were refused)."""
+    usable = [record for record in partitions if not record.get("error")]
+    refused = [{"partition": record["name"], "error": record["error"]} for record in partitions if record.get("error")]
+    return usable, refused
 
 
 def clear_staging(config: PipelineConfig) -> None:
@@ -73,8 +92,14 @@ def plan_run(
     rescore: bool = False,
 ) -> dict:
     """Which partitions to score and why, which are up to date, which left the lake (see `planning`)."""
+    partitions, refused = split_refused(partitions)
+    refused_names = {failure["partition"] for failure in refused}  # still in the lake: never "removed"
     selected = select_partitions(requested, [record["name"] for record in partitions])
-    committed = {name: (entry.fingerprint, entry.model_version) for name, entry in Ledger(config.output.ledger_uri).entries().items()}
+    committed = {
+        name: (entry.fingerprint, entry.model_version)
+        for name, entry in Ledger(config.output.ledger_uri).entries().items()
+        if name not in refused_names
+    }
     plan = plan_scoring(
         {record["name"]: record["fingerprint"] for record in partitions}, committed, model_version, selected, backfill, rescore
     )
@@ -117,6 +142,10 @@ def score_partition(
             quarantine.write(outcome.quarantined.to_arrow())
             for reason_text, count in _reason_counts(outcome.quarantined).items():
                 reasons[reason_text] = reasons.get(reason_text, 0) + count
+            if outcome.valid.is_empty():  # every row of this batch was quarantined: nothing to score
+                counts["rows_in"] += batch.num_rows
+                counts["rows_quarantined"] += outcome.quarantined.height
+                continue
             result = score_frame(outcome.valid, artifact, config.scoring.top_features, scored_at)
             if counts["rows_in"] == 0:
                 contract.validate(result.frame.head(1000))
@@ -134,6 +163,11 @@ def score_partition(
     if counts["rows_quarantined"]:
         logger.info("%s: %d row(s) quarantined", name, counts["rows_quarantined"])
     quarantine_uri = quarantine.commit()
+    too_many = quarantine_share_error(config, partition, counts, reasons)
+    if too_many is not None:  # the quarantined rows are kept; no scored output and no ledger entry: retried next run
+        scored.abort()
+        lake.delete_partition(output.scored_uri, name)
+        raise too_many
     scored_uri = scored.commit()
 
     report = accumulator.report(
@@ -179,6 +213,23 @@ def score_partition(
         )
     )
     return record
+
+
+class QuarantineShareError(ValueError):
+    """Too large a share of a partition's rows was quarantined: the partition fails instead of passing as "ok"."""
+
+
+def quarantine_share_error(config: PipelineConfig, partition: dict, counts: dict, reasons: dict[str, int]) -> QuarantineShareError | None:
+    """The error for a partition whose quarantined share reaches `scoring.max_quarantine_share`, else None."""
+    limit = config.scoring.max_quarantine_share
+    if not counts["rows_in"] or counts["rows_quarantined"] / counts["rows_in"] < limit:
+        return None
+    common = ", ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda item: -item[1])[:3])
+    return QuarantineShareError(
+        f"{partition['uri']}: {counts['rows_quarantined']} of {counts['rows_in']} rows quarantined, at least the "
+        f"allowed share {limit:g} (rule: scoring.max_quarantine_share); most common: {common}; quarantined rows are in "
+        f"{lake.join_uri(config.output.quarantine_uri, partition['name'])}"
+    )
 
 
 def _reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The one error type of the model registry."""
+"""The error types of the model registry."""
 
 from __future__ import annotations
 
@@ -9,3 +9,7 @@ class RegistryError(ValueError):
 
     A ValueError, so the command line reports it as one `error:` line with exit status 2.
     """
+
+
+class MissingChampionError(RegistryError):
+    """No champion to score with: the command line adds the hint to train first."""

@@ -20,7 +20,7 @@ from sae_pipeline import lake
 from sae_pipeline.detector import MANIFEST_FILE
 from sae_pipeline.registry import aliases as alias_document
 from sae_pipeline.registry.artifact import ModelArtifact, load_model, read_metadata, write_artifact
-from sae_pipeline.registry.errors import RegistryError
+from sae_pipeline.registry.errors import MissingChampionError, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class ModelRegistry:
         )
 
     def _no_champion(self) -> RegistryError:
-        return RegistryError(
+        return MissingChampionError(
             f"no champion model under {self.models_uri}: train one first with `sae-pipeline train --config ...`, "
             "or promote a version with `sae-pipeline models promote VERSION --config ...`"
         )
