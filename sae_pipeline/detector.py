@@ -369,6 +369,23 @@ class SAEDetector(BaseEstimator):
         self._check_fitted()
         return self._terms(self._to_tensor(as_matrix(X)))
 
+    @torch.no_grad()
+    def terms_and_codes(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """`feature_residuals` and `transform` of the same rows from one forward pass (what scoring needs)."""
+        self._check_fitted()
+        scaled = self._to_tensor(as_matrix(X))
+        self.model_.eval()
+        residuals, codes = [], []
+        for start in range(0, scaled.shape[0], _SCORE_CHUNK):
+            batch = scaled[start : start + _SCORE_CHUNK]
+            reconstruction, code = self.model_(batch)
+            residuals.append((reconstruction - batch).square())
+            codes.append(code)
+        if not residuals:
+            return np.zeros((0, self.n_features_in_)), np.zeros((0, self.model_.n_latents), dtype=np.float32)
+        terms = self._combine(torch.cat(residuals).double().cpu().numpy(), self._gaps(scaled))
+        return terms, torch.cat(codes).cpu().numpy()
+
     def reconstruction_residuals(self, X) -> np.ndarray:
         """The SAE's squared reconstruction residuals alone, shape (n_samples, n_features), in scaled space."""
         self._check_fitted()

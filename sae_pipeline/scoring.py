@@ -50,7 +50,7 @@ def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored
     `scored_at` appended to `frame` (see `schema.SCORE_COLUMNS`)."""
     detector = artifact.detector
     features = artifact.encoder.transform(frame)
-    residuals = detector.feature_residuals(features)
+    residuals, codes = detector.terms_and_codes(features)
     scores = residuals.mean(axis=1)
     flagged = scores > detector.threshold_
     explanations = pl.from_arrow(top_features_array(residuals, artifact.encoder.feature_sources_, top_k))
@@ -62,4 +62,4 @@ def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored
         pl.lit(artifact.version).alias("model_version"),
         pl.lit(scored_at).alias("scored_at"),
     ).with_columns([pl.col(name).cast(dtype) for name, dtype in SCORE_COLUMNS.items()])
-    return ScoredBatch(scored, scores, flagged, detector.transform(features))
+    return ScoredBatch(scored, scores, flagged, codes)

@@ -275,3 +275,13 @@ def test_version_1_model_folders_still_load_and_score_by_reconstruction(fitted, 
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="version"):
         SAEDetector.load(str(tmp_path / "model"))
+
+
+def test_terms_and_codes_equal_feature_residuals_and_transform():
+    X = np.random.default_rng(4).normal(size=(300, 6))
+    detector = SAEDetector(max_steps=20, device="cpu").fit(X)
+    terms, codes = detector.terms_and_codes(X[:50])
+    np.testing.assert_allclose(terms, detector.feature_residuals(X[:50]), rtol=1e-6)
+    np.testing.assert_allclose(codes, detector.transform(X[:50]), rtol=1e-6)
+    empty_terms, empty_codes = detector.terms_and_codes(X[:0])
+    assert empty_terms.shape == (0, 6) and empty_codes.shape[0] == 0
