@@ -11,13 +11,9 @@ The temporary server is a child process that dies with the command, even when it
 from __future__ import annotations
 
 import argparse
-import ctypes
-import functools
 import importlib
 import logging
 import os
-import signal
-import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -34,7 +30,6 @@ DEFAULT_SAMPLE_LAKE = "sample_data/telemetry"
 #: Failures a user can fix (config, data, model, storage): one `error:` line and exit status 2.
 _EXPECTED_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError, RuntimeError, OSError)
 EXIT_ERROR, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 2, 1, 130
-_PR_SET_PDEATHSIG = 1
 
 
 def _quiet_prefect_environment(verbose: bool = False) -> None:
@@ -47,65 +42,11 @@ def _quiet_prefect_environment(verbose: bool = False) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_UVICORN_LEVEL", "CRITICAL")
 
 
-def _silence_console_logs() -> None:
-    """Keep log records off the terminal (they still reach the Prefect API, so the UI shows them): without
-    `--verbose` the command prints its summary and at most one `error:` line."""
-    loggers = [logging.getLogger()] + [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setLevel(logging.CRITICAL + 1)
-
-
-def _dies_with_parent(parent_pid: int, prctl) -> None:  # runs in the child between fork and exec
-    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-
-
-class _ChildProcesses:
-    """`subprocess` as Prefect's server module sees it while the CLI starts the temporary server: the same module,
-    except that `Popen` children are killed when this process dies (even by SIGKILL) and, unless verbose, stay
-    silent."""
-
-    def __init__(self, verbose: bool):
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-        quiet = {} if verbose else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        self.Popen = functools.partial(
-            subprocess.Popen, preexec_fn=functools.partial(_dies_with_parent, os.getpid(), prctl), **quiet
-        )
-
-    def __getattr__(self, name: str):
-        return getattr(subprocess, name)
-
-
-def _start_temporary_server(verbose: bool) -> None:
-    """Start Prefect's temporary server (when no API URL is configured) as a child that cannot outlive this
-    process: Prefect reuses it for the rest of the run and stops it at exit; a SIGKILL of the CLI kills it too
-    (Linux parent-death signal, armed from the main thread, which lives as long as the process)."""
-    from prefect.server.api import server as prefect_server
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value() or not sys.platform.startswith("linux"):
-        return
-    module_subprocess = prefect_server.subprocess
-    prefect_server.subprocess = _ChildProcesses(verbose)
-    try:
-        prefect_server.SubprocessASGIServer().start()
-    finally:
-        prefect_server.subprocess = module_subprocess
-
-
 def run_flow(config_path: str, mode: str, progress: bool = True, verbose: bool = False, **options) -> dict:
     """Run the Prefect flow in this process and return its run summary (a dict)."""
-    _quiet_prefect_environment(verbose)
-    flows = importlib.import_module("flows.lake_pipeline")  # Prefect configures its logging on import
-    if not verbose:
-        _silence_console_logs()
-    _start_temporary_server(verbose)
-    return flows.run_in_process(config_path=config_path, mode=mode, progress=progress, **options)
+    _quiet_prefect_environment(verbose)  # before Prefect is imported: it reads these once
+    in_process = importlib.import_module("flows.in_process")
+    return in_process.run(config_path=config_path, mode=mode, progress=progress, verbose=verbose, **options)
 
 
 def _print_summary(summary: dict) -> None:
