@@ -9,6 +9,7 @@ latents per row) and the dead-latent fraction.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -84,6 +85,14 @@ def _sample_batch(pool: torch.Tensor, batch_size: int, generator: torch.Generato
     return pool[rows.to(pool.device)]
 
 
+def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward pass on GPUs that support it (weights and optimiser state stay fp32);
+    plain fp32 elsewhere, e.g. on CPU workers and in CI."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _step(
     model: SparseAutoencoder,
     optimiser: torch.optim.Optimizer,
@@ -92,12 +101,13 @@ def _step(
     sparsity_weight: float,
 ) -> None:
     """One Adam step on reconstruction MSE + sparsity_weight x the mode's penalty, keeping decoder columns unit-norm."""
-    reconstruction, code = model(batch)
-    loss = (reconstruction - batch).square().mean()
-    if sparsity_weight:
-        loss = loss + sparsity_weight * model.sparsity_penalty(
-            code, settings.l1_coefficient, settings.kl_target, settings.kl_weight
-        )
+    with mixed_precision(batch.device):
+        reconstruction, code = model(batch)
+        loss = (reconstruction.float() - batch).square().mean()
+        if sparsity_weight:
+            loss = loss + sparsity_weight * model.sparsity_penalty(
+                code.float(), settings.l1_coefficient, settings.kl_target, settings.kl_weight
+            )
     model.zero_grad(set_to_none=True)
     loss.backward()
     model.remove_parallel_decoder_gradient()

@@ -285,3 +285,15 @@ def test_terms_and_codes_equal_feature_residuals_and_transform():
     np.testing.assert_allclose(codes, detector.transform(X[:50]), rtol=1e-6)
     empty_terms, empty_codes = detector.terms_and_codes(X[:0])
     assert empty_terms.shape == (0, 6) and empty_codes.shape[0] == 0
+
+
+def test_mixed_precision_is_plain_fp32_on_cpu():
+    import contextlib
+
+    import torch
+
+    from sae_pipeline.training import mixed_precision
+
+    assert isinstance(mixed_precision(torch.device("cpu")), contextlib.nullcontext)
+    detector = SAEDetector(max_steps=5, device="cpu").fit(np.random.default_rng(0).normal(size=(100, 4)))
+    assert all(parameter.dtype == torch.float32 for parameter in detector.model_.parameters())
