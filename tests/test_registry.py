@@ -285,12 +285,13 @@ def test_cli_list_show_promote_rollback(registry, make_artifact, config_path, ca
         (["models", "rollback"], "no champion model"),
     ],
 )
-def test_cli_errors_are_one_line_with_status_2(make_artifact, registry, config_path, capsys, argv, message):
+def test_cli_errors_are_one_line_and_a_hint_with_status_2(make_artifact, registry, config_path, capsys, argv, message):
     _save(registry, make_artifact, 1)
     assert main([*argv, "--config", str(config_path)]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("error: ") and message in captured.err
-    assert len(captured.err.strip().splitlines()) == 1
+    lines = captured.err.strip().splitlines()
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: "))
 
 
 def test_cli_bad_config_exits_2(tmp_path, capsys):
