@@ -1,7 +1,6 @@
-"""Hand training to the train-or-update deployment when a scoring run finds no champion.
-
-Runs before the scoring run takes its lease on the output folder (the training run needs that lease).
-"""
+"""Hand training to the train-or-update deployment: when a scoring run finds no champion (before it takes its
+lease on the output folder, which the training run needs), or when its drift policy asks for training (after it
+released the lease)."""
 
 from __future__ import annotations
 
@@ -17,6 +16,10 @@ from sae_pipeline.registry import ModelRegistry
 #: (start the training deployment, wait for it, then score), `start-training` (start it and fail at once, saying
 #: which run to wait for; the next scheduled scoring run uses the new champion).
 NoChampionPolicy = Literal["fail", "train", "start-training"]
+
+#: What a scoring run does when its drift policy asks for training: `record` it in the run summary only, or
+#: `start-training` (start the training deployment on the drifted partitions, without waiting).
+DriftPolicyAction = Literal["record", "start-training"]
 
 TRAINING_DEPLOYMENT = "sae-train-or-update/train-or-update"
 
@@ -63,3 +66,16 @@ def ensure_champion(
         )
     logger.info("training run %s promoted a champion; scoring", run.name)
     return run.name
+
+
+def start_drift_training(config_path: str, partitions: list[str], deployment: str) -> dict:
+    """Start the training deployment on the partitions the drift policy named; return what was started (or why
+    not: the scores are committed either way, so a failed hand-off is reported, not raised)."""
+    logger = get_run_logger()
+    try:
+        run = run_deployment(deployment, parameters={"config_path": config_path, "drifted": partitions}, timeout=0)
+    except Exception as error:  # reported in the run's result and log; the scoring itself succeeded
+        logger.warning("drift policy asked for training, but deployment %s could not be started: %s", deployment, error)
+        return {"deployment": deployment, "partitions": partitions, "error": str(error)}
+    logger.info("drift policy: started training run %s of %s on %s", run.name, deployment, ", ".join(partitions))
+    return {"deployment": deployment, "partitions": partitions, "flow_run": run.name}

@@ -20,7 +20,13 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from pydantic import Field
 
-from flows.handoff import TRAINING_DEPLOYMENT, NoChampionPolicy, ensure_champion
+from flows.handoff import (
+    TRAINING_DEPLOYMENT,
+    DriftPolicyAction,
+    NoChampionPolicy,
+    ensure_champion,
+    start_drift_training,
+)
 from sae_pipeline import lake, pipeline, updating
 from sae_pipeline.config import load_config
 from sae_pipeline.lake import read_bytes
@@ -146,8 +152,10 @@ def _run(
     model: str | None = None,
     retrain: bool = False,
     progress: bool = False,
+    drifted: list[str] | None = None,
 ) -> dict:
-    """The body every flow shares; `kind` says whether it trains, scores, or both."""
+    """The body every flow shares; `kind` says whether it trains, scores, or both. `drifted`: partitions a
+    scoring run's drift policy asked a training run to learn from."""
     logger = get_run_logger()
     config_path = str(Path(config_path).resolve()) if "://" not in config_path else config_path
     config = load_config(config_path)
@@ -161,7 +169,7 @@ def _run(
         logger.info("%d partition(s) under %s", len(lake_partitions), config.lake.uri)
         training = None
         if kind != "score":
-            training = train_or_update(config_path, lake_partitions, retrain, progress)
+            training = train_or_update(config_path, lake_partitions, retrain, progress, drifted)
             logger.info("training: %s (%s)", training["action"], training["reason"])
         scoring_model, plan, scored, failures = None, None, [], list(refused)
         if kind != "train":
@@ -208,9 +216,12 @@ def _act_on_drift(kind: RunKind, config_path: str, partitions: list[dict], score
 
 
 @flow(name="sae-train-or-update", flow_run_name="train-or-update {config_path}", log_prints=True)
-def train_or_update_flow(config_path: ConfigUri, retrain: bool = False, progress: bool = False) -> dict:
-    """Train a model (first run, `retrain`, changed settings) or fine-tune the champion on new data; else do nothing."""
-    return _run("train", config_path, retrain=retrain, progress=progress)
+def train_or_update_flow(
+    config_path: ConfigUri, retrain: bool = False, progress: bool = False, drifted: list[PartitionSelection] | None = None
+) -> dict:
+    """Train a model (first run, `retrain`, changed settings) or fine-tune the champion on new data (and on the
+    `drifted` partitions a scoring run asked for); else do nothing."""
+    return _run("train", config_path, retrain=retrain, progress=progress, drifted=drifted)
 
 
 @flow(name="sae-score", flow_run_name="score {config_path}", log_prints=True)
@@ -224,13 +235,20 @@ def score_flow(
     on_no_champion: NoChampionPolicy = "fail",
     training_deployment: str = TRAINING_DEPLOYMENT,
     training_timeout_s: Annotated[int, Field(ge=0)] = 4 * 3600,
+    on_drift: DriftPolicyAction = "record",
 ) -> dict:
     """Score new, changed or requested partitions with the champion (or `model`); remove outputs of deleted ones.
 
     With no champion, `on_no_champion` says what to do: fail, `train` (run `training_deployment`, wait up to
-    `training_timeout_s`, then score) or `start-training` (run it and fail at once)."""
+    `training_timeout_s`, then score) or `start-training` (run it and fail at once). When the drift policy asks for
+    training, `on_drift` either records it in the run summary (`record`) or also starts `training_deployment` on
+    the drifted partitions without waiting (`start-training`): these partitions keep the scores of the current
+    champion, and the next scoring runs use whatever that training promotes."""
     ensure_champion(config_path, rescore_with or model, on_no_champion, training_deployment, training_timeout_s)
-    return _run("score", config_path, partitions, backfill, rescore_with, model, progress=progress)
+    summary = _run("score", config_path, partitions, backfill, rescore_with, model, progress=progress)
+    if on_drift == "start-training" and summary["drift_policy"]:
+        summary["drift_handoff"] = start_drift_training(config_path, list(summary["drift_policy"]["partitions"]), training_deployment)
+    return summary
 
 
 @flow(name="sae-lake-pipeline", flow_run_name="{mode} {config_path}", log_prints=True)
