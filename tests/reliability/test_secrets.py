@@ -3,6 +3,7 @@ the model registry or error messages: a whole flow and failing CLI runs (also wi
 
 from __future__ import annotations
 
+import urllib.request
 import asyncio
 import logging
 import re
@@ -37,6 +38,7 @@ def moto(monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))  # state is per process
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
