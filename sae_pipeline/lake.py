@@ -33,10 +33,12 @@ class LakeReadError(RuntimeError):
 
 #: Storage errors that no retry fixes: read-only, full, forbidden, missing.
 _PERMANENT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
-#: What object stores and their clients say when a request may succeed if sent again.
+#: What object stores and their clients say when a request may succeed if sent again. Arrow's S3 client spells
+#: the codes in capitals (`AWS Error SERVICE_UNAVAILABLE during UploadPart operation`, `INTERNAL_FAILURE`,
+#: `NETWORK_CONNECTION ... Empty reply from server`): `tests/reliability/test_storage_faults.py` captures them.
 _TRANSIENT_MESSAGE = re.compile(
-    r"HTTP status 5\d\d|\b50[0234]\b|SLOW_DOWN|SlowDown|Service ?Unavailable|InternalError|RequestTimeout|Throttl"
-    r"|NETWORK_CONNECTION|Connection (reset|refused|was closed|aborted)|timed out|Timeout|Temporary failure",
+    r"HTTP status 5\d\d|\b50[0234]\b|Slow_?Down|Service_? ?Unavailable|Internal_?(Error|Failure)|Request_?Time_?out"
+    r"|Throttl|NETWORK_CONNECTION|Connection (reset|refused|was closed|aborted)|timed out|Timeout|Temporary failure",
     re.IGNORECASE,
 )
 

@@ -1,0 +1,119 @@
+"""A recognisable fake S3 secret (and key id) never appears in logs, artifacts, reports, run summaries, the ledger,
+the model registry or error messages: a whole flow and failing CLI runs (also with `--verbose`) against moto."""
+
+from __future__ import annotations
+
+import urllib.request
+import asyncio
+import logging
+import re
+
+import boto3
+import pyarrow.fs as pafs
+import pytest
+import yaml
+from moto.server import ThreadedMotoServer
+
+from flows.lake_pipeline import PartitionFailures, lake_pipeline
+from sae_pipeline import lake
+from sae_pipeline.runs import RunSummary
+from sae_pipeline.sample_data import generate_sample_lake
+from tests.conftest import SAMPLE_CONFIG
+from tests.reliability.conftest import run_cli
+from tests.reliability.fault_proxy import Fault, FaultProxy
+
+SECRET = "FAKE-SECRET-do-not-log-7f3a9"
+KEY_ID = "FAKEKEYID-do-not-log-51c2e"
+BUCKET = "lake"
+
+
+def _leaks(text: str | bytes) -> list[str]:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return [token for token in (SECRET, KEY_ID) if token in text]
+
+
+@pytest.fixture
+def moto(monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))  # state is per process
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield f"{host}:{port}"
+    server.stop()
+
+
+def _config(tmp_path, days: int = 2) -> str:
+    generate_sample_lake(tmp_path / "local", days=days, rows_per_day=300)
+    s3, _ = lake.filesystem_for(f"s3://{BUCKET}/raw")
+    pafs.copy_files(str(tmp_path / "local"), f"{BUCKET}/raw", destination_filesystem=s3)
+    raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
+    raw.update(
+        lake={"uri": f"s3://{BUCKET}/raw", "partition_keys": {"day": "date"}},
+        output={"uri": f"s3://{BUCKET}/out"},
+        training={"partitions": None, "max_rows": 10_000},
+        model={"max_steps": 60},
+    )
+    path = tmp_path / "s3.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def _every_object() -> dict[str, bytes]:
+    """Every object the pipeline wrote: run summaries, drift report.json/html/md, ledger, model.json, aliases.json..."""
+    client = boto3.client("s3")
+    keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="out/")
+            for item in page.get("Contents", [])]
+    return {key: client.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
+
+
+async def _artifacts() -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return [artifact.model_dump_json() for artifact in await client.read_artifacts()]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_flow_logs_artifacts_and_outputs_hold_no_secret(moto, tmp_path, monkeypatch, caplog):
+    config_path = _config(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    summary = RunSummary.model_validate(lake_pipeline(config_path))
+    assert summary.totals["rows_scored"] + summary.totals["rows_quarantined"] == 600
+    # And a failing run: the store refuses to write the scored table (error messages carry the store's reply).
+    assert lake.delete_file(f"s3://{BUCKET}/out/ledger/day=2026-11-01.json")
+    with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        with pytest.raises(PartitionFailures) as failed:
+            lake_pipeline(config_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{moto}")
+    assert not _leaks(str(failed.value)) and not _leaks(repr(failed.value.summary))
+    # Every log record of both runs, DEBUG included (before this test's own boto3 calls, whose DEBUG logs sign requests).
+    leaking = {(record.name, record.getMessage()[:300]) for record in caplog.records if _leaks(record.getMessage())}
+    assert leaking == set() and not _leaks(caplog.text)
+
+    objects = _every_object()
+    for suffix in ("report.json", "report.html", "report.md", "model.json", "aliases.json"):
+        assert any(key.endswith(suffix) for key in objects), (suffix, sorted(objects))
+    assert any("/ledger/" in key for key in objects) and any("/runs/" in key for key in objects), sorted(objects)
+    assert {key: _leaks(data) for key, data in objects.items() if _leaks(data)} == {}
+
+    artifacts = asyncio.run(_artifacts())
+    assert artifacts and not [text for text in artifacts if _leaks(text)]
+
+
+def test_failing_cli_runs_print_no_secret(moto, tmp_path):
+    config_path = _config(tmp_path, days=1)
+    env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
+    with FaultProxy(moto, [Fault(403, times=None)]) as proxy:  # everything forbidden: fails on the first read
+        for verbose in ((), ("--verbose",)):
+            result = run_cli("run", "--config", config_path, "--no-progress", *verbose, home=tmp_path, timeout=120,
+                             AWS_ENDPOINT_URL=proxy.endpoint, **env)
+            assert result.returncode != 0, result.stdout + result.stderr
+            assert "error:" in result.stderr and re.search(r"ACCESS_DENIED|Access Denied|AccessDenied", result.stderr), result.stderr
+            assert not _leaks(result.stdout) and not _leaks(result.stderr), (result.stdout + result.stderr)[-3000:]

@@ -1,0 +1,160 @@
+"""Transient and permanent S3 faults, injected by a proxy in front of moto's server on 127.0.0.1.
+
+What happens on a 5xx or a dropped connection (measured here, pyarrow 2x with `FileSystem.from_uri`, which the
+pipeline uses): Arrow's S3 client re-sends every retryable request (5xx, throttling, empty reply) by itself,
+about every 200 ms for about 6 s (some 30 attempts), so short outages never reach the pipeline. A longer outage
+surfaces as an `OSError` ("AWS Error SERVICE_UNAVAILABLE during ... operation"), which `lake.is_transient`
+recognises, and the I/O tasks retry (after 2 s, then 10 s). 4xx errors such as AccessDenied are neither re-sent
+by Arrow nor retried by the tasks.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+import datetime as dt
+import re
+
+import boto3
+import polars as pl
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from moto.server import ThreadedMotoServer
+
+from flows.lake_pipeline import PartitionFailures, lake_pipeline
+from sae_pipeline import lake
+from sae_pipeline.config import PipelineConfig
+from sae_pipeline.ledger import Ledger
+from sae_pipeline.runs import RunSummary
+from sae_pipeline.sample_data import generate_sample_lake
+from tests.conftest import SAMPLE_CONFIG
+from tests.reliability.fault_proxy import Fault, FaultProxy
+
+BUCKET = "lake"
+
+
+@pytest.fixture
+def moto(monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))  # state is per process
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield f"{host}:{port}"
+    server.stop()
+
+
+def _s3_lake(tmp_path, days: int) -> tuple[str, PipelineConfig]:
+    generate_sample_lake(tmp_path / "local", days=days, rows_per_day=300)
+    s3, _ = lake.filesystem_for(f"s3://{BUCKET}/raw")
+    pafs.copy_files(str(tmp_path / "local"), f"{BUCKET}/raw", destination_filesystem=s3)
+    raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
+    raw.update(
+        lake={"uri": f"s3://{BUCKET}/raw", "partition_keys": {"day": "date"}},
+        output={"uri": f"s3://{BUCKET}/out"},
+        training={"partitions": None, "max_rows": 10_000},
+        model={"max_steps": 60},
+    )
+    path = tmp_path / "s3.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path), PipelineConfig.model_validate(raw)
+
+
+def _read(uri: str) -> pl.DataFrame:
+    frames = [pl.from_arrow(pq.read_table(path, filesystem=fs))
+              for fs, path in map(lake.filesystem_for, sorted(lake.list_files(uri, lake.PARTITION_FILE)))]
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _rows(uri: str) -> int:
+    return _read(uri).height
+
+
+def _error(filesystem: pafs.FileSystem) -> OSError:
+    with pytest.raises(OSError) as caught:
+        with filesystem.open_output_stream(f"{BUCKET}/probe/object") as out:
+            out.write(b"payload")
+    return caught.value
+
+
+def test_real_pyarrow_errors_are_classified(moto):
+    """The messages `is_transient` sees are Arrow's, captured here with Arrow's own retries off."""
+    once = pafs.AwsStandardS3RetryStrategy(max_attempts=1)
+    cases = [(Fault(503, "PUT"), True, "SERVICE_UNAVAILABLE"), (Fault(500, "PUT"), True, "INTERNAL_FAILURE"),
+             (Fault(drop=True, method="PUT"), True, "NETWORK_CONNECTION"), (Fault(403, "PUT"), False, "ACCESS_DENIED")]
+    for fault, transient, code in cases:
+        with FaultProxy(moto, [fault]) as proxy:
+            filesystem = pafs.S3FileSystem(endpoint_override=proxy.endpoint, region="us-east-1", retry_strategy=once)
+            error = _error(filesystem)
+        assert code in str(error) and "probe/object" in str(error), str(error)
+        assert lake.is_transient(error) is transient, str(error)
+
+
+def test_pyarrow_resends_short_outages_itself(moto, monkeypatch):
+    """N failures in a row (5xx and dropped connections) cost Arrow's client a few re-sends, not an error."""
+    faults = [Fault(503, times=4), Fault(drop=True, method="PUT", times=2), Fault(503, "HEAD", times=3)]
+    with FaultProxy(moto, faults) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        filesystem, _ = lake.filesystem_for(f"s3://{BUCKET}/probe")  # what the pipeline uses: Arrow's defaults
+        with filesystem.open_output_stream(f"{BUCKET}/probe/object") as out:
+            out.write(b"payload")
+        assert filesystem.open_input_file(f"{BUCKET}/probe/object").read() == b"payload"
+    assert proxy.injected() == 9
+    assert [outcome for *_, outcome in proxy.log].count("dropped") == 2
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_flow_survives_transient_faults_with_nothing_lost(moto, tmp_path, monkeypatch):
+    config_path, config = _s3_lake(tmp_path, days=2)
+    seen: list[tuple[str, bool]] = []
+    classify = lake.is_transient
+
+    def recording(error):
+        seen.append((str(error), classify(error)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(lake, "is_transient", recording)
+    # Short blips everywhere (Arrow re-sends them), and an outage of the scored table longer than Arrow's ~6 s
+    # window of re-sends, so that the score task itself fails once and is retried.
+    faults = [Fault(503, times=5), Fault(drop=True, method="GET", times=2),
+              Fault(503, "PUT", rf"^/{BUCKET}/out/scored/day(=|%3D)2026-11-01/", times=45)]
+    with FaultProxy(moto, faults) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        summary = RunSummary.model_validate(lake_pipeline(config_path))
+    assert proxy.injected() == 5 + 2 + 45
+    assert any("SERVICE_UNAVAILABLE" in message and verdict for message, verdict in seen), seen
+    assert summary.totals["rows_scored"] + summary.totals["rows_quarantined"] == 600
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{moto}")
+    assert _rows(config.output.scored_uri) + _rows(config.output.quarantine_uri) == 600
+    assert _rows(config.output.scored_uri) == summary.totals["rows_scored"]
+    assert set(Ledger(config.output.ledger_uri).entries()) == {"day=2026-11-01", "day=2026-11-02"}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_permanent_failure_fails_clearly_and_keeps_committed_partitions(moto, tmp_path, monkeypatch):
+    config_path, config = _s3_lake(tmp_path, days=2)
+    first = RunSummary.model_validate(lake_pipeline(config_path))
+    before = _read(config.output.scored_uri)
+    # A third day arrives; the scored table has meanwhile become forbidden to write.
+    generate_sample_lake(tmp_path / "local3", days=3, rows_per_day=300)
+    s3, _ = lake.filesystem_for(f"s3://{BUCKET}/raw")
+    pafs.copy_files(str(tmp_path / "local3" / "day=2026-11-03"), f"{BUCKET}/raw/day=2026-11-03", destination_filesystem=s3)
+    with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        started = dt.datetime.now()
+        with pytest.raises(PartitionFailures) as failed:
+            lake_pipeline(config_path)
+        elapsed = (dt.datetime.now() - started).total_seconds()
+    message = str(failed.value)
+    assert "day=2026-11-03" in message and re.search(r"ACCESS_DENIED|Access Denied", message), message
+    assert "key 'out/scored/" in message, message  # the object the store refused, not only the partition
+    assert proxy.injected() == 1 and elapsed < 30  # forbidden is neither re-sent nor retried
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{moto}")
+    assert set(Ledger(config.output.ledger_uri).entries()) == {"day=2026-11-01", "day=2026-11-02"}
+    after = _read(config.output.scored_uri)
+    assert after.equals(before) and after.height == first.totals["rows_scored"]
