@@ -134,26 +134,26 @@ def score_partition(
     accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
     counts = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "rows_scored": 0, "rows_flagged": 0}
     reasons: dict[str, int] = {}
+    ignored: set[str] = set()  # columns of the files that the config does not name: left out of the outputs
     contract = scored_output_schema(config)
     batches = lake.iter_partition_batches(partition["uri"], config.scoring.batch_rows)
     try:
         for source, batch in tqdm(batches, desc=f"scoring {name}", unit="batch", disable=None if progress else True, leave=False):
+            ignored.update(set(batch.schema.names) - set(contract.columns))
             outcome = validate_frame(pl.from_arrow(batch), config, source=source)
             quarantine.write(outcome.quarantined.to_arrow())
             for reason_text, count in _reason_counts(outcome.quarantined).items():
                 reasons[reason_text] = reasons.get(reason_text, 0) + count
+            counts["rows_in"] += batch.num_rows
+            counts["rows_quarantined"] += outcome.quarantined.height
             if outcome.valid.is_empty():  # every row of this batch was quarantined: nothing to score
-                counts["rows_in"] += batch.num_rows
-                counts["rows_quarantined"] += outcome.quarantined.height
                 continue
             result = score_frame(outcome.valid, artifact, config.scoring.top_features, scored_at)
-            if counts["rows_in"] == 0:
+            if counts["rows_scored"] == 0:
                 contract.validate(result.frame.head(1000))
             scored.write(result.frame.to_arrow())
             accumulator.update(outcome.valid, scores=result.scores, flagged=result.flagged, codes=result.codes)
-            counts["rows_in"] += batch.num_rows
             counts["rows_valid"] += outcome.valid.height
-            counts["rows_quarantined"] += outcome.quarantined.height
             counts["rows_scored"] += result.frame.height
             counts["rows_flagged"] += int(result.flagged.sum())
     except BaseException:
@@ -196,6 +196,7 @@ def score_partition(
         "drifted_columns": report["drifted_columns"],
         "drift_wants_training": wants_training,
         "drift_policy_reason": policy_reason,
+        "ignored_columns": sorted(ignored),
     }
     Ledger(output.ledger_uri).commit(
         LedgerEntry(

@@ -38,6 +38,7 @@ class PartitionSummary(BaseModel):
     scored_uri: str
     drift_report_uri: str
     drift_status: str
+    ignored_columns: list[str] = []
 
 
 class FailedPartition(BaseModel):
@@ -176,6 +177,9 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(f"removed (no longer in the lake): {', '.join(summary.removed)}")
     for failure in summary.failed:
         lines.append(f"FAILED {failure.partition}: {failure.error}")
+    ignored = sorted({name for p in summary.partitions for name in p.ignored_columns})
+    if ignored:
+        lines.append(f"columns in the files but not in the config (left out of the outputs): {', '.join(ignored)}")
     if summary.unknown_columns:
         lines.append(f"columns the model does not know (ignored; retrain to use them): {', '.join(summary.unknown_columns)}")
     lines += ["", f"outputs under {summary.output_uri}:"]

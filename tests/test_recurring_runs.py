@@ -195,3 +195,14 @@ def test_retention_keeps_the_newest_and_the_aliased_versions(lake):
         _run(lake)
     kept = [info.version for info in registry.versions()]
     assert len(kept) == 2 and first in kept
+
+
+def test_columns_the_config_does_not_name_are_reported_and_left_out(lake):
+    extra = Path(load_config(lake).lake.uri) / "day=2026-11-02" / "part-0.parquet"
+    pl.read_parquet(extra).with_columns(pl.lit("spark-job-7").alias("ingest_batch")).write_parquet(extra)
+    summary = _run(lake)
+    by_name = {p.partition: p for p in summary.partitions}
+    assert by_name["day=2026-11-02"].ignored_columns == ["ingest_batch"]
+    assert by_name["day=2026-11-01"].ignored_columns == []
+    scored = pl.scan_parquet(load_config(lake).output.scored_uri, hive_partitioning=True).collect()
+    assert "ingest_batch" not in scored.columns and scored.height == summary.totals["rows_scored"]
