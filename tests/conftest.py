@@ -29,6 +29,30 @@ def write_lake_config(root: Path, days: int = 3, rows_per_day: int = 600, **mode
     return path
 
 
+def write_s3_lake_config(
+    root: Path, bucket: str, days: int = 2, rows_per_day: int = 300, max_steps: int = 60
+) -> tuple[Path, dict]:
+    """Generate a small lake, upload it to `s3://bucket/raw` (endpoint and credentials from the environment: a moto
+    server on 127.0.0.1 in tests) and write a config whose outputs go to `s3://bucket/out`; return (path, raw)."""
+    import pyarrow.fs as pafs
+
+    from sae_pipeline import lake
+
+    generate_sample_lake(root / "local", days=days, rows_per_day=rows_per_day)
+    s3, _ = lake.filesystem_for(f"s3://{bucket}/raw")
+    pafs.copy_files(str(root / "local"), f"{bucket}/raw", destination_filesystem=s3)
+    raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
+    raw.update(
+        lake={"uri": f"s3://{bucket}/raw", "partition_keys": {"day": "date"}},
+        output={"uri": f"s3://{bucket}/out"},
+        training={"partitions": None, "max_rows": 10_000},
+        model={"max_steps": max_steps},
+    )
+    path = root / "s3.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, raw
+
+
 @pytest.fixture
 def lake_config(tmp_path: Path) -> Path:
     return write_lake_config(tmp_path)

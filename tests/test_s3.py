@@ -9,7 +9,6 @@ import numpy as np
 import polars as pl
 import pyarrow.fs as pafs
 import pytest
-import yaml
 from moto.server import ThreadedMotoServer
 
 from flows.lake_pipeline import lake_pipeline
@@ -20,9 +19,8 @@ from sae_pipeline.features import TabularEncoder
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.registry import ModelArtifact, ModelRegistry, PipelineModelMetadata, new_model_version
 from sae_pipeline.runs import RunSummary
-from sae_pipeline.sample_data import generate_sample_lake
 from sae_pipeline.schema import scored_output_schema
-from tests.conftest import SAMPLE_CONFIG
+from tests.conftest import write_s3_lake_config
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +42,7 @@ def s3_bucket():
 @pytest.mark.usefixtures("prefect_harness")
 def test_flow_runs_on_s3_and_reruns_do_nothing(s3_bucket, tmp_path):
     bucket = s3_bucket["bucket"]
-    generate_sample_lake(tmp_path / "local", days=2, rows_per_day=400)
-    s3, _ = lake.filesystem_for(f"s3://{bucket}/raw")
-    pafs.copy_files(str(tmp_path / "local"), f"{bucket}/raw", destination_filesystem=s3)
-
-    raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
-    raw.update(
-        lake={"uri": f"s3://{bucket}/raw", "partition_keys": {"day": "date"}},
-        output={"uri": f"s3://{bucket}/out"},
-        training={"partitions": None, "max_rows": 10_000},
-        model={"max_steps": 100},
-    )
-    config_path = tmp_path / "s3.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
+    config_path, raw = write_s3_lake_config(tmp_path, bucket, rows_per_day=400, max_steps=100)
     config = PipelineConfig.model_validate(raw)
 
     first = RunSummary.model_validate(lake_pipeline(str(config_path)))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow.fs as pafs
-import pytest
 
 from sae_pipeline import lake
 from sae_pipeline.config import load_config

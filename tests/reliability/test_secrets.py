@@ -9,16 +9,13 @@ import logging
 import re
 
 import boto3
-import pyarrow.fs as pafs
 import pytest
-import yaml
 from moto.server import ThreadedMotoServer
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
 from sae_pipeline import lake
 from sae_pipeline.runs import RunSummary
-from sae_pipeline.sample_data import generate_sample_lake
-from tests.conftest import SAMPLE_CONFIG
+from tests.conftest import write_s3_lake_config
 from tests.reliability.conftest import run_cli
 from tests.reliability.fault_proxy import Fault, FaultProxy
 
@@ -49,19 +46,7 @@ def moto(monkeypatch):
 
 
 def _config(tmp_path, days: int = 2) -> str:
-    generate_sample_lake(tmp_path / "local", days=days, rows_per_day=300)
-    s3, _ = lake.filesystem_for(f"s3://{BUCKET}/raw")
-    pafs.copy_files(str(tmp_path / "local"), f"{BUCKET}/raw", destination_filesystem=s3)
-    raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
-    raw.update(
-        lake={"uri": f"s3://{BUCKET}/raw", "partition_keys": {"day": "date"}},
-        output={"uri": f"s3://{BUCKET}/out"},
-        training={"partitions": None, "max_rows": 10_000},
-        model={"max_steps": 60},
-    )
-    path = tmp_path / "s3.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
+    return str(write_s3_lake_config(tmp_path, BUCKET, days=days)[0])
 
 
 def _every_object() -> dict[str, bytes]:

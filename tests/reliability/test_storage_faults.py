@@ -19,7 +19,6 @@ import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from moto.server import ThreadedMotoServer
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
@@ -28,7 +27,7 @@ from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.runs import RunSummary
 from sae_pipeline.sample_data import generate_sample_lake
-from tests.conftest import SAMPLE_CONFIG
+from tests.conftest import write_s3_lake_config
 from tests.reliability.fault_proxy import Fault, FaultProxy
 
 BUCKET = "lake"
@@ -50,18 +49,7 @@ def moto(monkeypatch):
 
 
 def _s3_lake(tmp_path, days: int) -> tuple[str, PipelineConfig]:
-    generate_sample_lake(tmp_path / "local", days=days, rows_per_day=300)
-    s3, _ = lake.filesystem_for(f"s3://{BUCKET}/raw")
-    pafs.copy_files(str(tmp_path / "local"), f"{BUCKET}/raw", destination_filesystem=s3)
-    raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
-    raw.update(
-        lake={"uri": f"s3://{BUCKET}/raw", "partition_keys": {"day": "date"}},
-        output={"uri": f"s3://{BUCKET}/out"},
-        training={"partitions": None, "max_rows": 10_000},
-        model={"max_steps": 60},
-    )
-    path = tmp_path / "s3.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path, raw = write_s3_lake_config(tmp_path, BUCKET, days=days)
     return str(path), PipelineConfig.model_validate(raw)
 
 
