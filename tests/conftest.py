@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,30 @@ def write_lake_config(root: Path, days: int = 3, rows_per_day: int = 600, **mode
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str, key_id: str = "testing", secret: str = "testing") -> Iterator[str]:
+    """A real S3 API (moto's server on 127.0.0.1) with an empty store and one bucket, the AWS environment pointing
+    at it; yields the endpoint URL. moto keeps its buckets per process, across server instances: hence the reset."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AWS_ACCESS_KEY_ID", key_id)
+            patch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+            patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            patch.setenv("AWS_ENDPOINT_URL", endpoint)
+            boto3.client("s3").create_bucket(Bucket=bucket)
+            yield endpoint
+    finally:
+        server.stop()
 
 
 def write_s3_lake_config(

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import urllib.request
 
-import boto3
 import numpy as np
 import polars as pl
 import pyarrow.fs as pafs
 import pytest
-from moto.server import ThreadedMotoServer
 
 from flows.lake_pipeline import lake_pipeline
 from sae_pipeline import lake
@@ -21,25 +18,13 @@ from sae_pipeline.ledger import Ledger
 from sae_pipeline.registry import ModelArtifact, ModelRegistry, PipelineModelMetadata, new_model_version
 from sae_pipeline.runs import RunSummary
 from sae_pipeline.schema import scored_output_schema
-from tests.conftest import write_s3_lake_config
+from tests.conftest import moto_s3, write_s3_lake_config
 
 
 @pytest.fixture(scope="module")
 def s3_bucket():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # moto keeps its buckets per process, across server instances: start from an empty store.
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        patch.setenv("AWS_ENDPOINT_URL", endpoint)
-        boto3.client("s3").create_bucket(Bucket="lake")
+    with moto_s3("lake") as endpoint:
         yield {"bucket": "lake", "endpoint": endpoint}
-    server.stop()
 
 
 @pytest.mark.usefixtures("prefect_harness")

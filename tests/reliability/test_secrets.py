@@ -3,19 +3,17 @@ the model registry or error messages: a whole flow and failing CLI runs (also wi
 
 from __future__ import annotations
 
-import urllib.request
 import asyncio
 import logging
 import re
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
 from sae_pipeline import lake
 from sae_pipeline.runs import RunSummary
-from tests.conftest import write_s3_lake_config
+from tests.conftest import moto_s3, write_s3_lake_config
 from tests.reliability.conftest import run_cli
 from tests.reliability.fault_proxy import Fault, FaultProxy
 
@@ -31,18 +29,9 @@ def _leaks(text: str | bytes) -> list[str]:
 
 
 @pytest.fixture
-def moto(monkeypatch):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))  # state is per process
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield f"{host}:{port}"
-    server.stop()
+def moto():
+    with moto_s3(BUCKET, KEY_ID, SECRET) as endpoint:
+        yield endpoint.removeprefix("http://")
 
 
 def _config(tmp_path, days: int = 2) -> str:

@@ -10,16 +10,13 @@ by Arrow nor retried by the tasks.
 
 from __future__ import annotations
 
-import urllib.request
 import datetime as dt
 import re
 
-import boto3
 import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
 from sae_pipeline import lake
@@ -27,25 +24,16 @@ from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.runs import RunSummary
 from sae_pipeline.sample_data import generate_sample_lake
-from tests.conftest import write_s3_lake_config
+from tests.conftest import moto_s3, write_s3_lake_config
 from tests.reliability.fault_proxy import Fault, FaultProxy
 
 BUCKET = "lake"
 
 
 @pytest.fixture
-def moto(monkeypatch):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))  # state is per process
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield f"{host}:{port}"
-    server.stop()
+def moto():
+    with moto_s3(BUCKET) as endpoint:
+        yield endpoint.removeprefix("http://")
 
 
 def _s3_lake(tmp_path, days: int) -> tuple[str, PipelineConfig]:
