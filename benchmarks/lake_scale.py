@@ -42,12 +42,13 @@ def write_partition(folder: Path, rows: int, columns: int, seed: int = 0) -> Pat
     return path
 
 
-def write_config(workdir: Path, lake: Path, columns: int) -> Path:
+def write_config(workdir: Path, lake: Path, columns: int, model: dict | None = None) -> Path:
     raw = {
         "name": "lake-scale-benchmark",
         "lake": {"uri": str(lake), "partition_keys": {"day": "date"}},
         "columns": [{"name": name, "type": "float32", "role": "numeric"} for name in column_names(columns)],
         "output": {"uri": str(workdir / "out")},
+        "model": model or {},
     }
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -60,11 +61,14 @@ def train_champion(config: PipelineConfig, partitions: list[dict]) -> str:
     return record["model_version"]
 
 
-def prepared_lake(workdir: Path, rows: int, columns: int) -> tuple[PipelineConfig, dict, str]:
-    """A lake with one partition of `rows` rows, its config and a trained champion: (config, partition, version)."""
+def prepared_lake(
+    workdir: Path, rows: int, columns: int, model: dict | None = None
+) -> tuple[PipelineConfig, dict, str]:
+    """A lake with one partition of `rows` rows, its config (`model`: settings of its `model` section) and a
+    trained champion: (config, partition, version)."""
     lake = workdir / "lake"
     write_partition(lake / "day=2026-01-01", rows, columns)
-    config = load_config(write_config(workdir, lake, columns))
+    config = load_config(write_config(workdir, lake, columns, model))
     partitions = pipeline.list_partitions(config)
     return config, partitions[0], train_champion(config, partitions)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
 import shutil
 import sys
@@ -36,10 +37,10 @@ def pyarrow_copy(source: Path, target: Path) -> float:
     return time.perf_counter() - started
 
 
-def run(rows: int, columns: int, rounds: int, profile: bool) -> dict:
+def run(rows: int, columns: int, rounds: int, profile: bool, model: dict) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sae-throughput-"))
     try:
-        config, partition, version = prepared_lake(workdir, rows, columns)
+        config, partition, version = prepared_lake(workdir, rows, columns, model)
         source = Path(partition["uri"]) / "part-0.parquet"
         if profile:
             profiler = cProfile.Profile()
@@ -95,9 +96,10 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one scoring instead")
+    parser.add_argument("--model", type=json.loads, default={}, help='model settings as JSON, e.g. \'{"density_weight": 0}\'')
     add_output_options(parser)
     args = parser.parse_args()
-    result = run(args.rows, args.columns, args.rounds, args.profile)
+    result = run(args.rows, args.columns, args.rounds, args.profile, args.model)
     if args.profile:
         return
     publish(result, args, "throughput", markdown)

@@ -225,7 +225,11 @@ def read_partition(partition_uri: str, columns: list[str] | None = None) -> pl.D
 
 
 def iter_partition_batches(partition_uri: str, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """Stream a partition as (file path, record batch) pairs, file after file, at most `batch_rows` rows each."""
+    """Stream a partition as (file path, record batch) pairs, file after file, at most `batch_rows` rows each.
+
+    Row group by row group: one `iter_batches` over a whole file keeps every pre-buffered column chunk until the
+    file is done (memory grew with the file: 760 MB for a 4M-row file), while a call per row group releases them.
+    """
     fs, folder = filesystem_for(partition_uri)
     files = _data_files(fs, folder)
     if not files:
@@ -233,8 +237,10 @@ def iter_partition_batches(partition_uri: str, batch_rows: int) -> Iterator[tupl
     for path in files:
         try:
             with fs.open_input_file(path) as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
-                    yield path, batch
+                parquet_file = pq.ParquetFile(handle)
+                for row_group in range(parquet_file.num_row_groups):
+                    for batch in parquet_file.iter_batches(batch_size=batch_rows, row_groups=[row_group]):
+                        yield path, batch
         except (pa.ArrowException, OSError) as error:
             raise LakeReadError(f"cannot read Parquet file {path}: {error}") from error
 
