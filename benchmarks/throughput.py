@@ -45,7 +45,7 @@ def run(rows: int, columns: int, rounds: int, profile: bool, model: dict) -> dic
         if profile:
             profiler = cProfile.Profile()
             profiler.runcall(score_once, config, partition, version)
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
             return {}
         copies, scorings = [], []
         for _ in range(rounds):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from sae_pipeline import drift, lake
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger, LedgerEntry
+from sae_pipeline.overlap import BackgroundWriter, prefetched
 from sae_pipeline.planning import plan_scoring, select_partitions
 from sae_pipeline.registry import ModelRegistry
 from sae_pipeline.schema import (
@@ -129,14 +130,16 @@ def score_partition(
     Safe to rerun: every write replaces the partition's previous output."""
     name, output = partition["name"], config.output
     artifact = ModelRegistry(output.models_uri).load(model_version)
-    quarantine = lake.PartitionWriter(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config))
-    scored = lake.PartitionWriter(output.scored_uri, name, output.staging_uri, scored_arrow_schema(config))
+    quarantine = BackgroundWriter(
+        lake.PartitionWriter(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config))
+    )
+    scored = BackgroundWriter(lake.PartitionWriter(output.scored_uri, name, output.staging_uri, scored_arrow_schema(config)))
     accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
     counts = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "rows_scored": 0, "rows_flagged": 0}
     reasons: dict[str, int] = {}
     ignored: set[str] = set()  # columns of the files that the config does not name: left out of the outputs
     contract = scored_output_schema(config)
-    batches = lake.iter_partition_batches(partition["uri"], config.scoring.batch_rows)
+    batches = prefetched(lake.iter_partition_batches(partition["uri"], config.scoring.batch_rows))
     try:
         for source, batch in tqdm(batches, desc=f"scoring {name}", unit="batch", disable=None if progress else True, leave=False):
             ignored.update(set(batch.schema.names) - set(contract.columns))
