@@ -240,7 +240,7 @@ def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
         "sparsity": "l1", "n_latents": 7, "k": 2, "l1_coefficient": 0.5, "kl_target": 0.2, "kl_weight": 2.0,
         "learning_rate": 0.01, "batch_size": 3, "max_steps": 9, "validation_fraction": 0.3, "patience": 2,
         "finetune_steps": 4, "trim_fraction": 0.2, "code_cap_quantile": 0.9, "device": "cpu", "seed": 5,
-        "density_weight": 0.5, "n_neighbors": 3, "reference_rows": 500,
+        "density_weight": 0.5, "n_neighbors": 3, "reference_rows": 500, "exact_neighbours": True,
     }
     from sae_pipeline.config import ModelConfig
 

@@ -297,3 +297,21 @@ def test_mixed_precision_is_plain_fp32_on_cpu():
     assert isinstance(mixed_precision(torch.device("cpu")), contextlib.nullcontext)
     detector = SAEDetector(max_steps=5, device="cpu").fit(np.random.default_rng(0).normal(size=(100, 4)))
     assert all(parameter.dtype == torch.float32 for parameter in detector.model_.parameters())
+
+
+def test_indexed_reference_is_saved_and_version_2_folders_search_exactly(tmp_path):
+    """A reference large enough for the cell index: its centroids travel with the model, so scores survive a
+    save and load; a version 2 folder (no centroids) is searched exactly, as it was fitted."""
+    X, _ = correlated_data(n=7_000)
+    detector = SAEDetector(max_steps=30, device="cpu").fit(X)
+    assert detector.reference_cells_.shape[0] > 0
+    detector.save(str(tmp_path / "model"))
+    loaded = SAEDetector.load(str(tmp_path / "model"))
+    np.testing.assert_allclose(loaded.decision_function(X[:500]), detector.decision_function(X[:500]), rtol=1e-6)
+
+    manifest_path = tmp_path / "model" / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 2
+    manifest["params"].pop("exact_neighbours")
+    manifest_path.write_text(json.dumps(manifest))
+    assert SAEDetector.load(str(tmp_path / "model")).exact_neighbours

@@ -1,0 +1,47 @@
+"""The kNN search behind the density term: the index of k-means cells against exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sae_pipeline.neighbours import MIN_ROWS_FOR_CELLS, fit_cells, neighbour_gaps
+
+
+def low_rank_rows(n: int, seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    loadings = rng.normal(size=(6, 16))
+    return torch.as_tensor(rng.normal(size=(n, 6)) @ loadings + 0.1 * rng.normal(size=(n, 16)), dtype=torch.float32)
+
+
+def test_indexed_search_matches_exact_search_for_almost_every_row():
+    reference, queries = low_rank_rows(6_000, seed=0), low_rank_rows(5_000, seed=1)
+    cells = fit_cells(reference, seed=0)
+    assert cells.shape == (round(6_000**0.5), 16)
+    exact = neighbour_gaps(queries, reference, 5).mean(dim=1)
+    indexed = neighbour_gaps(queries, reference, 5, cells).mean(dim=1)
+    same = torch.isclose(indexed, exact, rtol=1e-5)
+    assert same.float().mean() >= 0.95
+    assert (indexed[~same] >= exact[~same]).all()  # a missed neighbour can only be a farther one
+
+
+def test_reference_rows_are_not_their_own_neighbours_in_either_search():
+    reference = low_rank_rows(5_000, seed=2)
+    cells = fit_cells(reference, seed=0)
+    rows = torch.arange(reference.shape[0])
+    for searched_cells in (None, cells):
+        gaps = neighbour_gaps(reference, reference, 3, searched_cells, in_reference=rows).mean(dim=1)
+        assert (gaps > 0).all()
+
+
+def test_small_references_are_searched_exactly():
+    assert fit_cells(low_rank_rows(MIN_ROWS_FOR_CELLS - 1, seed=3), seed=0).shape[0] == 0
+
+
+def test_rows_whose_probed_cells_hold_fewer_than_k_rows_fall_back_to_exact_search():
+    reference, queries = low_rank_rows(MIN_ROWS_FOR_CELLS, seed=4), low_rank_rows(300, seed=5)
+    cells = fit_cells(reference, seed=0)
+    k = MIN_ROWS_FOR_CELLS // 2  # more than the probed sixth of the cells can hold
+    np.testing.assert_allclose(
+        neighbour_gaps(queries, reference, k, cells).numpy(), neighbour_gaps(queries, reference, k).numpy(), rtol=1e-4
+    )
