@@ -137,13 +137,14 @@ def _collect(futures: dict[str, object]) -> tuple[list[dict], list[dict]]:
 def scoring_task_runner(config: PipelineConfig) -> Iterator[TaskRunner]:
     """Where the per-partition scoring tasks run (`scoring.task_runner`): the flow's own thread pool, or a Dask
     cluster (at `scoring.dask_address`, else a local one for this run, one partition per worker process at a time).
-    Tasks on Dask workers report to this flow run but never touch the run lease: this process holds and renews it
-    until every task has finished."""
+    A flow's runner is fixed when it is decorated, so the flow submits to this one (what `Task.submit` does with
+    the flow's). Tasks on Dask workers report to this flow run but never touch the run lease: this process holds
+    and renews it until every task has finished."""
     scoring = config.scoring
     if scoring.task_runner == "threads":
         yield FlowRunContext.get().task_runner
         return
-    local_cluster = {"n_workers": scoring.dask_workers, "threads_per_worker": 1, "dashboard_address": None}
+    local_cluster = {"n_workers": scoring.dask_workers, "threads_per_worker": 1}
     runner = DaskTaskRunner(address=scoring.dask_address) if scoring.dask_address else DaskTaskRunner(cluster_kwargs=local_cluster)
     with runner:
         yield runner
