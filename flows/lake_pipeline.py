@@ -9,15 +9,20 @@ partitions that left the lake, and writes a run summary. Tasks exchange only con
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
 from prefect.exceptions import ParameterTypeError
 from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.task_runners import TaskRunner
+from prefect_dask import DaskTaskRunner
 from pydantic import Field
 
 from flows.handoff import (
@@ -28,7 +33,7 @@ from flows.handoff import (
     start_drift_training,
 )
 from sae_pipeline import lake, pipeline, updating
-from sae_pipeline.config import load_config
+from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.lake import read_bytes
 from sae_pipeline.lease import RunLease
 from sae_pipeline.runs import build_run_summary, format_summary
@@ -128,6 +133,23 @@ def _collect(futures: dict[str, object]) -> tuple[list[dict], list[dict]]:
     return results, failures
 
 
+@contextmanager
+def scoring_task_runner(config: PipelineConfig) -> Iterator[TaskRunner]:
+    """Where the per-partition scoring tasks run (`scoring.task_runner`): the flow's own thread pool, or a Dask
+    cluster (at `scoring.dask_address`, else a local one for this run, one partition per worker process at a time).
+    A flow's runner is fixed when it is decorated, so the flow submits to this one (what `Task.submit` does with
+    the flow's). Tasks on Dask workers report to this flow run but never touch the run lease: this process holds
+    and renews it until every task has finished."""
+    scoring = config.scoring
+    if scoring.task_runner == "threads":
+        yield FlowRunContext.get().task_runner
+        return
+    local_cluster = {"n_workers": scoring.dask_workers, "threads_per_worker": 1}
+    runner = DaskTaskRunner(address=scoring.dask_address) if scoring.dask_address else DaskTaskRunner(cluster_kwargs=local_cluster)
+    with runner:
+        yield runner
+
+
 def _publish_artifacts(summary, scored: list[dict]) -> None:
     create_table_artifact(
         key="sae-run-summary",
@@ -178,14 +200,19 @@ def _run(
                 config_path, all_partitions, scoring_model["model_version"], partitions, backfill, bool(rescore_with)
             )
             by_name = {record["name"]: record for record in lake_partitions}
-            futures = {
-                name: score_partition.submit(
-                    config_path, by_name[name], scoring_model["model_version"], run_id, started_at, reason, progress
-                )
-                for name, reason in plan["to_score"].items()
-            }
-            futures.update({name: remove_partition.submit(config_path, name) for name in plan["removed"]})
-            scored, scoring_failures = _collect(futures)
+            with scoring_task_runner(config) as runner:
+                futures = {
+                    name: runner.submit(
+                        score_partition,
+                        dict(
+                            config_path=config_path, partition=by_name[name], model_version=scoring_model["model_version"],
+                            run_id=run_id, scored_at=started_at, reason=reason, progress=progress,
+                        ),
+                    )
+                    for name, reason in plan["to_score"].items()
+                }
+                futures.update({name: remove_partition.submit(config_path, name) for name in plan["removed"]})
+                scored, scoring_failures = _collect(futures)
             failures += scoring_failures
             if scored or plan["removed"]:
                 write_drift_trend(config_path)

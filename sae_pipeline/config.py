@@ -151,11 +151,29 @@ class RunConfig(_Strict):
 class ScoringConfig(_Strict):
     """`top_features`: explaining columns per scored row; `batch_rows`: rows per streamed batch (memory bound);
     `max_quarantine_share`: a partition whose quarantined share of rows reaches this fails (its quarantine is kept,
-    nothing is committed to the ledger, so the next run retries it); 1.0 fails only fully quarantined partitions."""
+    nothing is committed to the ledger, so the next run retries it); 1.0 fails only fully quarantined partitions.
+
+    Where partitions are scored (one task each): `task_runner: threads` (default) in the run's own process, or
+    `dask` on a Dask cluster: the scheduler at `dask_address` (e.g. `tcp://scheduler:8786`), or, without one, a
+    local cluster started for the run with `dask_workers` worker processes (None: Dask's default for the machine)."""
 
     top_features: int = Field(3, ge=1)
     batch_rows: int = Field(131_072, ge=1)
     max_quarantine_share: float = Field(1.0, gt=0, le=1)
+    task_runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = Field(None, min_length=1)
+    dask_workers: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_dask(self) -> ScoringConfig:
+        if self.task_runner != "dask" and (self.dask_address or self.dask_workers):
+            raise ValueError("scoring.dask_address and scoring.dask_workers need scoring.task_runner: dask")
+        if self.dask_address and self.dask_workers:
+            raise ValueError(
+                "scoring.dask_workers sizes the local cluster started when there is no scheduler address; "
+                "with scoring.dask_address the cluster's own workers are used"
+            )
+        return self
 
 
 DriftMethod = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi"]

@@ -284,3 +284,18 @@ def test_drift_section_loads_with_overrides_and_policy(tmp_path):
 def test_invalid_drift_section_is_rejected_at_load(tmp_path, drift, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write_config(tmp_path, minimal_config(drift=drift)))
+
+
+@pytest.mark.parametrize(
+    ("scoring", "message"),
+    [
+        ({"dask_address": "tcp://scheduler:8786"}, "need scoring.task_runner: dask"),
+        ({"dask_workers": 2}, "need scoring.task_runner: dask"),
+        ({"task_runner": "dask", "dask_address": "tcp://scheduler:8786", "dask_workers": 2}, "local cluster"),
+        ({"task_runner": "dask", "dask_workers": 0}, "dask_workers"),
+        ({"task_runner": "ray"}, "task_runner"),
+    ],
+)
+def test_inconsistent_scoring_runner_is_rejected_at_load(tmp_path, scoring, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, minimal_config(scoring=scoring)))

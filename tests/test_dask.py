@@ -1,0 +1,114 @@
+"""Scale-out: per-partition scoring on a real Dask cluster gives the same outputs as the run's own thread pool."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from distributed import Client, LocalCluster, get_task_stream
+
+from flows.lake_pipeline import lake_pipeline, scoring_task_runner
+from sae_pipeline import pipeline
+from sae_pipeline.config import load_config
+from sae_pipeline.ledger import Ledger
+from sae_pipeline.registry import ModelRegistry
+from tests.conftest import write_lake_config
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+DAYS = 4
+#: Columns that say when a row was scored, not what its score is.
+RUN_SPECIFIC = ["scored_at"]
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """Two worker processes, one task at a time each, as a real cluster's workers would be."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster, set_as_default=False) as client:  # else prefect-dask would reuse it everywhere
+            yield client
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, prefect_harness) -> tuple[Path, str, dict]:
+    """A lake scored in the run's own thread pool: (config path, model version, run summary)."""
+    config = write_lake_config(tmp_path_factory.mktemp("reference"), days=DAYS, rows_per_day=600)
+    version = lake_pipeline(str(config), mode="train")["training"]["model_version"]
+    return config, version, lake_pipeline(str(config), mode="score")
+
+
+def _variant(reference_config: Path, version: str, folder: Path, **scoring) -> Path:
+    """A copy of the reference config that writes to `folder/out`, with the reference model and these `scoring`
+    settings."""
+    raw = yaml.safe_load(reference_config.read_text())
+    raw["output"]["uri"] = str(folder / "out")
+    raw["scoring"] = {**raw.get("scoring", {}), **scoring}
+    path = folder / "variant.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    model = ModelRegistry(load_config(reference_config).output.models_uri).load(version)
+    ModelRegistry(load_config(path).output.models_uri).save(model)
+    return path
+
+
+def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows without their run-specific columns, in an order that does not depend on the writer."""
+    frame = frame.drop(RUN_SPECIFIC, strict=False)
+    return frame.sort([name for name, dtype in frame.schema.items() if not isinstance(dtype, pl.List)])
+
+
+def _table(uri: str) -> pl.DataFrame:
+    return _comparable(pl.scan_parquet(uri, hive_partitioning=True, hive_schema={"day": pl.Date}).collect())
+
+
+def test_dask_scoring_matches_the_thread_pool_run(reference, dask_client, tmp_path):
+    sequential, version, expected = reference
+    on_dask = _variant(sequential, version, tmp_path, task_runner="dask", dask_address=dask_client.scheduler.address)
+
+    with get_task_stream(client=dask_client) as stream:
+        actual = lake_pipeline(str(on_dask), mode="score", model=version)
+
+    scoring_tasks = [record for record in stream.data if "score" in record["key"]]
+    assert len(scoring_tasks) == DAYS
+    assert {record["worker"] for record in scoring_tasks} == set(dask_client.scheduler_info()["workers"])
+    baseline, scaled = load_config(sequential).output, load_config(on_dask).output
+    assert _table(scaled.scored_uri).equals(_table(baseline.scored_uri))
+    assert _table(scaled.quarantine_uri).equals(_table(baseline.quarantine_uri))
+    assert actual["totals"] == expected["totals"] and actual["totals"]["rows_quarantined"] > 0
+    ledger = Ledger(scaled.ledger_uri).entries()
+    assert sorted(ledger) == sorted(p["partition"] for p in expected["partitions"]) and len(ledger) == DAYS
+    assert {entry.run_id for entry in ledger.values()} == {actual["run_id"]}
+    assert not list(Path(scaled.staging_uri).glob("*"))
+
+
+def test_a_partition_scored_on_both_workers_at_once_is_committed_once(reference, dask_client, tmp_path):
+    """A retry on another worker while the first attempt still runs (a worker thought lost) leaves one clean copy."""
+    sequential, version, _ = reference
+    config = load_config(_variant(sequential, version, tmp_path))
+    partition = pipeline.list_partitions(config)[0]
+    attempts = [
+        dask_client.submit(
+            pipeline.score_partition, config, partition, version, "retried", dt.datetime.now(dt.UTC), workers=[worker], pure=False
+        )
+        for worker in dask_client.scheduler_info()["workers"]
+    ]
+    records = dask_client.gather(attempts)
+
+    assert records[0]["rows_scored"] == records[1]["rows_scored"] > 0
+    scored = Path(config.output.scored_uri) / partition["name"]
+    assert len(list(scored.iterdir())) == 1
+    expected = Path(load_config(sequential).output.scored_uri) / partition["name"]
+    assert _comparable(pl.read_parquet(scored)).equals(_comparable(pl.read_parquet(expected)))
+    assert list(Ledger(config.output.ledger_uri).entries()) == [partition["name"]]
+    assert not list(Path(config.output.staging_uri).glob("*"))
+
+
+def test_without_an_address_a_local_cluster_of_dask_workers_lives_for_the_run(tmp_path):
+    config = load_config(write_lake_config(tmp_path, days=1))
+    config = config.model_copy(update={"scoring": config.scoring.model_copy(update={"task_runner": "dask", "dask_workers": 1})})
+    with scoring_task_runner(config) as runner:
+        cluster = runner.client.cluster
+        assert len(cluster.workers) == 1
+    assert cluster.status.name == "closed"
