@@ -61,16 +61,13 @@ def train_champion(config: PipelineConfig, partitions: list[dict]) -> str:
     return record["model_version"]
 
 
-def prepared_lake(
-    workdir: Path, rows: int, columns: int, model: dict | None = None
-) -> tuple[PipelineConfig, dict, str]:
-    """A lake with one partition of `rows` rows, its config (`model`: settings of its `model` section) and a
-    trained champion: (config, partition, version)."""
-    lake = workdir / "lake"
-    write_partition(lake / "day=2026-01-01", rows, columns)
+def prepared_champion(workdir: Path, lake: Path, columns: int, model: dict | None = None) -> tuple[PipelineConfig, dict, str]:
+    """A config over `lake` with its outputs under `workdir` (`model`: settings of its `model` section) and a
+    champion trained on the lake's first partition: (config, partition, version)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     config = load_config(write_config(workdir, lake, columns, model))
     partitions = pipeline.list_partitions(config)
-    return config, partitions[0], train_champion(config, partitions)
+    return config, partitions[0], train_champion(config, partitions[:1])
 
 
 def score_once(config: PipelineConfig, partition: dict, version: str) -> dict:
