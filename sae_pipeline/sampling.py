@@ -1,8 +1,9 @@
 """A bounded, seeded sample of valid rows from some partitions, without holding them all in memory.
 
 Training never needs the whole history: each partition contributes rows in proportion to its size (known from
-the Parquet footers without reading data), is read and validated on its own, and only its sampled valid rows
-are kept. Peak memory is one partition plus the sample, whatever the lake's size.
+the Parquet footers without reading data) and is streamed batch by batch; each batch is validated and only its
+sampled valid rows are kept. Peak memory is one batch plus the sample, whatever the size of the lake or of a
+partition.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ class RowSample:
     failed: list[dict]
 
 
-def sample_valid_rows(config: PipelineConfig, partitions: list[dict], max_rows: int, seed: int) -> RowSample:
+def sample_valid_rows(
+    config: PipelineConfig, partitions: list[dict], max_rows: int, seed: int, batch_rows: int | None = None
+) -> RowSample:
     """Up to `max_rows` valid rows drawn from `partitions` (records with `name` and `uri`), reproducibly.
 
     Only the columns the model reads are kept, so partitions that differ in other columns still combine. A
     partition that cannot be read or fails the schema is left out and listed in `failed` (the model is trained
-    without it, and the next update tries it again).
+    without it, and the next update tries it again). `batch_rows`: rows per streamed batch (default
+    `scoring.batch_rows`).
     """
     model_columns = [column.name for column in config.columns_with_role(*MODEL_ROLES)]
+    batch_rows = batch_rows or config.scoring.batch_rows
     sizes, failed = {}, []
     for partition in partitions:
         try:
@@ -44,19 +49,23 @@ def sample_valid_rows(config: PipelineConfig, partitions: list[dict], max_rows: 
     share = min(1.0, max_rows / total) if total else 0.0
     pieces, rows_read, rows_valid = [], 0, 0
     for index, partition in enumerate(partitions):
-        size = sizes.get(partition["name"], 0)
-        if size == 0:
+        if sizes.get(partition["name"], 0) == 0:
             continue
+        partition_pieces, partition_read, partition_valid = [], 0, 0
         try:
-            frame = lake.read_partition(partition["uri"])
-            valid = validate_frame(frame, config, source=partition["uri"]).valid.select(model_columns)
+            batches = lake.iter_partition_batches(partition["uri"], batch_rows)
+            for number, (source, batch) in enumerate(batches):
+                valid = validate_frame(pl.from_arrow(batch), config, source=source).valid.select(model_columns)
+                partition_read += batch.num_rows
+                partition_valid += valid.height
+                quota = min(valid.height, math.ceil(share * batch.num_rows))
+                partition_pieces.append(valid if quota == valid.height else valid.sample(quota, seed=seed + index + number))
         except (lake.LakeReadError, InputSchemaError) as error:
             failed.append({"partition": partition["name"], "error": str(error)})
             continue
-        rows_read += frame.height
-        rows_valid += valid.height
-        quota = min(valid.height, math.ceil(share * size))
-        pieces.append(valid if quota == valid.height else valid.sample(quota, seed=seed + index))
+        pieces += partition_pieces
+        rows_read += partition_read
+        rows_valid += partition_valid
     sample = pl.concat(pieces, how="vertical") if pieces else pl.DataFrame()
     if sample.height > max_rows:
         sample = sample.sample(max_rows, seed=seed)
