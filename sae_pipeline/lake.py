@@ -339,7 +339,9 @@ class _MultipartUpload(io.RawIOBase):
     def write(self, data) -> int:
         self._buffer += data
         while len(self._buffer) >= UPLOAD_PART_BYTES:
-            self._send_part(bytes(self._buffer[:UPLOAD_PART_BYTES]))
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:UPLOAD_PART_BYTES])  # one copy, then the buffer can shrink
+            self._send_part(part)
             del self._buffer[:UPLOAD_PART_BYTES]
         return len(data)
 
