@@ -185,7 +185,7 @@ def _run(
     run_id = str(flow_run.id or started_at.strftime("%Y%m%dT%H%M%S"))
 
     with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds):
-        pipeline.clear_staging(config)
+        pipeline.clear_staging(config, started_at)
         all_partitions = discover_partitions(config_path)
         lake_partitions, refused = pipeline.split_refused(all_partitions)  # refused keys fail without being read
         logger.info("%d partition(s) under %s", len(lake_partitions), config.lake.uri)

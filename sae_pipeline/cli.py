@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def flow_command(name: str, help_text: str, default_config: str | None = None) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--config", required=default_config is None, default=default_config, help="YAML config")
+        command.add_argument(
+            "--config", required=default_config is None, default=default_config, help="YAML config: a path or an s3:// URI"
+        )
         command.add_argument("--no-progress", action="store_true", help="hide progress bars")
         command.add_argument("--verbose", action="store_true", help="show Prefect's logs and full tracebacks")
         return command

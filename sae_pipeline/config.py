@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sae_pipeline import lake
 
 ColumnType = Literal["float", "float32", "int", "string", "bool", "date", "datetime"]
 #: Column types holding floating-point numbers (`float32` keeps 4-byte storage in the outputs).
@@ -333,31 +336,41 @@ class PipelineConfig(_Strict):
         return labels[0].name if labels else None
 
 
-def _resolve_local(uri: str, base: Path) -> str:
-    """Relative local paths in a config file are relative to that file, so configs can travel with their data."""
+def _resolve_relative(uri: str, config_location: str) -> str:
+    """Relative paths in a config are relative to the config's folder (a local folder or a URI prefix such as
+    `s3://bucket/conf`), so configs can travel with their data."""
     if "://" in uri or Path(uri).is_absolute():
         return uri
-    return str((base / uri).resolve())
+    if "://" not in config_location:
+        return str((Path(config_location).resolve().parent / uri).resolve())
+    scheme, _, path = config_location.partition("://")
+    bucket = path.split("/", 1)[0]
+    resolved = posixpath.normpath(f"{posixpath.dirname(path)}/{uri}")
+    if resolved.split("/", 1)[0] != bucket:
+        raise ConfigError(f"{config_location}: {uri!r} points outside bucket {bucket!r}")
+    return f"{scheme}://{resolved}"
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a YAML config; errors name the file and the offending field."""
-    path = Path(path)
+def load_config(location: str | Path) -> PipelineConfig:
+    """Read and validate a YAML config from a path or a URI (`s3://bucket/conf/pipeline.yaml`); errors name it and
+    the offending field."""
+    location = str(location)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from None
+        raw = yaml.safe_load(lake.read_bytes(location).decode())
+    except lake.LakeReadError as error:
+        if isinstance(error.__cause__, FileNotFoundError):
+            raise ConfigError(f"config file not found: {location}") from None
+        raise ConfigError(f"cannot read config file {location}: {error.__cause__}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"cannot read config file {location}: {error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{location}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    base = path.resolve().parent
+        raise ConfigError(f"{location}: expected a mapping at the top level")
     for section in ("lake", "output"):
         if isinstance(raw.get(section), dict) and isinstance(raw[section].get("uri"), str):
-            raw[section]["uri"] = _resolve_local(raw[section]["uri"], base)
+            raw[section]["uri"] = _resolve_relative(raw[section]["uri"], location)
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{path}: invalid configuration:\n{error}") from None
+        raise ConfigError(f"{location}: invalid configuration:\n{error}") from None

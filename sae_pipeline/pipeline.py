@@ -67,9 +67,20 @@ def split_refused(partitions: list[dict]) -> tuple[list[dict], list[dict]]:
     return usable, refused
 
 
-def clear_staging(config: PipelineConfig) -> None:
-    """Remove files that crashed writers left in the staging area (call it while holding the run lease)."""
+def clear_staging(config: PipelineConfig, run_started_at: dt.datetime) -> None:
+    """Remove what crashed writers left: staged files on disk, incomplete uploads on S3. Call it while holding the
+    run lease, before this run writes. Every upload begun before the run started is aborted, however recent: under
+    the lease its writer is dead, or has lost the lease and must not complete over this run's outputs (an age rule
+    would let exactly that writer through). A store that refuses to list uploads only costs a warning: the uploads
+    stay invisible to readers, and a bucket lifecycle rule can expire them."""
     lake.clear_folder(config.output.staging_uri)
+    try:
+        aborted = lake.abort_incomplete_uploads(config.output.uri, initiated_before=run_started_at)
+    except PermissionError as error:
+        logger.warning("incomplete uploads of crashed writers were not cleaned up: %s", error)
+        return
+    if aborted:
+        logger.info("aborted %d incomplete upload(s) of crashed writers under %s", aborted, config.output.uri)
 
 
 def scoring_model(config: PipelineConfig, model: str | None = None) -> dict:

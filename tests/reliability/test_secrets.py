@@ -1,5 +1,7 @@
 """A recognisable fake S3 secret (and key id) never appears in logs, artifacts, reports, run summaries, the ledger,
-the model registry or error messages: a whole flow and failing CLI runs (also with `--verbose`) against moto."""
+the model registry or error messages: a whole flow and failing CLI runs (also with `--verbose`) against moto, with
+failures in pyarrow's reads and in the boto3 partition uploads. botocore's own DEBUG records name the key id
+unless `lake` redacts them: the flow test catches that."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import re
 
 import boto3
 import pytest
+import yaml
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
 from sae_pipeline import lake
@@ -46,11 +49,11 @@ def _every_object() -> dict[str, bytes]:
     return {key: client.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
 
 
-async def _artifacts() -> list[str]:
+async def _artifacts_and_stored_logs() -> list[str]:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return [artifact.model_dump_json() for artifact in await client.read_artifacts()]
+        return [item.model_dump_json() for item in [*await client.read_artifacts(), *await client.read_logs()]]
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -77,8 +80,8 @@ def test_flow_logs_artifacts_and_outputs_hold_no_secret(moto, tmp_path, monkeypa
     assert any("/ledger/" in key for key in objects) and any("/runs/" in key for key in objects), sorted(objects)
     assert {key: _leaks(data) for key, data in objects.items() if _leaks(data)} == {}
 
-    artifacts = asyncio.run(_artifacts())
-    assert artifacts and not [text for text in artifacts if _leaks(text)]
+    stored = asyncio.run(_artifacts_and_stored_logs())
+    assert stored and not [text for text in stored if _leaks(text)]
 
 
 def test_failing_cli_runs_print_no_secret(moto, tmp_path):
@@ -91,3 +94,19 @@ def test_failing_cli_runs_print_no_secret(moto, tmp_path):
             assert result.returncode != 0, result.stdout + result.stderr
             assert "error:" in result.stderr and re.search(r"ACCESS_DENIED|Access Denied|AccessDenied", result.stderr), result.stderr
             assert not _leaks(result.stdout) and not _leaks(result.stderr), (result.stdout + result.stderr)[-3000:]
+
+
+def test_cli_run_from_a_config_on_s3_failing_to_upload_prints_no_secret(moto, tmp_path):
+    """The failure happens in the boto3 upload of a scored partition (the store refuses it), with `--verbose`."""
+    _, raw = write_s3_lake_config(tmp_path, BUCKET, days=1)
+    config_uri = f"s3://{BUCKET}/conf/pipeline.yaml"
+    lake.write_text(config_uri, yaml.safe_dump(raw))
+    env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
+    with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
+        result = run_cli("run", "--config", config_uri, "--no-progress", "--verbose", home=tmp_path, timeout=180,
+                         AWS_ENDPOINT_URL=proxy.endpoint, **env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "AccessDenied" in result.stderr and "key 'out/scored/day=" in result.stderr, output[-3000:]
+    assert not _leaks(output), output[-3000:]
+    summaries = {key: data for key, data in _every_object().items() if "/runs/" in key}
+    assert summaries and {key: _leaks(data) for key, data in summaries.items() if _leaks(data)} == {}

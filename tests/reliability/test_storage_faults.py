@@ -5,7 +5,9 @@ pipeline uses): Arrow's S3 client re-sends every retryable request (5xx, throttl
 about every 200 ms for about 6 s (some 30 attempts), so short outages never reach the pipeline. A longer outage
 surfaces as an `OSError` ("AWS Error SERVICE_UNAVAILABLE during ... operation"), which `lake.is_transient`
 recognises, and the I/O tasks retry (after 2 s, then 10 s). 4xx errors such as AccessDenied are neither re-sent
-by Arrow nor retried by the tasks.
+by Arrow nor retried by the tasks. Partition files go to S3 through boto3 (`lake.PartitionWriter`): it sends each
+request up to 5 times (`AWS_MAX_ATTEMPTS`) with exponential backoff, and its errors reach the tasks as the same
+OSError kinds, naming the object.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import datetime as dt
 import re
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -71,6 +74,28 @@ def test_real_pyarrow_errors_are_classified(moto):
         assert lake.is_transient(error) is transient, str(error)
 
 
+def _commit_error(endpoint: str) -> OSError:
+    table = pa.table({"value": [1.0, 2.0]})
+    writer = lake.PartitionWriter(f"s3://{BUCKET}/probe", "day=2026-11-01", f"s3://{BUCKET}/_staging", table.schema)
+    writer.write(table)
+    with pytest.raises(OSError) as caught:
+        writer.commit()
+    return caught.value
+
+
+def test_real_boto3_errors_are_classified(moto, monkeypatch):
+    """The same for the partition writer's boto3 client (its re-sends off), and the object is named."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    cases = [(Fault(503, "PUT"), True, "ServiceUnavailable"), (Fault(500, "PUT"), True, "InternalError"),
+             (Fault(drop=True, method="PUT"), True, "Connection was closed"), (Fault(403, "PUT"), False, "AccessDenied")]
+    for fault, transient, code in cases:
+        with FaultProxy(moto, [fault]) as proxy:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+            error = _commit_error(proxy.endpoint)
+        assert code in str(error) and "key 'probe/day=2026-11-01/part-0.parquet'" in str(error), str(error)
+        assert lake.is_transient(error) is transient, str(error)
+
+
 def test_pyarrow_resends_short_outages_itself(moto, monkeypatch):
     """N failures in a row (5xx and dropped connections) cost Arrow's client a few re-sends, not an error."""
     faults = [Fault(503, times=4), Fault(drop=True, method="PUT", times=2), Fault(503, "HEAD", times=3)]
@@ -95,15 +120,15 @@ def test_flow_survives_transient_faults_with_nothing_lost(moto, tmp_path, monkey
         return seen[-1][1]
 
     monkeypatch.setattr(lake, "is_transient", recording)
-    # Short blips everywhere (Arrow re-sends them), and an outage of the scored table longer than Arrow's ~6 s
-    # window of re-sends, so that the score task itself fails once and is retried.
+    # Short blips everywhere (the clients re-send them), and an outage of the scored file longer than boto3's 5
+    # attempts, so that the score task itself fails once and is retried.
     faults = [Fault(503, times=5), Fault(drop=True, method="GET", times=2),
-              Fault(503, "PUT", rf"^/{BUCKET}/out/scored/day(=|%3D)2026-11-01/", times=45)]
+              Fault(503, "PUT", rf"^/{BUCKET}/out/scored/day(=|%3D)2026-11-01/", times=7)]
     with FaultProxy(moto, faults) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         summary = RunSummary.model_validate(lake_pipeline(config_path))
-    assert proxy.injected() == 5 + 2 + 45
-    assert any("SERVICE_UNAVAILABLE" in message and verdict for message, verdict in seen), seen
+    assert proxy.injected() == 5 + 2 + 7
+    assert any("ServiceUnavailable" in message and verdict for message, verdict in seen), seen  # the task retried
     assert summary.totals["rows_scored"] + summary.totals["rows_quarantined"] == 600
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{moto}")
     assert _rows(config.output.scored_uri) + _rows(config.output.quarantine_uri) == 600
