@@ -11,12 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
-import io
 import json
 import logging
 import os
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,14 +24,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from sae_pipeline import s3_uploads
 
 logger = logging.getLogger(__name__)
 
 PARTITION_FILE = "part-0.parquet"
-#: Size of the parts of an S3 upload (S3 wants at least 5 MiB but for the last): memory per writer, at most.
-UPLOAD_PART_BYTES = 8 * 1024 * 1024
 
 
 class LakeReadError(RuntimeError):
@@ -254,133 +250,6 @@ def iter_partition_batches(partition_uri: str, batch_rows: int) -> Iterator[tupl
             raise LakeReadError(f"cannot read Parquet file {path}: {error}") from error
 
 
-def _s3_client(filesystem: pafs.S3FileSystem):
-    """A boto3 client with the settings pyarrow resolved for the URI (endpoint, scheme, region, explicit keys from
-    `?endpoint_override=...&scheme=...` or the AWS environment), so both talk to the same store as the same user.
-    Credentials not in the URI come from boto3's default chain (environment, profile, instance role), like Arrow's.
-    `AWS_MAX_ATTEMPTS` sets how often a request is sent before its error reaches the caller (default 5)."""
-    import boto3
-    import botocore.session
-    from botocore.config import Config
-
-    options = filesystem.__reduce__()[1][0]  # the options pyarrow itself pickles: one resolution of the settings
-    endpoint = options["endpoint_override"]
-    if endpoint and "://" not in endpoint:
-        endpoint = f"{options['scheme']}://{endpoint}"
-    # A new session per client resolves the credentials afresh, as pyarrow does; sharing the loader of service
-    # models keeps that cheap (~15 ms instead of ~130 ms). Sessions are not thread-safe: one at a time.
-    with _BOTO3_SETUP_LOCK:
-        global _botocore_loader
-        session = botocore.session.Session()
-        if _botocore_loader is None:
-            _botocore_loader = session.get_component("data_loader")
-            for name in _BOTOCORE_LOGGERS_WITH_CREDENTIALS:
-                logging.getLogger(name).addFilter(_redact_credentials)
-        session.register_component("data_loader", _botocore_loader)
-        return boto3.session.Session(botocore_session=session).client(
-            "s3",
-            endpoint_url=endpoint or None,
-            region_name=filesystem.region or None,
-            aws_access_key_id=options["access_key"],
-            aws_secret_access_key=options["secret_key"],
-            aws_session_token=options["session_token"],
-            # About the few seconds of re-sends Arrow's client makes; longer outages reach the task retries.
-            config=Config(retries={"mode": "standard", "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", 5))}),
-        )
-
-
-_BOTO3_SETUP_LOCK = threading.Lock()
-_botocore_loader = None
-#: botocore's DEBUG records that carry the access key id (`Authorization: ... Credential=KEY/...`) or the session
-#: token (`X-Amz-Security-Token`, and the canonical request that is signed).
-_BOTOCORE_LOGGERS_WITH_CREDENTIALS = ("botocore.endpoint", "botocore.auth")
-_CREDENTIAL_IN_LOG = re.compile(r"(Credential=)[^/\s,'\"]+|(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[^'\",\s]+", re.IGNORECASE)
-
-
-def _redact_credentials(record: logging.LogRecord) -> bool:
-    """Keep botocore's DEBUG records, with the key id and session token in them replaced by `<redacted>`."""
-    record.msg = _CREDENTIAL_IN_LOG.sub(lambda match: (match.group(1) or match.group(2)) + "<redacted>", record.getMessage())
-    record.args = ()
-    return True
-
-
-def _storage_error(error: Exception, action: str, bucket: str, key: str) -> OSError:
-    """A boto3 error as the OSError kind pyarrow raises for the same failure, naming the object, so callers and
-    `is_transient` treat both clients alike (403 forbidden, 404 missing, connection and timeout errors)."""
-    message = f"when {action} key '{key}' in bucket '{bucket}': {error}"
-    if isinstance(error, ClientError):
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        kind = {403: PermissionError, 404: FileNotFoundError}.get(status, OSError)
-    elif isinstance(error, ReadTimeoutError):
-        kind = TimeoutError
-    elif isinstance(error, BotoConnectionError):
-        kind = ConnectionError
-    else:
-        kind = OSError
-    return kind(message)
-
-
-class _MultipartUpload(io.RawIOBase):
-    """A writable stream into one S3 object that becomes visible only through `complete` (an upload that is never
-    completed stays invisible to readers), unlike pyarrow's S3 stream, which completes its upload on close even
-    after an error. Memory holds at most one part. A file smaller than a part is sent as one PutObject at
-    `complete`; a larger one as a multipart upload begun when the first part is full."""
-
-    def __init__(self, client, bucket: str, key: str):
-        super().__init__()
-        self._client, self.bucket, self.key = client, bucket, key
-        self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[dict] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self._buffer += data
-        while len(self._buffer) >= UPLOAD_PART_BYTES:
-            with memoryview(self._buffer) as view:
-                part = bytes(view[:UPLOAD_PART_BYTES])  # one copy, then the buffer can shrink
-            self._send_part(part)
-            del self._buffer[:UPLOAD_PART_BYTES]
-        return len(data)
-
-    def _call(self, action: str, method, **arguments) -> dict:
-        try:
-            return method(Bucket=self.bucket, Key=self.key, **arguments)
-        except (BotoCoreError, ClientError) as error:
-            raise _storage_error(error, action, self.bucket, self.key) from error
-
-    def _send_part(self, body: bytes) -> None:
-        if self._upload_id is None:
-            self._upload_id = self._call("starting the upload of", self._client.create_multipart_upload)["UploadId"]
-        number = len(self._parts) + 1
-        reply = self._call(
-            "uploading part for", self._client.upload_part, UploadId=self._upload_id, PartNumber=number, Body=body
-        )
-        checksums = {name: value for name, value in reply.items() if name.startswith("Checksum") and name != "ChecksumType"}
-        self._parts.append({"PartNumber": number, "ETag": reply["ETag"], **checksums})
-
-    def complete(self) -> None:
-        """Make the object appear, whole."""
-        if self._upload_id is None:
-            self._call("writing", self._client.put_object, Body=bytes(self._buffer))
-        else:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
-            self._call(
-                "completing the upload of", self._client.complete_multipart_upload,
-                UploadId=self._upload_id, MultipartUpload={"Parts": self._parts},
-            )
-        self._buffer.clear()
-
-    def abort(self) -> None:
-        """Drop the upload and its parts; nothing ever appears at the key."""
-        self._buffer.clear()
-        if self._upload_id is not None:
-            self._call("aborting the upload of", self._client.abort_multipart_upload, UploadId=self._upload_id)
-
-
 class PartitionWriter:
     """Write one partition of a table batch by batch, as a single Parquet file that appears whole or not at all.
 
@@ -407,7 +276,7 @@ class PartitionWriter:
     def _open(self):
         if isinstance(self._fs, pafs.S3FileSystem):
             bucket, key = self._final_path.split("/", 1)
-            return _MultipartUpload(_s3_client(self._fs), bucket, key)
+            return s3_uploads.MultipartUpload(s3_uploads.s3_client(self._fs), bucket, key)
         self._fs.create_dir(self._staging_root, recursive=True)
         self._staged_path = f"{self._staging_root}/{uuid.uuid4().hex}.parquet"
         return self._fs.open_output_stream(self._staged_path)
@@ -423,7 +292,7 @@ class PartitionWriter:
         if self._writer is None:
             self.write(self.schema.empty_table())
         self._writer.close()
-        if isinstance(self._stream, _MultipartUpload):
+        if isinstance(self._stream, s3_uploads.MultipartUpload):
             self._stream.complete()
         else:
             self._stream.close()
@@ -441,7 +310,7 @@ class PartitionWriter:
         try:
             self._writer.close()
         finally:
-            if isinstance(self._stream, _MultipartUpload):
+            if isinstance(self._stream, s3_uploads.MultipartUpload):
                 try:
                     self._stream.abort()
                 except OSError as error:  # keep the error that made us abort; the next run aborts the upload
@@ -453,24 +322,12 @@ class PartitionWriter:
 
 
 def abort_incomplete_uploads(uri: str, initiated_before: dt.datetime) -> int:
-    """Abort the incomplete multipart uploads under an S3 prefix begun before `initiated_before` (what writers that
-    died before their commit leave; readers never see them, but their parts are billed); return how many. Nothing
-    to do elsewhere. Call it only while holding the output's lease (see `pipeline.clear_staging`)."""
+    """Abort the incomplete S3 uploads under `uri` begun before `initiated_before` (see
+    `s3_uploads.abort_incomplete_uploads`); nothing to do on other storage. Call it only while holding the lease."""
     filesystem, path = filesystem_for(uri)
     if not isinstance(filesystem, pafs.S3FileSystem):
         return 0
-    bucket, _, prefix = path.partition("/")
-    client = _s3_client(filesystem)
-    aborted = 0
-    try:
-        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
-            for upload in page.get("Uploads", []):
-                if upload["Initiated"] < initiated_before:
-                    client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                    aborted += 1
-    except (BotoCoreError, ClientError) as error:
-        raise _storage_error(error, "aborting stale uploads under", bucket, prefix) from error
-    return aborted
+    return s3_uploads.abort_incomplete_uploads(filesystem, path, initiated_before)
 
 
 def clear_folder(uri: str) -> None:
