@@ -89,12 +89,12 @@ class ModelConfig(_Strict):
     patience: int = Field(5, ge=1)
     finetune_steps: int = Field(0, ge=0)
     code_cap_quantile: float | None = Field(0.99, ge=0.5, le=1)
-    trim_fraction: float = Field(0.1, ge=0, lt=1)
+    trim_fraction: float = Field(0.0, ge=0, lt=1)
     #: The kNN density term of the score (see README "The model"): its weight (0 = reconstruction error alone,
     #: the fastest scoring), neighbours, how many training rows each scored row is compared with, and whether it
     #: is compared with all of them (`exact_neighbours`) or through the default index of k-means cells.
-    density_weight: float = Field(2.0, ge=0)
-    n_neighbors: int = Field(5, ge=1)
+    density_weight: float = Field(3.0, ge=0)
+    n_neighbors: int = Field(3, ge=1)
     reference_rows: int = Field(10_000, ge=2)
     exact_neighbours: bool = False
     device: str = "auto"
