@@ -204,6 +204,17 @@ def test_damaged_version_fails_naming_the_file(registry, make_artifact, file, da
         registry.load(version)
 
 
+def test_versions_saved_by_the_previous_format_still_load(registry, make_artifact):
+    """Upgrading must not strand a registry: format 2 folders (no kNN index) load and search exactly."""
+    (version,) = _save(registry, make_artifact, 1)
+    manifest_path = Path(registry.uri(version)) / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 2
+    manifest["params"].pop("exact_neighbours")
+    manifest_path.write_text(json.dumps(manifest))
+    assert registry.load(version).detector.exact_neighbours
+
+
 @pytest.mark.parametrize("payload", [b"{not json", b'{"format_version": 2, "aliases": {}, "history": []}'])
 def test_damaged_aliases_file_fails_naming_it(registry, make_artifact, payload):
     _save(registry, make_artifact, 1)

@@ -22,7 +22,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sae_pipeline import lake
-from sae_pipeline.detector import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, SAEDetector
+from sae_pipeline.detector import FORMAT_NAME, MANIFEST_FILE, READABLE_VERSIONS, SAEDetector
 from sae_pipeline.features import TabularEncoder
 from sae_pipeline.registry.errors import RegistryError
 
@@ -101,8 +101,9 @@ def read_manifest(uri: str) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RegistryError(f"{manifest_uri}: not valid JSON (truncated or corrupt?): {error}") from error
     found = (manifest.get("format"), manifest.get("format_version")) if isinstance(manifest, dict) else None
-    if found != (FORMAT_NAME, FORMAT_VERSION):
-        raise RegistryError(f"{manifest_uri}: expected format {FORMAT_NAME} v{FORMAT_VERSION}, found {found}")
+    if found is None or found[0] != FORMAT_NAME or found[1] not in READABLE_VERSIONS:
+        expected = f"{FORMAT_NAME} v{'/'.join(map(str, READABLE_VERSIONS))}"
+        raise RegistryError(f"{manifest_uri}: expected format {expected}, found {found}")
     if "pipeline" not in manifest:
         raise RegistryError(f"{manifest_uri}: a bare SAEDetector folder, not a pipeline model (no 'pipeline' key)")
     return manifest
