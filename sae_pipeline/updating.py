@@ -235,8 +235,10 @@ def train_or_update(
 
 
 def _comparable_metrics(config: PipelineConfig, champion: ModelArtifact | None, held_out: pl.DataFrame) -> dict | None:
-    """The champion's metrics on the held-out rows, or None when it cannot read them (schema changed)."""
-    if champion is None or not held_out.height:
+    """The champion's metrics on the held-out rows, or None when they do not compare: it cannot read them (schema
+    changed), or it was trained with other model settings, whose scores are on another scale (e.g. another
+    density_weight), so the settings the user chose take over."""
+    if champion is None or not held_out.height or champion.metadata.config_hash != config.model_hash():
         return None
     try:
         unknown_model_columns(champion, config)

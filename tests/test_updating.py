@@ -50,3 +50,25 @@ def test_tolerances_change_the_verdict():
     drifting = {"trimmed_mean_error": 0.10, "flagged_rate": 0.03}
     assert promotion_decision(_config(), drifting, CHAMPION)[0] is False
     assert promotion_decision(_config(flagged_rate_tolerance=0.05), drifting, CHAMPION)[0] is True
+
+
+def test_changed_model_settings_retrain_and_take_over_without_a_score_comparison(tmp_path):
+    """Scores of models with other settings (here the density term's weight) are on other scales: the new model
+    is promoted because the user chose its settings, not compared with the champion."""
+    from sae_pipeline import pipeline
+    from sae_pipeline.config import load_config
+    from sae_pipeline.registry import ModelRegistry
+    from sae_pipeline.updating import train_or_update
+    from tests.conftest import write_lake_config
+
+    path = write_lake_config(tmp_path, days=2, rows_per_day=600, max_steps=30)
+    config = load_config(path)
+    partitions = pipeline.list_partitions(config)
+    first = train_or_update(config, partitions)
+    raw = yaml.safe_load(path.read_text())
+    raw["model"]["density_weight"] = 0.5
+    path.write_text(yaml.safe_dump(raw))
+    second = train_or_update(load_config(path), partitions)
+    assert second["action"] == "train" and second["reason"].startswith("model settings changed")
+    assert second["promoted"] and second["champion_metrics"] is None
+    assert ModelRegistry(config.output.models_uri).champion() == second["model_version"] != first["model_version"]
