@@ -11,10 +11,10 @@ import hashlib
 import json
 import posixpath
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sae_pipeline import lake
 
@@ -33,7 +33,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors name the field and the rule but never echo the value: a URI or a setting may carry a secret.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class ColumnSpec(_Strict):
@@ -59,10 +60,24 @@ class ColumnSpec(_Strict):
         return self
 
 
+def _without_query(uri: str) -> str:
+    if "?" in uri:
+        raise ValueError(
+            f"{uri.split('?', 1)[0]!r}: query options in storage URIs are not supported (output paths are appended to the URI and it is"
+            " written to run summaries): set the endpoint and credentials in the environment (AWS_ENDPOINT_URL,"
+            " AWS_ACCESS_KEY_ID, ...)"
+        )
+    return uri
+
+
+#: A local path or a filesystem URI such as `s3://bucket/prefix`, without `?options`.
+StorageUri = Annotated[str, Field(min_length=1), AfterValidator(_without_query)]
+
+
 class LakeConfig(_Strict):
     """The input table: a Hive-style partitioned Parquet folder (`key=value/` directories)."""
 
-    uri: str
+    uri: StorageUri
     partition_keys: dict[str, PartitionKeyType] = Field(default_factory=lambda: {"day": "date"})
 
 
@@ -242,7 +257,7 @@ class DriftConfig(_Strict):
 class OutputConfig(_Strict):
     """Output root; each kind of output lives in its own sibling folder under it."""
 
-    uri: str
+    uri: StorageUri
 
     def _child(self, name: str) -> str:
         return f"{self.uri.rstrip('/')}/{name}"

@@ -299,3 +299,12 @@ def test_invalid_drift_section_is_rejected_at_load(tmp_path, drift, message):
 def test_inconsistent_scoring_runner_is_rejected_at_load(tmp_path, scoring, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write_config(tmp_path, minimal_config(scoring=scoring)))
+
+
+@pytest.mark.parametrize("section", ["lake", "output"])
+def test_storage_uris_with_query_options_are_refused_naming_the_environment(tmp_path, section):
+    config = minimal_config()
+    config[section] = {**config[section], "uri": "s3://bucket/data?endpoint_override=minio:9000&secret_key=x"}
+    with pytest.raises(ConfigError, match=r"query options in storage URIs are not supported.*AWS_ENDPOINT_URL") as error:
+        load_config(write_config(tmp_path, config))
+    assert "secret_key" not in str(error.value)  # config errors never echo values: they may carry secrets
