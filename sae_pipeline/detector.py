@@ -92,7 +92,8 @@ class SAEDetector(BaseEstimator):
     sparsity : {"topk", "l1", "kl"}
         How the code is made sparse (see `sae_pipeline.model`).
     n_latents : int, optional
-        Width of the code; default 4 x n_features, clipped to [16, 1024].
+        Width of the code; default 2 x n_features, clipped to [16, 1024]
+        (4x detected no better and trained a third slower; see BENCHMARKS.md).
     k : int, optional
         Active latents per row for `topk`; default n_features // 4, clipped to [1, 32].
     l1_coefficient, kl_target, kl_weight : float
@@ -215,7 +216,7 @@ class SAEDetector(BaseEstimator):
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
 
     def _architecture(self, n_features: int) -> tuple[int, int]:
-        n_latents = self.n_latents or int(np.clip(4 * n_features, 16, 1024))
+        n_latents = self.n_latents or int(np.clip(2 * n_features, 16, 1024))
         k = self.k or int(np.clip(n_features // 4, 1, 32))
         return n_latents, min(k, n_latents)
 
