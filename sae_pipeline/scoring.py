@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from sae_pipeline.detector import row_scores
 from sae_pipeline.registry import ModelArtifact
 from sae_pipeline.schema import SCORE_COLUMNS
 
@@ -22,14 +23,28 @@ from sae_pipeline.schema import SCORE_COLUMNS
 def top_features_array(residuals: np.ndarray, feature_sources: list[str], k: int) -> pa.ListArray:
     """For each row, the `k` source columns with the largest summed squared residuals, largest first."""
     sources = list(dict.fromkeys(feature_sources))
-    membership = np.zeros((len(feature_sources), len(sources)), dtype=residuals.dtype)
-    membership[np.arange(len(feature_sources)), [sources.index(name) for name in feature_sources]] = 1.0
-    per_source = residuals @ membership
+    if len(sources) == len(feature_sources):  # one feature per column: nothing to sum
+        per_source = np.array(residuals)  # a copy: ranking overwrites it
+    else:
+        membership = np.zeros((len(feature_sources), len(sources)), dtype=residuals.dtype)
+        membership[np.arange(len(feature_sources)), [sources.index(name) for name in feature_sources]] = 1.0
+        per_source = residuals @ membership
     k = min(k, len(sources))
-    order = np.argsort(-per_source, axis=1, kind="stable")[:, :k]
+    order = _largest_first(per_source, k)
     names = pa.array(sources, type=pa.large_string()).take(pa.array(order.ravel()))
     offsets = pa.array(np.arange(0, order.size + 1, k, dtype=np.int32))
     return pa.ListArray.from_arrays(offsets, names)
+
+
+def _largest_first(values: np.ndarray, k: int) -> np.ndarray:
+    """Column numbers of each row's `k` largest values, largest first, ties in column order (as a stable
+    descending sort), overwriting `values`. k passes of argmax: several times faster than sorting every row."""
+    order = np.empty((values.shape[0], k), dtype=np.int64)
+    rows = np.arange(values.shape[0])
+    for position in range(k):
+        order[:, position] = largest = values.argmax(axis=1)
+        values[rows, largest] = -np.inf
+    return order
 
 
 def top_features(residuals: np.ndarray, feature_sources: list[str], k: int) -> list[list[str]]:
@@ -51,7 +66,7 @@ def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored
     detector = artifact.detector
     features = artifact.encoder.transform(frame)
     residuals, codes = detector.terms_and_codes(features)
-    scores = residuals.mean(axis=1)
+    scores = row_scores(residuals)
     flagged = scores > detector.threshold_
     explanations = pl.from_arrow(top_features_array(residuals, artifact.encoder.feature_sources_, top_k))
     scored = frame.with_columns(

@@ -218,16 +218,17 @@ def test_feature_residuals_row_means_are_the_scores(fitted):
     detector, X, _ = fitted
     terms = detector.feature_residuals(X[:200])
     assert terms.shape == (200, X.shape[1]) and (terms >= 0).all()
-    np.testing.assert_allclose(terms.mean(axis=1), detector.decision_function(X[:200]), rtol=1e-12)
+    np.testing.assert_allclose(terms.mean(axis=1), detector.decision_function(X[:200]), rtol=1e-6)  # float32 terms
     reconstruction = detector.reconstruction_residuals(X[:200])
-    assert reconstruction.shape == terms.shape and (terms >= reconstruction / detector.score_scales_[0] - 1e-12).all()
+    assert reconstruction.shape == terms.shape
+    assert (terms >= reconstruction / detector.score_scales_[0] * (1 - 1e-6)).all()
 
 
 def test_density_weight_zero_scores_by_reconstruction_alone():
     X, _ = correlated_data(n=800)
     detector = SAEDetector(max_steps=100, density_weight=0.0).fit(X)
     expected = detector.reconstruction_residuals(X).mean(axis=1) / detector.score_scales_[0]
-    np.testing.assert_allclose(detector.decision_function(X), expected, rtol=1e-12)
+    np.testing.assert_allclose(detector.decision_function(X), expected, rtol=1e-6)  # float32 terms
     assert detector.reference_.shape[0] == 0
 
 
@@ -270,7 +271,7 @@ def test_version_1_model_folders_still_load_and_score_by_reconstruction(fitted, 
     manifest_path.write_text(json.dumps(manifest))
     loaded = SAEDetector.load(str(tmp_path / "model"))
     assert loaded.density_weight == 0.0
-    np.testing.assert_allclose(loaded.decision_function(X), loaded.reconstruction_residuals(X).mean(axis=1))
+    np.testing.assert_allclose(loaded.decision_function(X), loaded.reconstruction_residuals(X).mean(axis=1), rtol=1e-6)
     manifest["format_version"] = 99
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="version"):

@@ -21,8 +21,10 @@ def test_indexed_search_matches_exact_search_for_almost_every_row():
     exact = neighbour_gaps(queries, reference, 5).mean(dim=1)
     indexed = neighbour_gaps(queries, reference, 5, cells).mean(dim=1)
     same = torch.isclose(indexed, exact, rtol=1e-5)
-    assert same.float().mean() >= 0.95
+    assert same.float().mean() >= 0.9
     assert (indexed[~same] >= exact[~same]).all()  # a missed neighbour can only be a farther one
+    excess = (indexed - exact) / exact
+    assert excess.mean() < 0.002 and (excess > 0.05).float().mean() < 0.005  # and a near miss: scores barely move
 
 
 def test_reference_rows_are_not_their_own_neighbours_in_either_search():
