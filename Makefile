@@ -47,6 +47,7 @@ bench: install
 
 bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/detection.py
+	$(BIN)/python benchmarks/neighbour_search.py
 
 deploy-local: install
 	$(BIN)/python deployments/local.py up
