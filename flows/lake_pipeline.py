@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
+import distributed
+from distributed.comm import resolve_address
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
@@ -144,10 +146,28 @@ def scoring_task_runner(config: PipelineConfig) -> Iterator[TaskRunner]:
     if scoring.task_runner == "threads":
         yield FlowRunContext.get().task_runner
         return
+    _refuse_a_foreign_dask_client(scoring.dask_address)
     local_cluster = {"n_workers": scoring.dask_workers, "threads_per_worker": 1}
     runner = DaskTaskRunner(address=scoring.dask_address) if scoring.dask_address else DaskTaskRunner(cluster_kwargs=local_cluster)
     with runner:
         yield runner
+
+
+def _refuse_a_foreign_dask_client(configured: str | None) -> None:
+    """prefect-dask sends tasks to a Dask client already open in this process (a notebook's, or the worker's when
+    this flow runs on Dask) in preference to `scoring.dask_address` or a local cluster: refuse to score silently
+    somewhere else than the config says."""
+    try:
+        open_scheduler = distributed.get_client().scheduler.address
+    except ValueError:  # no client open: prefect-dask does what the config says
+        return
+    if configured and resolve_address(configured) == resolve_address(open_scheduler):
+        return
+    wanted = f"scoring.dask_address is {configured}" if configured else "scoring.dask_address is not set (a local cluster)"
+    raise ValueError(
+        f"{wanted}, but this process already has a Dask client for {open_scheduler}, which prefect-dask would use "
+        f"instead: close that client, or set scoring.dask_address to {open_scheduler}"
+    )
 
 
 def _publish_artifacts(summary, scored: list[dict]) -> None:

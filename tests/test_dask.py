@@ -112,3 +112,17 @@ def test_without_an_address_a_local_cluster_of_dask_workers_lives_for_the_run(tm
         cluster = runner.client.cluster
         assert len(cluster.workers) == 1
     assert cluster.status.name == "closed"
+
+
+def test_a_dask_client_already_open_for_another_scheduler_is_refused(dask_client, tmp_path):
+    config = load_config(write_lake_config(tmp_path, days=1))
+    elsewhere = config.scoring.model_copy(update={"task_runner": "dask", "dask_address": "tcp://127.0.0.1:9"})
+    with Client(dask_client.scheduler.address):  # the process's default client, as a notebook would have
+        for scoring in (elsewhere, elsewhere.model_copy(update={"dask_address": None})):
+            with pytest.raises(ValueError, match="already has a Dask client for tcp://127.0.0.1"):
+                with scoring_task_runner(config.model_copy(update={"scoring": scoring})):
+                    pass
+        same = elsewhere.model_copy(update={"dask_address": dask_client.scheduler.address})
+        with scoring_task_runner(config.model_copy(update={"scoring": same})) as runner:
+            assert runner.client.scheduler.address == dask_client.scheduler.address
+
