@@ -345,9 +345,8 @@ class SAEDetector(BaseEstimator):
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the detector was fitted on {self.n_features_in_}")
-        center, scale = (torch.as_tensor(values, dtype=torch.float32) for values in (self.scaler_.center_, self.scaler_.scale_))
-        scaled = (torch.as_tensor(X, dtype=torch.float32) - center).div_(scale).clamp_(-INPUT_CLIP, INPUT_CLIP)
-        return scaled.to(self.device_)
+        scaled = np.clip(self.scaler_.transform(X), -INPUT_CLIP, INPUT_CLIP)
+        return torch.as_tensor(scaled, dtype=torch.float32, device=self.device_)
 
     def _reconstruction_residuals(self, scaled: torch.Tensor) -> torch.Tensor:
         self.model_.eval()

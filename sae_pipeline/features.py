@@ -43,9 +43,12 @@ class RobustScaler:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
+        """Scaled X: float32 input stays float32 (what the model computes in), anything else becomes float64."""
         if not hasattr(self, "scale_"):
             raise NotFittedError("RobustScaler is not fitted")
-        return (np.asarray(X, dtype=np.float64) - self.center_) / self.scale_
+        X = np.asarray(X)
+        dtype = np.float32 if X.dtype == np.float32 else np.float64
+        return (X.astype(dtype, copy=False) - self.center_.astype(dtype)) / self.scale_.astype(dtype)
 
     def to_dict(self) -> dict:
         return {"center": self.center_.tolist(), "scale": self.scale_.tolist()}

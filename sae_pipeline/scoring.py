@@ -23,12 +23,9 @@ from sae_pipeline.schema import SCORE_COLUMNS
 def top_features_array(residuals: np.ndarray, feature_sources: list[str], k: int) -> pa.ListArray:
     """For each row, the `k` source columns with the largest summed squared residuals, largest first."""
     sources = list(dict.fromkeys(feature_sources))
-    if len(sources) == len(feature_sources):  # one feature per column: nothing to sum
-        per_source = np.array(residuals)  # a copy: ranking overwrites it
-    else:
-        membership = np.zeros((len(feature_sources), len(sources)), dtype=residuals.dtype)
-        membership[np.arange(len(feature_sources)), [sources.index(name) for name in feature_sources]] = 1.0
-        per_source = residuals @ membership
+    membership = np.zeros((len(feature_sources), len(sources)), dtype=residuals.dtype)
+    membership[np.arange(len(feature_sources)), [sources.index(name) for name in feature_sources]] = 1.0
+    per_source = residuals @ membership  # a new array: the ranking below may overwrite it
     k = min(k, len(sources))
     order = _largest_first(per_source, k)
     names = pa.array(sources, type=pa.large_string()).take(pa.array(order.ravel()))
