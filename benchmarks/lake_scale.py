@@ -25,20 +25,23 @@ def column_names(columns: int) -> list[str]:
     return [f"metric_{index:02d}" for index in range(columns)]
 
 
-def write_partition(folder: Path, rows: int, columns: int, seed: int = 0) -> Path:
-    """Write `rows` x `columns` float32 rows to `folder/part-0.parquet` (row groups of 256k rows)."""
+def write_partition(folder: Path, rows: int, columns: int, seed: int = 0, one_row_group: bool = False) -> Path:
+    """Write `rows` x `columns` float32 rows to `folder/part-0.parquet`: row groups of 256k rows, or the whole file
+    as one row group (what pyarrow before 15 wrote by default, up to 64M rows)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     loadings = rng.normal(size=(_FACTORS, columns)).astype(np.float32)
     names = column_names(columns)
     schema = pa.schema([(name, pa.float32()) for name in names])
+    chunks = []
+    for start in range(0, rows, _CHUNK_ROWS):
+        n = min(_CHUNK_ROWS, rows - start)
+        factors = rng.normal(size=(n, _FACTORS)).astype(np.float32)
+        values = factors @ loadings + 0.1 * rng.normal(size=(n, columns)).astype(np.float32)
+        chunks.append(pa.table(dict(zip(names, values.T)), schema=schema))
     path = folder / "part-0.parquet"
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for start in range(0, rows, _CHUNK_ROWS):
-            n = min(_CHUNK_ROWS, rows - start)
-            factors = rng.normal(size=(n, _FACTORS)).astype(np.float32)
-            values = factors @ loadings + 0.1 * rng.normal(size=(n, columns)).astype(np.float32)
-            writer.write_table(pa.table(dict(zip(names, values.T)), schema=schema))
+    row_group_rows = rows if one_row_group else _CHUNK_ROWS
+    pq.write_table(pa.concat_tables(chunks), path, row_group_size=max(row_group_rows, 1), compression="zstd")
     return path
 
 

@@ -3,9 +3,9 @@
 Writes partitions of 1x, 4x and 16x a base size (default 524,288 rows, so the largest has 8.4M rows x 32 float32
 columns), trains the default model once on the smallest, then scores each partition in a fresh process and reads
 that process's peak resident memory. Prints JSON with `rows` and `peak_rss_mb` (same order); writes a section of
-BENCHMARKS.md.
+BENCHMARKS.md. With `--one-row-group` each file is a single row group, as older writers make them (its own section).
 
-    python benchmarks/memory.py [--base-rows 524288] [--columns 32] [--json PATH]
+    python benchmarks/memory.py [--base-rows 524288] [--columns 32] [--one-row-group] [--json PATH]
 """
 
 from __future__ import annotations
@@ -42,14 +42,14 @@ def child(config_path: str, partition_name: str, version: str) -> None:
     print(json.dumps({"rows": record["rows_in"], "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
 
 
-def run(base_rows: int, columns: int) -> dict:
+def run(base_rows: int, columns: int, one_row_group: bool) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sae-memory-"))
     try:
         lake = workdir / "lake"
         names = []
         for index, multiple in enumerate(MULTIPLES, start=1):
             name = f"day=2026-01-{index:02d}"
-            write_partition(lake / name, base_rows * multiple, columns, seed=index)
+            write_partition(lake / name, base_rows * multiple, columns, seed=index, one_row_group=one_row_group)
             names.append(name)
         config_path = write_config(workdir, lake, columns)
         config = load_config(config_path)
@@ -63,6 +63,7 @@ def run(base_rows: int, columns: int) -> dict:
             measured.append(json.loads(output.strip().splitlines()[-1]))
         return {
             "columns": columns,
+            "one_row_group": one_row_group,
             "rows": [m["rows"] for m in measured],
             "peak_rss_mb": [round(m["peak_rss_mb"], 1) for m in measured],
             "seconds": [round(m["seconds"], 2) for m in measured],
@@ -77,12 +78,13 @@ def markdown(result: dict, command: str) -> str:
         f"| {rows:,} | {rows * result['columns'] * 4 / 1e6:,.0f} | {mb:,.0f} | {seconds:.1f} |"
         for rows, mb, seconds in zip(result["rows"], result["peak_rss_mb"], result["seconds"])
     ]
+    files = "each file a single row group" if result["one_row_group"] else "row groups of 262,144 rows"
     return "\n".join(
         [
-            "## Scoring memory",
+            "## Scoring memory" + (", files of one row group" if result["one_row_group"] else ""),
             "",
             f"`{command}`: peak resident memory of a fresh process scoring one partition of {result['columns']} "
-            "float32 columns (validation, scoring, quarantine and scored output, drift report).",
+            f"float32 columns ({files}; validation, scoring, quarantine and scored output, drift report).",
             "",
             "| rows | raw data (MB) | peak RSS (MB) | seconds |",
             "|---:|---:|---:|---:|",
@@ -100,10 +102,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-rows", type=int, default=524_288)
     parser.add_argument("--columns", type=int, default=32)
+    parser.add_argument("--one-row-group", action="store_true", help="write each partition file as one row group")
     add_output_options(parser)
     args = parser.parse_args()
-    result = run(args.base_rows, args.columns)
-    publish(result, args, "memory", markdown)
+    result = run(args.base_rows, args.columns, args.one_row_group)
+    publish(result, args, "memory-one-row-group" if args.one_row_group else "memory", markdown)
 
 
 if __name__ == "__main__":

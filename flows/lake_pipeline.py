@@ -92,11 +92,14 @@ def plan_scoring(
 
 @io_task(name="score-partition", task_run_name="score {partition[name]}")
 def score_partition(
-    config_path: str, partition: dict, model_version: str, run_id: str, scored_at: dt.datetime, reason: str, progress: bool
+    config_path: str, partition: dict, model_version: str, run_id: str, scored_at: dt.datetime, reason: str, progress: bool,
+    lease_token: str,
 ) -> dict:
-    """Validate, score and report one partition, then commit it to the ledger; return the counts and URIs."""
+    """Validate, score and report one partition, then commit it to the ledger, as long as the run still holds the
+    output folder's lease; return the counts and URIs."""
     return pipeline.score_partition(
-        load_config(config_path), partition, model_version, run_id, scored_at, reason=reason, progress=progress
+        load_config(config_path), partition, model_version, run_id, scored_at, reason=reason, progress=progress,
+        lease_token=lease_token,
     )
 
 
@@ -204,7 +207,7 @@ def _run(
     started_at = dt.datetime.now(dt.UTC)
     run_id = str(flow_run.id or started_at.strftime("%Y%m%dT%H%M%S"))
 
-    with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds):
+    with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds) as lease:
         pipeline.clear_staging(config, started_at)
         all_partitions = discover_partitions(config_path)
         lake_partitions, refused = pipeline.split_refused(all_partitions)  # refused keys fail without being read
@@ -227,6 +230,7 @@ def _run(
                         dict(
                             config_path=config_path, partition=by_name[name], model_version=scoring_model["model_version"],
                             run_id=run_id, scored_at=started_at, reason=reason, progress=progress,
+                            lease_token=lease.token,
                         ),
                     )
                     for name, reason in plan["to_score"].items()

@@ -128,9 +128,9 @@ class SAEDetector(BaseEstimator):
         At most this many training rows (a seeded subsample) are kept as the kNN reference; they are saved with
         the model.
     exact_neighbours : bool
-        Compare each row with every reference row. By default references of 4,096 rows or more are searched
-        through an index of k-means cells (`sae_pipeline.neighbours`): 5-7x faster, and over 99% of rows get
-        neighbours exactly as near.
+        Compare each row with every reference row. By default, on a CPU, references of 4,096 rows or more are
+        searched through an index of k-means cells (`sae_pipeline.neighbours`): 5-7x faster, and over 99% of rows
+        get neighbours exactly as near. On an accelerator the search is always exact.
     code_cap_quantile : float or None
         After training, cap each latent's activation at this quantile of its training activations, so that a
         normal pattern scaled far beyond the training range cannot be reconstructed (None: no cap).

@@ -9,6 +9,10 @@ Acquisition is write-then-confirm: a lease is written only when absent, expired 
 if it still names us after a short settling pause. Local files are created with O_EXCL, which is atomic; on object
 storage the pause covers the window in which another starter could have overwritten it. A process that already
 holds the lease may enter it again (the CLI takes it before starting Prefect, then runs the flow in-process).
+
+The lease also fences work done elsewhere on the run's behalf: a partition task is given the holder's `token` and
+calls `confirm_holder` before each commit, so a task that outlived its run (on a Dask worker, after the flow process
+died and another run took the folder over) fails instead of publishing over the new run's outputs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,32 @@ SETTLE_SECONDS = 1.0
 
 class LeaseHeldError(RuntimeError):
     """Another run holds the output folder; the message says which run, where, and until when."""
+
+
+class LeaseLostError(RuntimeError):
+    """The run this work belongs to no longer holds the output folder: its outputs must not be committed."""
+
+
+def read_lease(uri: str) -> dict | None:
+    """The lease record at `uri`; None when there is none, {} when its content is torn or foreign."""
+    try:
+        return json.loads(lake.read_bytes(uri))
+    except lake.LakeReadError:
+        return None
+    except ValueError:
+        return {}
+
+
+def confirm_holder(uri: str, token: str, what: str) -> None:
+    """Raise LeaseLostError, naming `what` was about to be committed, unless the lease at `uri` carries `token`.
+    A check, not a lock: a takeover between this read and the commit that follows it is not caught."""
+    current = read_lease(uri)
+    if not current or current.get("token") != token:
+        holder = f"run {current.get('run_id', '?')}" if current else "no run"
+        raise LeaseLostError(
+            f"{what} not committed: this run no longer holds the output folder lease {uri} ({holder} holds it now); "
+            "the run that holds it decides what is scored"
+        )
 
 
 def _now() -> dt.datetime:
@@ -67,12 +97,7 @@ class RunLease:
         }
 
     def _read(self) -> dict | None:
-        try:
-            return json.loads(lake.read_bytes(self.uri))
-        except lake.LakeReadError:
-            return None
-        except ValueError:  # torn or foreign content: treat as stale
-            return {}
+        return read_lease(self.uri)
 
     @staticmethod
     def _is_stale(record: dict) -> bool:
@@ -97,6 +122,7 @@ class RunLease:
         current = self._read()
         if current and current.get("host") == socket.gethostname() and current.get("pid") == os.getpid():
             self._nested = True  # this process already holds it (the CLI around its in-process flow)
+            self.token = current["token"]  # what this run's tasks confirm before they commit
             return None
         if current is not None and not self._is_stale(current):
             return current

@@ -8,7 +8,8 @@ benchmark sets (donors, magic.gamma, shuttle, smtp) that took 2.3-2.8 us per row
 search, and 99.3-99.99% of the rows found neighbours exactly as near as the exact ones (the rest slightly farther
 ones, so a slightly higher score); `python benchmarks/neighbour_search.py` measures it. Mean AUC-ROC did not move
 (BENCHMARKS.md). The cells' centroids are fitted state saved with the model: a loaded model rebuilds the same index
-and finds the same neighbours. The index runs on the CPU whatever the device.
+and finds the same neighbours. The index is a shortcut for CPUs: on an accelerator the search stays exact, since
+there it is a matrix product per block of rows, and faiss (CPU build) would move every batch back to the host.
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ def neighbour_gaps(
     """Squared per-feature gaps to each row's k nearest reference rows, averaged over them: (n_rows, n_features).
 
     A row's mean over features is its mean squared distance to its k nearest neighbours / n_features.
-    `cells`: centroids from `fit_cells` (None or empty: exact search). `in_reference[i]` is the position of row i
-    in `reference` (or -1): a reference row is not its own neighbour.
+    `cells`: centroids from `fit_cells` (None or empty, or X not on the CPU: exact search). `in_reference[i]` is the
+    position of row i in `reference` (or -1): a reference row is not its own neighbour.
     """
     k = max(1, min(k, reference.shape[0] - (1 if in_reference is not None else 0)))
-    if cells is None or cells.shape[0] == 0:
+    if cells is None or cells.shape[0] == 0 or X.device.type != "cpu":
         nearest = _exact_nearest(X, reference, k, in_reference)
     else:
-        nearest = _indexed_nearest(X, reference, cells, k, in_reference).to(X.device)
+        nearest = _indexed_nearest(X, reference, cells, k, in_reference)
         short = torch.nonzero((nearest < 0).any(dim=1)).squeeze(1)  # fewer than k rows in the probed cells
         if short.numel():
             own = in_reference[short] if in_reference is not None else None

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from sae_pipeline import drift, lake
+from sae_pipeline import drift, lake, lease
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.overlap import BackgroundWriter, prefetched
@@ -135,11 +135,18 @@ def score_partition(
     scored_at: dt.datetime,
     reason: str = "new",
     progress: bool = False,
+    lease_token: str | None = None,
 ) -> dict:
     """Stream one raw partition once, batch by batch: validate, write quarantined and scored rows, accumulate drift;
     then commit the outputs, the drift report and, last, the ledger entry. Memory does not grow with the partition.
-    Safe to rerun: every write replaces the partition's previous output."""
+    Safe to rerun: every write replaces the partition's previous output. With `lease_token` (the run lease's), each
+    commit first confirms that the run still holds the output folder (`lease.confirm_holder`)."""
     name, output = partition["name"], config.output
+
+    def confirm_lease(what: str) -> None:
+        if lease_token is not None:
+            lease.confirm_holder(output.lease_uri, lease_token, f"{name}: {what}")
+
     artifact = ModelRegistry(output.models_uri).load(model_version)
     quarantine = BackgroundWriter(
         lake.PartitionWriter(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config))
@@ -170,6 +177,7 @@ def score_partition(
             counts["rows_valid"] += outcome.valid.height
             counts["rows_scored"] += result.frame.height
             counts["rows_flagged"] += int(result.flagged.sum())
+        confirm_lease("quarantined and scored rows")
     except BaseException:
         quarantine.abort()
         scored.abort()
@@ -212,6 +220,7 @@ def score_partition(
         "drift_policy_reason": policy_reason,
         "ignored_columns": sorted(ignored),
     }
+    confirm_lease("ledger entry")
     Ledger(output.ledger_uri).commit(
         LedgerEntry(
             partition=name,

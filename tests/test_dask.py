@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -13,6 +16,7 @@ from distributed import Client, LocalCluster, get_task_stream
 from flows.lake_pipeline import lake_pipeline, scoring_task_runner
 from sae_pipeline import pipeline
 from sae_pipeline.config import load_config
+from sae_pipeline.lease import LeaseLostError, RunLease
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.registry import ModelRegistry
 from tests.conftest import write_lake_config
@@ -102,6 +106,61 @@ def test_a_partition_scored_on_both_workers_at_once_is_committed_once(reference,
     expected = Path(load_config(sequential).output.scored_uri) / partition["name"]
     assert _comparable(pl.read_parquet(scored)).equals(_comparable(pl.read_parquet(expected)))
     assert list(Ledger(config.output.ledger_uri).entries()) == [partition["name"]]
+    assert not list(Path(config.output.staging_uri).glob("*"))
+
+
+def _crash_mid_partition(staging: str, marker: str, dask_worker) -> None:
+    """Watch this worker from a thread, and end its process at once (as a kill or an out-of-memory would) the first
+    time it is executing a task while a partition is being staged. The marker makes it one crash per cluster."""
+
+    def watch() -> None:
+        while not (dask_worker.state.executing_count and any(Path(staging).glob("*.parquet"))):
+            time.sleep(0.001)
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:  # another worker crashed first
+            return
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def test_a_worker_that_dies_mid_partition_is_replaced_and_the_run_equals_the_sequential_one(reference, tmp_path):
+    """The partition whose worker died is scored again on another worker; nothing of the dead attempt is visible."""
+    sequential, version, expected = reference
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster, set_as_default=False) as client:
+            config_path = _variant(sequential, version, tmp_path, task_runner="dask", dask_address=cluster.scheduler_address, batch_rows=20)
+            scaled = load_config(config_path).output
+            marker = tmp_path / "crashed"
+            client.run(_crash_mid_partition, scaled.staging_uri, str(marker))
+
+            actual = lake_pipeline(str(config_path), mode="score", model=version)
+
+            assert marker.exists()  # a worker did die in the middle of a partition
+            assert _table(scaled.scored_uri).equals(_table(load_config(sequential).output.scored_uri))
+            assert actual["totals"] == expected["totals"]
+            assert len(Ledger(scaled.ledger_uri).entries()) == DAYS
+            rerun = lake_pipeline(str(config_path), mode="score", model=version)
+    assert rerun["totals"]["rows_scored"] == 0
+    assert not list(Path(scaled.staging_uri).glob("*"))  # the dead attempt's staged file is cleared by the next run
+
+
+def test_a_task_that_outlived_its_run_commits_nothing(reference, dask_client, tmp_path):
+    """A flow process died; its task went on on a worker while a new run took the output folder over. The task must
+    not publish over the new run's outputs: it fails at its commit and leaves nothing behind."""
+    sequential, version, _ = reference
+    config = load_config(_variant(sequential, version, tmp_path))
+    partition = pipeline.list_partitions(config)[0]
+    dead_run = RunLease(config.output.lease_uri, "dead", ttl_seconds=60)  # never acquired: its holder is gone
+    with RunLease(config.output.lease_uri, "new", ttl_seconds=60):
+        late = dask_client.submit(
+            pipeline.score_partition, config, partition, version, "dead", dt.datetime.now(dt.UTC), lease_token=dead_run.token, pure=False
+        )
+        with pytest.raises(LeaseLostError, match=rf"{partition['name']}: quarantined and scored rows not committed.*run new holds it"):
+            late.result()
+    assert not Path(config.output.scored_uri).exists() and not Path(config.output.quarantine_uri).exists()
+    assert not Ledger(config.output.ledger_uri).entries()
     assert not list(Path(config.output.staging_uri).glob("*"))
 
 

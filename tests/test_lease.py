@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from sae_pipeline.lease import LeaseHeldError, RunLease
+from sae_pipeline.lease import LeaseHeldError, LeaseLostError, RunLease, confirm_holder
 
 
 def _acquire_in_another_process(uri: str) -> subprocess.CompletedProcess:
@@ -59,8 +59,19 @@ def test_live_lease_of_another_machine_is_respected_until_it_expires(tmp_path):
 
 def test_the_holding_process_may_enter_again_without_releasing_early(tmp_path):
     uri = tmp_path / "_lease.json"
-    with RunLease(str(uri), "cli", ttl_seconds=60):
-        with RunLease(str(uri), "flow", ttl_seconds=60):
-            pass
+    with RunLease(str(uri), "cli", ttl_seconds=60) as outer:
+        with RunLease(str(uri), "flow", ttl_seconds=60) as inner:
+            confirm_holder(str(uri), inner.token, "the flow's work")  # its tasks commit under the outer lease
         assert json.loads(uri.read_text())["run_id"] == "cli"
+        confirm_holder(str(uri), outer.token, "the CLI's work")
     assert not uri.exists()
+
+
+def test_work_of_a_run_that_lost_the_lease_is_refused_with_the_new_holder_named(tmp_path):
+    uri = str(tmp_path / "_lease.json")
+    old = RunLease(uri, "old", ttl_seconds=60)
+    with pytest.raises(LeaseLostError, match=r"day=1: scored rows not committed: .*\(no run holds it now\)"):
+        confirm_holder(uri, old.token, "day=1: scored rows")
+    with RunLease(uri, "new", ttl_seconds=60):
+        with pytest.raises(LeaseLostError, match=r"\(run new holds it now\)"):
+            confirm_holder(uri, old.token, "day=1: scored rows")
