@@ -42,6 +42,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/memory.py --one-row-group
 	$(BIN)/python benchmarks/drift_speed.py
 	$(BIN)/python benchmarks/model_update.py
 

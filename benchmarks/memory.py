@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import shutil
 import subprocess
@@ -38,8 +39,18 @@ def child(config_path: str, partition_name: str, version: str) -> None:
     started = time.perf_counter()
     record = score_once(config, partition, version)
     seconds = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rows": record["rows_in"], "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
+    print(json.dumps({"rows": record["rows_in"], "seconds": seconds, "peak_rss_mb": _own_peak_rss_kb() / 1024}))
+
+
+def _own_peak_rss_kb() -> int:
+    """This program's peak resident memory. Linux keeps `ru_maxrss` across fork and exec, so a child would report
+    its parent's peak when that was higher (the parent builds the partitions); `VmHWM` belongs to this program."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux: ru_maxrss is the best there is (bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak // 1024 if sys.platform == "darwin" else peak
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))
 
 
 def run(base_rows: int, columns: int, one_row_group: bool) -> dict:

@@ -229,11 +229,20 @@ def read_partition(partition_uri: str, columns: list[str] | None = None) -> pl.D
         raise LakeReadError(f"files of partition {partition_uri} have incompatible schemas: {error}") from error
 
 
+#: Row groups whose column chunks take more than this (compressed) are read through small buffers, not fetched whole.
+LARGE_ROW_GROUP_BYTES = 128 * 2**20
+#: The read buffers of all columns of such a row group together.
+ROW_GROUP_BUFFER_BYTES = 64 * 2**20
+
+
 def iter_partition_batches(partition_uri: str, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
     """Stream a partition as (file path, record batch) pairs, file after file, at most `batch_rows` rows each.
 
     Row group by row group: one `iter_batches` over a whole file keeps every pre-buffered column chunk until the
     file is done (memory grew with the file: 760 MB for a 4M-row file), while a call per row group releases them.
+    A row group is pre-buffered whole (few, coalesced reads: what object storage needs), unless it is larger than
+    `LARGE_ROW_GROUP_BYTES` (Spark's 128 MB row groups stay below), as in files written as one row group;
+    those are read through a buffer per column, so memory stays flat (`benchmarks/memory.py --one-row-group`).
     """
     fs, folder = filesystem_for(partition_uri)
     files = _data_files(fs, folder)
@@ -243,11 +252,23 @@ def iter_partition_batches(partition_uri: str, batch_rows: int) -> Iterator[tupl
         try:
             with fs.open_input_file(path) as handle:
                 parquet_file = pq.ParquetFile(handle)
+                metadata = parquet_file.metadata
+                buffered = None
                 for row_group in range(parquet_file.num_row_groups):
-                    for batch in parquet_file.iter_batches(batch_size=batch_rows, row_groups=[row_group]):
+                    reader = parquet_file
+                    if _compressed_size(metadata.row_group(row_group)) > LARGE_ROW_GROUP_BYTES:
+                        if buffered is None:
+                            buffer_size = max(64 * 2**10, ROW_GROUP_BUFFER_BYTES // max(1, metadata.num_columns))
+                            buffered = pq.ParquetFile(handle, metadata=metadata, pre_buffer=False, buffer_size=buffer_size)
+                        reader = buffered
+                    for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[row_group]):
                         yield path, batch
         except (pa.ArrowException, OSError) as error:
             raise LakeReadError(f"cannot read Parquet file {path}: {error}") from error
+
+
+def _compressed_size(row_group: pq.RowGroupMetaData) -> int:
+    return sum(row_group.column(index).total_compressed_size for index in range(row_group.num_columns))
 
 
 class PartitionWriter:

@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from sae_pipeline import lake
 from sae_pipeline.lake import (
     PARTITION_FILE,
     LakeReadError,
@@ -141,6 +142,24 @@ def test_read_partition_concatenates_data_files_and_skips_hidden(tmp_path):
     frame = read_partition(str(folder))
     assert sorted(frame.get_column("id").to_list()) == list(range(10))
     assert frame.columns == ["id", "value"]  # partition keys are not added
+
+
+def test_large_row_groups_stream_in_batches_with_every_row_in_order(tmp_path, monkeypatch):
+    """Row groups over the size limit go through the buffered reader; small ones through the pre-buffered one."""
+    folder = tmp_path / "t" / "day=2026-11-01"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    table = pa.table({"id": np.arange(25_000), "value": rng.standard_normal(25_000).astype(np.float32)})
+    with pq.ParquetWriter(folder / "part-0.parquet", table.schema) as writer:
+        writer.write_table(table.slice(0, 20_000), row_group_size=20_000)  # one large row group
+        writer.write_table(table.slice(20_000), row_group_size=5_000)  # one small one
+    sizes = [lake._compressed_size(pq.ParquetFile(folder / "part-0.parquet").metadata.row_group(i)) for i in (0, 1)]
+    monkeypatch.setattr(lake, "LARGE_ROW_GROUP_BYTES", (sizes[0] + sizes[1]) // 2)
+
+    batches = [batch for _, batch in lake.iter_partition_batches(str(folder), batch_rows=3_000)]
+
+    assert max(batch.num_rows for batch in batches) == 3_000
+    assert pa.Table.from_batches(batches).equals(table)
 
 
 def test_read_corrupt_file_raises_naming_the_file(tmp_path):
