@@ -96,9 +96,6 @@ class RunLease:
             "expires_at": (now + dt.timedelta(seconds=self.ttl_seconds)).isoformat(),
         }
 
-    def _read(self) -> dict | None:
-        return read_lease(self.uri)
-
     @staticmethod
     def _is_stale(record: dict) -> bool:
         """Expired, unreadable, or held by a process of this machine that no longer exists."""
@@ -119,7 +116,7 @@ class RunLease:
 
     def _try_acquire(self) -> dict | None:
         """Take the lease if it is free; return the blocking holder's record otherwise."""
-        current = self._read()
+        current = read_lease(self.uri)
         if current and current.get("host") == socket.gethostname() and current.get("pid") == os.getpid():
             self._nested = True  # this process already holds it (the CLI around its in-process flow)
             self.token = current["token"]  # what this run's tasks confirm before they commit
@@ -133,13 +130,13 @@ class RunLease:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                return self._read() or {}
+                return read_lease(self.uri) or {}
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(payload)
             return None
         lake.write_bytes(self.uri, payload)
         time.sleep(SETTLE_SECONDS)
-        confirmed = self._read()
+        confirmed = read_lease(self.uri)
         return None if confirmed and confirmed.get("token") == self.token else (confirmed or {})
 
     def acquire(self) -> None:
@@ -163,7 +160,7 @@ class RunLease:
 
     def _renew_until_stopped(self) -> None:
         while not self._stop.wait(self.ttl_seconds / 3):
-            current = self._read()
+            current = read_lease(self.uri)
             if not current or current.get("token") != self.token:
                 logger.error("run lease %s was taken over by another run", self.uri)
                 return
@@ -175,7 +172,7 @@ class RunLease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        current = self._read()
+        current = read_lease(self.uri)
         if current and current.get("token") == self.token:
             lake.delete_file(self.uri)
 
