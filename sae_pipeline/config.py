@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 from sae_pipeline import lake
+from sae_pipeline.drift.stattests import describe_available, get_stattest, kind_error, stattest_names
 
 ColumnType = Literal["float", "float32", "int", "string", "bool", "date", "datetime"]
 #: Column types holding floating-point numbers (`float32` keeps 4-byte storage in the outputs).
@@ -194,17 +195,24 @@ class ScoringConfig(_Strict):
         return self
 
 
-DriftMethod = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi"]
-#: Methods that need an ordered (numeric) column.
-NUMERIC_ONLY_METHODS = ("ks", "wasserstein")
+def _registered_drift_method(name: str) -> str:
+    if name not in stattest_names():
+        raise ValueError(f"unknown drift method; available: {describe_available()}")
+    return name
+
+
+#: The name of a registered drift test (`sae_pipeline/drift/stattests/`: ks, wasserstein, chisquare, ...).
+DriftMethod = Annotated[str, AfterValidator(_registered_drift_method),
+                        WithJsonSchema({"type": "string", "enum": list(stattest_names())})]
 
 
 class DriftTestConfig(_Strict):
     """A drift test override: `method` (None = chosen from type, size and distinct values) and `threshold`.
 
-    `threshold` is a p-value for `ks` and `chisquare` (drift when p <= threshold) and a distance for
-    `wasserstein` (normalised by the reference standard deviation), `jensenshannon` and `psi` (drift when
-    score >= threshold). None means the method's default (0.05 for p-values, 0.1 for distances).
+    `threshold` is read in the test's direction (its `StatTest.direction` in the registry): a p-value for `ks`
+    and `chisquare` (drift when p <= threshold), a distance for `wasserstein` (normalised by the reference
+    standard deviation), `jensenshannon` and `psi` (drift when score >= threshold). None means the test's
+    `default_threshold` (0.05 for p-values, 0.1 for distances).
     """
 
     method: DriftMethod | None = None
@@ -249,8 +257,10 @@ class DriftConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_methods(self) -> DriftConfig:
-        if self.categorical.method in NUMERIC_ONLY_METHODS:
-            raise ValueError(f"drift.categorical.method {self.categorical.method!r} only applies to numeric columns")
+        """Each per-type method must apply to that column kind (the registry's `column_kinds`)."""
+        for kind, test in (("numeric", self.numeric), ("categorical", self.categorical)):
+            if test.method and not get_stattest(test.method).applies_to(kind):
+                raise ValueError(f"drift.{kind}: {kind_error(get_stattest(test.method), kind)}")
         return self
 
 
@@ -332,8 +342,8 @@ class PipelineConfig(_Strict):
                 f"(model columns: {sorted(roles)})"
             )
         for name, test in self.drift.columns.items():
-            if roles[name] == "categorical" and test.method in NUMERIC_ONLY_METHODS:
-                raise ValueError(f"drift.columns.{name}: method {test.method!r} only applies to numeric columns")
+            if test.method and not get_stattest(test.method).applies_to(roles[name]):
+                raise ValueError(f"drift.columns.{name}: {kind_error(get_stattest(test.method), roles[name])}")
 
     def columns_with_role(self, *roles: ColumnRole) -> list[ColumnSpec]:
         return [column for column in self.columns if column.role in roles]

@@ -1,18 +1,21 @@
-"""Drift reports: each statistic against scipy, test choice and overrides, streaming == one-shot, latent usage,
-the tail-shift case of issue 10, the report schema, HTML/Markdown/trend output and the drift policy."""
+"""Drift reports: each statistic against scipy, the drift-test registry (config, dispatch, report labels), test
+choice and overrides, streaming == one-shot, latent usage, the tail-shift case of issue 10, the report schema,
+HTML/Markdown/trend output and the drift policy."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from scipy import stats
 from scipy.spatial import distance
 
-from sae_pipeline.config import DriftConfig, DriftPolicyConfig, DriftTestConfig
+from sae_pipeline.config import ConfigError, DriftConfig, DriftPolicyConfig, DriftTestConfig, load_config
 from sae_pipeline.drift import (
     SCHEMA_VERSION,
     DriftAccumulator,
@@ -26,8 +29,23 @@ from sae_pipeline.drift import (
     render_trend,
     report_json_schema,
 )
-from sae_pipeline.drift import statistics as st
+from sae_pipeline.drift.anomaly_rate import binomial_upper_pvalue
 from sae_pipeline.drift.binning import Binner, reference_edges
+from sae_pipeline.drift.columns import equal_frequency_groups, resolve_test
+from sae_pipeline.drift.stattests import (
+    StatTestKindError,
+    StatTestResult,
+    UnknownStatTestError,
+    get_stattest,
+    registered_stattests,
+    registry,
+    stattest_names,
+)
+from sae_pipeline.drift.stattests.chisquare import chisquare_from_counts
+from sae_pipeline.drift.stattests.jensenshannon import jensenshannon
+from sae_pipeline.drift.stattests.ks import ks_from_counts
+from sae_pipeline.drift.stattests.psi import psi
+from sae_pipeline.drift.stattests.wasserstein import normalised_wasserstein, wasserstein_from_bins
 
 N_ROWS = 20_000
 NUMERIC = ["amount", "latency"]
@@ -106,7 +124,7 @@ def test_ks_on_a_small_reference_matches_scipy(shift):
     reference_values, current = rng.normal(size=800), rng.normal(shift, 1.0, 5_000)
     summary = summary_of(reference_values)
     _, counts, _ = current_bins(summary, current)
-    statistic, p_value = st.ks_from_counts(np.asarray(summary["counts"]), counts)
+    statistic, p_value = ks_from_counts(np.asarray(summary["counts"]), counts)
     expected = stats.ks_2samp(reference_values, current, method="asymp")
     # Every reference value has its own bin; only current values between two reference values are lumped.
     assert statistic == pytest.approx(expected.statistic, abs=0.005)
@@ -118,7 +136,7 @@ def test_ks_on_fine_quantile_bins_matches_scipy():
     reference_values, current = rng.normal(size=100_000), rng.normal(0.1, 1.1, 50_000)
     summary = summary_of(reference_values)
     _, counts, _ = current_bins(summary, current)
-    statistic, _ = st.ks_from_counts(np.asarray(summary["counts"]), counts)
+    statistic, _ = ks_from_counts(np.asarray(summary["counts"]), counts)
     expected = stats.ks_2samp(reference_values, current).statistic
     assert expected - 0.006 <= statistic <= expected + 1e-12  # a lower bound, within one bin's mass
 
@@ -133,16 +151,16 @@ def test_wasserstein_from_bins_matches_scipy(make_current, tolerance):
     reference_values, current = rng.normal(size=50_000), make_current(rng)
     summary = summary_of(reference_values)
     edges, counts, sums = current_bins(summary, current)
-    estimate = st.wasserstein_from_bins(edges, np.asarray(summary["counts"]), np.asarray(summary["sums"]), counts, sums)
+    estimate = wasserstein_from_bins(edges, np.asarray(summary["counts"]), np.asarray(summary["sums"]), counts, sums)
     expected = stats.wasserstein_distance(reference_values, current)
     assert estimate == pytest.approx(expected, rel=tolerance)
-    assert st.normalised_wasserstein(estimate, summary["std"]) == pytest.approx(expected / reference_values.std(),
+    assert normalised_wasserstein(estimate, summary["std"]) == pytest.approx(expected / reference_values.std(),
                                                                                  rel=max(tolerance, 1e-9))
 
 
 def test_chisquare_matches_scipy_contingency():
     reference_counts, current_counts = np.array([400, 300, 200, 100, 0]), np.array([35, 30, 20, 5, 10])
-    statistic, p_value = st.chisquare_from_counts(reference_counts, current_counts)
+    statistic, p_value = chisquare_from_counts(reference_counts, current_counts)
     expected = stats.chi2_contingency(np.vstack([reference_counts, current_counts])[:, :5], correction=False)
     assert statistic == pytest.approx(expected.statistic)
     assert p_value == pytest.approx(expected.pvalue)
@@ -150,24 +168,24 @@ def test_chisquare_matches_scipy_contingency():
 
 def test_jensenshannon_matches_scipy():
     p, q = np.array([40.0, 30, 20, 10, 0]), np.array([10.0, 20, 30, 30, 10])
-    assert st.jensenshannon(p, q) == pytest.approx(distance.jensenshannon(p / p.sum(), q / q.sum()))
-    assert st.jensenshannon(p, p) == 0.0
+    assert jensenshannon(p, q) == pytest.approx(distance.jensenshannon(p / p.sum(), q / q.sum()))
+    assert jensenshannon(p, p) == 0.0
 
 
 def test_psi_by_hand():
     reference_fractions, current_fractions = [0.5, 0.5, 0.0], [0.4, 0.5, 0.1]
     by_hand = (0.4 - 0.5) * math.log(0.4 / 0.5) + (0.1 - 1e-4) * math.log(0.1 / 1e-4)
-    assert st.psi(reference_fractions, current_fractions) == pytest.approx(by_hand)
+    assert psi(reference_fractions, current_fractions) == pytest.approx(by_hand)
 
 
 def test_binomial_pvalue_matches_scipy():
-    assert st.binomial_upper_pvalue(70, 5_000, 0.01) == pytest.approx(
+    assert binomial_upper_pvalue(70, 5_000, 0.01) == pytest.approx(
         stats.binomtest(70, 5_000, 0.01, alternative="greater").pvalue)
 
 
 def test_psi_deciles_are_equal_frequency_groups(reference):
     amount = reference["columns"]["amount"]
-    groups = st.equal_frequency_groups(np.asarray(amount["counts"]), 10)
+    groups = equal_frequency_groups(np.asarray(amount["counts"]), 10)
     shares = np.bincount(groups, weights=amount["counts"]) / sum(amount["counts"])
     np.testing.assert_allclose(shares, 0.1, atol=0.006)
 
@@ -193,7 +211,7 @@ def test_method_is_chosen_from_type_size_and_cardinality(rows, distinct, kind, e
     report = compare_to_reference(build_reference(frame, numeric, categorical), frame)
     column = report["columns"]["c"]
     assert column["method"] == expected
-    assert column["threshold"] == st.DEFAULT_THRESHOLDS[expected]
+    assert column["threshold"] == get_stattest(expected).default_threshold
     assert not column["drifted"]  # the reference against itself
 
 
@@ -211,6 +229,115 @@ def test_overrides_per_type_and_per_column(reference):
     assert (columns["latency"]["method"], columns["latency"]["threshold"]) == ("ks", 0.05)
     assert (columns["country"]["method"], columns["country"]["threshold"]) == ("psi", 0.2)
     assert columns["country"]["score"] == columns["country"]["psi"]
+
+
+# ------------------------------------------------------------------------------------------- the drift-test registry
+
+
+def drift_config_file(folder, drift: dict):
+    """A pipeline config with one numeric (`amount`) and one categorical (`country`) model column."""
+    config = {
+        "lake": {"uri": "./lake", "partition_keys": {"day": "date"}},
+        "columns": [{"name": "amount", "type": "float", "role": "numeric"},
+                    {"name": "country", "type": "string", "role": "categorical"}],
+        "output": {"uri": "./out"},
+        "drift": drift,
+    }
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+KIND_COLUMN = {"numeric": "amount", "categorical": "country"}
+
+
+def test_registry_is_the_one_list_of_methods():
+    names = stattest_names()
+    assert names == ("ks", "wasserstein", "chisquare", "jensenshannon", "psi")  # registration order
+    assert set(stattest_names("numeric")) == set(names)
+    assert stattest_names("categorical") == ("chisquare", "jensenshannon", "psi")
+    # The config's field, the report's `method` type and the JSON schemas are all read from the registry.
+    config_schema = DriftTestConfig.model_json_schema()["properties"]["method"]["anyOf"][0]
+    assert config_schema["enum"] == list(names)
+    assert report_json_schema()["$defs"]["ColumnDrift"]["properties"]["method"]["enum"] == list(names)
+    for test in registered_stattests():
+        assert test.direction in ("pvalue", "distance") and test.default_threshold > 0 and test.column_kinds
+
+
+@pytest.mark.parametrize("name", stattest_names())
+def test_every_registered_test_is_reachable_from_config(tmp_path, name):
+    kinds = get_stattest(name).column_kinds
+    drift = {kind: {"method": name} for kind in kinds}
+    drift["columns"] = {KIND_COLUMN[kind]: {"method": name, "threshold": 0.07} for kind in kinds}
+    config = load_config(drift_config_file(tmp_path, drift))
+    for kind in kinds:
+        assert getattr(config.drift, kind).method == name
+        assert config.drift.columns[KIND_COLUMN[kind]] == DriftTestConfig(method=name, threshold=0.07)
+
+
+@pytest.mark.parametrize("where", ["numeric", "categorical", "columns"])
+def test_unknown_method_is_refused_at_config_load_with_the_available_names(tmp_path, where):
+    drift = {"columns": {"amount": {"method": "kolmogorov"}}} if where == "columns" else {where: {"method": "kolmogorov"}}
+    with pytest.raises(ConfigError, match="unknown drift method; available: ") as error:
+        load_config(drift_config_file(tmp_path, drift))
+    message = str(error.value)
+    assert all(name in message for name in stattest_names()), message
+    assert "ks (numeric columns only)" in message
+    assert "kolmogorov" not in message  # config errors never echo values
+
+
+@pytest.mark.parametrize("name", [test.name for test in registered_stattests() if not test.applies_to("categorical")])
+def test_numeric_only_method_on_a_categorical_column_is_refused(tmp_path, name):
+    assert name in ("ks", "wasserstein")  # derived from the registry's column kinds
+    available = ", ".join(stattest_names("categorical"))
+    for drift, where in (({"columns": {"country": {"method": name}}}, "drift.columns.country"),
+                         ({"categorical": {"method": name}}, "drift.categorical")):
+        with pytest.raises(ConfigError, match=rf"{where}: method '{name}' only applies to numeric columns "
+                                              rf"\(categorical columns: {available}\)"):
+            load_config(drift_config_file(tmp_path, drift))
+    # Settings built around validation reach the engine, which refuses too (no fallback to another test).
+    frame = make_frame(seed=0, n=500)
+    reference = build_reference(frame, NUMERIC, CATEGORICAL)
+    sneaked = DriftConfig.model_construct(**{**dict(DriftConfig()), "columns": {
+        "country": DriftTestConfig.model_construct(method=name, threshold=None)}})
+    with pytest.raises(StatTestKindError, match="only applies to numeric columns"):
+        compare_to_reference(reference, frame, settings=sneaked)
+    unknown = DriftTestConfig.model_construct(method="kolmogorov", threshold=None)
+    with pytest.raises(UnknownStatTestError, match="available: ks"):  # the numeric chain used to fall back to PSI
+        resolve_test(unknown, "numeric", 20_000, 1_000, DriftConfig())
+
+
+@pytest.mark.parametrize("name", stattest_names())
+def test_a_per_column_override_of_each_registered_test_names_it_in_the_report(reference, name):
+    test = get_stattest(name)
+    frame = make_frame(seed=1, amount_shift=0.5)
+    columns = {KIND_COLUMN[kind]: DriftTestConfig(method=name) for kind in test.column_kinds}
+    report = compare_to_reference(reference, frame, settings=DriftConfig(columns=columns))
+    html, markdown = render_html(report), render_markdown(report)
+    for kind in test.column_kinds:
+        row = report["columns"][KIND_COLUMN[kind]]
+        assert (row["kind"], row["method"], row["threshold"]) == (kind, name, test.default_threshold)
+        assert row["test_drifted"] == test.drifted(row["score"], row["threshold"])
+        assert f"| {KIND_COLUMN[kind]} | {kind} | {name} |" in markdown
+        assert f'title="{test.title} (' in html
+    assert report["columns"]["amount"]["test_drifted"]  # a 0.5 sd shift is past every test's default threshold
+
+
+def test_the_registry_drives_dispatch_and_the_report_note(reference, monkeypatch):
+    """Swap a registered test's function: the report's score is what the registry's entry returns."""
+    for name in stattest_names():
+        original = get_stattest(name)
+        monkeypatch.setitem(registry._REGISTRY, name, dataclasses.replace(
+            original, function=lambda counts, name=name: StatTestResult(score=0.5 + len(name) / 100, statistic=7.0)))
+    everything = {column: DriftTestConfig(method=name) for column, name in (("amount", "ks"), ("latency", "psi"))}
+    report = compare_to_reference(reference, make_frame(seed=1), settings=DriftConfig(columns=everything))
+    for column, name in (("amount", "ks"), ("latency", "psi"), ("country", "jensenshannon")):
+        assert report["columns"][column]["method"] == name
+        assert report["columns"][column]["score"] == pytest.approx(0.5 + len(name) / 100)
+        assert report["columns"][column]["statistic"] == 7.0
+    note = render_html(report).split("Tests: ", 1)[1].split("</p>", 1)[0]
+    for test in registered_stattests():
+        assert test.name in note
 
 
 # ------------------------------------------------------------------------------------------- behaviour
@@ -419,7 +546,8 @@ def test_markdown_has_verdict_table_and_html_path(reference):
 
 def test_html_is_self_contained_with_verdict_first(reference):
     html = render_html(full_report(reference))
-    assert html.index("No dataset drift") < html.index("<h2>Columns, most drifted first") < html.index("<h2>Reconstruction error")
+    assert html.index("No dataset drift") < html.index("<h2>Columns, most drifted first") < html.index("<h2>Anomaly score")
+    assert "reconstruction" not in html.lower()  # the score is the anomaly score (SAE reconstruction + kNN density)
     assert html.count("<svg") >= 5 and "threshold" in html
     assert html.index("<b>amount</b>") < html.index("<b>latency</b>")  # most drifted first
     _assert_offline(html)

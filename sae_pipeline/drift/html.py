@@ -1,8 +1,9 @@
 """report.html: one self-contained page per partition (inline CSS and SVG, no script, no external resource).
 
 Order follows what a reader needs first: the verdict, summary cards, the columns sorted by drift with a small
-reference-vs-current picture each, larger pictures of the most drifted columns, the reconstruction-error
-histogram with the detector threshold, latent usage, and quarantine reasons.
+reference-vs-current picture each, larger pictures of the most drifted columns, the anomaly-score histogram
+with the detector threshold, latent usage, and quarantine reasons. How each test's score reads (p-value or
+distance) comes from the drift-test registry, so a new test is explained without touching this module.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from html import escape
 
 from sae_pipeline.drift import svg
 from sae_pipeline.drift.report import verdict
+from sae_pipeline.drift.stattests import get_stattest, registered_stattests
 
 #: Shared page style (also used by the trend page).
 STYLE = """
@@ -79,13 +81,13 @@ def _sub_verdict(report: dict) -> str:
                      f"{100 * anomalies['expected_rate']:.2f}%.")
     scores = report.get("scores")
     if scores and scores["drifted"]:
-        notes.append("Reconstruction errors drifted.")
+        notes.append("Anomaly scores drifted.")
     latents = report.get("latents")
     if latents and latents["drifted"]:
         notes.append("SAE latent usage drifted.")
     if notes:
         return " ".join(notes)
-    measured = [label for key, label in (("scores", "reconstruction errors"), ("anomalies", "the anomaly rate"),
+    measured = [label for key, label in (("scores", "anomaly scores"), ("anomalies", "the anomaly rate"),
                                          ("latents", "latent usage")) if report.get(key)]
     if not measured:
         return "Only the input columns were compared (no scores, anomaly flags or latent codes given)."
@@ -111,7 +113,7 @@ def _cards(report: dict) -> str:
                            anomalies["anomaly_rate_exceeds_expected"]))
     scores = report.get("scores")
     if scores and scores["method"]:
-        cards.append(_card("Reconstruction error", "drifted" if scores["drifted"] else "stable",
+        cards.append(_card("Anomaly score", "drifted" if scores["drifted"] else "stable",
                            f"{scores['method']} {svg.format_number(scores['score'])} (threshold "
                            f"{svg.format_number(scores['threshold'])})", scores["drifted"]))
     latents = report.get("latents")
@@ -139,7 +141,7 @@ def _column_table(report: dict) -> str:
         picture = svg.distribution(column["plot"], 160, 36, compact=True, label=f"{name} distribution")
         rows.append(
             f'<tr class="{"drifted" if column["drifted"] else ""}"><td><b>{escape(name)}</b></td>'
-            f'<td>{column["kind"]}</td><td>{column["method"]}</td>'
+            f'<td>{column["kind"]}</td><td title="{escape(_test_label(column["method"]))}">{column["method"]}</td>'
             f'<td class="num">{svg.format_number(column["score"])}</td>'
             f'<td class="num">{svg.format_number(column["threshold"])}</td>'
             f'<td>{badge} <span class="muted">{escape(", ".join(why))}</span></td>'
@@ -149,10 +151,26 @@ def _column_table(report: dict) -> str:
         )
     head = ("<tr><th>Column</th><th>Type</th><th>Test</th><th>Score</th><th>Threshold</th><th>Drift</th>"
             "<th>PSI</th><th>Nulls now / ref</th><th>Reference (grey) vs now (blue)</th></tr>")
-    note = ('<p class="muted">Tests: ks and chisquare scores are p-values (drift when ≤ threshold); wasserstein '
-            "(normalised by the reference standard deviation), jensenshannon and psi are distances (drift when ≥ "
-            "threshold). PSI is reported for every column.</p>")
+    note = f'<p class="muted">{escape(_tests_note())}</p>'
     return f'<section><h2>Columns, most drifted first</h2><table id="columns">{head}{"".join(rows)}</table>{note}</section>'
+
+
+def _test_label(method: str) -> str:
+    """The test's full name and how its score reads, e.g. "Kolmogorov-Smirnov (p-value: drift when ≤ threshold)"."""
+    test = get_stattest(method)
+    return f"{test.title} ({'p-value: drift when ≤' if test.direction == 'pvalue' else 'distance: drift when ≥'} threshold)"
+
+
+def _tests_note() -> str:
+    """How to read each registered test's score: p-values (drift when ≤ threshold), then distances (≥ threshold)."""
+    def named(tests: list) -> str:
+        names = [f"{test.name} ({test.note})" if test.note else test.name for test in tests]
+        return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+
+    pvalues = [test for test in registered_stattests() if test.direction == "pvalue"]
+    distances = [test for test in registered_stattests() if test.direction == "distance"]
+    return (f"Tests: {named(pvalues)} scores are p-values (drift when ≤ threshold); {named(distances)} are distances "
+            "(drift when ≥ threshold). PSI is reported for every column.")
 
 
 def _column_figures(report: dict, limit: int = 6) -> str:
@@ -182,8 +200,8 @@ def _score_section(report: dict) -> str:
     if not scores:
         return ""
     if not scores["method"]:
-        return ('<section><h2>Reconstruction error</h2><p class="muted">The reference has no score summary, so '
-                "reconstruction-error drift is not measured.</p></section>")
+        return ('<section><h2>Anomaly score</h2><p class="muted">The reference has no score summary, so '
+                "anomaly-score drift is not measured.</p></section>")
     quantiles, reference = scores["quantiles"] or {}, scores["reference_quantiles"] or {}
     rows = "".join(f'<tr><td>{level}</td><td class="num">{svg.format_number(reference.get(level))}</td>'
                    f'<td class="num">{svg.format_number(quantiles.get(level))}</td></tr>' for level in ("p50", "p90", "p99"))
@@ -194,10 +212,10 @@ def _score_section(report: dict) -> str:
         text += (f" Above the detector threshold: {100 * above:.2f}% now, "
                  f"{100 * (scores['reference_above_threshold_share'] or 0):.2f}% of validation rows.")
     chart = svg.distribution(scores["histogram"], 560, 220, marker=scores["detector_threshold"],
-                             label="reconstruction error: validation vs current, with the detector threshold")
+                             label="anomaly score: validation vs current, with the detector threshold")
     table = f"<table><tr><th>Quantile</th><th>Validation</th><th>Now</th></tr>{rows}</table>"
-    return (f'<section><h2>Reconstruction error</h2><p>{escape(text)}</p><div class="figures">'
-            f"<figure><figcaption>Error histogram, threshold dashed red</figcaption>{chart}</figure>"
+    return (f'<section><h2>Anomaly score</h2><p>{escape(text)}</p><div class="figures">'
+            f"<figure><figcaption>Anomaly-score histogram, threshold dashed red</figcaption>{chart}</figure>"
             f"<figure><figcaption>Score quantiles</figcaption>{table}</figure></div></section>")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from sae_pipeline.drift.common import finite, float_list
-from sae_pipeline.drift.statistics import jensenshannon
+from sae_pipeline.drift.stattests.jensenshannon import jensenshannon
 
 #: Input columns kept per latent to describe it.
 TOP_COLUMNS = 3

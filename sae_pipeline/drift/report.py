@@ -9,8 +9,9 @@ Schema version 1, top level: ``schema_version``, ``partition``, ``n_rows``, ``re
 ``dataset_drift`` (bool), ``drift_share`` (share of columns that drifted), ``drift_share_threshold``,
 ``n_columns``, ``n_drifted_columns``, ``drifted_columns`` (names, most drifted first), ``overall_status``
 ("ok" | "moderate" | "major"), ``columns`` (name -> :class:`ColumnDrift`, most drifted first), ``scores``
-(reconstruction-error drift), ``anomalies`` (anomaly rate vs target FPR), ``latents`` (SAE latent usage) and
+(anomaly-score drift), ``anomalies`` (anomaly rate vs target FPR), ``latents`` (SAE latent usage) and
 ``quarantine`` (quarantined rows and reasons); the last four are null when their input was not given.
+``method`` takes the names of the registered drift tests (:mod:`.stattests`), in registration order.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from sae_pipeline.drift.stattests import stattest_names
+
 SCHEMA_VERSION = 1
 
-Method = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi"]
+#: A registered drift test's name (``Literal["ks", "wasserstein", ...]``, derived from the registry).
+Method = Literal[stattest_names()]
 
 
 class _Schema(BaseModel):
@@ -78,7 +82,7 @@ class ColumnDrift(_Schema):
 
 
 class ScoreDrift(_Schema):
-    """Reconstruction-error (anomaly score) drift versus the held-out validation scores."""
+    """Anomaly-score drift versus the held-out validation scores."""
 
     method: Method | None
     score: float | None

@@ -1,0 +1,48 @@
+"""Drift tests for one column, one module each, declared once in a registry (see :mod:`.registry`).
+
+    get_stattest("ks", kind="numeric")        # the StatTest, or an error listing the available names
+    stattest_names("categorical")             # ("chisquare", "jensenshannon", "psi")
+    choose_method(kind, reference_rows, n_unique, small_reference_rows, low_cardinality)  # the default's name
+
+Importing this package registers every test below (in this order: it is the order of the names everywhere).
+It imports nothing from the rest of the drift package or the config, so :mod:`sae_pipeline.config` can derive its
+allowed names from it.
+"""
+
+from sae_pipeline.drift.stattests.registry import (
+    COLUMN_KINDS,
+    ColumnCounts,
+    ColumnKind,
+    FineBins,
+    StatTest,
+    StatTestKindError,
+    StatTestResult,
+    UnknownStatTestError,
+    describe_available,
+    get_stattest,
+    kind_error,
+    register,
+    registered_stattests,
+    stattest_names,
+)
+# Registration order = the order of the names in the config error, the report schema and the HTML note.
+from sae_pipeline.drift.stattests import ks, wasserstein, chisquare, jensenshannon, psi  # noqa: F401, I001
+from sae_pipeline.drift.stattests.choice import choose_method
+
+__all__ = [
+    "COLUMN_KINDS",
+    "ColumnCounts",
+    "ColumnKind",
+    "FineBins",
+    "StatTest",
+    "StatTestKindError",
+    "StatTestResult",
+    "UnknownStatTestError",
+    "choose_method",
+    "describe_available",
+    "get_stattest",
+    "kind_error",
+    "register",
+    "registered_stattests",
+    "stattest_names",
+]
