@@ -277,7 +277,8 @@ def test_every_registered_test_is_reachable_from_config(tmp_path, name):
 
 @pytest.mark.parametrize("where", ["numeric", "categorical", "columns"])
 def test_unknown_method_is_refused_at_config_load_with_the_available_names(tmp_path, where):
-    drift = {"columns": {"amount": {"method": "kolmogorov"}}} if where == "columns" else {where: {"method": "kolmogorov"}}
+    unknown = {"method": "kolmogorov"}
+    drift = {"columns": {"amount": unknown}} if where == "columns" else {where: unknown}
     with pytest.raises(ConfigError, match="unknown drift method; available: ") as error:
         load_config(drift_config_file(tmp_path, drift))
     message = str(error.value)
@@ -546,7 +547,8 @@ def test_markdown_has_verdict_table_and_html_path(reference):
 
 def test_html_is_self_contained_with_verdict_first(reference):
     html = render_html(full_report(reference))
-    assert html.index("No dataset drift") < html.index("<h2>Columns, most drifted first") < html.index("<h2>Anomaly score")
+    assert (html.index("No dataset drift") < html.index("<h2>Columns, most drifted first")
+            < html.index("<h2>Anomaly score"))
     assert "reconstruction" not in html.lower()  # the score is the anomaly score (SAE reconstruction + kNN density)
     assert html.count("<svg") >= 5 and "threshold" in html
     assert html.index("<b>amount</b>") < html.index("<b>latency</b>")  # most drifted first

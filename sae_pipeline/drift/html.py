@@ -158,7 +158,8 @@ def _column_table(report: dict) -> str:
 def _test_label(method: str) -> str:
     """The test's full name and how its score reads, e.g. "Kolmogorov-Smirnov (p-value: drift when ≤ threshold)"."""
     test = get_stattest(method)
-    return f"{test.title} ({'p-value: drift when ≤' if test.direction == 'pvalue' else 'distance: drift when ≥'} threshold)"
+    reading = "p-value: drift when ≤ threshold" if test.direction == "pvalue" else "distance: drift when ≥ threshold"
+    return f"{test.title} ({reading})"
 
 
 def _tests_note() -> str:
