@@ -6,7 +6,8 @@ the config, the report schema, the statistics and two dispatch chains that disag
 test module (``ks.py``, ``psi.py``, ...) holds the test's function and one :class:`StatTest` passed to
 :func:`register`, like Evidently's ``StatTest(name, allowed_feature_types, default_threshold)``; the config's
 allowed names and kind checks, the report's ``method`` type, the HTML note and the dispatch all read it from here.
-Adding a test is one new module plus its import in ``stattests/__init__.py``.
+Adding a test is one new module plus its import in ``stattests/__init__.py``: tests register when that package is
+imported, because the config's and the report's types are built from the registry when those modules load.
 
 Every test reads the same input, :class:`ColumnCounts`: the reference and current counts of one column over the
 same buckets, and for numeric columns also the fine reference bins (edges, counts and per-bin sums), so a test
