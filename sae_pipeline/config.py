@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sae_pipeline import lake
+from sae_pipeline.config_errors import describe_validation_error
 
 ColumnType = Literal["float", "float32", "int", "string", "bool", "date", "datetime"]
 #: Column types holding floating-point numbers (`float32` keeps 4-byte storage in the outputs).
@@ -388,4 +389,4 @@ def load_config(location: str | Path) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{location}: invalid configuration:\n{error}") from None
+        raise ConfigError(f"{location}: {describe_validation_error(error, raw, PipelineConfig)}") from None
