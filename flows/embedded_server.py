@@ -75,20 +75,20 @@ class EmbeddedServer:
     def __init__(self, verbose: bool):
         self.verbose = verbose
         self.process: subprocess.Popen | None = None
-        self.api_url = ""
+        # One port for both tries: Prefect keeps the API URL it read first.
+        self.port = _free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
         self._started_at = 0.0
         self._stop_registered = False
 
     def launch(self) -> None:
-        port = _free_port()
-        self.api_url = f"http://127.0.0.1:{port}/api"
         prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
         parent_pid = os.getpid()
         environment = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
         quiet = {} if self.verbose else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_embedded_app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+             "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
             env={**environment, "PREFECT_UI_ENABLED": "0"},
             preexec_fn=(lambda: _dies_with_parent(parent_pid, prctl)) if prctl else None,
             stdin=subprocess.DEVNULL,
