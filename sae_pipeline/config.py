@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 from sae_pipeline import lake
+from sae_pipeline.config_errors import describe_validation_error
 from sae_pipeline.drift.stattests import describe_available, get_stattest, kind_error, stattest_names
 
 ColumnType = Literal["float", "float32", "int", "string", "bool", "date", "datetime"]
@@ -398,4 +399,4 @@ def load_config(location: str | Path) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{location}: invalid configuration:\n{error}") from None
+        raise ConfigError(f"{location}: {describe_validation_error(error, raw, PipelineConfig)}") from None

@@ -21,7 +21,7 @@ def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PREFECT_HOME": str(home / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "sae_pipeline.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=300
     )
 
 
@@ -59,7 +59,7 @@ def test_cli_run_then_score_end_to_end(lake_config, tmp_path):
 def test_two_runs_started_at_once_never_interleave(lake_config, tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
-    command = [sys.executable, "-m", "sae_pipeline.cli", "run", "--config", str(lake_config), "--no-progress"]
+    command = [sys.executable, "-m", "flows.cli", "run", "--config", str(lake_config), "--no-progress"]
     runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outcomes = sorted((run.wait(timeout=300), run.stderr.read()) for run in runs)
     assert [code for code, _ in outcomes] == [0, 2], outcomes

@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import save as save_safetensors
 
-from sae_pipeline.cli import main
+from flows.cli import main
 from sae_pipeline.config import ColumnSpec
 from sae_pipeline.detector import SAEDetector
 from sae_pipeline.features import TabularEncoder

@@ -1,0 +1,301 @@
+"""`sae-pipeline` command line: demo, run, train, score, models, generate-sample.
+
+`run`, `train`, `score` and `demo` first check and plan without Prefect (`sae_pipeline.preflight`): a wrong
+config, lake layout, `--partitions` value, column type or model is reported in a second or two, and a run with
+nothing to do says so and stops without starting anything. Otherwise the command takes the output folder's lease,
+starts an embedded Prefect server when no PREFECT_API_URL is set (`flows.embedded_server`), and runs the flow in
+this process. Expected failures (bad config, bad input, bad or missing model, storage) print one `error:` line
+naming the file, partition, column and rule (and at most a `hint:` line) and exit with status 2; anything else
+exits 1; Ctrl-C exits 130 at any moment with one line that says how to finish the work. Prefect's logs and
+tracebacks appear only with `--verbose`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from sae_pipeline.config import ConfigError, PipelineConfig, load_config
+from sae_pipeline.lake import LakeReadError
+from sae_pipeline.lease import RunLease
+from sae_pipeline.registry.commands import add_models_command
+from sae_pipeline.registry.errors import MissingChampionError
+from sae_pipeline.schema import InputSchemaError
+
+DEFAULT_SAMPLE_CONFIG = "sample_data/telemetry.yaml"
+DEFAULT_SAMPLE_LAKE = "sample_data/telemetry"
+#: Failures a user can fix (config, data, model, storage): one `error:` line and exit status 2.
+_EXPECTED_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError, RuntimeError, OSError)
+EXIT_ERROR, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _quiet_prefect_environment(verbose: bool) -> None:
+    """Defaults that keep an embedded Prefect fast and quiet; explicit environment settings win."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sae_pipeline")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    # The server logs asyncio cancellations when it shuts down; they are noise, not failures.
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_UVICORN_LEVEL", "CRITICAL")
+
+
+def _silence_console_logs() -> None:
+    """Keep log records off the terminal (they still reach the Prefect API, so the UI shows them): without
+    `--verbose` the command prints its summary and at most one `error:` line."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.CRITICAL + 1)
+
+
+class _Interruption:
+    """Ctrl-C at any moment: one line that says what is kept and how to finish, then exit 130 at once.
+
+    Exiting from the signal handler (rather than letting KeyboardInterrupt unwind) is deliberate: the interrupt can
+    land inside Prefect or pydantic code that wraps it into another error, and partition tasks may still be writing
+    on other threads. Nothing is lost by a hard exit: every output is staged and committed atomically, the lease
+    names this (then dead) process so the next run takes it at once, and the server child dies with us."""
+
+    def __init__(self):
+        self.resume_advice = "nothing was written"
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._exit)
+
+    def _exit(self, signum, frame) -> None:
+        try:
+            advice = self.resume_advice() if callable(self.resume_advice) else self.resume_advice
+        except Exception:  # the advice is a courtesy: an unreadable ledger must not turn Ctrl-C into a traceback
+            advice = "committed partitions are kept"
+        print(f"error: interrupted; {advice}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _compact_selection(names: list[str], order: list[str]) -> str:
+    """`names` as a `--partitions` value: runs of partitions adjacent in the lake's order become FIRST..LAST."""
+    position = {name: index for index, name in enumerate(order)}
+    ranked = sorted(names, key=position.__getitem__)
+    runs: list[list[str]] = []
+    for name in ranked:
+        if runs and position[name] == position[runs[-1][-1]] + 1:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return ",".join(run[0] if len(run) == 1 else f"{run[0]}..{run[-1]}" for run in runs)
+
+
+def _resume_advice(args: argparse.Namespace, mode: str, config: PipelineConfig, plan, started: dt.datetime):
+    """What the interrupt line says: plain runs resume by themselves; requested rescoring needs a command."""
+    from sae_pipeline.preflight import committed_since
+
+    def advice() -> str:
+        if getattr(args, "rescore_with", None):
+            return "committed partitions are kept; rerun the same command to rescore the rest"
+        requested = [name for name, reason in plan.to_score.items() if reason in ("requested", "backfill")]
+        if not requested:
+            return "committed partitions are kept; the next run scores the rest"
+        left = [name for name in requested if name not in committed_since(config, requested, started)]
+        if not left:
+            return "every requested partition was committed"
+        command = "score" if mode == "score" else "run"
+        selection = _compact_selection(left, [record["name"] for record in plan.partitions])
+        return (
+            f"{len(requested) - len(left)} of {len(requested)} requested partition(s) committed; to finish: "
+            f"sae-pipeline {command} --config {args.config} --partitions {selection}"
+        )
+
+    return advice
+
+
+def _command_flow(args: argparse.Namespace, mode: str) -> None:
+    from sae_pipeline.preflight import plan_command
+
+    interruption = _Interruption()
+    interruption.install()
+    config = load_config(args.config)  # before anything else: a config error needs nothing more
+    options = {
+        name: getattr(args, name)
+        for name in ("partitions", "backfill", "rescore_with", "model", "retrain")
+        if getattr(args, name, None) not in (None, False)
+    }
+    plan = plan_command(config, mode, **{name: options.get(name) for name in ("rescore_with", "model")},
+                        requested=options.get("partitions"), backfill=bool(options.get("backfill")),
+                        retrain=bool(options.get("retrain")))
+    if plan.nothing_to_do:
+        recorded = " (PREFECT_API_URL is set, but no flow run was recorded there)" if os.environ.get(
+            "PREFECT_API_URL") else ""
+        print(f"nothing to do: {plan.describe()}; no flow run started{recorded}")
+        return
+    started = dt.datetime.now(dt.UTC)
+    interruption.resume_advice = _resume_advice(args, mode, config, plan, started)
+    # Holding the output folder before Prefect starts makes a second run stop at once with a clear message.
+    with RunLease(config.output.lease_uri, f"cli-{os.getpid()}", config.run.lease_ttl_seconds):
+        summary = _run_flow(args, mode, options)
+    _print_summary(summary)
+
+
+def _run_flow(args: argparse.Namespace, mode: str, options: dict) -> dict:
+    """Start the embedded server if needed, import the flows while it boots, run the combined flow here."""
+    _quiet_prefect_environment(args.verbose)  # before Prefect is imported: it reads these once
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        from flows.embedded_server import EmbeddedServer, start_timeout_s
+
+        server = EmbeddedServer(args.verbose)
+        timeout_s = start_timeout_s()
+        print(f"starting the embedded Prefect server (up to {timeout_s:g} s; set PREFECT_API_URL to use your own)",
+              flush=True)
+        server.launch()
+    from flows.lake_pipeline import PartitionFailures, run_in_process
+
+    if not args.verbose:
+        _silence_console_logs()
+    if server is not None:
+        server.wait_until_ready(timeout_s, on_retry=lambda message: print(message, flush=True))
+    try:
+        return run_in_process(
+            config_path=args.config, mode=mode, progress=not args.no_progress, **options
+        )
+    except PartitionFailures as error:  # some partitions failed: show what was committed, then the error
+        _print_summary(error.summary)
+        raise
+
+
+def _print_summary(summary: dict) -> None:
+    from sae_pipeline.runs import RunSummary, format_summary
+
+    print(format_summary(RunSummary.model_validate(summary)))
+
+
+def _command_demo(args: argparse.Namespace) -> None:
+    config = Path(args.config)
+    if not config.exists():
+        raise ConfigError(f"{config} not found: run the demo from a checkout of sae-pipeline or pass --config")
+    if args.config == DEFAULT_SAMPLE_CONFIG and not Path(DEFAULT_SAMPLE_LAKE).exists():
+        from sae_pipeline.sample_data import generate_sample_lake
+
+        generate_sample_lake(DEFAULT_SAMPLE_LAKE)
+    print(f"sae-pipeline demo: validate, train, score and report on {config} with an embedded Prefect", flush=True)
+    _command_flow(args, "run")
+
+
+def _command_generate(args: argparse.Namespace) -> None:
+    from sae_pipeline.sample_data import generate_sample_lake
+
+    files = generate_sample_lake(
+        args.output, days=args.days, rows_per_day=args.rows_per_day, seed=args.seed, gradual_shift=args.gradual_shift
+    )
+    print(f"wrote {len(files)} partition(s) under {args.output}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae-pipeline", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def flow_command(name: str, help_text: str, default_config: str | None = None) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--config", required=default_config is None, default=default_config,
+            help="YAML config: a path or an s3:// URI",
+        )
+        command.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        command.add_argument("--verbose", action="store_true", help="show Prefect's logs and full tracebacks")
+        return command
+
+    def scoring_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--partitions", nargs="+", metavar="SELECTION",
+            help="score these partitions again: names and ranges FIRST..LAST (e.g. day=2026-11-01..day=2026-11-07)",
+        )
+        command.add_argument("--backfill", action="store_true", help="score every partition again")
+        command.add_argument(
+            "--rescore-with", metavar="VERSION", help="rescore every partition not yet scored by this model version"
+        )
+
+    def training_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--retrain", action="store_true", help="train a new model from scratch")
+
+    demo = flow_command("demo", "run the whole pipeline on the bundled sample data", DEFAULT_SAMPLE_CONFIG)
+    demo.set_defaults(handler=_command_demo)
+    run = flow_command("run", "train or update the model when there is new data, then score new partitions")
+    scoring_options(run)
+    training_options(run)
+    run.set_defaults(handler=lambda a: _command_flow(a, "run"))
+    train = flow_command("train", "train a model, or fine-tune the champion on new data")
+    training_options(train)
+    train.set_defaults(handler=lambda a: _command_flow(a, "train"))
+    score = flow_command("score", "score new, changed or requested partitions with an existing model")
+    scoring_options(score)
+    score.add_argument("--model", help="model version, unique version prefix or alias (default: champion)")
+    score.set_defaults(handler=lambda a: _command_flow(a, "score"))
+
+    generate = commands.add_parser("generate-sample", help="write the synthetic telemetry lake")
+    generate.add_argument("--output", default=DEFAULT_SAMPLE_LAKE)
+    generate.add_argument("--days", type=int, default=10)
+    generate.add_argument("--rows-per-day", type=int, default=2000)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--gradual-shift", type=float, default=0.0, metavar="INTENSITY",
+        help="drift a little every day, up to INTENSITY times the drifted days' shift on the last day",
+    )
+    generate.set_defaults(handler=_command_generate)
+    add_models_command(commands)
+    return parser
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_lines(error: BaseException, args: argparse.Namespace) -> tuple[str, str | None]:
+    """The `error:` line (file, partition, column and rule are in the messages) and an optional short hint."""
+    summary = getattr(error, "summary", None)
+    failed = summary.get("failed") if isinstance(summary, dict) else None
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more failed partition(s), listed above)" if len(failed) > 1 else ""
+        return (
+            f"{first['partition']}: {_one_line(first['error'])}{more}",
+            "the other partitions were committed; fix the input and rerun (only failed partitions are redone)",
+        )
+    if isinstance(error, MissingChampionError):
+        return _one_line(error), f"train first: sae-pipeline train --config {getattr(args, 'config', '...')}"
+    return _one_line(error), getattr(error, "hint", None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        expected = isinstance(error, _EXPECTED_ERRORS)
+        if verbose:
+            traceback.print_exc()
+        message, hint = _error_lines(error, args)
+        if not expected:
+            message = f"unexpected {type(error).__name__}: {message}"
+            hint = hint or "rerun with --verbose for the traceback"
+        print(f"error: {message}", file=sys.stderr)
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
+        return EXIT_ERROR if expected else EXIT_UNEXPECTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

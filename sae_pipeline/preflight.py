@@ -1,0 +1,192 @@
+"""Checks and planning that need no orchestration, done before a command starts Prefect.
+
+A mistake in the config, the lake's layout, a `--partitions` value, a column's type or the model should be named in
+a second or two, not after a Prefect server has started; and a run with nothing to do should say so and stop. The
+flow repeats the planning under its lease (the lake may change in between); what is decided here is only whether
+to start it, and what to tell the user.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import polars as pl
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sae_pipeline import lake, pipeline, updating
+from sae_pipeline.config import PipelineConfig
+from sae_pipeline.ledger import Ledger
+from sae_pipeline.planning import SelectionError, select_partitions
+from sae_pipeline.registry import ModelRegistry
+from sae_pipeline.schema import InputSchemaError, conform_columns
+
+#: Footers read to find a column problem shared by every partition (spread over the partitions a run would read).
+MAX_PARTITIONS_CHECKED = 24
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INT = re.compile(r"^-?\d+$")
+
+
+@dataclass
+class RunPlan:
+    """What a command would do: the training decision (train/run), the partitions it would score and remove."""
+
+    partitions: list[dict]
+    training: updating.TrainingDecision | None = None
+    model_version: str | None = None
+    to_score: dict[str, str] = field(default_factory=dict)
+    up_to_date: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        training_idle = self.training is None or self.training.action == "skip"
+        return training_idle and not (self.to_score or self.removed or self.refused)
+
+    def describe(self) -> str:
+        """The sentence a no-op prints, in the words of a run summary."""
+        parts = [f"no training ({self.training.reason})"] if self.training is not None else []
+        if self.model_version is not None or self.up_to_date:
+            parts.append(f"0 partition(s) scored, {len(self.up_to_date)} up to date, 0 removed, 0 failed")
+        return "; ".join([*parts, "nothing written"])
+
+
+def suggest_partition_keys(table_uri: str) -> str:
+    """What the lake's folders look like, for an error about partition keys: the keys and types a config would
+    need (`date: date`), or what is there instead."""
+    fs, root = lake.filesystem_for(table_uri)
+    keys: list[tuple[str, str]] = []
+    path = root
+    while True:
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+        folders = [info for info in infos if info.type == pafs.FileType.Directory and "=" in info.base_name]
+        if not folders:
+            break
+        by_key = Counter(info.base_name.partition("=")[0] for info in folders)
+        key = by_key.most_common(1)[0][0]
+        values = [info.base_name.partition("=")[2] for info in folders if info.base_name.startswith(key + "=")]
+        keys.append((key, _key_type(values)))
+        path = next(info.path for info in folders if info.base_name.startswith(key + "="))
+    if keys:
+        example = "/".join(f"{key}=..." for key, _ in keys)
+        declared = ", ".join(f"{key}: {key_type}" for key, key_type in keys)
+        return f"the lake has folders named {example}: set lake.partition_keys to {{{declared}}}"
+    names = sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(root, recursive=False)))
+    if not names:
+        return "the folder is empty"
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return f"it holds no key=value folders (found: {shown}); the lake must be a Hive-style partitioned table"
+
+
+def _key_type(values: list[str]) -> str:
+    if all(_DATE.match(value) for value in values):
+        return "date"
+    if all(_INT.match(value) for value in values):
+        return "int"
+    return "string"
+
+
+def discover(config: PipelineConfig) -> list[dict]:
+    """The lake's partition records (as the flow's discovery returns them); a lake without partitions of the
+    configured keys is an error that says which keys it does have."""
+    try:
+        return pipeline.list_partitions(config)
+    except lake.LakeReadError as error:
+        if "no partitions found" not in str(error):
+            raise
+        expected = "/".join(f"{key}=..." for key in config.lake.partition_keys)
+        raise lake.LakeReadError(
+            f"no partitions under {config.lake.uri} (lake.partition_keys expects folders named {expected}); "
+            f"{suggest_partition_keys(config.lake.uri)}"
+        ) from None
+
+
+def check_partition_selection(spec: list[str] | None, names: list[str]) -> None:
+    """`--partitions` in command-line terms: each item a partition name or a range FIRST..LAST of names."""
+    if spec is None:
+        return
+    try:
+        select_partitions(spec, names)
+    except SelectionError as error:
+        example = f" (e.g. {names[0]} or {names[0]}..{names[-1]})" if names else ""
+        raise SelectionError(f"--partitions: {error}{example}") from None
+
+
+def check_column_types(config: PipelineConfig, partitions: list[dict]) -> None:
+    """Raise one `InputSchemaError` when a configured column is missing or of the wrong type in the footers of every
+    partition checked: that is a config (or export) mistake, better reported once than once per partition."""
+    if not partitions:
+        return
+    step = max(1, len(partitions) // MAX_PARTITIONS_CHECKED)
+    problems: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    checked = 0
+    for record in partitions[::step][:MAX_PARTITIONS_CHECKED]:
+        fs, folder = lake.filesystem_for(record["uri"])
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=False))
+        files = sorted(
+            info.path for info in infos
+            if info.type == pafs.FileType.File and info.size and not info.base_name.startswith(("_", "."))
+        )
+        if not files:
+            continue
+        try:
+            schema = pq.read_schema(files[0], filesystem=fs)
+        except (OSError, ValueError):  # an unreadable file fails its own partition, with its own message
+            continue
+        checked += 1
+        try:
+            conform_columns(pl.from_arrow(schema.empty_table()), config, source=files[0])
+        except InputSchemaError as error:
+            problem = str(error).removeprefix(f"{files[0]}: ")
+            problems[problem] += 1
+            example.setdefault(problem, files[0])
+    shared = [problem for problem, count in problems.items() if count == checked]
+    if checked and shared:
+        raise InputSchemaError(
+            f"{shared[0]} in every partition checked ({checked} of {len(partitions)}, e.g. {example[shared[0]]}): "
+            "correct the column in the config, or the files"
+        )
+
+
+def plan_command(
+    config: PipelineConfig,
+    mode: str,
+    requested: list[str] | None = None,
+    backfill: bool = False,
+    rescore_with: str | None = None,
+    model: str | None = None,
+    retrain: bool = False,
+) -> RunPlan:
+    """Everything a `run`, `train` or `score` command can check before orchestration, and what it would do.
+    Raises the same errors the flow would (config, lake, selection, schema, model) when they can be known now."""
+    records = discover(config)
+    usable, refused = pipeline.split_refused(records)
+    plan = RunPlan(partitions=usable, refused=refused)
+    check_partition_selection(requested, [record["name"] for record in usable])
+    registry = ModelRegistry(config.output.models_uri)
+    reading: set[str] = set()
+    if mode != "score":
+        plan.training = updating.decide_training(config, registry, usable, retrain)
+        reading.update(plan.training.partitions)
+    if mode != "train":
+        reference = rescore_with or model
+        if reference is not None or plan.training is None or plan.training.action == "skip":
+            plan.model_version = pipeline.scoring_model(config, reference)["model_version"]
+        scoring = pipeline.plan_run(
+            config, records, plan.model_version or "", requested, backfill, bool(rescore_with)
+        )
+        plan.to_score, plan.up_to_date, plan.removed = scoring["to_score"], scoring["up_to_date"], scoring["removed"]
+        reading.update(plan.to_score)
+    check_column_types(config, [record for record in usable if record["name"] in reading])
+    return plan
+
+
+def committed_since(config: PipelineConfig, names: list[str], since: dt.datetime) -> set[str]:
+    """Which of `names` the ledger shows committed at or after `since` (what an interrupted run finished)."""
+    entries = Ledger(config.output.ledger_uri).entries()
+    return {name for name in names if name in entries and entries[name].committed_at >= since}
