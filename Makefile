@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 PREFECT_PORT ?= 4242
 export PREFECT_PORT
 
-.PHONY: install demo test bench bench-detect clean deploy-local deploy-smoke deploy-stop
+.PHONY: install lint demo test bench bench-detect clean deploy-local deploy-smoke deploy-stop
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# ruff (settings in pyproject.toml): lint and formatting are both checked, nothing is rewritten.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Lake-scale and recurring-run benchmarks; each prints JSON and rewrites its own section of BENCHMARKS.md.
 bench: install
