@@ -17,12 +17,10 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 from sae_pipeline import lake
+from sae_pipeline.column_types import COLUMN_TYPES, ColumnTypeName, types_where
 from sae_pipeline.config_errors import describe_validation_error
 from sae_pipeline.drift.stattests import describe_available, get_stattest, kind_error, stattest_names
 
-ColumnType = Literal["float", "float32", "int", "string", "bool", "date", "datetime"]
-#: Column types holding floating-point numbers (`float32` keeps 4-byte storage in the outputs).
-FLOAT_TYPES = ("float", "float32")
 ColumnRole = Literal["numeric", "categorical", "identifier", "label", "timestamp"]
 PartitionKeyType = Literal["string", "date", "int"]
 
@@ -43,7 +41,7 @@ class ColumnSpec(_Strict):
     """One input column: its type, validity rules and its role for the model."""
 
     name: str
-    type: ColumnType
+    type: ColumnTypeName
     role: ColumnRole
     nullable: bool = False
     min: float | None = None
@@ -51,14 +49,15 @@ class ColumnSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ColumnSpec:
-        if (self.min is not None or self.max is not None) and self.type not in (*FLOAT_TYPES, "int"):
-            raise ValueError(f"column {self.name!r}: min/max only apply to float or int columns")
+        kind = COLUMN_TYPES[self.type]
+        if (self.min is not None or self.max is not None) and not kind.bounded:
+            bounded = " or ".join(types_where(lambda kind: kind.bounded))
+            raise ValueError(f"column {self.name!r}: min/max only apply to {bounded} columns")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"column {self.name!r}: min {self.min} is greater than max {self.max}")
-        if self.role == "numeric" and self.type not in (*FLOAT_TYPES, "int", "bool"):
-            raise ValueError(f"column {self.name!r}: a numeric column must be float, int or bool")
-        if self.role == "categorical" and self.type not in ("string", "int", "bool"):
-            raise ValueError(f"column {self.name!r}: a categorical column must be string, int or bool")
+        if self.role in MODEL_ROLES and self.role not in kind.model_roles:
+            allowed = ", ".join(types_where(lambda kind: self.role in kind.model_roles))
+            raise ValueError(f"column {self.name!r}: a {self.role} column must be one of {allowed}")
         return self
 
 

@@ -14,18 +14,8 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
-from sae_pipeline.config import FLOAT_TYPES, ColumnSpec, ColumnType, PipelineConfig
-
-#: Polars dtypes for each config type; a frame column is compatible if it can be cast without loss of meaning.
-_DTYPES: dict[ColumnType, pl.DataType] = {
-    "float": pl.Float64(),
-    "float32": pl.Float32(),
-    "int": pl.Int64(),
-    "string": pl.String(),
-    "bool": pl.Boolean(),
-    "date": pl.Date(),
-    "datetime": pl.Datetime("us"),
-}
+from sae_pipeline.column_types import COLUMN_TYPES
+from sae_pipeline.config import ColumnSpec, PipelineConfig
 
 QUARANTINE_REASON_COLUMN = "quarantine_reasons"
 QUARANTINE_SOURCE_COLUMN = "source_file"
@@ -45,18 +35,6 @@ class InputSchemaError(ValueError):
     """A whole input file violates the schema (missing column, wrong type); the message says where and why."""
 
 
-def _compatible(actual: pl.DataType, expected: ColumnType) -> bool:
-    if expected in FLOAT_TYPES:
-        return actual.is_numeric()
-    if expected == "int":
-        return actual.is_integer()
-    if expected == "string":
-        return actual in (pl.String, pl.Categorical, pl.Enum) or isinstance(actual, (pl.Categorical, pl.Enum))
-    if expected == "datetime":
-        return isinstance(actual, pl.Datetime)
-    return actual == _DTYPES[expected]
-
-
 def conform_columns(frame: pl.DataFrame, config: PipelineConfig, source: str) -> pl.DataFrame:
     """Check presence and types of the configured columns and return them alone, in config order, cast to their
     canonical dtypes (datetimes: naive UTC microseconds). Columns that are not configured are left out, so every
@@ -68,17 +46,17 @@ def conform_columns(frame: pl.DataFrame, config: PipelineConfig, source: str) ->
     for column in config.columns:
         actual = frame.schema[column.name]
         if actual == pl.Null:  # an all-null column carries no type; nullability rules judge it per row
-            casts.append(pl.col(column.name).cast(_DTYPES[column.type]))
+            casts.append(pl.col(column.name).cast(COLUMN_TYPES[column.type].dtype))
             continue
-        if not _compatible(actual, column.type):
+        if not COLUMN_TYPES[column.type].accepts(actual):
             raise InputSchemaError(
                 f"{source}: column {column.name!r} has type {actual}, expected {column.type} (rule: column type)"
             )
         if column.type == "datetime" and actual.time_zone is not None:
             # One datetime type per table: zone-aware values become naive UTC, every unit becomes microseconds.
-            casts.append(pl.col(column.name).dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(_DTYPES["datetime"]))
+            casts.append(pl.col(column.name).dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(COLUMN_TYPES["datetime"].dtype))
             continue
-        casts.append(pl.col(column.name).cast(_DTYPES[column.type]))
+        casts.append(pl.col(column.name).cast(COLUMN_TYPES[column.type].dtype))
     try:
         return frame.select(casts)
     except pl.exceptions.PolarsError as error:
@@ -97,7 +75,7 @@ def _finite_check() -> pa.Check:
 
 def _column_checks(column: ColumnSpec) -> list[pa.Check]:
     checks = []
-    if column.type in FLOAT_TYPES:
+    if COLUMN_TYPES[column.type].floating:
         checks.append(_finite_check())
     if column.min is not None:
         checks.append(pa.Check.ge(column.min))
@@ -111,7 +89,7 @@ def input_schema(config: PipelineConfig) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             column.name: pa.Column(
-                _DTYPES[column.type],
+                COLUMN_TYPES[column.type].dtype,
                 checks=_column_checks(column),
                 nullable=column.nullable,
             )
@@ -148,7 +126,7 @@ def rule_violations(config: PipelineConfig) -> pl.Expr:
         value = pl.col(column.name)
         if not column.nullable:
             broken.append(value.is_null())
-        if column.type in FLOAT_TYPES:
+        if COLUMN_TYPES[column.type].floating:
             broken.append(~value.is_finite())
         if column.min is not None:
             broken.append(value < column.min)
@@ -209,7 +187,7 @@ def _arrow_schema(columns: dict[str, pl.DataType]):
 
 def input_dtypes(config: PipelineConfig) -> dict[str, pl.DataType]:
     """The configured columns in config order with their canonical dtypes: the leading columns of every output."""
-    return {column.name: _DTYPES[column.type] for column in config.columns}
+    return {column.name: COLUMN_TYPES[column.type].dtype for column in config.columns}
 
 
 def scored_arrow_schema(config: PipelineConfig):
