@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from sae_pipeline.config import ConfigError, load_config
-from sae_pipeline.lake import LakeReadError
+from sae_pipeline.storage import LakeReadError
 from sae_pipeline.lease import RunLease
 from sae_pipeline.registry.commands import add_models_command
 from sae_pipeline.registry.errors import MissingChampionError

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 
 ColumnType = Literal["float", "float32", "int", "string", "bool", "date", "datetime"]
 #: Column types holding floating-point numbers (`float32` keeps 4-byte storage in the outputs).
@@ -371,8 +371,8 @@ def load_config(location: str | Path) -> PipelineConfig:
     the offending field."""
     location = str(location)
     try:
-        raw = yaml.safe_load(lake.read_bytes(location).decode())
-    except lake.LakeReadError as error:
+        raw = yaml.safe_load(storage.read_bytes(location).decode())
+    except storage.LakeReadError as error:
         if isinstance(error.__cause__, FileNotFoundError):
             raise ConfigError(f"config file not found: {location}") from None
         raise ConfigError(f"cannot read config file {location}: {error.__cause__}") from None
