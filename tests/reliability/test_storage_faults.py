@@ -121,7 +121,7 @@ def test_flow_survives_transient_faults_with_nothing_lost(moto, tmp_path, monkey
         seen.append((str(error), classify(error)))
         return seen[-1][1]
 
-    monkeypatch.setattr(lake, "is_transient", recording)
+    monkeypatch.setattr(storage, "is_transient", recording)
     # Short blips everywhere (the clients re-send them), and an outage of the scored file longer than boto3's 5
     # attempts, so that the score task itself fails once and is retried.
     faults = [Fault(503, times=5), Fault(drop=True, method="GET", times=2),
