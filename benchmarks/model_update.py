@@ -27,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
-from sae_pipeline import lake, pipeline, updating  # noqa: E402
+from sae_pipeline import parquet_io, pipeline, updating  # noqa: E402
 from sae_pipeline.config import load_config  # noqa: E402
 from sae_pipeline.registry import ModelRegistry  # noqa: E402
 from sae_pipeline.sample_data import generate_sample_lake  # noqa: E402
@@ -90,7 +90,7 @@ def run(days: int, rows_per_day: int, shift: float, initial_days: int) -> dict:
         updated_champion = registry.load(ModelRegistry.CHAMPION)
         retrained, retrain_seconds = _timed_train_or_update(config_path, retrain=True)
 
-        evaluation_day = lake.read_partition(str(source / day_folders[-1]))
+        evaluation_day = parquet_io.read_partition(str(source / day_folders[-1]))
         models = {
             "first_champion": registry.load(first["model_version"]),
             "updated_champion": updated_champion,

@@ -22,11 +22,11 @@ import traceback
 from pathlib import Path
 
 from sae_pipeline.config import ConfigError, PipelineConfig, load_config
-from sae_pipeline.lake import LakeReadError
 from sae_pipeline.lease import RunLease
 from sae_pipeline.registry.commands import add_models_command
 from sae_pipeline.registry.errors import MissingChampionError
 from sae_pipeline.schema import InputSchemaError
+from sae_pipeline.storage import LakeReadError
 
 DEFAULT_SAMPLE_CONFIG = "sample_data/telemetry.yaml"
 DEFAULT_SAMPLE_LAKE = "sample_data/telemetry"

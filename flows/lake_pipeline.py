@@ -34,9 +34,9 @@ from flows.handoff import (
     ensure_champion,
     start_drift_training,
 )
-from sae_pipeline import lake, pipeline, updating
+from sae_pipeline import pipeline, storage, updating
 from sae_pipeline.config import PipelineConfig, load_config
-from sae_pipeline.lake import read_bytes
+from sae_pipeline.storage import read_bytes
 from sae_pipeline.lease import RunLease
 from sae_pipeline.runs import build_run_summary, format_summary
 
@@ -55,11 +55,12 @@ ModelRef = Annotated[
 ]
 
 def _retry_transient(task, task_run, state) -> bool:
-    """Retry only storage hiccups (`lake.is_transient`), never bad data, config or model, nor full or read-only storage."""
+    """Retry only storage hiccups (`storage.is_transient`), never bad data, config or model, nor full or read-only
+    storage."""
     try:
         state.result()
     except Exception as error:
-        return lake.is_transient(error)
+        return storage.is_transient(error)
     return False
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 from sae_pipeline.column_types import COLUMN_TYPES, ColumnTypeName, types_where
 from sae_pipeline.config_errors import describe_validation_error
 from sae_pipeline.drift.stattests import describe_available, get_stattest, kind_error, stattest_names
@@ -381,8 +381,8 @@ def load_config(location: str | Path) -> PipelineConfig:
     the offending field."""
     location = str(location)
     try:
-        raw = yaml.safe_load(lake.read_bytes(location).decode())
-    except lake.LakeReadError as error:
+        raw = yaml.safe_load(storage.read_bytes(location).decode())
+    except storage.LakeReadError as error:
         if isinstance(error.__cause__, FileNotFoundError):
             raise ConfigError(f"config file not found: {location}") from None
         raise ConfigError(f"cannot read config file {location}: {error.__cause__}") from None

@@ -35,7 +35,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from sklearn.base import BaseEstimator
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 from sae_pipeline.features import NotFittedError, RobustScaler
 from sae_pipeline.model import SPARSITY_MODES, SparseAutoencoder
 from sae_pipeline.neighbours import fit_cells, neighbour_gaps
@@ -435,8 +435,8 @@ class SAEDetector(BaseEstimator):
             "training_report": self.training_report_,
             **(metadata or {}),
         }
-        lake.write_bytes(lake.join_uri(path, WEIGHTS_FILE), save_safetensors(tensors))
-        lake.write_bytes(lake.join_uri(path, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
+        storage.write_bytes(storage.join_uri(path, WEIGHTS_FILE), save_safetensors(tensors))
+        storage.write_bytes(storage.join_uri(path, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
 
     @classmethod
     def load(cls, path: str, device: str | None = None, manifest: dict | None = None) -> SAEDetector:
@@ -457,8 +457,8 @@ class SAEDetector(BaseEstimator):
         detector.device_ = resolve_device(detector.device)
         detector.n_features_in_ = manifest["n_features_in"]
         model = SparseAutoencoder(manifest["n_features_in"], manifest["n_latents"], detector.sparsity, manifest["k"])
-        weights_uri = lake.join_uri(path, WEIGHTS_FILE)
-        payload = lake.read_bytes(weights_uri)
+        weights_uri = storage.join_uri(path, WEIGHTS_FILE)
+        payload = storage.read_bytes(weights_uri)
         # A truncated, corrupt or mismatched weights file must name itself, not surface as a bare library error.
         try:
             tensors = load_safetensors(payload)
@@ -485,4 +485,4 @@ class SAEDetector(BaseEstimator):
 
 def read_manifest(path: str) -> dict:
     """The JSON half of a saved model folder (for metadata that callers stored alongside the detector)."""
-    return lake.read_json(lake.join_uri(path, MANIFEST_FILE))
+    return storage.read_json(storage.join_uri(path, MANIFEST_FILE))

@@ -28,7 +28,7 @@ import uuid
 
 import pyarrow.fs as pafs
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ class LeaseLostError(RuntimeError):
 def read_lease(uri: str) -> dict | None:
     """The lease record at `uri`; None when there is none, {} when its content is torn or foreign."""
     try:
-        return json.loads(lake.read_bytes(uri))
-    except lake.LakeReadError:
+        return json.loads(storage.read_bytes(uri))
+    except storage.LakeReadError:
         return None
     except ValueError:
         return {}
@@ -124,7 +124,7 @@ class RunLease:
         if current is not None and not self._is_stale(current):
             return current
         payload = json.dumps(self._record()).encode()
-        fs, path = lake.filesystem_for(self.uri)
+        fs, path = storage.filesystem_for(self.uri)
         if current is None and isinstance(fs, pafs.LocalFileSystem):
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -134,7 +134,7 @@ class RunLease:
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(payload)
             return None
-        lake.write_bytes(self.uri, payload)
+        storage.write_bytes(self.uri, payload)
         time.sleep(SETTLE_SECONDS)
         confirmed = read_lease(self.uri)
         return None if confirmed and confirmed.get("token") == self.token else (confirmed or {})
@@ -164,7 +164,7 @@ class RunLease:
             if not current or current.get("token") != self.token:
                 logger.error("run lease %s was taken over by another run", self.uri)
                 return
-            lake.write_bytes(self.uri, json.dumps(self._record()).encode())
+            storage.write_bytes(self.uri, json.dumps(self._record()).encode())
 
     def release(self) -> None:
         if self._nested:
@@ -174,7 +174,7 @@ class RunLease:
             self._renewer.join()
         current = read_lease(self.uri)
         if current and current.get("token") == self.token:
-            lake.delete_file(self.uri)
+            storage.delete_file(self.uri)
 
     def __enter__(self) -> RunLease:
         self.acquire()

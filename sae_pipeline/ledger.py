@@ -13,7 +13,7 @@ import logging
 
 from pydantic import BaseModel, ConfigDict
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +47,23 @@ class Ledger:
         self.ledger_uri = ledger_uri
 
     def _entry_uri(self, partition: str) -> str:
-        return lake.join_uri(self.ledger_uri, partition + _SUFFIX)
+        return storage.join_uri(self.ledger_uri, partition + _SUFFIX)
 
     def entries(self) -> dict[str, LedgerEntry]:
         """Every committed entry, by partition name. An unreadable entry counts as not committed (the partition
         is scored again, which is always safe) and is logged."""
         found = {}
-        for uri in lake.list_files(self.ledger_uri, _SUFFIX):
+        for uri in storage.list_files(self.ledger_uri, _SUFFIX):
             try:
-                entry = LedgerEntry.model_validate(lake.read_json(uri))
-            except (ValueError, lake.LakeReadError) as error:
+                entry = LedgerEntry.model_validate(storage.read_json(uri))
+            except (ValueError, storage.LakeReadError) as error:
                 logger.warning("ignoring unreadable ledger entry %s (its partition will be scored again): %s", uri, error)
                 continue
             found[entry.partition] = entry
         return found
 
     def commit(self, entry: LedgerEntry) -> None:
-        lake.write_json(self._entry_uri(entry.partition), entry.model_dump(mode="json"))
+        storage.write_json(self._entry_uri(entry.partition), entry.model_dump(mode="json"))
 
     def remove(self, partition: str) -> None:
-        lake.delete_file(self._entry_uri(partition))
+        storage.delete_file(self._entry_uri(partition))

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from sae_pipeline import drift, lake, lease
+from sae_pipeline import drift, hive, lease, parquet_io, storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.overlap import BackgroundWriter, prefetched
@@ -42,21 +42,21 @@ def list_partitions(config: PipelineConfig) -> list[dict]:
 
     A partition whose key values do not parse as their declared type, are empty or null, or could escape the table
     comes back with an `error` (naming its folder) and no fingerprint: nothing reads it (see `split_refused`)."""
-    partitions = lake.discover_partitions(config.lake.uri, list(config.lake.partition_keys))
+    partitions = hive.discover_partitions(config.lake.uri, list(config.lake.partition_keys))
     if not partitions:
-        raise lake.LakeReadError(
+        raise storage.LakeReadError(
             f"no partitions found under {config.lake.uri} (expected folders named "
             f"{'/'.join(f'{key}=...' for key in config.lake.partition_keys)})"
         )
     key_types = dict(config.lake.partition_keys)
     records = []
     for partition in partitions:
-        error = lake.partition_error(partition, key_types)
+        error = hive.partition_error(partition, key_types)
         if error is not None:  # refused without reading it: the run reports it as a failed partition
             logger.warning("%s", error)
             records.append({**partition.to_record(), "fingerprint": None, "error": error})
         else:
-            records.append({**partition.to_record(), "fingerprint": lake.partition_fingerprint(partition.uri)})
+            records.append({**partition.to_record(), "fingerprint": hive.partition_fingerprint(partition.uri)})
     return records
 
 
@@ -73,9 +73,9 @@ def clear_staging(config: PipelineConfig, run_started_at: dt.datetime) -> None:
     the lease its writer is dead, or has lost the lease and must not complete over this run's outputs (an age rule
     would let exactly that writer through). A store that refuses to list uploads only costs a warning: the uploads
     stay invisible to readers, and a bucket lifecycle rule can expire them."""
-    lake.clear_folder(config.output.staging_uri)
+    storage.clear_folder(config.output.staging_uri)
     try:
-        aborted = lake.abort_incomplete_uploads(config.output.uri, initiated_before=run_started_at)
+        aborted = storage.abort_incomplete_uploads(config.output.uri, initiated_before=run_started_at)
     except PermissionError as error:
         logger.warning("incomplete uploads of crashed writers were not cleaned up: %s", error)
         return
@@ -122,7 +122,7 @@ def remove_partition_outputs(config: PipelineConfig, name: str) -> None:
     """Delete every output of a partition that left the lake, ledger entry last (so a crash retries the removal)."""
     output = config.output
     for table in (output.scored_uri, output.quarantine_uri, output.drift_uri):
-        lake.delete_partition(table, name)
+        hive.delete_partition(table, name)
     Ledger(output.ledger_uri).remove(name)
     logger.info("%s left the lake: its outputs were removed", name)
 
@@ -149,15 +149,17 @@ def score_partition(
 
     artifact = ModelRegistry(output.models_uri).load(model_version)
     quarantine = BackgroundWriter(
-        lake.PartitionWriter(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config))
+        parquet_io.PartitionWriter(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config))
     )
-    scored = BackgroundWriter(lake.PartitionWriter(output.scored_uri, name, output.staging_uri, scored_arrow_schema(config)))
+    scored = BackgroundWriter(
+        parquet_io.PartitionWriter(output.scored_uri, name, output.staging_uri, scored_arrow_schema(config))
+    )
     accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
     counts = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "rows_scored": 0, "rows_flagged": 0}
     reasons: dict[str, int] = {}
     ignored: set[str] = set()  # columns of the files that the config does not name: left out of the outputs
     contract = scored_output_schema(config)
-    batches = prefetched(lake.iter_partition_batches(partition["uri"], config.scoring.batch_rows))
+    batches = prefetched(parquet_io.iter_partition_batches(partition["uri"], config.scoring.batch_rows))
     try:
         for source, batch in tqdm(batches, desc=f"scoring {name}", unit="batch", disable=None if progress else True, leave=False):
             ignored.update(set(batch.schema.names) - set(contract.columns))
@@ -188,7 +190,7 @@ def score_partition(
     too_many = quarantine_share_error(config, partition, counts, reasons)
     if too_many is not None:  # the quarantined rows are kept; no scored output and no ledger entry: retried next run
         scored.abort()
-        lake.delete_partition(output.scored_uri, name)
+        hive.delete_partition(output.scored_uri, name)
         raise too_many
     scored_uri = scored.commit()
 
@@ -198,11 +200,11 @@ def score_partition(
         quarantine_reasons=reasons,
         expected_anomaly_rate=artifact.metadata.target_fpr,
     )
-    report_uri = lake.join_uri(output.drift_uri, name)
-    html_uri = lake.join_uri(report_uri, "report.html")
-    lake.write_json(lake.join_uri(report_uri, "report.json"), report)
-    lake.write_text(html_uri, drift.render_html(report))
-    lake.write_text(lake.join_uri(report_uri, "report.md"), drift.render_markdown(report, html_uri))
+    report_uri = storage.join_uri(output.drift_uri, name)
+    html_uri = storage.join_uri(report_uri, "report.html")
+    storage.write_json(storage.join_uri(report_uri, "report.json"), report)
+    storage.write_text(html_uri, drift.render_html(report))
+    storage.write_text(storage.join_uri(report_uri, "report.md"), drift.render_markdown(report, html_uri))
     wants_training, policy_reason = drift.policy_wants_training(report, config.drift.policy)
 
     record = {
@@ -213,7 +215,7 @@ def score_partition(
         "scored_uri": scored_uri,
         "quarantine_uri": quarantine_uri,
         "drift_report_uri": html_uri,
-        "drift_markdown_uri": lake.join_uri(report_uri, "report.md"),
+        "drift_markdown_uri": storage.join_uri(report_uri, "report.md"),
         "drift_status": report["overall_status"],
         "drifted_columns": report["drifted_columns"],
         "drift_wants_training": wants_training,
@@ -252,7 +254,7 @@ def quarantine_share_error(config: PipelineConfig, partition: dict, counts: dict
     return QuarantineShareError(
         f"{partition['uri']}: {counts['rows_quarantined']} of {counts['rows_in']} rows quarantined, at least the "
         f"allowed share {limit:g} (rule: scoring.max_quarantine_share); most common: {common}; quarantined rows are in "
-        f"{lake.join_uri(config.output.quarantine_uri, partition['name'])}"
+        f"{storage.join_uri(config.output.quarantine_uri, partition['name'])}"
     )
 
 
@@ -266,9 +268,9 @@ def _reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:
 
 def write_drift_trend(config: PipelineConfig) -> str:
     """Rewrite the lake-level trend page `drift/index.html` from every partition's `report.json`; return its URI."""
-    reports = [lake.read_json(uri) for uri in lake.list_files(config.output.drift_uri, "report.json")]
-    uri = lake.join_uri(config.output.drift_uri, "index.html")
-    lake.write_text(uri, drift.render_trend(reports))
+    reports = [storage.read_json(uri) for uri in storage.list_files(config.output.drift_uri, "report.json")]
+    uri = storage.join_uri(config.output.drift_uri, "index.html")
+    storage.write_text(uri, drift.render_trend(reports))
     return uri
 
 
@@ -279,7 +281,10 @@ def read_scored_labels(config: PipelineConfig, scored: list[dict]) -> tuple[np.n
     if label is None or not scored:
         return None
     columns = pl.concat(
-        [lake.read_partition(record["scored_uri"], columns=[label, "anomaly_score", "is_anomaly"]) for record in scored]
+        [
+            parquet_io.read_partition(record["scored_uri"], columns=[label, "anomaly_score", "is_anomaly"])
+            for record in scored
+        ]
     )
     return (
         columns.get_column(label).fill_null(False).cast(pl.Boolean).to_numpy(),

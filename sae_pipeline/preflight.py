@@ -9,25 +9,22 @@ to start it, and what to tell the user.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sae_pipeline import lake, pipeline, updating
+from sae_pipeline import hive, pipeline, updating
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.planning import SelectionError, select_partitions
 from sae_pipeline.registry import ModelRegistry
 from sae_pipeline.schema import InputSchemaError, conform_columns
+from sae_pipeline.storage import LakeReadError, filesystem_for
 
 #: Footers read to find a column problem shared by every partition (spread over the partitions a run would read).
 MAX_PARTITIONS_CHECKED = 24
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_INT = re.compile(r"^-?\d+$")
 
 
 @dataclass
@@ -55,53 +52,18 @@ class RunPlan:
         return "; ".join([*parts, "nothing written"])
 
 
-def suggest_partition_keys(table_uri: str) -> str:
-    """What the lake's folders look like, for an error about partition keys: the keys and types a config would
-    need (`date: date`), or what is there instead."""
-    fs, root = lake.filesystem_for(table_uri)
-    keys: list[tuple[str, str]] = []
-    path = root
-    while True:
-        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
-        folders = [info for info in infos if info.type == pafs.FileType.Directory and "=" in info.base_name]
-        if not folders:
-            break
-        by_key = Counter(info.base_name.partition("=")[0] for info in folders)
-        key = by_key.most_common(1)[0][0]
-        values = [info.base_name.partition("=")[2] for info in folders if info.base_name.startswith(key + "=")]
-        keys.append((key, _key_type(values)))
-        path = next(info.path for info in folders if info.base_name.startswith(key + "="))
-    if keys:
-        example = "/".join(f"{key}=..." for key, _ in keys)
-        declared = ", ".join(f"{key}: {key_type}" for key, key_type in keys)
-        return f"the lake has folders named {example}: set lake.partition_keys to {{{declared}}}"
-    names = sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(root, recursive=False)))
-    if not names:
-        return "the folder is empty"
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    return f"it holds no key=value folders (found: {shown}); the lake must be a Hive-style partitioned table"
-
-
-def _key_type(values: list[str]) -> str:
-    if all(_DATE.match(value) for value in values):
-        return "date"
-    if all(_INT.match(value) for value in values):
-        return "int"
-    return "string"
-
-
 def discover(config: PipelineConfig) -> list[dict]:
     """The lake's partition records (as the flow's discovery returns them); a lake without partitions of the
     configured keys is an error that says which keys it does have."""
     try:
         return pipeline.list_partitions(config)
-    except lake.LakeReadError as error:
+    except LakeReadError as error:
         if "no partitions found" not in str(error):
             raise
         expected = "/".join(f"{key}=..." for key in config.lake.partition_keys)
-        raise lake.LakeReadError(
+        raise LakeReadError(
             f"no partitions under {config.lake.uri} (lake.partition_keys expects folders named {expected}); "
-            f"{suggest_partition_keys(config.lake.uri)}"
+            f"{hive.suggest_partition_keys(config.lake.uri)}"
         ) from None
 
 
@@ -126,12 +88,8 @@ def check_column_types(config: PipelineConfig, partitions: list[dict]) -> None:
     example: dict[str, str] = {}
     checked = 0
     for record in partitions[::step][:MAX_PARTITIONS_CHECKED]:
-        fs, folder = lake.filesystem_for(record["uri"])
-        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=False))
-        files = sorted(
-            info.path for info in infos
-            if info.type == pafs.FileType.File and info.size and not info.base_name.startswith(("_", "."))
-        )
+        fs, folder = filesystem_for(record["uri"])
+        files = hive.data_files(fs, folder)
         if not files:
             continue
         try:

@@ -11,7 +11,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.evaluation import detection_metrics
 from sae_pipeline.pipeline import read_scored_labels
@@ -74,7 +74,7 @@ class RunSummary(BaseModel):
 
     @property
     def summary_uri(self) -> str:
-        return lake.join_uri(self.output_uri, "runs", f"{self.run_id}.json")
+        return storage.join_uri(self.output_uri, "runs", f"{self.run_id}.json")
 
 
 def _message(training: dict | None, scored: int, up_to_date: int, removed: int, failed: int, kind: str) -> str:
@@ -152,7 +152,7 @@ def build_run_summary(
         totals=totals,
         evaluation=detection_metrics(*labelled) if labelled else None,
     )
-    lake.write_json(summary.summary_uri, summary.model_dump(mode="json"))
+    storage.write_json(summary.summary_uri, summary.model_dump(mode="json"))
     return summary
 
 

@@ -2,8 +2,9 @@
 
 pyarrow's S3 output stream completes its upload when it is closed, even after an error, and has no abort, so a
 partition written straight to its final key with it could appear half-written. `MultipartUpload` is a writable
-stream that only `complete` makes visible. The boto3 client uses the settings pyarrow resolved for the same URI,
-and botocore's debug logs have the credentials in them redacted.
+stream that only `complete` makes visible. boto3 resolves endpoint, region and credentials from the same AWS
+environment as pyarrow (storage URIs carry no options: the config refuses them), and botocore's debug logs have the
+credentials in them redacted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import re
 import threading
 
-import pyarrow.fs as pafs
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -23,21 +23,17 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 UPLOAD_PART_BYTES = 8 * 1024 * 1024
 
 
-def s3_client(filesystem: pafs.S3FileSystem):
-    """A boto3 client with the settings pyarrow resolved for the URI (endpoint, scheme, region, explicit keys from
-    `?endpoint_override=...&scheme=...` or the AWS environment), so both talk to the same store as the same user.
-    Credentials not in the URI come from boto3's default chain (environment, profile, instance role), like Arrow's.
+def s3_client():
+    """A boto3 client configured by boto3's own resolution of the AWS environment, which pyarrow reads too, so both
+    talk to the same store as the same user: endpoint (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`), region
+    (`AWS_DEFAULT_REGION`, `AWS_REGION`, the profile), credentials (environment, profile, instance role).
     `AWS_MAX_ATTEMPTS` sets how often a request is sent before its error reaches the caller (default 5)."""
     import boto3
     import botocore.session
     from botocore.config import Config
 
-    options = filesystem.__reduce__()[1][0]  # the options pyarrow itself pickles: one resolution of the settings
-    endpoint = options["endpoint_override"]
-    if endpoint and "://" not in endpoint:
-        endpoint = f"{options['scheme']}://{endpoint}"
-    # A new session per client resolves the credentials afresh, as pyarrow does; sharing the loader of service
-    # models keeps that cheap (~15 ms instead of ~130 ms). Sessions are not thread-safe: one at a time.
+    # A new session per client resolves the settings afresh, as pyarrow does per filesystem; sharing the loader of
+    # service models keeps that cheap (~15 ms instead of ~130 ms). Sessions are not thread-safe: one at a time.
     with _BOTO3_SETUP_LOCK:
         global _botocore_loader
         session = botocore.session.Session()
@@ -48,13 +44,10 @@ def s3_client(filesystem: pafs.S3FileSystem):
         session.register_component("data_loader", _botocore_loader)
         return boto3.session.Session(botocore_session=session).client(
             "s3",
-            endpoint_url=endpoint or None,
-            region_name=filesystem.region or None,
-            aws_access_key_id=options["access_key"],
-            aws_secret_access_key=options["secret_key"],
-            aws_session_token=options["session_token"],
             # About the few seconds of re-sends Arrow's client makes; longer outages reach the task retries.
-            config=Config(retries={"mode": "standard", "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", 5))}),
+            config=Config(
+                retries={"mode": "standard", "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", 5))}
+            ),
         )
 
 
@@ -150,12 +143,12 @@ class MultipartUpload(io.RawIOBase):
             self._call("aborting the upload of", self._client.abort_multipart_upload, UploadId=self._upload_id)
 
 
-def abort_incomplete_uploads(filesystem: pafs.S3FileSystem, path: str, initiated_before: dt.datetime) -> int:
-    """Abort the incomplete multipart uploads under an S3 prefix begun before `initiated_before` (what writers that
-    died before their commit leave; readers never see them, but their parts are billed); return how many. Call it
-    only while holding the output's lease (see `pipeline.clear_staging`)."""
+def abort_incomplete_uploads(path: str, initiated_before: dt.datetime) -> int:
+    """Abort the incomplete multipart uploads under an S3 prefix (`path`: `bucket/prefix`) begun before
+    `initiated_before` (what writers that died before their commit leave; readers never see them, but their parts are
+    billed); return how many. Call it only while holding the output's lease (see `pipeline.clear_staging`)."""
     bucket, _, prefix = path.partition("/")
-    client = s3_client(filesystem)
+    client = s3_client()
     aborted = 0
     try:
         for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=f"{prefix}/"):

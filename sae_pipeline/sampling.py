@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from sae_pipeline import lake
+from sae_pipeline import parquet_io, storage
 from sae_pipeline.config import MODEL_ROLES, PipelineConfig
 from sae_pipeline.schema import InputSchemaError, validate_frame
 
@@ -42,8 +42,8 @@ def sample_valid_rows(
     sizes, failed = {}, []
     for partition in partitions:
         try:
-            sizes[partition["name"]] = lake.count_rows(partition["uri"])
-        except lake.LakeReadError as error:
+            sizes[partition["name"]] = parquet_io.count_rows(partition["uri"])
+        except storage.LakeReadError as error:
             failed.append({"partition": partition["name"], "error": str(error)})
     total = sum(sizes.values())
     share = min(1.0, max_rows / total) if total else 0.0
@@ -53,14 +53,14 @@ def sample_valid_rows(
             continue
         partition_pieces, partition_read, partition_valid = [], 0, 0
         try:
-            batches = lake.iter_partition_batches(partition["uri"], batch_rows)
+            batches = parquet_io.iter_partition_batches(partition["uri"], batch_rows)
             for number, (source, batch) in enumerate(batches):
                 valid = validate_frame(pl.from_arrow(batch), config, source=source).valid.select(model_columns)
                 partition_read += batch.num_rows
                 partition_valid += valid.height
                 quota = min(valid.height, math.ceil(share * batch.num_rows))
                 partition_pieces.append(valid if quota == valid.height else valid.sample(quota, seed=seed + index + number))
-        except (lake.LakeReadError, InputSchemaError) as error:
+        except (storage.LakeReadError, InputSchemaError) as error:
             failed.append({"partition": partition["name"], "error": str(error)})
             continue
         pieces += partition_pieces

@@ -63,10 +63,10 @@ def write_s3_lake_config(
     server on 127.0.0.1 in tests) and write a config whose outputs go to `s3://bucket/out`; return (path, raw)."""
     import pyarrow.fs as pafs
 
-    from sae_pipeline import lake
+    from sae_pipeline import storage
 
     generate_sample_lake(root / "local", days=days, rows_per_day=rows_per_day)
-    s3, _ = lake.filesystem_for(f"s3://{bucket}/raw")
+    s3, _ = storage.filesystem_for(f"s3://{bucket}/raw")
     pafs.copy_files(str(root / "local"), f"{bucket}/raw", destination_filesystem=s3)
     raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
     raw.update(

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from flows.lake_pipeline import lake_pipeline
-from sae_pipeline import lake
+from sae_pipeline import parquet_io, storage
 from sae_pipeline.config import ColumnSpec, ConfigError, load_config
 from sae_pipeline.detector import SAEDetector
 from sae_pipeline.features import TabularEncoder
@@ -49,7 +49,7 @@ def test_flow_runs_on_s3_from_a_config_on_s3_and_reruns_do_nothing(s3_bucket, tm
     _, raw = write_s3_lake_config(tmp_path, bucket, rows_per_day=400, max_steps=100)
     raw.update(lake={**raw["lake"], "uri": "../raw"}, output={"uri": "../out"})  # relative to the config's folder
     config_path = f"s3://{bucket}/conf/pipeline.yaml"
-    lake.write_text(config_path, yaml.safe_dump(raw))
+    storage.write_text(config_path, yaml.safe_dump(raw))
     config = load_config(config_path)
     assert (config.lake.uri, config.output.uri) == (f"s3://{bucket}/raw", f"s3://{bucket}/out")
 
@@ -69,7 +69,7 @@ def test_flow_runs_on_s3_from_a_config_on_s3_and_reruns_do_nothing(s3_bucket, tm
     ).collect()
     assert scored.height == first.totals["rows_scored"]
     scored_output_schema(config).validate(scored.drop("day"))
-    assert not lake.list_files(f"s3://{bucket}/out", "_lease.json")
+    assert not storage.list_files(f"s3://{bucket}/out", "_lease.json")
     assert _uploads(bucket, "out/") == [] and _keys(bucket, "out/_staging") == []
 
 
@@ -77,10 +77,10 @@ def test_config_errors_name_the_uri(s3_bucket):
     base = f"s3://{s3_bucket['bucket']}/conf"
     with pytest.raises(ConfigError, match=f"config file not found: {base}/missing.yaml"):
         load_config(f"{base}/missing.yaml")
-    lake.write_text(f"{base}/broken.yaml", "lake: [unclosed\n")
+    storage.write_text(f"{base}/broken.yaml", "lake: [unclosed\n")
     with pytest.raises(ConfigError, match=f"{base}/broken.yaml: not valid YAML"):
         load_config(f"{base}/broken.yaml")
-    lake.write_text(f"{base}/escapes.yaml", yaml.safe_dump({"output": {"uri": "../../other/out"}}))
+    storage.write_text(f"{base}/escapes.yaml", yaml.safe_dump({"output": {"uri": "../../other/out"}}))
     with pytest.raises(ConfigError, match=f"{base}/escapes.yaml: '../../other/out' points outside bucket"):
         load_config(f"{base}/escapes.yaml")
 
@@ -97,7 +97,7 @@ def test_commit_streams_one_object_to_its_final_key_in_parts(s3_bucket, monkeypa
     table = _incompressible(1_400_000, seed=0)  # ~11 MiB of Parquet: two parts
     with FaultProxy(s3_bucket["endpoint"].removeprefix("http://")) as recorder:  # no faults: it only records
         monkeypatch.setenv("AWS_ENDPOINT_URL", recorder.endpoint)
-        writer = lake.PartitionWriter(
+        writer = parquet_io.PartitionWriter(
             f"s3://{bucket}/direct/scored", "day=2026-11-01", f"s3://{bucket}/direct/_staging", table.schema
         )
         for batch in table.to_batches(max_chunksize=200_000):
@@ -109,7 +109,7 @@ def test_commit_streams_one_object_to_its_final_key_in_parts(s3_bucket, monkeypa
     writes = [path for method, path, _ in recorder.log if method in ("PUT", "POST")]
     assert {path.split("?")[0].replace("%3D", "=") for path in writes} == {f"/{bucket}/{key}"}, writes  # no staging
     assert sum("partNumber=" in path for path in writes) == 2
-    filesystem, path = lake.filesystem_for(f"s3://{bucket}/{key}")
+    filesystem, path = storage.filesystem_for(f"s3://{bucket}/{key}")
     assert pq.read_table(path, filesystem=filesystem).equals(table)
 
 
@@ -117,8 +117,10 @@ def test_failed_rewrite_keeps_the_old_partition_and_leaves_no_upload(s3_bucket):
     bucket = s3_bucket["bucket"]
     table_uri, staging_uri, key = f"s3://{bucket}/failing/scored", f"s3://{bucket}/failing/_staging", "failing/scored/day=2026-11-01/part-0.parquet"
     old = _incompressible(10, seed=1)
-    lake.write_partition(pl.from_arrow(old), table_uri, "day=2026-11-01", staging_uri)
-    writer = lake.PartitionWriter(table_uri, "day=2026-11-01", staging_uri, old.schema)
+    first = parquet_io.PartitionWriter(table_uri, "day=2026-11-01", staging_uri, old.schema)
+    first.write(old)
+    first.commit()
+    writer = parquet_io.PartitionWriter(table_uri, "day=2026-11-01", staging_uri, old.schema)
     with pytest.raises(RuntimeError):
         try:
             writer.write(_incompressible(1_400_000, seed=2))
@@ -128,7 +130,7 @@ def test_failed_rewrite_keeps_the_old_partition_and_leaves_no_upload(s3_bucket):
             writer.abort()
             raise
     assert _uploads(bucket, "failing/") == [] and _keys(bucket, "failing/") == [key]
-    assert lake.read_partition(f"{table_uri}/day=2026-11-01").to_arrow().equals(old)
+    assert parquet_io.read_partition(f"{table_uri}/day=2026-11-01").to_arrow().equals(old)
 
 
 def test_uploads_of_crashed_writers_are_aborted_when_begun_before_the_run(s3_bucket):
@@ -136,8 +138,8 @@ def test_uploads_of_crashed_writers_are_aborted_when_begun_before_the_run(s3_buc
     client.create_multipart_upload(Bucket=bucket, Key="crash/out/scored/day=2026-11-01/part-0.parquet")
     client.create_multipart_upload(Bucket=bucket, Key="crash/elsewhere/part-0.parquet")
     # moto stamps every upload `Initiated` 2010-11-10T20:48:33Z, so only that side of the cutoff can be shown here.
-    assert lake.abort_incomplete_uploads(f"s3://{bucket}/crash/out", dt.datetime(2010, 1, 1, tzinfo=dt.UTC)) == 0
-    assert lake.abort_incomplete_uploads(f"s3://{bucket}/crash/out", dt.datetime.now(dt.UTC)) == 1
+    assert storage.abort_incomplete_uploads(f"s3://{bucket}/crash/out", dt.datetime(2010, 1, 1, tzinfo=dt.UTC)) == 0
+    assert storage.abort_incomplete_uploads(f"s3://{bucket}/crash/out", dt.datetime.now(dt.UTC)) == 1
     assert _uploads(bucket, "crash/") == ["crash/elsewhere/part-0.parquet"]  # another output's upload is not ours
 
 
@@ -172,5 +174,5 @@ def test_model_registry_on_s3(s3_bucket):
 
     assert registry.apply_retention(keep=1) == [versions[1]]
     assert [info.version for info in registry.versions()] == [versions[2], versions[0]]
-    s3, _ = lake.filesystem_for(registry.models_uri)
+    s3, _ = storage.filesystem_for(registry.models_uri)
     assert s3.get_file_info(f"{bucket}/registry/models/{versions[1]}").type == pafs.FileType.NotFound

@@ -1,6 +1,6 @@
 """`aliases.json`: which version each alias names, and a bounded history of every alias move.
 
-The whole document is replaced in one write (`lake.write_json`: temp + move locally, one PUT on S3), so readers
+The whole document is replaced in one write (`storage.write_json`: temp + move locally, one PUT on S3), so readers
 always see a consistent set of aliases. Moves are read-modify-write without a lock: two simultaneous moves can
 lose one of them, which is acceptable for operator-driven promotions but not for racing automated writers.
 """
@@ -13,7 +13,7 @@ import re
 
 import pyarrow.fs as pafs
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 from sae_pipeline.registry.errors import RegistryError
 
 ALIASES_FILE = "aliases.json"
@@ -35,11 +35,11 @@ def empty_document() -> dict:
 
 def read_document(uri: str) -> dict:
     """The aliases document at `uri`; an empty one when the file does not exist yet."""
-    fs, path = lake.filesystem_for(uri)
+    fs, path = storage.filesystem_for(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return empty_document()
     try:
-        document = json.loads(lake.read_bytes(uri))
+        document = json.loads(storage.read_bytes(uri))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RegistryError(f"{uri}: not valid JSON (restore it or delete it to drop every alias): {error}") from error
     if not isinstance(document, dict) or document.get("format_version") != FORMAT_VERSION:

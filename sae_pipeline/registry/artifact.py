@@ -21,7 +21,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 from sae_pipeline.detector import FORMAT_NAME, MANIFEST_FILE, READABLE_VERSIONS, SAEDetector
 from sae_pipeline.features import TabularEncoder
 from sae_pipeline.registry.errors import RegistryError
@@ -86,17 +86,17 @@ def write_artifact(artifact: ModelArtifact, uri: str) -> None:
     if artifact.replay is not None:
         buffer = io.BytesIO()
         artifact.replay.write_parquet(buffer, compression="zstd")
-        lake.write_bytes(lake.join_uri(uri, REPLAY_FILE), buffer.getvalue())
+        storage.write_bytes(storage.join_uri(uri, REPLAY_FILE), buffer.getvalue())
         extra["replay"] = {"file": REPLAY_FILE, "rows": artifact.replay.height}
     artifact.detector.save(uri, metadata=extra)
 
 
 def read_manifest(uri: str) -> dict:
     """The folder's `model.json`, checked to be a pipeline model of the format this code reads."""
-    manifest_uri = lake.join_uri(uri, MANIFEST_FILE)
+    manifest_uri = storage.join_uri(uri, MANIFEST_FILE)
     try:
-        manifest = json.loads(lake.read_bytes(manifest_uri))
-    except lake.LakeReadError as error:
+        manifest = json.loads(storage.read_bytes(manifest_uri))
+    except storage.LakeReadError as error:
         raise RegistryError(f"{manifest_uri}: missing or unreadable, so this is no complete model ({error})") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RegistryError(f"{manifest_uri}: not valid JSON (truncated or corrupt?): {error}") from error
@@ -115,7 +115,7 @@ def read_metadata(uri: str, manifest: dict | None = None) -> PipelineModelMetada
     try:
         return PipelineModelMetadata.model_validate(manifest["pipeline"])
     except ValidationError as error:
-        raise RegistryError(f"{lake.join_uri(uri, MANIFEST_FILE)}: invalid 'pipeline' metadata: {error}") from error
+        raise RegistryError(f"{storage.join_uri(uri, MANIFEST_FILE)}: invalid 'pipeline' metadata: {error}") from error
 
 
 def load_model(uri: str) -> ModelArtifact:
@@ -124,9 +124,9 @@ def load_model(uri: str) -> ModelArtifact:
     metadata = read_metadata(uri, manifest)
     replay = None
     if "replay" in manifest:
-        replay_uri = lake.join_uri(uri, manifest["replay"]["file"])
+        replay_uri = storage.join_uri(uri, manifest["replay"]["file"])
         try:
-            replay = pl.read_parquet(io.BytesIO(lake.read_bytes(replay_uri)))
+            replay = pl.read_parquet(io.BytesIO(storage.read_bytes(replay_uri)))
         except pl.exceptions.PolarsError as error:
             raise RegistryError(f"{replay_uri}: corrupt replay sample ({error})") from error
     return ModelArtifact(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 from sae_pipeline.detector import MANIFEST_FILE
 from sae_pipeline.registry import aliases as alias_document
 from sae_pipeline.registry.artifact import ModelArtifact, load_model, read_metadata, write_artifact
@@ -59,17 +59,17 @@ class ModelRegistry:
 
     def __init__(self, models_uri: str):
         self.models_uri = models_uri.rstrip("/")
-        self._aliases_uri = lake.join_uri(self.models_uri, alias_document.ALIASES_FILE)
+        self._aliases_uri = storage.join_uri(self.models_uri, alias_document.ALIASES_FILE)
         self._loaded: dict[str, ModelArtifact] = {}
 
     def uri(self, version: str) -> str:
-        return lake.join_uri(self.models_uri, version)
+        return storage.join_uri(self.models_uri, version)
 
     # --- versions -------------------------------------------------------------------------------------------
 
     def _folders(self) -> list[_Folder]:
         """Every version folder, complete or not, from one recursive listing (one LIST call on S3)."""
-        fs, root = lake.filesystem_for(self.models_uri)
+        fs, root = storage.filesystem_for(self.models_uri)
         infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
         folders: dict[str, dict] = {}
         for info in infos:
@@ -116,7 +116,7 @@ class ModelRegistry:
         if not _VERSION_PATTERN.fullmatch(artifact.version):
             raise RegistryError(f"invalid model version {artifact.version!r}: use new_model_version()")
         uri = self.uri(artifact.version)
-        fs, path = lake.filesystem_for(uri)
+        fs, path = storage.filesystem_for(uri)
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
             raise RegistryError(
                 f"version {artifact.version} already exists under {self.models_uri}: versions are immutable, "
@@ -160,7 +160,7 @@ class ModelRegistry:
             artifact = load_model(self.uri(version))
             if artifact.version != version:
                 raise RegistryError(
-                    f"{lake.join_uri(self.uri(version), MANIFEST_FILE)} says version {artifact.version}, but its "
+                    f"{storage.join_uri(self.uri(version), MANIFEST_FILE)} says version {artifact.version}, but its "
                     f"folder is {version}: a copied or renamed folder; save it as a new version instead"
                 )
             self._loaded[version] = artifact
@@ -177,7 +177,7 @@ class ModelRegistry:
     def _move(self, alias: str, version: str | None, reason: str) -> None:
         document = alias_document.read_document(self._aliases_uri)
         updated = alias_document.record_move(document, alias, version, reason, dt.datetime.now(dt.UTC))
-        lake.write_json(self._aliases_uri, updated)
+        storage.write_json(self._aliases_uri, updated)
 
     def set_alias(self, alias: str, version: str, reason: str) -> None:
         """Point `alias` at the complete version `version` (an exact name: resolve prefixes first)."""
@@ -243,7 +243,7 @@ class ModelRegistry:
             for folder in self._folders()
             if not folder.complete and (folder.modified is None or folder.modified < cutoff)
         ]
-        fs, root = lake.filesystem_for(self.models_uri)
+        fs, root = storage.filesystem_for(self.models_uri)
         for name in [*doomed, *stale]:
             fs.delete_dir(f"{root}/{name}")
             self._loaded.pop(name, None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.fs as pafs
 
-from sae_pipeline import lake
+from sae_pipeline import storage
 from sae_pipeline.config import load_config
 from sae_pipeline.lease import LeaseHeldError
 from sae_pipeline.registry import ModelRegistry, RegistryError
@@ -107,7 +107,7 @@ def test_only_transient_storage_errors_are_retried():
         OSError(errno.ENOSPC, "No space left on device"),
         OSError(errno.EROFS, "Read-only file system"),
         OSError(errno.EACCES, "Permission denied"),
-        _chain(lake.LakeReadError("cannot read x"), OSError(errno.ENOSPC, "No space left on device")),
+        _chain(storage.LakeReadError("cannot read x"), OSError(errno.ENOSPC, "No space left on device")),
         InputSchemaError("f.parquet: required column(s) missing: ['a'] (rule: column present)"),
         RegistryError("model.safetensors: corrupt"),
         ValueError("HTTP status 503 in a value"),  # bad data stays bad data whatever its text says
@@ -118,9 +118,12 @@ def test_only_transient_storage_errors_are_retried():
         OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate."),
         OSError("When reading information for key 'k' in bucket 'b': AWS Error UNKNOWN (HTTP status 503) during HeadObject"),
         OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7, Couldn't connect to server"),
-        _chain(lake.LakeReadError("cannot read Parquet file p"), OSError("AWS Error UNKNOWN (HTTP status 500) during GetObject")),
+        _chain(
+            storage.LakeReadError("cannot read Parquet file p"),
+            OSError("AWS Error UNKNOWN (HTTP status 500) during GetObject"),
+        ),
         TimeoutError("timed out"),
         ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
     ]
-    assert [lake.is_transient(error) for error in permanent] == [False] * len(permanent)
-    assert [lake.is_transient(error) for error in transient] == [True] * len(transient)
+    assert [storage.is_transient(error) for error in permanent] == [False] * len(permanent)
+    assert [storage.is_transient(error) for error in transient] == [True] * len(transient)

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
-from sae_pipeline import lake, pipeline
+from sae_pipeline import hive, pipeline
 from sae_pipeline.config import load_config
 from sae_pipeline.ledger import Ledger
 from tests.conftest import write_lake_config
@@ -45,7 +45,7 @@ REFUSED = {
     ],
 )
 def test_partition_values_are_checked_against_their_type(key_type, value, problem):
-    error = lake.partition_value_error("k", value, key_type)
+    error = hive.partition_value_error("k", value, key_type)
     assert (error is None) if problem is None else (problem in error)
 
 

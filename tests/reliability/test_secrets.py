@@ -1,7 +1,7 @@
 """A recognisable fake S3 secret (and key id) never appears in logs, artifacts, reports, run summaries, the ledger,
 the model registry or error messages: a whole flow and failing CLI runs (also with `--verbose`) against moto, with
 failures in pyarrow's reads and in the boto3 partition uploads. botocore's own DEBUG records name the key id
-unless `lake` redacts them: the flow test catches that."""
+unless `s3_uploads` redacts them: the flow test catches that."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
-from sae_pipeline import lake
+from sae_pipeline import storage
 from sae_pipeline.runs import RunSummary
 from tests.conftest import moto_s3, write_s3_lake_config
 from tests.reliability.conftest import run_cli
@@ -63,7 +63,7 @@ def test_flow_logs_artifacts_and_outputs_hold_no_secret(moto, tmp_path, monkeypa
     summary = RunSummary.model_validate(lake_pipeline(config_path))
     assert summary.totals["rows_scored"] + summary.totals["rows_quarantined"] == 600
     # And a failing run: the store refuses to write the scored table (error messages carry the store's reply).
-    assert lake.delete_file(f"s3://{BUCKET}/out/ledger/day=2026-11-01.json")
+    assert storage.delete_file(f"s3://{BUCKET}/out/ledger/day=2026-11-01.json")
     with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         with pytest.raises(PartitionFailures) as failed:
@@ -100,7 +100,7 @@ def test_cli_run_from_a_config_on_s3_failing_to_upload_prints_no_secret(moto, tm
     """The failure happens in the boto3 upload of a scored partition (the store refuses it), with `--verbose`."""
     _, raw = write_s3_lake_config(tmp_path, BUCKET, days=1)
     config_uri = f"s3://{BUCKET}/conf/pipeline.yaml"
-    lake.write_text(config_uri, yaml.safe_dump(raw))
+    storage.write_text(config_uri, yaml.safe_dump(raw))
     env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
     with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
         result = run_cli("run", "--config", config_uri, "--no-progress", "--verbose", home=tmp_path, timeout=180,

@@ -3,9 +3,9 @@
 What happens on a 5xx or a dropped connection (measured here, pyarrow 2x with `FileSystem.from_uri`, which the
 pipeline uses): Arrow's S3 client re-sends every retryable request (5xx, throttling, empty reply) by itself,
 about every 200 ms for about 6 s (some 30 attempts), so short outages never reach the pipeline. A longer outage
-surfaces as an `OSError` ("AWS Error SERVICE_UNAVAILABLE during ... operation"), which `lake.is_transient`
+surfaces as an `OSError` ("AWS Error SERVICE_UNAVAILABLE during ... operation"), which `storage.is_transient`
 recognises, and the I/O tasks retry (after 2 s, then 10 s). 4xx errors such as AccessDenied are neither re-sent
-by Arrow nor retried by the tasks. Partition files go to S3 through boto3 (`lake.PartitionWriter`): it sends each
+by Arrow nor retried by the tasks. Partition files go to S3 through boto3 (`parquet_io.PartitionWriter`): it sends each
 request up to 5 times (`AWS_MAX_ATTEMPTS`) with exponential backoff, and its errors reach the tasks as the same
 OSError kinds, naming the object.
 """
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
-from sae_pipeline import lake
+from sae_pipeline import parquet_io, storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.runs import RunSummary
@@ -46,7 +46,7 @@ def _s3_lake(tmp_path, days: int) -> tuple[str, PipelineConfig]:
 
 def _read(uri: str) -> pl.DataFrame:
     frames = [pl.from_arrow(pq.read_table(path, filesystem=fs))
-              for fs, path in map(lake.filesystem_for, sorted(lake.list_files(uri, lake.PARTITION_FILE)))]
+              for fs, path in map(storage.filesystem_for, sorted(storage.list_files(uri, parquet_io.PARTITION_FILE)))]
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
@@ -71,12 +71,14 @@ def test_real_pyarrow_errors_are_classified(moto):
             filesystem = pafs.S3FileSystem(endpoint_override=proxy.endpoint, region="us-east-1", retry_strategy=once)
             error = _error(filesystem)
         assert code in str(error) and "probe/object" in str(error), str(error)
-        assert lake.is_transient(error) is transient, str(error)
+        assert storage.is_transient(error) is transient, str(error)
 
 
 def _commit_error(endpoint: str) -> OSError:
     table = pa.table({"value": [1.0, 2.0]})
-    writer = lake.PartitionWriter(f"s3://{BUCKET}/probe", "day=2026-11-01", f"s3://{BUCKET}/_staging", table.schema)
+    writer = parquet_io.PartitionWriter(
+        f"s3://{BUCKET}/probe", "day=2026-11-01", f"s3://{BUCKET}/_staging", table.schema
+    )
     writer.write(table)
     with pytest.raises(OSError) as caught:
         writer.commit()
@@ -93,7 +95,7 @@ def test_real_boto3_errors_are_classified(moto, monkeypatch):
             monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
             error = _commit_error(proxy.endpoint)
         assert code in str(error) and "key 'probe/day=2026-11-01/part-0.parquet'" in str(error), str(error)
-        assert lake.is_transient(error) is transient, str(error)
+        assert storage.is_transient(error) is transient, str(error)
 
 
 def test_pyarrow_resends_short_outages_itself(moto, monkeypatch):
@@ -101,7 +103,7 @@ def test_pyarrow_resends_short_outages_itself(moto, monkeypatch):
     faults = [Fault(503, times=4), Fault(drop=True, method="PUT", times=2), Fault(503, "HEAD", times=3)]
     with FaultProxy(moto, faults) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
-        filesystem, _ = lake.filesystem_for(f"s3://{BUCKET}/probe")  # what the pipeline uses: Arrow's defaults
+        filesystem, _ = storage.filesystem_for(f"s3://{BUCKET}/probe")  # what the pipeline uses: Arrow's defaults
         with filesystem.open_output_stream(f"{BUCKET}/probe/object") as out:
             out.write(b"payload")
         assert filesystem.open_input_file(f"{BUCKET}/probe/object").read() == b"payload"
@@ -113,13 +115,13 @@ def test_pyarrow_resends_short_outages_itself(moto, monkeypatch):
 def test_flow_survives_transient_faults_with_nothing_lost(moto, tmp_path, monkeypatch):
     config_path, config = _s3_lake(tmp_path, days=2)
     seen: list[tuple[str, bool]] = []
-    classify = lake.is_transient
+    classify = storage.is_transient
 
     def recording(error):
         seen.append((str(error), classify(error)))
         return seen[-1][1]
 
-    monkeypatch.setattr(lake, "is_transient", recording)
+    monkeypatch.setattr(storage, "is_transient", recording)
     # Short blips everywhere (the clients re-send them), and an outage of the scored file longer than boto3's 5
     # attempts, so that the score task itself fails once and is retried.
     faults = [Fault(503, times=5), Fault(drop=True, method="GET", times=2),
@@ -143,7 +145,7 @@ def test_permanent_failure_fails_clearly_and_keeps_committed_partitions(moto, tm
     before = _read(config.output.scored_uri)
     # A third day arrives; the scored table has meanwhile become forbidden to write.
     generate_sample_lake(tmp_path / "local3", days=3, rows_per_day=300)
-    s3, _ = lake.filesystem_for(f"s3://{BUCKET}/raw")
+    s3, _ = storage.filesystem_for(f"s3://{BUCKET}/raw")
     pafs.copy_files(str(tmp_path / "local3" / "day=2026-11-03"), f"{BUCKET}/raw/day=2026-11-03", destination_filesystem=s3)
     with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
