@@ -76,7 +76,7 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_server(tmp_path):
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert error_lines(stderr) == ["error: interrupted; committed partitions are kept, the next run redoes the rest"]
+    assert error_lines(stderr) == ["error: interrupted; committed partitions are kept; the next run scores the rest"]
     assert "Traceback" not in stdout + stderr
     time.sleep(1)
     assert not [pid for pid in children if alive(pid)]
