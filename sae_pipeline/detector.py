@@ -257,12 +257,11 @@ class SAEDetector(BaseEstimator):
         settings = self.settings_
         schedule = settings.model_copy(update={"max_steps": max_steps})
         self.model_.code_cap.fill_(float("inf"))  # a fine-tune starts uncapped; the cap is re-measured below
-        report = train_sae(
-            self.model_, scaled[train_rows], scaled[val_rows], schedule, settings.random_state, progress=settings.verbose
-        )
+        train, validation = scaled[train_rows], scaled[val_rows]
+        report = train_sae(self.model_, train, validation, schedule, settings.random_state, progress=settings.verbose)
         self.training_report_ = report.to_dict()
         if settings.code_cap_quantile is not None:
-            self.model_.cap_codes_at_quantile(scaled[train_rows], settings.code_cap_quantile)
+            self.model_.cap_codes_at_quantile(train, settings.code_cap_quantile)
 
         residuals = self._reconstruction_residuals(scaled)
         reference_rows = self._fit_reference(scaled, train_rows, rng)
@@ -465,8 +464,9 @@ class SAEDetector(BaseEstimator):
     def load(cls, folder: str | os.PathLike, device: str | None = None) -> SAEDetector:
         """Rebuild a fitted detector saved by `save` into the local folder `folder` (see `from_files`)."""
         folder = Path(folder)
+        files = {name: (folder / name).read_bytes() for name in (MANIFEST_FILE, WEIGHTS_FILE)}
         try:
-            return cls.from_files({name: (folder / name).read_bytes() for name in (MANIFEST_FILE, WEIGHTS_FILE)}, device)
+            return cls.from_files(files, device)
         except ModelFileError as error:
             raise ModelFileError(str(folder / error.file), error.problem) from error.__cause__
 

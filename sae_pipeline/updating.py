@@ -102,10 +102,8 @@ def decide_training(
     if champion is None:
         return TrainingDecision("train", "no champion model yet", names)
     settings = config.model_hash()
-    newest = next(
-        (meta for meta in (registry.metadata(info.version) for info in registry.versions()) if meta.config_hash == settings),
-        None,
-    )
+    recorded = (registry.metadata(info.version) for info in registry.versions())  # newest first, read lazily
+    newest = next((meta for meta in recorded if meta.config_hash == settings), None)
     if newest is None:
         return TrainingDecision("train", f"model settings changed since champion {champion}", names)
     unseen = [record["name"] for record in eligible if newest.data_fingerprints.get(record["name"]) != record["fingerprint"]]

@@ -37,9 +37,8 @@ def test_no_worse_rule_compares_score_and_flagged_rate_on_the_same_rows(challeng
 def test_policies_always_and_manual_and_first_model():
     worse = {"trimmed_mean_score": 9.0, "flagged_rate": 0.5}
     assert promotion_decision(_config(policy="always"), worse, CHAMPION)[0] is True
-    assert promotion_decision(_config(policy="manual"), {"trimmed_mean_score": 0.0, "flagged_rate": 0.01}, CHAMPION) == (
-        False, "promotion policy is manual"
-    )
+    best = {"trimmed_mean_score": 0.0, "flagged_rate": 0.01}
+    assert promotion_decision(_config(policy="manual"), best, CHAMPION) == (False, "promotion policy is manual")
     assert promotion_decision(_config(), worse, None) == (True, "no comparable champion")
 
 

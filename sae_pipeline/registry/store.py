@@ -19,7 +19,13 @@ import pyarrow.fs as pafs
 from sae_pipeline import lake
 from sae_pipeline.detector import MANIFEST_FILE
 from sae_pipeline.registry import aliases as alias_document
-from sae_pipeline.registry.artifact import ModelArtifact, PipelineModelMetadata, load_model, read_metadata, write_artifact
+from sae_pipeline.registry.artifact import (
+    ModelArtifact,
+    PipelineModelMetadata,
+    load_model,
+    read_metadata,
+    write_artifact,
+)
 from sae_pipeline.registry.errors import MissingChampionError, RegistryError
 
 logger = logging.getLogger(__name__)
