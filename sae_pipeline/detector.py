@@ -129,8 +129,8 @@ class SAEDetector(BaseEstimator):
 
     Parameters
     ----------
-    The parameters are declared once, with their defaults, bounds and meaning, by
-    `sae_pipeline.detector_settings.DetectorSettings`, which `fit` validates them with:
+    Declared once, with their defaults, bounds and meaning, by `sae_pipeline.detector_settings.DetectorSettings`
+    (`fit` validates them against it; the pipeline config's `model` section is built from it):
 
 {parameters}
 

@@ -2,10 +2,9 @@
 
 The detector turns itself into those two files (`SAEDetector.to_files` / `from_files`); this module stores them.
 `model.json` carries the detector's hyperparameters, threshold and training metrics, plus under `pipeline` what
-scoring and later fine-tunes need: the fitted feature encoder, the
-drift reference, where the model came from (partitions, data fingerprints, config hash, parent version) and how it
-did on validation. Because `model.json` is written last, a folder without it is a crashed write, never a model.
-Loading never executes code (no pickle).
+scoring and later fine-tunes need: the fitted feature encoder, the drift reference, where the model came from
+(partitions, data fingerprints, config hash, parent version) and how it did on validation. Because `model.json`
+is written last, a folder without it is a crashed write, never a model. Loading never executes code (no pickle).
 """
 
 from __future__ import annotations
