@@ -14,11 +14,21 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from sae_pipeline import storage
 from sae_pipeline.column_types import COLUMN_TYPES, ColumnTypeName, types_where
 from sae_pipeline.config_errors import describe_validation_error
+from sae_pipeline.detector_settings import ModelSettings, setting_field
 from sae_pipeline.drift.stattests import describe_available, get_stattest, kind_error, stattest_names
 
 ColumnRole = Literal["numeric", "categorical", "identifier", "label", "timestamp"]
@@ -89,38 +99,25 @@ class FeatureConfig(_Strict):
     max_categories: int = Field(50, ge=1)
 
 
-class ModelConfig(_Strict):
-    """Hyperparameters passed to `SAEDetector`; `None` means the detector's data-dependent default."""
+class ModelConfig(_Strict, ModelSettings):
+    """The detector's hyperparameters, as `SAEDetector` takes them: `ModelSettings` (sae_pipeline/detector_settings.py)
+    declares each one's default, bounds and meaning once, for both. `None` means the detector's data-dependent
+    default; `seed` is the detector's `random_state`."""
 
-    sparsity: Literal["topk", "l1", "kl"] = "topk"
-    n_latents: int | None = Field(None, ge=1)
-    k: int | None = Field(None, ge=1)
-    l1_coefficient: float = Field(1e-3, ge=0)
-    kl_target: float = Field(0.05, gt=0, lt=1)
-    kl_weight: float = Field(1.0, ge=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(1024, ge=1)
-    max_steps: int = Field(300, ge=1)
-    validation_fraction: float = Field(0.2, gt=0, lt=1)
-    patience: int = Field(5, ge=1)
-    finetune_steps: int = Field(0, ge=0)
-    code_cap_quantile: float | None = Field(0.99, ge=0.5, le=1)
-    trim_fraction: float = Field(0.0, ge=0, lt=1)
-    #: The kNN density term of the score (see README "The model"): its weight (0 = reconstruction error alone,
-    #: the fastest scoring), neighbours, how many training rows each scored row is compared with, and whether it
-    #: is compared with all of them (`exact_neighbours`) or through the default index of k-means cells.
-    density_weight: float = Field(3.0, ge=0)
-    n_neighbors: int = Field(3, ge=1)
-    reference_rows: int = Field(10_000, ge=2)
-    exact_neighbours: bool = False
-    device: str = "auto"
-    seed: int = 0
+    model_config = _Strict.model_config
+    seed: int = setting_field("random_state")
+
+    def detector_params(self) -> dict:
+        """The `SAEDetector` parameters this section sets (all but `contamination` and `verbose`)."""
+        params = self.model_dump(exclude={"seed"})
+        return {**params, "random_state": self.seed}
 
 
 class ThresholdConfig(_Strict):
-    """Rows whose score exceeds the (1 - target_fpr) quantile of held-out validation scores are flagged."""
+    """Rows whose score exceeds the (1 - target_fpr) quantile of held-out validation scores are flagged;
+    `target_fpr` is the detector's `contamination`, with its bounds."""
 
-    target_fpr: float = Field(0.01, gt=0, lt=1)
+    target_fpr: float = setting_field("contamination")
 
 
 class TrainingConfig(_Strict):
@@ -142,14 +139,14 @@ class TrainingConfig(_Strict):
 class PromotionConfig(_Strict):
     """When a newly trained or updated version replaces the champion.
 
-    `no_worse`: its trimmed mean reconstruction error on the held-out recent rows is at most the champion's times
-    (1 + `error_tolerance`), and its flagged rate there is no further from the target false-positive rate than
+    `no_worse`: its trimmed mean anomaly score on the held-out recent rows is at most the champion's times
+    (1 + `score_tolerance`), and its flagged rate there is no further from the target false-positive rate than
     the champion's plus `flagged_rate_tolerance`. `always` promotes every new version; `manual` never does
-    (use `sae-pipeline models promote`).
+    (use `sae-pipeline models promote`). `error_tolerance`, the former name of `score_tolerance`, is still read.
     """
 
     policy: Literal["no_worse", "always", "manual"] = "no_worse"
-    error_tolerance: float = Field(0.05, ge=0)
+    score_tolerance: float = Field(0.05, ge=0, validation_alias=AliasChoices("score_tolerance", "error_tolerance"))
     flagged_rate_tolerance: float = Field(0.01, ge=0, le=1)
 
 

@@ -20,12 +20,19 @@ score (scaled by s_rec). The score depends only on that row and the fitted state
 `threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and `score_pvalues`
 gives each row's empirical p-value against the same split. There is deliberately no `score_samples`:
 scikit-learn gives that name the opposite sign convention.
+
+`to_files` / `from_files` turn a fitted detector into named files (safetensors arrays + a JSON manifest, never a
+pickle) and back; `save` / `load` keep them in a local folder. Storing them elsewhere is the caller's business
+(`sae_pipeline.registry` does it for model versions).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -35,12 +42,12 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from sklearn.base import BaseEstimator
 
-from sae_pipeline import storage
+from sae_pipeline.detector_settings import DetectorSettings, Sparsity, numpydoc_parameters
 from sae_pipeline.features import NotFittedError, RobustScaler
-from sae_pipeline.model import SPARSITY_MODES, SparseAutoencoder
+from sae_pipeline.model import SparseAutoencoder
 from sae_pipeline.neighbours import fit_cells, neighbour_gaps
 from sae_pipeline.thresholds import empirical_pvalues, threshold_at_fpr
-from sae_pipeline.training import TrainingSettings, row_errors, train_sae
+from sae_pipeline.training import row_errors, train_sae
 
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "model.json"
@@ -51,6 +58,7 @@ READABLE_VERSIONS = (1, 2, 3)  # 2: searched exactly; 1: no density term
 INPUT_CLIP = 1e4
 _MIN_ROWS = 10
 _SCORE_CHUNK = 65_536
+_DEFAULTS = DetectorSettings()
 
 
 def _spread(values: np.ndarray) -> float:
@@ -93,55 +101,38 @@ def as_matrix(X) -> np.ndarray:
     return X
 
 
+class ModelFileError(ValueError):
+    """A saved detector's file is missing, corrupt or in a format this code does not read; `file` names it."""
+
+    def __init__(self, file: str, problem: str):
+        super().__init__(f"{file}: {problem}")
+        self.file = file
+        self.problem = problem
+
+
+def parse_manifest(payload: bytes) -> dict:
+    """The saved detector's `model.json` (plus whatever metadata its saver added), checked to be a format this
+    code reads; raises `ModelFileError`."""
+    try:
+        manifest = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFileError(MANIFEST_FILE, f"not valid JSON (truncated or corrupt?): {error}") from error
+    found = (manifest.get("format"), manifest.get("format_version")) if isinstance(manifest, dict) else None
+    if found is None or found[0] != FORMAT_NAME or found[1] not in READABLE_VERSIONS:
+        expected = f"{FORMAT_NAME} format_version {'/'.join(map(str, READABLE_VERSIONS))}"
+        raise ModelFileError(MANIFEST_FILE, f"expected {expected}, found {found}")
+    return manifest
+
+
 class SAEDetector(BaseEstimator):
     """Sparse-autoencoder anomaly detector.
 
     Parameters
     ----------
-    sparsity : {"topk", "l1", "kl"}
-        How the code is made sparse (see `sae_pipeline.model`).
-    n_latents : int, optional
-        Width of the code; default 2 x n_features, clipped to [16, 1024]
-        (4x detected no better and trained a third slower; see BENCHMARKS.md).
-    k : int, optional
-        Active latents per row for `topk`; default n_features // 4, clipped to [1, 32].
-    l1_coefficient, kl_target, kl_weight : float
-        Strength of the `l1` penalty; target mean activation and weight of the `kl` penalty.
-    learning_rate, batch_size, max_steps, patience : training schedule (steps, not epochs).
-        The short default schedule is deliberate: on the ADBench sets, longer training teaches the SAE to
-        reconstruct the anomalies too (mean AUC-ROC 0.82 at 300 steps, 0.78 at 3,000, 0.75 at 10,000, batch 512;
-        see BENCHMARKS.md).
-    validation_fraction : float
-        Share of rows held out for early stopping and for calibrating `threshold_` and p-values.
-    trim_fraction : float
-        Share of worst-reconstructed training rows dropped after a third of training (robust training). Default
-        0: with the density term it measured better in all three benchmark protocols, contaminated ones included.
-    finetune_steps : int
-        Decoder-only steps on reconstruction loss alone after the sparse training.
-    density_weight : float
-        Weight of the neighbour-gap (kNN density) term against the reconstruction term (see the module doc);
-        0 scores by reconstruction alone. With `n_neighbors`, chosen on the three benchmark protocols: more
-        weight and fewer neighbours help clean training data and hurt contaminated data (BENCHMARKS.md).
-    n_neighbors : int
-        The gaps are averaged over the n_neighbors nearest reference rows (as PyOD's KNN with method="mean").
-    reference_rows : int
-        At most this many training rows (a seeded subsample) are kept as the kNN reference; they are saved with
-        the model.
-    exact_neighbours : bool
-        Compare each row with every reference row. By default, on a CPU, references of 4,096 rows or more are
-        searched through an index of k-means cells (`sae_pipeline.neighbours`): 5-7x faster, and over 99% of rows
-        get neighbours exactly as near. On an accelerator the search is always exact.
-    code_cap_quantile : float or None
-        After training, cap each latent's activation at this quantile of its training activations, so that a
-        normal pattern scaled far beyond the training range cannot be reconstructed (None: no cap).
-    contamination : float
-        Expected anomaly share; `threshold_` is the (1 - contamination) quantile of validation scores.
-    device : str
-        "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
-    random_state : int
-        Seeds the split, the initialisation and the batches.
-    verbose : bool
-        Show a training progress bar.
+    Declared once, with their defaults, bounds and meaning, by `sae_pipeline.detector_settings.DetectorSettings`
+    (`fit` validates them against it; the pipeline config's `model` section is built from it):
+
+{parameters}
 
     Attributes
     ----------
@@ -153,34 +144,36 @@ class SAEDetector(BaseEstimator):
     validation_scores_ : ndarray
         Sorted held-out scores, the reference for p-values.
     n_features_in_ : int
+    settings_ : DetectorSettings
+        The validated parameters the detector was fitted with (and scores with).
     training_report_ : dict
         Steps, validation MSE, fraction of variance unexplained, L0, dead-latent fraction, speed.
     """
 
     def __init__(
         self,
-        sparsity: str = "topk",
-        n_latents: int | None = None,
-        k: int | None = None,
-        l1_coefficient: float = 1e-3,
-        kl_target: float = 0.05,
-        kl_weight: float = 1.0,
-        learning_rate: float = 1e-3,
-        batch_size: int = 1024,
-        max_steps: int = 300,
-        patience: int = 5,
-        validation_fraction: float = 0.2,
-        trim_fraction: float = 0.0,
-        finetune_steps: int = 0,
-        code_cap_quantile: float | None = 0.99,
-        density_weight: float = 3.0,
-        n_neighbors: int = 3,
-        reference_rows: int = 10_000,
-        exact_neighbours: bool = False,
-        contamination: float = 0.01,
-        device: str = "auto",
-        random_state: int = 0,
-        verbose: bool = False,
+        sparsity: Sparsity = _DEFAULTS.sparsity,
+        n_latents: int | None = _DEFAULTS.n_latents,
+        k: int | None = _DEFAULTS.k,
+        l1_coefficient: float = _DEFAULTS.l1_coefficient,
+        kl_target: float = _DEFAULTS.kl_target,
+        kl_weight: float = _DEFAULTS.kl_weight,
+        learning_rate: float = _DEFAULTS.learning_rate,
+        batch_size: int = _DEFAULTS.batch_size,
+        max_steps: int = _DEFAULTS.max_steps,
+        patience: int = _DEFAULTS.patience,
+        validation_fraction: float = _DEFAULTS.validation_fraction,
+        trim_fraction: float = _DEFAULTS.trim_fraction,
+        finetune_steps: int = _DEFAULTS.finetune_steps,
+        code_cap_quantile: float | None = _DEFAULTS.code_cap_quantile,
+        density_weight: float = _DEFAULTS.density_weight,
+        n_neighbors: int = _DEFAULTS.n_neighbors,
+        reference_rows: int = _DEFAULTS.reference_rows,
+        exact_neighbours: bool = _DEFAULTS.exact_neighbours,
+        contamination: float = _DEFAULTS.contamination,
+        device: str = _DEFAULTS.device,
+        random_state: int = _DEFAULTS.random_state,
+        verbose: bool = _DEFAULTS.verbose,
     ):
         self.sparsity = sparsity
         self.n_latents = n_latents
@@ -205,47 +198,30 @@ class SAEDetector(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check_params(self) -> None:
-        if self.sparsity not in SPARSITY_MODES:
-            raise ValueError(f"sparsity must be one of {SPARSITY_MODES}, got {self.sparsity!r}")
-        if not 0 < self.contamination < 0.5:
-            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if not 0 <= self.trim_fraction < 1:
-            raise ValueError(f"trim_fraction must be in [0, 1), got {self.trim_fraction}")
-        if self.code_cap_quantile is not None and not 0.5 <= self.code_cap_quantile <= 1:
-            raise ValueError(f"code_cap_quantile must be in [0.5, 1] or None, got {self.code_cap_quantile}")
-        if not (np.isfinite(self.density_weight) and self.density_weight >= 0):
-            raise ValueError(f"density_weight must be a finite number >= 0, got {self.density_weight}")
-        for name in ("max_steps", "batch_size", "patience", "n_neighbors", "reference_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_latents", "k"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-
     def _architecture(self, n_features: int) -> tuple[int, int]:
-        n_latents = self.n_latents or int(np.clip(2 * n_features, 16, 1024))
-        k = self.k or int(np.clip(n_features // 4, 1, 32))
+        n_latents = self.settings_.n_latents or int(np.clip(2 * n_features, 16, 1024))
+        k = self.settings_.k or int(np.clip(n_features // 4, 1, 32))
         return n_latents, min(k, n_latents)
 
     def fit(self, X, y=None) -> SAEDetector:
-        """Fit on unlabelled rows (`y` is ignored, as in PyOD). Returns self."""
-        self._check_params()
+        """Fit on unlabelled rows (`y` is ignored, as in PyOD). Returns self.
+
+        Raises ValueError naming every invalid parameter (the bounds of `DetectorSettings`).
+        """
+        self.settings_ = DetectorSettings.of(self.get_params())
         X = as_matrix(X)
         if X.shape[0] < _MIN_ROWS:
             raise ValueError(f"need at least {_MIN_ROWS} rows to fit, got {X.shape[0]}")
         train_rows, val_rows, rng = self._split(X.shape[0])
         self.n_features_in_ = X.shape[1]
         self.scaler_ = RobustScaler().fit(X[train_rows])
-        self.device_ = resolve_device(self.device)
+        self.device_ = resolve_device(self.settings_.device)
         n_latents, k = self._architecture(X.shape[1])
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.random_state)
-            self.model_ = SparseAutoencoder(X.shape[1], n_latents, self.sparsity, k).to(self.device_)
+            torch.manual_seed(self.settings_.random_state)
+            self.model_ = SparseAutoencoder(X.shape[1], n_latents, self.settings_.sparsity, k).to(self.device_)
         scaled = self._to_tensor(X)
-        self._train_and_calibrate(scaled, train_rows, val_rows, rng, self.max_steps)
+        self._train_and_calibrate(scaled, train_rows, val_rows, rng, self.settings_.max_steps)
         return self
 
     def fine_tuned(self, X, max_steps: int) -> SAEDetector:
@@ -255,19 +231,22 @@ class SAEDetector(BaseEstimator):
         the code caps, kNN reference, score scales, threshold and p-value reference are recomputed from X.
         """
         self._check_fitted()
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         X = as_matrix(X)
         if X.shape[0] < _MIN_ROWS:
             raise ValueError(f"need at least {_MIN_ROWS} rows to fine-tune, got {X.shape[0]}")
         tuned = copy.deepcopy(self)
+        tuned.settings_ = DetectorSettings.of(tuned.get_params())
         train_rows, val_rows, rng = tuned._split(X.shape[0])
         tuned._train_and_calibrate(tuned._to_tensor(X), train_rows, val_rows, rng, max_steps)
         return tuned
 
     def _split(self, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
         """Seeded (training rows, validation rows, the generator that drew them, for later seeded choices)."""
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(self.settings_.random_state)
         order = rng.permutation(n_rows)
-        n_val = max(1, int(round(self.validation_fraction * n_rows)))
+        n_val = max(1, int(round(self.settings_.validation_fraction * n_rows)))
         return order[n_val:], order[:n_val], rng
 
     def _train_and_calibrate(
@@ -275,23 +254,14 @@ class SAEDetector(BaseEstimator):
     ) -> None:
         """Train `model_` in place, cap its codes, keep the kNN reference, and set the score scales, the scores,
         the threshold and the p-value reference."""
-        settings = TrainingSettings(
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            max_steps=max_steps,
-            patience=self.patience,
-            trim_fraction=self.trim_fraction,
-            finetune_steps=self.finetune_steps,
-            l1_coefficient=self.l1_coefficient,
-            kl_target=self.kl_target,
-            kl_weight=self.kl_weight,
-            seed=self.random_state,
-        )
+        settings = self.settings_
+        schedule = settings.model_copy(update={"max_steps": max_steps})
         self.model_.code_cap.fill_(float("inf"))  # a fine-tune starts uncapped; the cap is re-measured below
-        report = train_sae(self.model_, scaled[train_rows], scaled[val_rows], settings, progress=self.verbose)
+        train, validation = scaled[train_rows], scaled[val_rows]
+        report = train_sae(self.model_, train, validation, schedule, settings.random_state, progress=settings.verbose)
         self.training_report_ = report.to_dict()
-        if self.code_cap_quantile is not None:
-            self.model_.cap_codes_at_quantile(scaled[train_rows], self.code_cap_quantile)
+        if settings.code_cap_quantile is not None:
+            self.model_.cap_codes_at_quantile(train, settings.code_cap_quantile)
 
         residuals = self._reconstruction_residuals(scaled)
         reference_rows = self._fit_reference(scaled, train_rows, rng)
@@ -305,7 +275,7 @@ class SAEDetector(BaseEstimator):
         self.decision_scores_ = row_scores(self._combine(residuals, gaps))
         validation_scores = self.decision_scores_[val_rows]
         self.validation_scores_ = np.sort(validation_scores)
-        self.threshold_ = threshold_at_fpr(validation_scores, self.contamination)
+        self.threshold_ = threshold_at_fpr(validation_scores, settings.contamination)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
 
     def _fit_reference(self, scaled: torch.Tensor, train_rows: np.ndarray, rng) -> np.ndarray:
@@ -314,28 +284,29 @@ class SAEDetector(BaseEstimator):
         Not trimmed by reconstruction error: that helped on contaminated data and cost more on clean data
         (BENCHMARKS.md).
         """
+        settings = self.settings_
         pool = train_rows
-        if pool.size > self.reference_rows:
-            pool = np.sort(rng.choice(pool, size=self.reference_rows, replace=False))
-        self.reference_ = scaled[pool].clone() if self.density_weight > 0 else scaled[:0].clone()
+        if pool.size > settings.reference_rows:
+            pool = np.sort(rng.choice(pool, size=settings.reference_rows, replace=False))
+        self.reference_ = scaled[pool].clone() if settings.density_weight > 0 else scaled[:0].clone()
         self.reference_cells_ = scaled.new_zeros((0, scaled.shape[1]))
-        if not self.exact_neighbours and self.density_weight > 0:
-            self.reference_cells_ = fit_cells(self.reference_, self.random_state).to(scaled.device)
+        if not settings.exact_neighbours and settings.density_weight > 0:
+            self.reference_cells_ = fit_cells(self.reference_, settings.random_state).to(scaled.device)
         return pool
 
     def _gaps(self, scaled: torch.Tensor, in_reference: torch.Tensor | None = None) -> torch.Tensor | None:
-        if self.density_weight == 0 or self.reference_.shape[0] < 2:
+        if self.settings_.density_weight == 0 or self.reference_.shape[0] < 2:
             return None
         if in_reference is not None:
             in_reference = in_reference.to(scaled.device)
-        cells = None if self.exact_neighbours else self.reference_cells_
-        return neighbour_gaps(scaled, self.reference_, self.n_neighbors, cells, in_reference)
+        cells = None if self.settings_.exact_neighbours else self.reference_cells_
+        return neighbour_gaps(scaled, self.reference_, self.settings_.n_neighbors, cells, in_reference)
 
     def _combine(self, residuals: torch.Tensor, gaps: torch.Tensor | None) -> np.ndarray:
         """Per-feature score terms: residual / s_rec + density_weight x gap / s_gap (row mean = score), float32."""
         terms = residuals / self.score_scales_[0]
         if gaps is not None:
-            terms += gaps * (self.density_weight / self.score_scales_[1])
+            terms += gaps * (self.settings_.density_weight / self.score_scales_[1])
         return terms.cpu().numpy()
 
     def _check_fitted(self) -> None:
@@ -387,11 +358,6 @@ class SAEDetector(BaseEstimator):
         terms = self._combine(torch.cat(residuals), self._gaps(scaled))
         return terms, torch.cat(codes).cpu().numpy()
 
-    def reconstruction_residuals(self, X) -> np.ndarray:
-        """The SAE's squared reconstruction residuals alone, shape (n_samples, n_features), in scaled space."""
-        self._check_fitted()
-        return self._reconstruction_residuals(self._to_tensor(as_matrix(X))).cpu().numpy()
-
     def predict(self, X) -> np.ndarray:
         """0/1 labels, shape (n_samples,): 1 where the score exceeds `threshold_`."""
         return (self.decision_function(X) > self.threshold_).astype(int)
@@ -412,9 +378,13 @@ class SAEDetector(BaseEstimator):
         return torch.cat(chunks).cpu().numpy()
 
     # --- persistence: safetensors for arrays, JSON for everything else; nothing is unpickled -------------------
+    # The detector turns itself into named files and back; where they are stored is the caller's business
+    # (`save`/`load`: a local folder; `sae_pipeline.registry`: model versions on any storage).
 
-    def save(self, path: str, metadata: dict | None = None) -> None:
-        """Write `model.safetensors` and `model.json` into the folder (local path or URI) `path`."""
+    def to_files(self, metadata: dict | None = None) -> dict[str, bytes]:
+        """The saved detector: {`WEIGHTS_FILE`: safetensors arrays, `MANIFEST_FILE`: JSON}. `metadata`'s keys are
+        added to the JSON manifest (callers keep their own records there); write the manifest last, so that its
+        presence marks a complete folder."""
         self._check_fitted()
         tensors = {f"model.{name}": value.detach().cpu().contiguous() for name, value in self.model_.state_dict().items()}
         tensors["scaler.center"] = torch.as_tensor(self.scaler_.center_)
@@ -435,33 +405,33 @@ class SAEDetector(BaseEstimator):
             "training_report": self.training_report_,
             **(metadata or {}),
         }
-        storage.write_bytes(storage.join_uri(path, WEIGHTS_FILE), save_safetensors(tensors))
-        storage.write_bytes(storage.join_uri(path, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
+        return {WEIGHTS_FILE: save_safetensors(tensors), MANIFEST_FILE: json.dumps(manifest, indent=2).encode()}
 
     @classmethod
-    def load(cls, path: str, device: str | None = None, manifest: dict | None = None) -> SAEDetector:
-        """Rebuild a fitted detector saved by `save`; `device` overrides the saved device choice.
+    def from_files(cls, files: Mapping[str, bytes], device: str | None = None) -> SAEDetector:
+        """Rebuild a fitted detector from the files of `to_files` (format versions 1-3); `device` overrides the
+        saved device choice. Raises `ModelFileError` naming the file that is missing, corrupt or of another format.
 
-        `manifest` is the folder's already-read `model.json`, for callers that needed it first.
+        Saved parameters are not validated again: every folder a released version wrote must keep loading.
         """
-        manifest = manifest or read_manifest(path)
-        version = manifest.get("format_version")
-        if manifest.get("format") != FORMAT_NAME or version not in READABLE_VERSIONS:
-            raise ValueError(f"{path}: not a {FORMAT_NAME} model folder of version {', '.join(map(str, READABLE_VERSIONS))}")
+        for name in (MANIFEST_FILE, WEIGHTS_FILE):
+            if name not in files:
+                raise ModelFileError(name, "missing")
+        manifest = parse_manifest(files[MANIFEST_FILE])
+        version = manifest["format_version"]
         params = dict(manifest["params"])
         if version == 1:  # scored by reconstruction alone, unscaled
             params["density_weight"] = 0.0
         if version < 3:  # its reference was searched exactly
             params["exact_neighbours"] = True
         detector = cls(**{**params, **({"device": device} if device else {})})
+        detector.settings_ = DetectorSettings.model_construct(**detector.get_params())
         detector.device_ = resolve_device(detector.device)
         detector.n_features_in_ = manifest["n_features_in"]
         model = SparseAutoencoder(manifest["n_features_in"], manifest["n_latents"], detector.sparsity, manifest["k"])
-        weights_uri = storage.join_uri(path, WEIGHTS_FILE)
-        payload = storage.read_bytes(weights_uri)
         # A truncated, corrupt or mismatched weights file must name itself, not surface as a bare library error.
         try:
-            tensors = load_safetensors(payload)
+            tensors = load_safetensors(files[WEIGHTS_FILE])
             detector.scaler_ = RobustScaler.from_dict(
                 {"center": tensors["scaler.center"].numpy(), "scale": tensors["scaler.scale"].numpy()}
             )
@@ -470,7 +440,7 @@ class SAEDetector(BaseEstimator):
             detector.validation_scores_ = tensors["validation_scores"].numpy()
             detector.decision_scores_ = tensors["decision_scores"].numpy()
         except (SafetensorError, KeyError, RuntimeError) as error:
-            raise ValueError(f"{weights_uri}: corrupt or incompatible weights file ({error})") from error
+            raise ModelFileError(WEIGHTS_FILE, f"corrupt or incompatible weights file ({error})") from error
         detector.model_ = model.to(detector.device_).eval()
         detector.threshold_ = float(manifest["threshold"])
         detector.score_scales_ = tuple(manifest.get("score_scales", (1.0, 1.0)))
@@ -482,7 +452,23 @@ class SAEDetector(BaseEstimator):
         detector.training_report_ = manifest["training_report"]
         return detector
 
+    def save(self, folder: str | os.PathLike, metadata: dict | None = None) -> None:
+        """Write `model.safetensors` and then `model.json` (see `to_files`) into the local folder `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = self.to_files(metadata)
+        for name in sorted(files, key=lambda name: name == MANIFEST_FILE):  # the manifest last
+            (folder / name).write_bytes(files[name])
 
-def read_manifest(path: str) -> dict:
-    """The JSON half of a saved model folder (for metadata that callers stored alongside the detector)."""
-    return storage.read_json(storage.join_uri(path, MANIFEST_FILE))
+    @classmethod
+    def load(cls, folder: str | os.PathLike, device: str | None = None) -> SAEDetector:
+        """Rebuild a fitted detector saved by `save` into the local folder `folder` (see `from_files`)."""
+        folder = Path(folder)
+        files = {name: (folder / name).read_bytes() for name in (MANIFEST_FILE, WEIGHTS_FILE)}
+        try:
+            return cls.from_files(files, device)
+        except ModelFileError as error:
+            raise ModelFileError(str(folder / error.file), error.problem) from error.__cause__
+
+
+SAEDetector.__doc__ = SAEDetector.__doc__.replace("{parameters}", numpydoc_parameters(DetectorSettings))

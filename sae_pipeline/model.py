@@ -18,10 +18,14 @@ far beyond anything seen) is reconstructed perfectly by one large activation and
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import nn
 
-SPARSITY_MODES = ("topk", "l1", "kl")
+from sae_pipeline.detector_settings import Sparsity
+
+SPARSITY_MODES = get_args(Sparsity)
 
 
 class SparseAutoencoder(nn.Module):

@@ -1,4 +1,4 @@
-"""From reconstruction errors to decisions: a threshold at a target false-positive rate, and p-values.
+"""From anomaly scores to decisions: a threshold at a target false-positive rate, and p-values.
 
 Both are calibrated on held-out validation scores (rows the model was not fitted on), so that on data like the
 training data about `target_fpr` of the rows are flagged and p-values are roughly uniform.

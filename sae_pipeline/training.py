@@ -18,28 +18,14 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
+from sae_pipeline.detector_settings import TrainingSettings
 from sae_pipeline.model import SparseAutoencoder
 
 logger = logging.getLogger(__name__)
 
 _EVAL_CHUNK = 65_536
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """The schedule and penalty strengths; `SAEDetector` fills them from its hyperparameters (its defaults rule)."""
-
-    learning_rate: float
-    batch_size: int
-    max_steps: int
-    patience: int
-    trim_fraction: float
-    finetune_steps: int
-    l1_coefficient: float
-    kl_target: float
-    kl_weight: float
-    seed: int
-    eval_every: int = 100
+#: Steps between validation checks (early stopping counts `patience` of them).
+EVAL_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -127,10 +113,11 @@ def train_sae(
     X_train: torch.Tensor,
     X_val: torch.Tensor,
     settings: TrainingSettings,
+    seed: int,
     progress: bool = False,
 ) -> TrainingReport:
-    """Train in place and leave the model at its best validation checkpoint."""
-    generator = torch.Generator().manual_seed(settings.seed)
+    """Train in place (batches drawn with `seed`) and leave the model at its best validation checkpoint."""
+    generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     trim_at = settings.max_steps // 3 if settings.trim_fraction > 0 else -1
     warmup_steps = max(1, settings.max_steps // 20)  # the L1 coefficient ramps up over the first 5% of steps
@@ -146,7 +133,7 @@ def train_sae(
         bar.update(1)
         if step == trim_at:
             pool = _trimmed(model, X_train, settings.trim_fraction)
-        if step % settings.eval_every and step != settings.max_steps:
+        if step % EVAL_EVERY and step != settings.max_steps:
             continue
         mse = row_errors(model, X_val).mean().item()
         bar.set_postfix(val_mse=f"{mse:.4g}")

@@ -30,7 +30,7 @@ from sae_pipeline.sampling import sample_valid_rows
 
 logger = logging.getLogger(__name__)
 
-#: Scores above this quantile are left out of the error used to compare models (they are the anomalies).
+#: Scores above this quantile are left out of the mean score used to compare models (they are the anomalies).
 _COMPARISON_TRIM_QUANTILE = 0.95
 _MAX_EVALUATION_ROWS = 20_000
 _MIN_TRAINING_ROWS = 10
@@ -50,9 +50,8 @@ class TrainingDecision:
 
 
 def detector_from_config(config: PipelineConfig, progress: bool = False) -> SAEDetector:
-    settings = config.model.model_dump()
-    settings["random_state"] = settings.pop("seed")
-    return SAEDetector(**settings, contamination=config.thresholds.target_fpr, verbose=progress)
+    """An unfitted detector with the config's `model` section and `thresholds.target_fpr` as its contamination."""
+    return SAEDetector(**config.model.detector_params(), contamination=config.thresholds.target_fpr, verbose=progress)
 
 
 def unknown_model_columns(artifact: ModelArtifact, config: PipelineConfig) -> list[str]:
@@ -103,26 +102,20 @@ def decide_training(
     if champion is None:
         return TrainingDecision("train", "no champion model yet", names)
     settings = config.model_hash()
-    newest = next(
-        (meta for meta in (_metadata(registry, info.version) for info in registry.versions()) if meta.config_hash == settings),
-        None,
-    )
+    recorded = (registry.metadata(info.version) for info in registry.versions())  # newest first, read lazily
+    newest = next((meta for meta in recorded if meta.config_hash == settings), None)
     if newest is None:
         return TrainingDecision("train", f"model settings changed since champion {champion}", names)
     unseen = [record["name"] for record in eligible if newest.data_fingerprints.get(record["name"]) != record["fingerprint"]]
     if not unseen:
         return TrainingDecision("skip", f"no new or changed training data since version {newest.model_version}")
-    champion_meta = _metadata(registry, champion)
+    champion_meta = registry.metadata(champion)
     if champion_meta.config_hash != settings:
         return TrainingDecision("train", f"model settings changed since champion {champion}", names)
     new = [record["name"] for record in eligible if champion_meta.data_fingerprints.get(record["name"]) != record["fingerprint"]]
     if not new:
         return TrainingDecision("skip", f"champion {champion} has seen every training partition")
     return TrainingDecision("update", f"{len(new)} new or changed training partition(s) since champion {champion}", new)
-
-
-def _metadata(registry: ModelRegistry, version: str) -> PipelineModelMetadata:
-    return registry.load(version).metadata
 
 
 def _split_evaluation(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -133,14 +126,14 @@ def _split_evaluation(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[
 
 
 def evaluation_metrics(artifact: ModelArtifact, frame: pl.DataFrame) -> dict[str, float]:
-    """Trimmed mean reconstruction error and flagged rate of a model on held-out rows."""
+    """Trimmed mean anomaly score and flagged rate of a model on held-out rows."""
     return _metrics(artifact, artifact.detector.decision_function(artifact.encoder.transform(frame)))
 
 
 def _metrics(artifact: ModelArtifact, scores: np.ndarray) -> dict[str, float]:
     kept = scores[scores <= np.quantile(scores, _COMPARISON_TRIM_QUANTILE)]
     return {
-        "trimmed_mean_error": float(kept.mean()),
+        "trimmed_mean_score": float(kept.mean()),
         "flagged_rate": float((scores > artifact.detector.threshold_).mean()),
         "threshold": float(artifact.detector.threshold_),
         "evaluation_rows": float(scores.size),
@@ -155,15 +148,15 @@ def promotion_decision(config: PipelineConfig, challenger: dict, champion: dict 
     if champion is None or policy.policy == "always":
         return True, "no comparable champion" if champion is None else "promotion policy is always"
     target = config.thresholds.target_fpr
-    error_ok = challenger["trimmed_mean_error"] <= champion["trimmed_mean_error"] * (1 + policy.error_tolerance)
+    score_ok = challenger["trimmed_mean_score"] <= champion["trimmed_mean_score"] * (1 + policy.score_tolerance)
     rate_ok = abs(challenger["flagged_rate"] - target) <= abs(champion["flagged_rate"] - target) + policy.flagged_rate_tolerance
     numbers = (
-        f"error {challenger['trimmed_mean_error']:.4g} vs champion {champion['trimmed_mean_error']:.4g}, "
+        f"score {challenger['trimmed_mean_score']:.4g} vs champion {champion['trimmed_mean_score']:.4g}, "
         f"flagged {challenger['flagged_rate']:.2%} vs {champion['flagged_rate']:.2%} (target {target:.2%})"
     )
-    if error_ok and rate_ok:
+    if score_ok and rate_ok:
         return True, f"no worse than the champion: {numbers}"
-    return False, f"worse than the champion ({'flagged rate' if error_ok else 'reconstruction error'}): {numbers}"
+    return False, f"worse than the champion ({'flagged rate' if score_ok else 'anomaly score'}): {numbers}"
 
 
 def train_or_update(

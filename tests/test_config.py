@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pydantic
 import pytest
 import yaml
@@ -223,13 +224,93 @@ def test_defaults_are_filled_in(tmp_path):
     assert config.label_column is None
 
 
-def test_model_section_defaults_are_the_detector_defaults():
+#: Config fields that feed a detector parameter of another name.
+CONFIG_TO_DETECTOR = {"model.seed": "random_state", "thresholds.target_fpr": "contamination"}
+
+
+def _detector_facing_fields() -> dict:
+    """Every config field that becomes an `SAEDetector` parameter: {"section.field": (FieldInfo, parameter)}."""
+    from sae_pipeline.config import ModelConfig, ThresholdConfig
+
+    fields = {}
+    for section, model in (("model", ModelConfig), ("thresholds", ThresholdConfig)):
+        for name, field in model.model_fields.items():
+            key = f"{section}.{name}"
+            fields[key] = (field, CONFIG_TO_DETECTOR.get(key, name))
+    return fields
+
+
+def test_config_and_detector_agree_on_every_setting_default_and_bound():
+    """The config's model section and target_fpr are the detector's declarations, not a copy that can drift."""
+    from sae_pipeline.detector_settings import DetectorSettings
+
+    declared = DetectorSettings.model_fields
+    fields = _detector_facing_fields()
+    parameters = [parameter for _, parameter in fields.values()]
+    assert sorted(parameters) == sorted(set(declared) - {"verbose"})  # verbose is the run's progress flag
+    for key, (field, parameter) in fields.items():
+        assert field.annotation == declared[parameter].annotation, key
+        assert field.default == declared[parameter].default, key
+        assert field.metadata == declared[parameter].metadata, key  # bounds, pattern, finiteness
     from sae_pipeline import SAEDetector
-    from sae_pipeline.config import ModelConfig
 
     detector_defaults = SAEDetector().get_params()
-    for name, value in ModelConfig().model_dump().items():
-        assert detector_defaults["random_state" if name == "seed" else name] == value, name
+    for key, (field, parameter) in fields.items():
+        assert detector_defaults[parameter] == field.default, key
+
+
+def _out_of_bounds(field) -> list:
+    """Values that break one of `field`'s declared rules (a bound, the device pattern, finiteness, the choices)."""
+    from typing import Literal, get_args, get_origin
+
+    from annotated_types import Ge, Gt, Le, Lt
+
+    step = 1 if int in (field.annotation, *get_args(field.annotation)) else 1e-6
+    values = []
+    for rule in field.metadata:
+        if isinstance(rule, Gt):
+            values.append(rule.gt)
+        elif isinstance(rule, Ge):
+            values.append(rule.ge - step)
+        elif isinstance(rule, Lt):
+            values.append(rule.lt)
+        elif isinstance(rule, Le):
+            values.append(rule.le + step)
+        elif getattr(rule, "pattern", None):
+            values.append("gpu")
+        elif getattr(rule, "allow_inf_nan", True) is False:
+            values.append(float("inf"))
+    if get_origin(field.annotation) is Literal:
+        values.append("dense")
+    return values
+
+
+REFUSALS = [(key, value) for key, (field, _) in _detector_facing_fields().items() for value in _out_of_bounds(field)]
+
+
+@pytest.mark.parametrize(("key", "value"), REFUSALS, ids=[f"{key}={value}" for key, value in REFUSALS])
+def test_config_refuses_at_load_what_fit_would_refuse(tmp_path, key, value):
+    from sae_pipeline import SAEDetector
+
+    section, name = key.split(".")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write_config(tmp_path, minimal_config(**{section: {name: value}})))
+    parameter = CONFIG_TO_DETECTOR.get(key, name)
+    with pytest.raises(ValueError, match=f"invalid SAEDetector parameter.*{parameter}="):
+        SAEDetector(**{parameter: value}).fit(np.random.default_rng(0).normal(size=(50, 4)))
+
+
+def test_every_setting_but_the_boolean_one_has_a_refusal_case():
+    unconstrained = {key for key, (field, _) in _detector_facing_fields().items() if not _out_of_bounds(field)}
+    assert unconstrained == {"model.exact_neighbours"}  # a bool: pydantic's type check is the only rule
+
+
+def test_target_fpr_of_half_or_more_is_refused_at_load(tmp_path):
+    """target_fpr is the detector's contamination, which must be < 0.5: refused when the config loads, not in fit."""
+    for value in (0.6, 0.5):
+        with pytest.raises(ConfigError, match=r"thresholds\.target_fpr") as error:
+            load_config(write_config(tmp_path, minimal_config(thresholds={"target_fpr": value})))
+        assert "less than 0.5" in str(error.value)
 
 
 def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
@@ -240,11 +321,12 @@ def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
         "sparsity": "l1", "n_latents": 7, "k": 2, "l1_coefficient": 0.5, "kl_target": 0.2, "kl_weight": 2.0,
         "learning_rate": 0.01, "batch_size": 3, "max_steps": 9, "validation_fraction": 0.3, "patience": 2,
         "finetune_steps": 4, "trim_fraction": 0.2, "code_cap_quantile": 0.9, "device": "cpu", "seed": 5,
-        "density_weight": 0.5, "n_neighbors": 3, "reference_rows": 500, "exact_neighbours": True,
+        "density_weight": 0.5, "n_neighbors": 4, "reference_rows": 500, "exact_neighbours": True,
     }
     from sae_pipeline.config import ModelConfig
 
     assert set(changed) == set(ModelConfig.model_fields)
+    assert all(ModelConfig.model_fields[name].default != value for name, value in changed.items())
     config = load_config(
         write_config(tmp_path, minimal_config(model=changed, thresholds={"target_fpr": 0.05}))
     )
@@ -252,6 +334,9 @@ def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
     for name, value in changed.items():
         assert params["random_state" if name == "seed" else name] == value, name
     assert params["contamination"] == 0.05
+    from sae_pipeline.detector_settings import DetectorSettings
+
+    DetectorSettings.of(params)  # what fit validates: a config that loads is one fit accepts
 
 
 def test_drift_section_loads_with_overrides_and_policy(tmp_path):

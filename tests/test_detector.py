@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from safetensors.numpy import load_file
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from sae_pipeline import SAEDetector
 from sae_pipeline.config import load_config
+from sae_pipeline.detector import INPUT_CLIP, MANIFEST_FILE, WEIGHTS_FILE, ModelFileError
+from sae_pipeline.detector_settings import DetectorSettings
 from sae_pipeline.features import NotFittedError, TabularEncoder
 from sae_pipeline.sample_data import generate_day
 from tests.conftest import SAMPLE_CONFIG
@@ -30,6 +36,14 @@ def correlated_data(n: int = 3000, d: int = 8, n_outliers: int = 60, seed: int =
     X = np.vstack([inliers, outliers])
     y = np.r_[np.zeros(n), np.ones(n_outliers)]
     return X, y
+
+
+def reconstruction_residuals(detector: SAEDetector, X: np.ndarray) -> np.ndarray:
+    """The SAE's squared reconstruction residuals alone, in scaled space, recomputed from the fitted parts."""
+    scaled = torch.as_tensor(np.clip(detector.scaler_.transform(X), -INPUT_CLIP, INPUT_CLIP), dtype=torch.float32)
+    with torch.no_grad():
+        reconstruction, _ = detector.model_(scaled)
+    return (reconstruction - scaled).square().numpy()
 
 
 @pytest.fixture(scope="module")
@@ -103,18 +117,32 @@ def test_extreme_values_score_finite(fitted):
     [
         {"sparsity": "dense"},
         {"contamination": 0.7},
+        {"contamination": 0.5},
         {"max_steps": 0},
         {"k": 0},
         {"trim_fraction": 1.0},
         {"density_weight": -1.0},
         {"density_weight": float("nan")},
         {"n_neighbors": 0},
-        {"reference_rows": 0},
+        {"reference_rows": 1},
+        {"kl_target": 0.0},
+        {"learning_rate": float("inf")},
+        {"device": "gpu"},
+        {"random_state": -1},
     ],
 )
-def test_invalid_hyperparameters_raise_value_error(params):
-    with pytest.raises(ValueError):
+def test_invalid_hyperparameters_raise_value_error_naming_them(params):
+    with pytest.raises(ValueError, match=f"invalid SAEDetector parameter.*{next(iter(params))}="):
         SAEDetector(**params).fit(np.random.default_rng(0).normal(size=(50, 4)))
+
+
+def test_constructor_parameters_are_the_declared_settings_with_their_defaults():
+    """`__init__` only stores hyperparameters (scikit-learn's contract); their defaults come from DetectorSettings."""
+    signature = inspect.signature(SAEDetector.__init__).parameters
+    declared = {name: field.default for name, field in DetectorSettings.model_fields.items()}
+    assert {name: p.default for name, p in signature.items() if name != "self"} == declared
+    assert SAEDetector().get_params() == declared
+    assert all(name in SAEDetector.__doc__ for name in declared)
 
 
 def test_not_fitted_raises():
@@ -148,6 +176,55 @@ def test_save_load_round_trip_without_pickle(fitted, tmp_path):
     np.testing.assert_allclose(loaded.decision_function(X), detector.decision_function(X), rtol=1e-6)
     np.testing.assert_array_equal(loaded.predict(X), detector.predict(X))
     assert loaded.get_params() == detector.get_params()
+
+
+def test_files_round_trip_in_memory_with_metadata(fitted):
+    """`to_files`/`from_files` need no storage: the registry stores the bytes wherever it keeps models."""
+    detector, X, _ = fitted
+    files = detector.to_files(metadata={"pipeline": {"note": "kept"}})
+    assert set(files) == {WEIGHTS_FILE, MANIFEST_FILE}
+    assert json.loads(files[MANIFEST_FILE])["pipeline"] == {"note": "kept"}
+    loaded = SAEDetector.from_files(files, device="cpu")
+    assert loaded.device == "cpu"
+    np.testing.assert_allclose(loaded.decision_function(X[:300]), detector.decision_function(X[:300]), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("file", "damage", "message"),
+    [
+        (WEIGHTS_FILE, lambda data: data[: len(data) // 2], "corrupt or incompatible weights"),
+        (MANIFEST_FILE, lambda data: data[: len(data) // 2], "not valid JSON"),
+        (MANIFEST_FILE, lambda data: json.dumps({**json.loads(data), "format": "other"}).encode(), "expected"),
+        (WEIGHTS_FILE, None, "missing"),
+    ],
+)
+def test_damaged_files_raise_model_file_error_naming_the_file(fitted, tmp_path, file, damage, message):
+    detector, _, _ = fitted
+    files = detector.to_files()
+    if damage is None:
+        del files[file]
+    else:
+        files[file] = damage(files[file])
+    with pytest.raises(ModelFileError, match=message) as error:
+        SAEDetector.from_files(files)
+    assert error.value.file == file and str(error.value).startswith(f"{file}: ")
+    if damage is not None:
+        detector.save(tmp_path / "model")
+        (tmp_path / "model" / file).write_bytes(files[file])
+        with pytest.raises(ModelFileError, match=str(tmp_path / "model" / file)):
+            SAEDetector.load(tmp_path / "model")
+
+
+def test_detector_does_no_storage_io_of_its_own():
+    """Persistence is bytes in, bytes out (plus a local folder): storage belongs to the registry."""
+    source = Path(inspect.getsourcefile(SAEDetector))
+    imported = {
+        alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert not {name for name in imported if "lake" in name or "registry" in name}
 
 
 def _mean_active(detector: SAEDetector, X: np.ndarray) -> float:
@@ -219,7 +296,7 @@ def test_feature_residuals_row_means_are_the_scores(fitted):
     terms = detector.feature_residuals(X[:200])
     assert terms.shape == (200, X.shape[1]) and (terms >= 0).all()
     np.testing.assert_allclose(terms.mean(axis=1), detector.decision_function(X[:200]), rtol=1e-6)  # float32 terms
-    reconstruction = detector.reconstruction_residuals(X[:200])
+    reconstruction = reconstruction_residuals(detector, X[:200])
     assert reconstruction.shape == terms.shape
     assert (terms >= reconstruction / detector.score_scales_[0] * (1 - 1e-6)).all()
 
@@ -227,7 +304,7 @@ def test_feature_residuals_row_means_are_the_scores(fitted):
 def test_density_weight_zero_scores_by_reconstruction_alone():
     X, _ = correlated_data(n=800)
     detector = SAEDetector(max_steps=100, density_weight=0.0).fit(X)
-    expected = detector.reconstruction_residuals(X).mean(axis=1) / detector.score_scales_[0]
+    expected = reconstruction_residuals(detector, X).mean(axis=1) / detector.score_scales_[0]
     np.testing.assert_allclose(detector.decision_function(X), expected, rtol=1e-6)  # float32 terms
     assert detector.reference_.shape[0] == 0
 
@@ -271,7 +348,7 @@ def test_version_1_model_folders_still_load_and_score_by_reconstruction(fitted, 
     manifest_path.write_text(json.dumps(manifest))
     loaded = SAEDetector.load(str(tmp_path / "model"))
     assert loaded.density_weight == 0.0
-    np.testing.assert_allclose(loaded.decision_function(X), loaded.reconstruction_residuals(X).mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(loaded.decision_function(X), reconstruction_residuals(loaded, X).mean(axis=1), rtol=1e-6)
     manifest["format_version"] = 99
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="version"):

@@ -92,7 +92,7 @@ def test_new_partition_updates_the_champion_with_replay(lake):
     assert second.training["trained_on"] == ["day=2026-11-04"]
     assert [p.partition for p in second.partitions] == ["day=2026-11-04"]
     decision = second.training
-    assert decision["champion_metrics"] is not None and "trimmed_mean_error" in decision["challenger_metrics"]
+    assert decision["champion_metrics"] is not None and "trimmed_mean_score" in decision["challenger_metrics"]
     assert registry.champion() == (decision["model_version"] if decision["promoted"] else first.training["model_version"])
 
 

@@ -56,7 +56,7 @@ def make_artifact(fitted):
             "features": encoder.to_dict(),
             "drift_reference": {},
             "library_versions": {},
-            "validation_metrics": {"mean_error": 0.5, "threshold": detector.threshold_},
+            "validation_metrics": {"trimmed_mean_score": 0.5, "threshold": detector.threshold_},
             **metadata,
         }
         return ModelArtifact(detector=detector, encoder=encoder, metadata=PipelineModelMetadata(**fields))
@@ -155,11 +155,6 @@ def test_user_aliases_and_bounded_history(registry, make_artifact):
         registry.set_alias("Bad Name", a, "")
     with pytest.raises(RegistryError, match="no such complete version"):
         registry.set_alias("x", "20990101T000000Z-deadbeef", "")
-    registry.remove_alias("challenger", "done")
-    assert registry.aliases() == {"champion": a}
-    with pytest.raises(RegistryError, match="no alias 'challenger'"):
-        registry.remove_alias("challenger", "again")
-
     for i in range(205):
         registry.set_alias("flip", a if i % 2 else b, f"move {i}")
     history = json.loads((Path(registry.models_uri) / "aliases.json").read_text())["history"]
@@ -204,15 +199,63 @@ def test_damaged_version_fails_naming_the_file(registry, make_artifact, file, da
         registry.load(version)
 
 
-def test_versions_saved_by_the_previous_format_still_load(registry, make_artifact):
-    """Upgrading must not strand a registry: format 2 folders (no kNN index) load and search exactly."""
+@pytest.mark.parametrize("format_version", [1, 2])
+def test_versions_saved_by_previous_formats_still_load(registry, make_artifact, format_version):
+    """Upgrading must not strand a registry: format 2 folders (no kNN index) load and search exactly; format 1
+    folders (no density term, no score scales) score by reconstruction alone."""
     (version,) = _save(registry, make_artifact, 1)
     manifest_path = Path(registry.uri(version)) / "model.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["format_version"] = 2
+    manifest["format_version"] = format_version
     manifest["params"].pop("exact_neighbours")
+    if format_version == 1:
+        manifest.pop("score_scales")
+        for key in ("density_weight", "n_neighbors", "reference_rows"):
+            manifest["params"].pop(key)
     manifest_path.write_text(json.dumps(manifest))
-    assert registry.load(version).detector.exact_neighbours
+    detector = registry.load(version).detector
+    assert detector.exact_neighbours and detector.density_weight == (0.0 if format_version == 1 else 3.0)
+    assert np.isfinite(detector.decision_function(np.zeros((3, 2)))).all()
+
+
+def test_metadata_is_read_without_weights_or_replay(registry, make_artifact, fitted):
+    """Listing versions and deciding what to train read `model.json` alone, never the weights or replay rows."""
+    (version,) = _save(registry, make_artifact, 1)
+    (Path(registry.uri(version)) / "model.safetensors").unlink()
+    assert registry.metadata(version).model_version == version
+    assert [info.version for info in registry.versions()] == [version]
+    with pytest.raises(RegistryError):
+        registry.metadata("20990101T000000Z-deadbeef")
+
+
+def test_decide_training_reads_no_weights(registry, make_artifact, config_path):
+    from sae_pipeline.config import load_config
+    from sae_pipeline.updating import decide_training
+
+    config = load_config(config_path)
+    artifact = make_artifact(config_hash=config.model_hash(), data_fingerprints={"day=2026-11-01": "f1"})
+    registry.save(artifact)
+    registry.promote(artifact.version, "first")
+    (Path(registry.uri(artifact.version)) / "model.safetensors").unlink()
+    seen = [{"name": "day=2026-11-01", "fingerprint": "f1"}]
+    assert decide_training(config, registry, seen).action == "skip"
+    changed = [{"name": "day=2026-11-01", "fingerprint": "f2"}]
+    assert decide_training(config, registry, changed).action == "update"
+
+
+def test_registries_with_the_former_metric_name_still_list_and_show(registry, make_artifact, config_path, capsys):
+    """Versions written before the promotion metric was renamed (trimmed_mean_error -> trimmed_mean_score)."""
+    (version,) = _save(registry, make_artifact, 1)
+    manifest_path = Path(registry.uri(version)) / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["pipeline"]["validation_metrics"] = {"trimmed_mean_error": 0.25, "flagged_rate": 0.01}
+    manifest_path.write_text(json.dumps(manifest))
+    assert registry.versions()[0].validation_metrics == {"trimmed_mean_score": 0.25, "flagged_rate": 0.01}
+    assert main(["models", "list", "--config", str(config_path)]) == 0
+    header, row = capsys.readouterr().out.splitlines()[1:3]
+    assert "val. mean score" in header and row.split()[-2] == "0.25"
+    assert main(["models", "show", version, "--config", str(config_path)]) == 0
+    assert "trimmed_mean_score: 0.25" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("payload", [b"{not json", b'{"format_version": 2, "aliases": {}, "history": []}'])
@@ -275,7 +318,7 @@ def test_cli_list_show_promote_rollback(registry, make_artifact, config_path, ca
 
     assert main(["models", "show", "champion", "--config", str(config_path)]) == 0
     shown = capsys.readouterr().out
-    assert f"version: {b}" in shown and "aliases: champion" in shown and "mean_error: 0.5" in shown
+    assert f"version: {b}" in shown and "aliases: champion" in shown and "trimmed_mean_score: 0.5" in shown
     assert main(["models", "show", b, "--json", "--config", str(config_path)]) == 0
     details = json.loads(capsys.readouterr().out)
     assert details["uri"] == registry.uri(b) and details["aliases"] == ["champion"] and details["replay"] is None

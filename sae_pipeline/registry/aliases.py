@@ -50,12 +50,11 @@ def read_document(uri: str) -> dict:
     return document
 
 
-def record_move(document: dict, alias: str, version: str | None, reason: str, now: dt.datetime) -> dict:
-    """A new document with `alias` pointing at `version` (None removes it) and the move appended to history."""
+def record_move(document: dict, alias: str, version: str, reason: str, now: dt.datetime) -> dict:
+    """A new document with `alias` pointing at `version` and the move appended to history."""
     aliases = dict(document["aliases"])
-    previous = aliases.pop(alias, None)
-    if version is not None:
-        aliases[alias] = version
+    previous = aliases.get(alias)
+    aliases[alias] = version
     entry = {"alias": alias, "version": version, "previous": previous, "at": now.isoformat(), "reason": reason}
     history = [*document["history"], entry][-HISTORY_LIMIT:]
     return {"format_version": FORMAT_VERSION, "aliases": dict(sorted(aliases.items())), "history": history}
@@ -66,7 +65,7 @@ def earlier_holders(document: dict, alias: str) -> list[str]:
 
     Replays the history: a move to a new version pushes it; a move back to the version below the top (a
     rollback, or promoting the previous holder again) pops. So repeated rollbacks walk further back instead of
-    toggling between two versions. Removing the alias clears the stack.
+    toggling between two versions. A removal of the alias (version None, written by older versions) clears the stack.
     """
     stack: list[str] = []
     for entry in document["history"]:

@@ -1,17 +1,16 @@
 """One model version on storage: `model.safetensors` (arrays), optional `replay.parquet`, `model.json` last.
 
-`model.json` carries the detector's hyperparameters, threshold and training metrics (written by
-`SAEDetector.save`), plus under `pipeline` what scoring and later fine-tunes need: the fitted feature encoder, the
-drift reference, where the model came from (partitions, data fingerprints, config hash, parent version) and how it
-did on validation. Because `model.json` is written last, a folder without it is a crashed write, never a model.
-Loading never executes code (no pickle).
+The detector turns itself into those two files (`SAEDetector.to_files` / `from_files`); this module stores them.
+`model.json` carries the detector's hyperparameters, threshold and training metrics, plus under `pipeline` what
+scoring and later fine-tunes need: the fitted feature encoder, the drift reference, where the model came from
+(partitions, data fingerprints, config hash, parent version) and how it did on validation. Because `model.json`
+is written last, a folder without it is a crashed write, never a model. Loading never executes code (no pickle).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import platform
 import uuid
 from dataclasses import dataclass
@@ -19,15 +18,17 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from sae_pipeline import storage
-from sae_pipeline.detector import FORMAT_NAME, MANIFEST_FILE, READABLE_VERSIONS, SAEDetector
+from sae_pipeline.detector import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError, SAEDetector, parse_manifest
 from sae_pipeline.features import TabularEncoder
 from sae_pipeline.registry.errors import RegistryError
 
 REPLAY_FILE = "replay.parquet"
 _TRACKED_PACKAGES = ("sae-pipeline", "torch", "numpy", "polars", "pyarrow", "pandera", "safetensors")
+#: Validation metrics recorded under an older name, read under the current one.
+RENAMED_METRICS = {"trimmed_mean_error": "trimmed_mean_score"}
 
 
 class PipelineModelMetadata(BaseModel):
@@ -49,6 +50,13 @@ class PipelineModelMetadata(BaseModel):
     data_fingerprints: dict[str, str] = {}
     config_hash: str = ""
     validation_metrics: dict[str, float] = {}
+
+    @field_validator("validation_metrics", mode="before")
+    @classmethod
+    def _current_metric_names(cls, metrics):
+        if isinstance(metrics, dict):
+            return {RENAMED_METRICS.get(name, name): value for name, value in metrics.items()}
+        return metrics
 
 
 @dataclass
@@ -81,32 +89,37 @@ def library_versions() -> dict[str, str]:
 
 
 def write_artifact(artifact: ModelArtifact, uri: str) -> None:
-    """Write the version folder `uri`; `model.json` goes last (by `SAEDetector.save`) so it marks completeness."""
+    """Write the version folder `uri`; `model.json` goes last, so it marks completeness."""
     extra: dict = {"pipeline": artifact.metadata.model_dump(mode="json")}
+    files = {}
     if artifact.replay is not None:
         buffer = io.BytesIO()
         artifact.replay.write_parquet(buffer, compression="zstd")
-        storage.write_bytes(storage.join_uri(uri, REPLAY_FILE), buffer.getvalue())
+        files[REPLAY_FILE] = buffer.getvalue()
         extra["replay"] = {"file": REPLAY_FILE, "rows": artifact.replay.height}
-    artifact.detector.save(uri, metadata=extra)
+    files.update(artifact.detector.to_files(metadata=extra))
+    for name in sorted(files, key=lambda name: name == MANIFEST_FILE):
+        storage.write_bytes(storage.join_uri(uri, name), files[name])
+
+
+def _read_manifest(uri: str) -> tuple[bytes, dict]:
+    manifest_uri = storage.join_uri(uri, MANIFEST_FILE)
+    try:
+        payload = storage.read_bytes(manifest_uri)
+    except storage.LakeReadError as error:
+        raise RegistryError(f"{manifest_uri}: missing or unreadable, so this is no complete model ({error})") from error
+    try:
+        manifest = parse_manifest(payload)
+    except ModelFileError as error:
+        raise RegistryError(f"{manifest_uri}: {error.problem}") from error
+    if "pipeline" not in manifest:
+        raise RegistryError(f"{manifest_uri}: a bare SAEDetector folder, not a pipeline model (no 'pipeline' key)")
+    return payload, manifest
 
 
 def read_manifest(uri: str) -> dict:
-    """The folder's `model.json`, checked to be a pipeline model of the format this code reads."""
-    manifest_uri = storage.join_uri(uri, MANIFEST_FILE)
-    try:
-        manifest = json.loads(storage.read_bytes(manifest_uri))
-    except storage.LakeReadError as error:
-        raise RegistryError(f"{manifest_uri}: missing or unreadable, so this is no complete model ({error})") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RegistryError(f"{manifest_uri}: not valid JSON (truncated or corrupt?): {error}") from error
-    found = (manifest.get("format"), manifest.get("format_version")) if isinstance(manifest, dict) else None
-    if found is None or found[0] != FORMAT_NAME or found[1] not in READABLE_VERSIONS:
-        expected = f"{FORMAT_NAME} v{'/'.join(map(str, READABLE_VERSIONS))}"
-        raise RegistryError(f"{manifest_uri}: expected format {expected}, found {found}")
-    if "pipeline" not in manifest:
-        raise RegistryError(f"{manifest_uri}: a bare SAEDetector folder, not a pipeline model (no 'pipeline' key)")
-    return manifest
+    """The folder's `model.json`, checked to be a pipeline model of a format this code reads."""
+    return _read_manifest(uri)[1]
 
 
 def read_metadata(uri: str, manifest: dict | None = None) -> PipelineModelMetadata:
@@ -120,8 +133,13 @@ def read_metadata(uri: str, manifest: dict | None = None) -> PipelineModelMetada
 
 def load_model(uri: str) -> ModelArtifact:
     """Load the model folder `uri` (a registry version folder, or any folder written by `write_artifact`)."""
-    manifest = read_manifest(uri)
+    payload, manifest = _read_manifest(uri)
     metadata = read_metadata(uri, manifest)
+    files = {MANIFEST_FILE: payload, WEIGHTS_FILE: storage.read_bytes(storage.join_uri(uri, WEIGHTS_FILE))}
+    try:
+        detector = SAEDetector.from_files(files)
+    except ModelFileError as error:
+        raise RegistryError(f"{storage.join_uri(uri, error.file)}: {error.problem}") from error
     replay = None
     if "replay" in manifest:
         replay_uri = storage.join_uri(uri, manifest["replay"]["file"])
@@ -130,7 +148,7 @@ def load_model(uri: str) -> ModelArtifact:
         except pl.exceptions.PolarsError as error:
             raise RegistryError(f"{replay_uri}: corrupt replay sample ({error})") from error
     return ModelArtifact(
-        detector=SAEDetector.load(uri, manifest=manifest),
+        detector=detector,
         encoder=TabularEncoder.from_dict(metadata.features),
         metadata=metadata,
         replay=replay,

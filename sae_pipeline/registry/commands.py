@@ -35,7 +35,7 @@ def _command_list(args: argparse.Namespace) -> None:
     if not infos:
         print(f"no models under {registry.models_uri}: train one with `sae-pipeline train --config {args.config}`")
         return
-    header = ["version", "created (UTC)", "kind", "parent", "partitions", "rows", "val. mean error", "aliases"]
+    header = ["version", "created (UTC)", "kind", "parent", "partitions", "rows", "val. mean score", "aliases"]
     rows = [
         [
             info.version,
@@ -44,7 +44,7 @@ def _command_list(args: argparse.Namespace) -> None:
             info.parent_version or "-",
             str(len(info.trained_on)),
             f"{info.training_rows:,}",
-            _metric(info, "trimmed_mean_error"),
+            _metric(info, "trimmed_mean_score"),
             ", ".join(info.aliases) or "-",
         ]
         for info in infos

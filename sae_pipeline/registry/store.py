@@ -19,7 +19,13 @@ import pyarrow.fs as pafs
 from sae_pipeline import storage
 from sae_pipeline.detector import MANIFEST_FILE
 from sae_pipeline.registry import aliases as alias_document
-from sae_pipeline.registry.artifact import ModelArtifact, load_model, read_metadata, write_artifact
+from sae_pipeline.registry.artifact import (
+    ModelArtifact,
+    PipelineModelMetadata,
+    load_model,
+    read_metadata,
+    write_artifact,
+)
 from sae_pipeline.registry.errors import MissingChampionError, RegistryError
 
 logger = logging.getLogger(__name__)
@@ -61,6 +67,7 @@ class ModelRegistry:
         self.models_uri = models_uri.rstrip("/")
         self._aliases_uri = storage.join_uri(self.models_uri, alias_document.ALIASES_FILE)
         self._loaded: dict[str, ModelArtifact] = {}
+        self._metadata: dict[str, PipelineModelMetadata] = {}
 
     def uri(self, version: str) -> str:
         return storage.join_uri(self.models_uri, version)
@@ -95,7 +102,7 @@ class ModelRegistry:
             by_version.setdefault(version, []).append(alias)
         infos = []
         for name in names:
-            metadata = read_metadata(self.uri(name))
+            metadata = self.metadata(name)
             infos.append(
                 VersionInfo(
                     version=name,
@@ -110,6 +117,13 @@ class ModelRegistry:
                 )
             )
         return sorted(infos, key=lambda info: (info.created_at, info.version), reverse=True)
+
+    def metadata(self, version: str) -> PipelineModelMetadata:
+        """The pipeline metadata of `version` (an exact name) from its `model.json` alone: no weights, no replay
+        sample. Memoised, which is safe because versions never change."""
+        if version not in self._metadata:
+            self._metadata[version] = read_metadata(self.uri(version))
+        return self._metadata[version]
 
     def save(self, artifact: ModelArtifact) -> str:
         """Write a new version folder and return its URI; aliases do not move (promote it explicitly)."""
@@ -174,7 +188,7 @@ class ModelRegistry:
     def champion(self) -> str | None:
         return self.aliases().get(self.CHAMPION)
 
-    def _move(self, alias: str, version: str | None, reason: str) -> None:
+    def _move(self, alias: str, version: str, reason: str) -> None:
         document = alias_document.read_document(self._aliases_uri)
         updated = alias_document.record_move(document, alias, version, reason, dt.datetime.now(dt.UTC))
         storage.write_json(self._aliases_uri, updated)
@@ -187,11 +201,6 @@ class ModelRegistry:
                 f"cannot point {alias!r} at {version!r}: no such complete version under {self.models_uri}"
             )
         self._move(alias, version, reason)
-
-    def remove_alias(self, alias: str, reason: str) -> None:
-        if alias not in self.aliases():
-            raise RegistryError(f"no alias {alias!r} under {self.models_uri} (aliases: {sorted(self.aliases())})")
-        self._move(alias, None, reason)
 
     def promote(self, version: str, reason: str) -> str | None:
         """Make `version` the champion; return the previous champion (None if there was none)."""
@@ -247,6 +256,7 @@ class ModelRegistry:
         for name in [*doomed, *stale]:
             fs.delete_dir(f"{root}/{name}")
             self._loaded.pop(name, None)
+            self._metadata.pop(name, None)
         if stale:
             logger.info("deleted incomplete model folder(s) under %s: %s", self.models_uri, ", ".join(stale))
         return doomed
