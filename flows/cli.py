@@ -118,11 +118,11 @@ def _resume_advice(args: argparse.Namespace, mode: str, config: PipelineConfig, 
 
 
 def _command_flow(args: argparse.Namespace, mode: str) -> None:
-    from sae_pipeline.preflight import plan_command
-
     interruption = _Interruption()
     interruption.install()
     config = load_config(args.config)  # before anything else: a config error needs nothing more
+    from sae_pipeline.preflight import plan_command  # the lake and the model need torch and polars
+
     options = {
         name: getattr(args, name)
         for name in ("partitions", "backfill", "rescore_with", "model", "retrain")

@@ -45,15 +45,18 @@ from sklearn.base import BaseEstimator
 from sae_pipeline.detector_settings import DetectorSettings, Sparsity, numpydoc_parameters
 from sae_pipeline.features import NotFittedError, RobustScaler
 from sae_pipeline.model import SparseAutoencoder
+from sae_pipeline.model_files import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    ModelFileError,
+    parse_manifest,
+)
 from sae_pipeline.neighbours import fit_cells, neighbour_gaps
 from sae_pipeline.thresholds import empirical_pvalues, threshold_at_fpr
 from sae_pipeline.training import row_errors, train_sae
 
-WEIGHTS_FILE = "model.safetensors"
-MANIFEST_FILE = "model.json"
-FORMAT_NAME = "sae-pipeline-detector"
-FORMAT_VERSION = 3  # 3: centroids of the kNN index; 2: kNN reference and the two term scales (both still load)
-READABLE_VERSIONS = (1, 2, 3)  # 2: searched exactly; 1: no density term
 #: Scaled inputs are clipped to this magnitude so that absurd values give a large, finite score, never inf/NaN.
 INPUT_CLIP = 1e4
 _MIN_ROWS = 10
@@ -99,29 +102,6 @@ def as_matrix(X) -> np.ndarray:
     if np.isnan(X).any():
         raise ValueError("X contains NaN: impute missing values first (TabularEncoder does)")
     return X
-
-
-class ModelFileError(ValueError):
-    """A saved detector's file is missing, corrupt or in a format this code does not read; `file` names it."""
-
-    def __init__(self, file: str, problem: str):
-        super().__init__(f"{file}: {problem}")
-        self.file = file
-        self.problem = problem
-
-
-def parse_manifest(payload: bytes) -> dict:
-    """The saved detector's `model.json` (plus whatever metadata its saver added), checked to be a format this
-    code reads; raises `ModelFileError`."""
-    try:
-        manifest = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelFileError(MANIFEST_FILE, f"not valid JSON (truncated or corrupt?): {error}") from error
-    found = (manifest.get("format"), manifest.get("format_version")) if isinstance(manifest, dict) else None
-    if found is None or found[0] != FORMAT_NAME or found[1] not in READABLE_VERSIONS:
-        expected = f"{FORMAT_NAME} format_version {'/'.join(map(str, READABLE_VERSIONS))}"
-        raise ModelFileError(MANIFEST_FILE, f"expected {expected}, found {found}")
-    return manifest
 
 
 class SAEDetector(BaseEstimator):

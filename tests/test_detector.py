@@ -18,7 +18,8 @@ from sklearn.metrics import roc_auc_score
 
 from sae_pipeline import SAEDetector
 from sae_pipeline.config import load_config
-from sae_pipeline.detector import INPUT_CLIP, MANIFEST_FILE, WEIGHTS_FILE, ModelFileError
+from sae_pipeline.detector import INPUT_CLIP
+from sae_pipeline.model_files import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError
 from sae_pipeline.detector_settings import DetectorSettings
 from sae_pipeline.features import NotFittedError, TabularEncoder
 from sae_pipeline.sample_data import generate_day

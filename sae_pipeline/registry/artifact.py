@@ -15,15 +15,18 @@ import platform
 import uuid
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from sae_pipeline import storage
-from sae_pipeline.detector import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError, SAEDetector, parse_manifest
+from sae_pipeline.model_files import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError, parse_manifest
 from sae_pipeline.features import TabularEncoder
 from sae_pipeline.registry.errors import RegistryError
+
+if TYPE_CHECKING:  # loaded on first model load: reading metadata needs no torch
+    from sae_pipeline.detector import SAEDetector
 
 REPLAY_FILE = "replay.parquet"
 _TRACKED_PACKAGES = ("sae-pipeline", "torch", "numpy", "polars", "pyarrow", "pandera", "safetensors")
@@ -135,6 +138,8 @@ def load_model(uri: str) -> ModelArtifact:
     """Load the model folder `uri` (a registry version folder, or any folder written by `write_artifact`)."""
     payload, manifest = _read_manifest(uri)
     metadata = read_metadata(uri, manifest)
+    from sae_pipeline.detector import SAEDetector
+
     files = {MANIFEST_FILE: payload, WEIGHTS_FILE: storage.read_bytes(storage.join_uri(uri, WEIGHTS_FILE))}
     try:
         detector = SAEDetector.from_files(files)

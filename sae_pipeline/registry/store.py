@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from sae_pipeline import storage
-from sae_pipeline.detector import MANIFEST_FILE
+from sae_pipeline.model_files import MANIFEST_FILE
 from sae_pipeline.registry import aliases as alias_document
 from sae_pipeline.registry.artifact import (
     ModelArtifact,
