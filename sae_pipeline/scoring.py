@@ -20,7 +20,7 @@ from sae_pipeline.registry import ModelArtifact
 from sae_pipeline.schema import SCORE_COLUMNS
 
 
-def top_features_array(residuals: np.ndarray, feature_sources: list[str], k: int) -> pa.ListArray:
+def top_features(residuals: np.ndarray, feature_sources: list[str], k: int) -> pa.ListArray:
     """For each row, the `k` source columns with the largest summed squared residuals, largest first."""
     sources = list(dict.fromkeys(feature_sources))
     membership = np.zeros((len(feature_sources), len(sources)), dtype=residuals.dtype)
@@ -44,11 +44,6 @@ def _largest_first(values: np.ndarray, k: int) -> np.ndarray:
     return order
 
 
-def top_features(residuals: np.ndarray, feature_sources: list[str], k: int) -> list[list[str]]:
-    """`top_features_array` as Python lists (for small batches and tests)."""
-    return top_features_array(residuals, feature_sources, k).to_pylist()
-
-
 @dataclass
 class ScoredBatch:
     frame: pl.DataFrame  # the input columns plus `SCORE_COLUMNS`
@@ -65,7 +60,7 @@ def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored
     residuals, codes = detector.terms_and_codes(features)
     scores = row_scores(residuals)
     flagged = scores > detector.threshold_
-    explanations = pl.from_arrow(top_features_array(residuals, artifact.encoder.feature_sources_, top_k))
+    explanations = pl.from_arrow(top_features(residuals, artifact.encoder.feature_sources_, top_k))
     scored = frame.with_columns(
         pl.Series("anomaly_score", scores),
         pl.Series("anomaly_pvalue", detector.score_pvalues(scores=scores)),

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from sae_pipeline.scoring import top_features
+from sae_pipeline.scoring import top_features as top_features_arrow
+
+def top_features(residuals, sources, k):
+    return top_features_arrow(residuals, sources, k).to_pylist()
+
 
 SOURCES = ["amount", "disk", "disk", "country", "country", "country"]  # disk + disk__missing, 3 one-hot levels
 
