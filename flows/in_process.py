@@ -15,6 +15,7 @@ from prefect.server.api import server as prefect_server
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
 from flows.lake_pipeline import run_in_process
+from sae_pipeline.runs import RunSummary
 
 _PR_SET_PDEATHSIG = 1
 
@@ -67,7 +68,7 @@ def _start_temporary_server(verbose: bool) -> None:
         prefect_server.subprocess = module_subprocess
 
 
-def run(config_path: str, mode: str, progress: bool, verbose: bool, **options) -> dict:
+def run(config_path: str, mode: str, progress: bool, verbose: bool, **options) -> RunSummary:
     """Run the combined flow here and return its run summary; without `verbose`, logs stay off the terminal."""
     if not verbose:
         _silence_console_logs()

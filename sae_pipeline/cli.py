@@ -42,14 +42,14 @@ def _quiet_prefect_environment(verbose: bool = False) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_UVICORN_LEVEL", "CRITICAL")
 
 
-def run_flow(config_path: str, mode: str, progress: bool = True, verbose: bool = False, **options) -> dict:
-    """Run the Prefect flow in this process and return its run summary (a dict)."""
+def run_flow(config_path: str, mode: str, progress: bool = True, verbose: bool = False, **options):
+    """Run the Prefect flow in this process and return its run summary (a `runs.RunSummary`)."""
     _quiet_prefect_environment(verbose)  # before Prefect is imported: it reads these once
     in_process = importlib.import_module("flows.in_process")
     return in_process.run(config_path=config_path, mode=mode, progress=progress, verbose=verbose, **options)
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary) -> None:
     from sae_pipeline.runs import RunSummary, format_summary
 
     print(format_summary(RunSummary.model_validate(summary)))
@@ -165,12 +165,12 @@ def _one_line(text: object) -> str:
 
 def _error_lines(error: BaseException, args: argparse.Namespace) -> tuple[str, str | None]:
     """The `error:` line (file, partition, column and rule are in the messages) and an optional short hint."""
-    failed = getattr(error, "summary", {}).get("failed") if isinstance(getattr(error, "summary", None), dict) else None
+    failed = getattr(getattr(error, "summary", None), "failed", None)  # a RunSummary's failed partitions
     if failed:
         first = failed[0]
         more = f" (and {len(failed) - 1} more failed partition(s), listed above)" if len(failed) > 1 else ""
         return (
-            f"{first['partition']}: {_one_line(first['error'])}{more}",
+            f"{first.partition}: {_one_line(first.error)}{more}",
             "the other partitions were committed; fix the input and rerun (only failed partitions are redone)",
         )
     if isinstance(error, MissingChampionError):

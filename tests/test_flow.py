@@ -69,7 +69,7 @@ def test_backfill_replaces_partitions_and_score_mode_reuses_the_champion(lake_co
 
 def test_train_mode_writes_model_but_no_scores(lake_config):
     summary = RunSummary.model_validate(lake_pipeline(str(lake_config), mode="train"))
-    assert summary.training["action"] == "train" and summary.totals["rows_scored"] == 0
+    assert summary.training.action == "train" and summary.totals["rows_scored"] == 0
     assert not Path(load_config(lake_config).output.scored_uri).exists()
 
 
