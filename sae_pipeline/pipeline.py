@@ -74,7 +74,9 @@ def list_partitions(config: PipelineConfig) -> list[PartitionRecord]:
     return records
 
 
-def split_refused(partitions: list[PartitionRecord]) -> tuple[list[PartitionRecord], list[FailedPartition]]:
+def split_refused(
+    partitions: list[PartitionRecord],
+) -> tuple[list[PartitionRecord], list[FailedPartition]]:
     """(usable partition records, failures of those whose key values were refused)."""
     usable = [record for record in partitions if not record.refused]
     refused = [record.failure() for record in partitions if record.refused]
@@ -163,8 +165,9 @@ def score_partition(
     except BaseException:
         writers.abort()
         raise
-    scored_uri, quarantine_uri = _write_rows(config, partition, writers, tally)
-    result = _write_drift_report(config, partition, reason, artifact, accumulator, tally, scored_uri, quarantine_uri)
+    outputs = _write_rows(config, partition, writers, tally)
+    report = _write_drift_report(config, partition.name, artifact, accumulator, tally)
+    result = _partition_result(config, partition.name, reason, artifact.version, tally, outputs, report)
     _confirm_lease(config, lease_token, f"{partition.name}: ledger entry")
     _commit_to_ledger(config, partition, result, run_id)
     return result
@@ -279,37 +282,48 @@ def _write_rows(
 
 def _write_drift_report(
     config: PipelineConfig,
-    partition: PartitionRecord,
-    reason: str,
+    name: str,
     artifact: ModelArtifact,
     accumulator: drift.DriftAccumulator,
     tally: PartitionTally,
-    scored_uri: str,
-    quarantine_uri: str,
-) -> PartitionResult:
-    """Write the partition's drift report (`drift/<partition>/report.json`, `.html`, `.md`), apply the drift
-    policy to it, and return the partition's result."""
+) -> dict:
+    """Write the partition's drift report: `drift/<partition>/report.json`, `report.html` and `report.md`."""
     report = accumulator.report(
-        partition=partition.name,
+        partition=name,
         quarantined_rows=tally.rows_quarantined,
         quarantine_reasons=tally.reasons,
         expected_anomaly_rate=artifact.metadata.target_fpr,
     )
-    folder = lake.join_uri(config.output.drift_uri, partition.name)
-    html_uri, markdown_uri = lake.join_uri(folder, "report.html"), lake.join_uri(folder, "report.md")
+    folder = lake.join_uri(config.output.drift_uri, name)
+    html_uri = lake.join_uri(folder, "report.html")
     lake.write_json(lake.join_uri(folder, "report.json"), report)
     lake.write_text(html_uri, drift.render_html(report))
-    lake.write_text(markdown_uri, drift.render_markdown(report, html_uri))
+    lake.write_text(lake.join_uri(folder, "report.md"), drift.render_markdown(report, html_uri))
+    return report
+
+
+def _partition_result(
+    config: PipelineConfig,
+    name: str,
+    reason: str,
+    model_version: str,
+    tally: PartitionTally,
+    outputs: tuple[str, str],
+    report: dict,
+) -> PartitionResult:
+    """The scored partition's record: counts, output URIs (`outputs`: scored, quarantine), drift report and the
+    drift policy's verdict on it."""
+    folder = lake.join_uri(config.output.drift_uri, name)
     wants_training, policy_reason = drift.policy_wants_training(report, config.drift.policy)
     return PartitionResult(
-        partition=partition.name,
+        partition=name,
         reason=reason,
-        model_version=artifact.version,
+        model_version=model_version,
         **tally.counts(),
-        scored_uri=scored_uri,
-        quarantine_uri=quarantine_uri,
-        drift_report_uri=html_uri,
-        drift_markdown_uri=markdown_uri,
+        scored_uri=outputs[0],
+        quarantine_uri=outputs[1],
+        drift_report_uri=lake.join_uri(folder, "report.html"),
+        drift_markdown_uri=lake.join_uri(folder, "report.md"),
         drift_status=report["overall_status"],
         drifted_columns=report["drifted_columns"],
         drift_wants_training=wants_training,
@@ -318,7 +332,9 @@ def _write_drift_report(
     )
 
 
-def _commit_to_ledger(config: PipelineConfig, partition: PartitionRecord, result: PartitionResult, run_id: str) -> None:
+def _commit_to_ledger(
+    config: PipelineConfig, partition: PartitionRecord, result: PartitionResult, run_id: str
+) -> None:
     """Record the partition as scored: the ledger entry that makes its outputs current (written last)."""
     output = config.output
     Ledger(output.ledger_uri).commit(
