@@ -16,6 +16,7 @@ import yaml
 
 from sae_pipeline import pipeline, updating
 from sae_pipeline.config import PipelineConfig, load_config
+from sae_pipeline.records import PartitionRecord, PartitionResult
 
 _FACTORS = 8
 _CHUNK_ROWS = 262_144
@@ -58,13 +59,14 @@ def write_config(workdir: Path, lake: Path, columns: int, model: dict | None = N
     return path
 
 
-def train_champion(config: PipelineConfig, partitions: list[dict]) -> str:
+def train_champion(config: PipelineConfig, partitions: list[PartitionRecord]) -> str:
     """Train the default model on a sample of the partitions (not timed) and return its version."""
-    record = updating.train_or_update(config, partitions)
-    return record["model_version"]
+    return updating.train_or_update(config, partitions).model_version
 
 
-def prepared_champion(workdir: Path, lake: Path, columns: int, model: dict | None = None) -> tuple[PipelineConfig, dict, str]:
+def prepared_champion(
+    workdir: Path, lake: Path, columns: int, model: dict | None = None
+) -> tuple[PipelineConfig, PartitionRecord, str]:
     """A config over `lake` with its outputs under `workdir` (`model`: settings of its `model` section) and a
     champion trained on the lake's first partition: (config, partition, version)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +75,6 @@ def prepared_champion(workdir: Path, lake: Path, columns: int, model: dict | Non
     return config, partitions[0], train_champion(config, partitions[:1])
 
 
-def score_once(config: PipelineConfig, partition: dict, version: str) -> dict:
+def score_once(config: PipelineConfig, partition: PartitionRecord, version: str) -> PartitionResult:
     """The pipeline's own scoring of one partition: raw Parquet in; scored, quarantine and drift report out."""
     return pipeline.score_partition(config, partition, version, "benchmark", dt.datetime.now(dt.UTC), reason="benchmark")

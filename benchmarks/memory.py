@@ -35,11 +35,11 @@ MULTIPLES = (1, 4, 16)
 def child(config_path: str, partition_name: str, version: str) -> None:
     """Score one partition in this (fresh) process and print its rows, seconds and peak RSS as JSON."""
     config = load_config(config_path)
-    partition = next(p for p in pipeline.list_partitions(config) if p["name"] == partition_name)
+    partition = next(p for p in pipeline.list_partitions(config) if p.name == partition_name)
     started = time.perf_counter()
     record = score_once(config, partition, version)
     seconds = time.perf_counter() - started
-    print(json.dumps({"rows": record["rows_in"], "seconds": seconds, "peak_rss_mb": _own_peak_rss_kb() / 1024}))
+    print(json.dumps({"rows": record.rows_in, "seconds": seconds, "peak_rss_mb": _own_peak_rss_kb() / 1024}))
 
 
 def _own_peak_rss_kb() -> int:
@@ -64,7 +64,7 @@ def run(base_rows: int, columns: int, one_row_group: bool) -> dict:
             names.append(name)
         config_path = write_config(workdir, lake, columns)
         config = load_config(config_path)
-        version = train_champion(config, [p for p in pipeline.list_partitions(config) if p["name"] == names[0]])
+        version = train_champion(config, [p for p in pipeline.list_partitions(config) if p.name == names[0]])
         measured = []
         for name in names:
             output = subprocess.run(

@@ -29,6 +29,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
 from sae_pipeline import parquet_io, pipeline, updating  # noqa: E402
 from sae_pipeline.config import load_config  # noqa: E402
+from sae_pipeline.records import TrainingOutcome  # noqa: E402
 from sae_pipeline.registry import ModelRegistry  # noqa: E402
 from sae_pipeline.sample_data import generate_sample_lake  # noqa: E402
 from sae_pipeline.schema import validate_frame  # noqa: E402
@@ -44,7 +45,7 @@ def _config(workdir: Path, lake_uri: Path) -> Path:
     return path
 
 
-def _timed_train_or_update(config_path: Path, retrain: bool = False) -> tuple[dict, float]:
+def _timed_train_or_update(config_path: Path, retrain: bool = False) -> tuple[TrainingOutcome, float]:
     config = load_config(config_path)
     started = time.perf_counter()
     record = updating.train_or_update(config, pipeline.list_partitions(config), retrain=retrain)
@@ -85,16 +86,18 @@ def run(days: int, rows_per_day: int, shift: float, initial_days: int) -> dict:
         for name in day_folders[initial_days:-1]:
             add_day(name)
             record, seconds = _timed_train_or_update(config_path)
-            updates.append({"day": name, "action": record["action"], "seconds": seconds, "promoted": record.get("promoted"),
-                            "reason": record.get("promotion_reason", record["reason"])})
+            updates.append({
+                "day": name, "action": record.action, "seconds": seconds, "promoted": getattr(record, "promoted", None),
+                "reason": getattr(record, "promotion_reason", record.reason),
+            })
         updated_champion = registry.load(ModelRegistry.CHAMPION)
         retrained, retrain_seconds = _timed_train_or_update(config_path, retrain=True)
 
         evaluation_day = parquet_io.read_partition(str(source / day_folders[-1]))
         models = {
-            "first_champion": registry.load(first["model_version"]),
+            "first_champion": registry.load(first.model_version),
             "updated_champion": updated_champion,
-            "full_retrain": registry.load(retrained["model_version"]),
+            "full_retrain": registry.load(retrained.model_version),
         }
         update_seconds = [u["seconds"] for u in updates if u["action"] == "update"]
         return {

@@ -96,7 +96,7 @@ def run(rows: int, columns: int, rounds: int, profile: bool, model: dict) -> dic
                 started = time.perf_counter()
                 record = score_once(config, partition, version)
                 scorings[name].append(time.perf_counter() - started)
-                assert record["rows_scored"] + record["rows_quarantined"] == rows
+                assert record.rows_scored + record.rows_quarantined == rows
         default = min(scorings["default model"])
         return {
             "rows": rows,

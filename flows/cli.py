@@ -101,14 +101,15 @@ def _resume_advice(args: argparse.Namespace, mode: str, config: PipelineConfig, 
     def advice() -> str:
         if getattr(args, "rescore_with", None):
             return "committed partitions are kept; rerun the same command to rescore the rest"
-        requested = [name for name, reason in plan.to_score.items() if reason in ("requested", "backfill")]
+        to_score = plan.scoring.to_score if plan.scoring else {}
+        requested = [name for name, reason in to_score.items() if reason in ("requested", "backfill")]
         if not requested:
             return "committed partitions are kept; the next run scores the rest"
         left = [name for name in requested if name not in committed_since(config, requested, started)]
         if not left:
             return "every requested partition was committed"
         command = "score" if mode == "score" else "run"
-        selection = _compact_selection(left, [record["name"] for record in plan.partitions])
+        selection = _compact_selection(left, [record.name for record in plan.partitions])
         return (
             f"{len(requested) - len(left)} of {len(requested)} requested partition(s) committed; to finish: "
             f"sae-pipeline {command} --config {args.config} --partitions {selection}"
@@ -144,7 +145,7 @@ def _command_flow(args: argparse.Namespace, mode: str) -> None:
     _print_summary(summary)
 
 
-def _run_flow(args: argparse.Namespace, mode: str, options: dict) -> dict:
+def _run_flow(args: argparse.Namespace, mode: str, options: dict):
     """Start the embedded server if needed, import the flows while it boots, run the combined flow here."""
     _quiet_prefect_environment(args.verbose)  # before Prefect is imported: it reads these once
     server = None
@@ -171,10 +172,10 @@ def _run_flow(args: argparse.Namespace, mode: str, options: dict) -> dict:
         raise
 
 
-def _print_summary(summary: dict) -> None:
-    from sae_pipeline.runs import RunSummary, format_summary
+def _print_summary(summary) -> None:
+    from sae_pipeline.runs import format_summary
 
-    print(format_summary(RunSummary.model_validate(summary)))
+    print(format_summary(summary))
 
 
 def _command_demo(args: argparse.Namespace) -> None:
@@ -259,13 +260,12 @@ def _one_line(text: object) -> str:
 
 def _error_lines(error: BaseException, args: argparse.Namespace) -> tuple[str, str | None]:
     """The `error:` line (file, partition, column and rule are in the messages) and an optional short hint."""
-    summary = getattr(error, "summary", None)
-    failed = summary.get("failed") if isinstance(summary, dict) else None
+    failed = getattr(getattr(error, "summary", None), "failed", None)  # a RunSummary's failed partitions
     if failed:
         first = failed[0]
         more = f" (and {len(failed) - 1} more failed partition(s), listed above)" if len(failed) > 1 else ""
         return (
-            f"{first['partition']}: {_one_line(first['error'])}{more}",
+            f"{first.partition}: {_one_line(first.error)}{more}",
             "the other partitions were committed; fix the input and rerun (only failed partitions are redone)",
         )
     if isinstance(error, MissingChampionError):

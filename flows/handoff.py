@@ -10,6 +10,7 @@ from prefect import get_run_logger
 from prefect.deployments import run_deployment
 
 from sae_pipeline.config import load_config
+from sae_pipeline.records import DriftHandoff
 from sae_pipeline.registry import ModelRegistry
 
 #: What a scoring run does when there is no champion: `fail` (the registry's "no champion" error), `train`
@@ -68,7 +69,7 @@ def ensure_champion(
     return run.name
 
 
-def start_drift_training(config_path: str, partitions: list[str], deployment: str) -> dict:
+def start_drift_training(config_path: str, partitions: list[str], deployment: str) -> DriftHandoff:
     """Start the training deployment on the partitions the drift policy named; return what was started (or why
     not: the scores are committed either way, so a failed hand-off is reported, not raised)."""
     logger = get_run_logger()
@@ -76,6 +77,6 @@ def start_drift_training(config_path: str, partitions: list[str], deployment: st
         run = run_deployment(deployment, parameters={"config_path": config_path, "drifted": partitions}, timeout=0)
     except Exception as error:  # reported in the run's result and log; the scoring itself succeeded
         logger.warning("drift policy asked for training, but deployment %s could not be started: %s", deployment, error)
-        return {"deployment": deployment, "partitions": partitions, "error": str(error)}
+        return DriftHandoff(deployment=deployment, partitions=partitions, error=str(error))
     logger.info("drift policy: started training run %s of %s on %s", run.name, deployment, ", ".join(partitions))
-    return {"deployment": deployment, "partitions": partitions, "flow_run": run.name}
+    return DriftHandoff(deployment=deployment, partitions=partitions, flow_run=run.name)

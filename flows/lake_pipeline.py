@@ -9,10 +9,11 @@ partitions that left the lake, and writes a run summary. Tasks exchange only con
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import distributed
 from distributed.comm import resolve_address
@@ -38,9 +39,19 @@ from sae_pipeline import pipeline, storage, updating
 from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.storage import read_bytes
 from sae_pipeline.lease import RunLease
-from sae_pipeline.runs import build_run_summary, format_summary
+from sae_pipeline.records import (
+    DriftPolicyOutcome,
+    DriftRequest,
+    FailedPartition,
+    PartitionRecord,
+    PartitionResult,
+    RunKind,
+    ScoringModel,
+    ScoringPlan,
+    TrainingOutcome,
+)
+from sae_pipeline.runs import RunSummary, build_run_summary, format_summary, write_run_summary
 
-RunKind = Literal["run", "train", "score"]
 #: Parameter types that a Prefect server checks when a run is created, so a deployment refuses a bad value at once.
 ConfigUri = Annotated[str, Field(min_length=1, description="pipeline YAML: a path (relative to the project) or s3:// URI")]
 PartitionSelection = Annotated[
@@ -68,16 +79,16 @@ io_task = task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry
 
 
 @io_task(name="discover-partitions")
-def discover_partitions(config_path: str) -> list[dict]:
+def discover_partitions(config_path: str) -> list[PartitionRecord]:
     """Return a record (name, URI, fingerprint) per partition of the input table."""
     return pipeline.list_partitions(load_config(config_path))
 
 
 @task(name="train-or-update")
 def train_or_update(
-    config_path: str, partitions: list[dict], retrain: bool, progress: bool, drifted: list[str] | None = None
-) -> dict:
-    """Train, fine-tune the champion, or skip when nothing changed; return the decision record."""
+    config_path: str, partitions: list[PartitionRecord], retrain: bool, progress: bool, drifted: list[str] | None = None
+) -> TrainingOutcome:
+    """Train, fine-tune the champion, or skip when nothing changed; return what was done."""
     return updating.train_or_update(
         load_config(config_path), partitions, retrain=retrain, progress=progress, drifted=drifted or []
     )
@@ -85,19 +96,30 @@ def train_or_update(
 
 @io_task(name="plan-scoring")
 def plan_scoring(
-    config_path: str, partitions: list[dict], model_version: str, requested: list[str] | None, backfill: bool, rescore: bool
-) -> dict:
+    config_path: str,
+    partitions: list[PartitionRecord],
+    model_version: str,
+    requested: list[str] | None,
+    backfill: bool,
+    rescore: bool,
+) -> ScoringPlan:
     """Compare the lake with the ledger: what to score and why, what is up to date, what was removed."""
-    return pipeline.plan_run(load_config(config_path), partitions, model_version, requested, backfill, rescore)
+    return pipeline.plan_scoring(load_config(config_path), partitions, model_version, requested, backfill, rescore)
 
 
-@io_task(name="score-partition", task_run_name="score {partition[name]}")
+@io_task(name="score-partition", task_run_name="score {partition.name}")
 def score_partition(
-    config_path: str, partition: dict, model_version: str, run_id: str, scored_at: dt.datetime, reason: str, progress: bool,
+    config_path: str,
+    partition: PartitionRecord,
+    model_version: str,
+    run_id: str,
+    scored_at: dt.datetime,
+    reason: str,
+    progress: bool,
     lease_token: str,
-) -> dict:
+) -> PartitionResult:
     """Validate, score and report one partition, then commit it to the ledger, as long as the run still holds the
-    output folder's lease; return the counts and URIs."""
+    output folder's lease; return its counts and URIs."""
     return pipeline.score_partition(
         load_config(config_path), partition, model_version, run_id, scored_at, reason=reason, progress=progress,
         lease_token=lease_token,
@@ -117,22 +139,23 @@ def remove_partition(config_path: str, name: str) -> None:
 
 
 class PartitionFailures(RuntimeError):
-    """Some partitions failed (the others were committed); `summary` is the run summary that lists them."""
+    """Some partitions failed (the others were committed); `summary` is the run summary that lists them (in
+    `summary.failed`), as written to `runs/<run id>.json`."""
 
-    def __init__(self, message: str, summary: dict):
+    def __init__(self, message: str, summary: RunSummary):
         super().__init__(message)
         self.summary = summary
 
 
-def _collect(futures: dict[str, object]) -> tuple[list[dict], list[dict]]:
-    """Wait for every partition task; return (results, failures as {partition, error})."""
+def _collect(futures: dict[str, object]) -> tuple[list[PartitionResult], list[FailedPartition]]:
+    """Wait for every partition task; return (results, failures)."""
     wait(list(futures.values()))
     results, failures = [], []
     for name, future in futures.items():
         try:
             outcome = future.result()
         except Exception as error:  # each partition fails alone; the run reports them all
-            failures.append({"partition": name, "error": str(error)})
+            failures.append(FailedPartition(partition=name, error=str(error)))
         else:
             if outcome is not None:
                 results.append(outcome)
@@ -174,106 +197,153 @@ def _refuse_a_foreign_dask_client(configured: str | None) -> None:
     )
 
 
-def _publish_artifacts(summary, scored: list[dict]) -> None:
+def _publish_artifacts(summary: RunSummary, scored: Sequence[PartitionResult]) -> None:
     create_table_artifact(
         key="sae-run-summary",
         table=[partition.model_dump(exclude={"quarantine_uri"}) for partition in summary.partitions]
         or [{"message": summary.message}],
         description=f"Run {summary.run_id}: {summary.message}",
     )
-    for record in scored:
+    for result in scored:
         create_markdown_artifact(
-            key="drift-" + "".join(c if c.isalnum() else "-" for c in record["partition"].lower()),
-            markdown=read_bytes(record["drift_markdown_uri"]).decode(),
-            description=f"Drift report for {record['partition']}",
+            key="drift-" + "".join(c if c.isalnum() else "-" for c in result.partition.lower()),
+            markdown=read_bytes(result.drift_markdown_uri).decode(),
+            description=f"Drift report for {result.partition}",
         )
 
 
-def _run(
-    kind: RunKind,
-    config_path: str,
-    partitions: list[str] | None = None,
-    backfill: bool = False,
-    rescore_with: str | None = None,
-    model: str | None = None,
-    retrain: bool = False,
-    progress: bool = False,
-    drifted: list[str] | None = None,
-) -> dict:
-    """The body every flow shares; `kind` says whether it trains, scores, or both. `drifted`: partitions a
-    scoring run's drift policy asked a training run to learn from."""
+@dataclass
+class LakeRun:
+    """A run in progress, holding the output folder's lease: its config, id and start, the lake's partitions
+    (`usable` ones, and failures for those whose key values were `refused`)."""
+
+    kind: RunKind
+    config_path: str
+    config: PipelineConfig
+    run_id: str
+    started_at: dt.datetime
+    lease_token: str
+    partitions: list[PartitionRecord]
+    usable: list[PartitionRecord]
+    refused: list[FailedPartition]
+
+
+@dataclass
+class Scoring:
+    """What the scoring step did: the model, the plan, the partitions committed and those that failed."""
+
+    model: ScoringModel
+    plan: ScoringPlan
+    results: list[PartitionResult] = field(default_factory=list)
+    failures: list[FailedPartition] = field(default_factory=list)
+
+
+@contextmanager
+def _lake_run(kind: RunKind, config_path: str) -> Iterator[LakeRun]:
+    """Take the output folder's lease for the whole run, clear what crashed writers left, list the partitions."""
     logger = get_run_logger()
     config_path = str(Path(config_path).resolve()) if "://" not in config_path else config_path
     config = load_config(config_path)
     started_at = dt.datetime.now(dt.UTC)
     run_id = str(flow_run.id or started_at.strftime("%Y%m%dT%H%M%S"))
-
     with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds) as lease:
         pipeline.clear_staging(config, started_at)
-        all_partitions = discover_partitions(config_path)
-        lake_partitions, refused = pipeline.split_refused(all_partitions)  # refused keys fail without being read
-        logger.info("%d partition(s) under %s", len(lake_partitions), config.lake.uri)
-        training = None
-        if kind != "score":
-            training = train_or_update(config_path, lake_partitions, retrain, progress, drifted)
-            logger.info("training: %s (%s)", training["action"], training["reason"])
-        scoring_model, plan, scored, failures = None, None, [], list(refused)
-        if kind != "train":
-            scoring_model = pipeline.scoring_model(config, rescore_with or model)
-            plan = plan_scoring(
-                config_path, all_partitions, scoring_model["model_version"], partitions, backfill, bool(rescore_with)
+        partitions = discover_partitions(config_path)
+        usable, refused = pipeline.split_refused(partitions)  # refused keys fail without being read
+        logger.info("%d partition(s) under %s", len(usable), config.lake.uri)
+        yield LakeRun(kind, config_path, config, run_id, started_at, lease.token, partitions, usable, refused)
+
+
+def _train(run: LakeRun, retrain: bool, progress: bool, drifted: list[str] | None = None) -> TrainingOutcome:
+    """The training step: train, update the champion, or skip."""
+    training = train_or_update(run.config_path, run.usable, retrain, progress, drifted)
+    get_run_logger().info("training: %s (%s)", training.action, training.reason)
+    return training
+
+
+def _score(
+    run: LakeRun, partitions: list[str] | None, backfill: bool, rescore_with: str | None, model: str | None,
+    progress: bool,
+) -> Scoring:
+    """The scoring step: plan, score each partition (one task each, on the configured task runner), remove the
+    outputs of partitions that left the lake, then rewrite the drift trend page."""
+    scoring_model = pipeline.scoring_model(run.config, rescore_with or model)
+    version = scoring_model.model_version
+    plan = plan_scoring(run.config_path, run.partitions, version, partitions, backfill, bool(rescore_with))
+    scoring = Scoring(scoring_model, plan)
+    by_name = {record.name: record for record in run.usable}
+    with scoring_task_runner(run.config) as runner:
+        futures = {
+            name: runner.submit(
+                score_partition,
+                dict(
+                    config_path=run.config_path, partition=by_name[name], model_version=version,
+                    run_id=run.run_id, scored_at=run.started_at, reason=reason, progress=progress,
+                    lease_token=run.lease_token,
+                ),
             )
-            by_name = {record["name"]: record for record in lake_partitions}
-            with scoring_task_runner(config) as runner:
-                futures = {
-                    name: runner.submit(
-                        score_partition,
-                        dict(
-                            config_path=config_path, partition=by_name[name], model_version=scoring_model["model_version"],
-                            run_id=run_id, scored_at=started_at, reason=reason, progress=progress,
-                            lease_token=lease.token,
-                        ),
-                    )
-                    for name, reason in plan["to_score"].items()
-                }
-                futures.update({name: remove_partition.submit(config_path, name) for name in plan["removed"]})
-                scored, scoring_failures = _collect(futures)
-            failures += scoring_failures
-            if scored or plan["removed"]:
-                write_drift_trend(config_path)
-        drift_policy = _act_on_drift(kind, config_path, lake_partitions, scored, progress)
-        summary = build_run_summary(
-            config, run_id, kind, started_at, training=training, model=scoring_model, plan=plan, scored=scored,
-            failed=failures, drift_policy=drift_policy,
-        )
-    _publish_artifacts(summary, scored)
-    logger.info("run summary:\n%s", format_summary(summary))
-    if failures:
+            for name, reason in scoring.plan.to_score.items()
+        }
+        futures.update({name: remove_partition.submit(run.config_path, name) for name in scoring.plan.removed})
+        scoring.results, scoring.failures = _collect(futures)
+    if scoring.results or scoring.plan.removed:
+        write_drift_trend(run.config_path)
+    return scoring
+
+
+def _respond_to_drift(
+    run: LakeRun, scoring: Scoring | None, progress: bool, hand_off: bool = False
+) -> tuple[DriftRequest | None, DriftPolicyOutcome | None]:
+    """Do what the drift policy asks of this run (`pipeline.drift_request`): a combined run trains on the drifted
+    partitions now; the hand-off to the training deployment happens after the lease is released."""
+    request = pipeline.drift_request(scoring.results if scoring else [], run.kind, hand_off)
+    if request is None:
+        return None, None
+    training = None
+    if request.action == "train-now":
+        training = train_or_update(run.config_path, run.usable, False, progress, list(request.partitions))
+    return request, DriftPolicyOutcome(partitions=request.partitions, training=training)
+
+
+def _summarise(
+    run: LakeRun,
+    training: TrainingOutcome | None = None,
+    scoring: Scoring | None = None,
+    drift_policy: DriftPolicyOutcome | None = None,
+) -> RunSummary:
+    """Build the run summary and write it to `runs/<run id>.json` (still under the lease)."""
+    summary = build_run_summary(
+        run.config, run.run_id, run.kind, run.started_at, training=training,
+        model=scoring.model if scoring else None, plan=scoring.plan if scoring else None,
+        scored=scoring.results if scoring else [], failed=run.refused + (scoring.failures if scoring else []),
+        drift_policy=drift_policy,
+    )
+    write_run_summary(summary)
+    return summary
+
+
+def _report(summary: RunSummary, scoring: Scoring | None) -> RunSummary:
+    """Publish the run's artifacts and log its summary; raise `PartitionFailures` if any partition failed."""
+    _publish_artifacts(summary, scoring.results if scoring else [])
+    get_run_logger().info("run summary:\n%s", format_summary(summary))
+    if summary.failed:
         raise PartitionFailures(
-            f"{len(failures)} partition(s) failed (the others were committed; the next run retries these):\n"
-            + "\n".join(f"- {failure['partition']}: {failure['error']}" for failure in failures),
-            summary.model_dump(mode="json"),
+            f"{len(summary.failed)} partition(s) failed (the others were committed; the next run retries these):\n"
+            + "\n".join(f"- {failure.partition}: {failure.error}" for failure in summary.failed),
+            summary,
         )
-    return summary.model_dump(mode="json")
-
-
-def _act_on_drift(kind: RunKind, config_path: str, partitions: list[dict], scored: list[dict], progress: bool) -> dict | None:
-    """When the drift policy asks for training: a combined run updates the model on the drifted partitions now;
-    a scoring-only run records the request for the next train-or-update run."""
-    asking = {record["partition"]: record["drift_policy_reason"] for record in scored if record["drift_wants_training"]}
-    if not asking:
-        return None
-    training = train_or_update(config_path, partitions, False, progress, list(asking)) if kind == "run" else None
-    return {"partitions": asking, "training": training}
+    return summary
 
 
 @flow(name="sae-train-or-update", flow_run_name="train-or-update {config_path}", log_prints=True)
 def train_or_update_flow(
     config_path: ConfigUri, retrain: bool = False, progress: bool = False, drifted: list[PartitionSelection] | None = None
-) -> dict:
+) -> RunSummary:
     """Train a model (first run, `retrain`, changed settings) or fine-tune the champion on new data (and on the
-    `drifted` partitions a scoring run asked for); else do nothing."""
-    return _run("train", config_path, retrain=retrain, progress=progress, drifted=drifted)
+    `drifted` partitions a scoring run asked for); else do nothing. Return the run summary."""
+    with _lake_run("train", config_path) as run:
+        summary = _summarise(run, training=_train(run, retrain, progress, drifted))
+    return _report(summary, None)
 
 
 @flow(name="sae-score", flow_run_name="score {config_path}", log_prints=True)
@@ -288,18 +358,25 @@ def score_flow(
     training_deployment: str = TRAINING_DEPLOYMENT,
     training_timeout_s: Annotated[int, Field(ge=0)] = 4 * 3600,
     on_drift: DriftPolicyAction = "record",
-) -> dict:
+) -> RunSummary:
     """Score new, changed or requested partitions with the champion (or `model`); remove outputs of deleted ones.
 
     With no champion, `on_no_champion` says what to do: fail, `train` (run `training_deployment`, wait up to
     `training_timeout_s`, then score) or `start-training` (run it and fail at once). When the drift policy asks for
     training, `on_drift` either records it in the run summary (`record`) or also starts `training_deployment` on
     the drifted partitions without waiting (`start-training`): these partitions keep the scores of the current
-    champion, and the next scoring runs use whatever that training promotes."""
+    champion, and the next scoring runs use whatever that training promotes. Return the run summary (with the
+    hand-off in `drift_handoff`)."""
     ensure_champion(config_path, rescore_with or model, on_no_champion, training_deployment, training_timeout_s)
-    summary = _run("score", config_path, partitions, backfill, rescore_with, model, progress=progress)
-    if on_drift == "start-training" and summary["drift_policy"]:
-        summary["drift_handoff"] = start_drift_training(config_path, list(summary["drift_policy"]["partitions"]), training_deployment)
+    with _lake_run("score", config_path) as run:
+        scoring = _score(run, partitions, backfill, rescore_with, model, progress)
+        request, drift_policy = _respond_to_drift(run, scoring, progress, hand_off=on_drift == "start-training")
+        summary = _summarise(run, scoring=scoring, drift_policy=drift_policy)
+    summary = _report(summary, scoring)
+    if request is not None and request.action == "hand-off":  # the lease is released: the training run needs it
+        handoff = start_drift_training(config_path, list(request.partitions), training_deployment)
+        summary = summary.model_copy(update={"drift_handoff": handoff})
+        write_run_summary(summary)
     return summary
 
 
@@ -313,12 +390,18 @@ def lake_pipeline(
     model: ModelRef | None = None,
     retrain: bool = False,
     progress: bool = False,
-) -> dict:
-    """Train-or-update then score (`mode` run), or only one of them; return the run summary."""
-    return _run(mode, config_path, partitions, backfill, rescore_with, model, retrain, progress)
+) -> RunSummary:
+    """Train-or-update then score (`mode` run), or only one of them; return the run summary. A combined run also
+    trains on the partitions whose drift the drift policy flags."""
+    with _lake_run(mode, config_path) as run:
+        training = _train(run, retrain, progress) if mode != "score" else None
+        scoring = _score(run, partitions, backfill, rescore_with, model, progress) if mode != "train" else None
+        _, drift_policy = _respond_to_drift(run, scoring, progress)
+        summary = _summarise(run, training, scoring, drift_policy)
+    return _report(summary, scoring)
 
 
-def run_in_process(**parameters) -> dict:
+def run_in_process(**parameters) -> RunSummary:
     """Run the combined flow in this process (CLI, notebooks) without the heartbeat thread, which adds ~1 s per run
     and only matters for crash detection by a remote API."""
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

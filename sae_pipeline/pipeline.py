@@ -1,8 +1,8 @@
 """The pipeline's steps as plain functions: what each Prefect task in `flows/` calls.
 
-Each step takes the config and small records (partition names, URIs, fingerprints, counts) and returns a small
-JSON-able record; the data itself moves through the lake. That keeps orchestration thin, lets every step be tested
-and rerun on its own, and means a step can run on another machine given only the config and the record.
+Each step takes the config and small typed records (`records`: partitions with their URIs and fingerprints,
+counts) and returns one; the data itself moves through the lake. That keeps orchestration thin, lets every step be
+tested and rerun on its own, and means a step can run on another machine given only the config and the record.
 
 A scoring run streams each raw partition it has to process once, batch by batch, validates it, writes its
 quarantined rows, its scored rows and its drift report, and commits a ledger entry last. Outputs (all under `output.uri`, each a sibling
@@ -14,17 +14,30 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from sae_pipeline import drift, hive, lease, parquet_io, storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger, LedgerEntry
-from sae_pipeline.overlap import BackgroundWriter, prefetched
-from sae_pipeline.planning import plan_scoring, select_partitions
-from sae_pipeline.registry import ModelRegistry
+from sae_pipeline.overlap import BackgroundWriter, TableWriter, prefetched
+from sae_pipeline.planning import compare_with_ledger, select_partitions
+from sae_pipeline.records import (
+    DriftRequest,
+    FailedPartition,
+    PartitionRecord,
+    PartitionResult,
+    PartitionSummary,
+    RunKind,
+    ScoringModel,
+    ScoringPlan,
+)
+from sae_pipeline.registry import ModelArtifact, ModelRegistry
 from sae_pipeline.schema import (
     QUARANTINE_REASON_COLUMN,
     quarantine_arrow_schema,
@@ -37,33 +50,37 @@ from sae_pipeline.updating import unknown_model_columns
 
 logger = logging.getLogger(__name__)
 
-def list_partitions(config: PipelineConfig) -> list[dict]:
+def list_partitions(config: PipelineConfig) -> list[PartitionRecord]:
     """Records of every partition of the input table, in key order, each with the fingerprint of its files.
 
     A partition whose key values do not parse as their declared type, are empty or null, or could escape the table
     comes back with an `error` (naming its folder) and no fingerprint: nothing reads it (see `split_refused`)."""
     partitions = hive.discover_partitions(config.lake.uri, list(config.lake.partition_keys))
     if not partitions:
+        expected = "/".join(f"{key}=..." for key in config.lake.partition_keys)
         raise storage.LakeReadError(
-            f"no partitions found under {config.lake.uri} (expected folders named "
-            f"{'/'.join(f'{key}=...' for key in config.lake.partition_keys)})"
+            f"no partitions under {config.lake.uri} (lake.partition_keys expects folders named {expected}); "
+            f"{hive.suggest_partition_keys(config.lake.uri)}"
         )
     key_types = dict(config.lake.partition_keys)
     records = []
     for partition in partitions:
+        found = {"name": partition.name, "uri": partition.uri, "values": dict(partition.values)}
         error = hive.partition_error(partition, key_types)
         if error is not None:  # refused without reading it: the run reports it as a failed partition
             logger.warning("%s", error)
-            records.append({**partition.to_record(), "fingerprint": None, "error": error})
+            records.append(PartitionRecord(**found, error=error))
         else:
-            records.append({**partition.to_record(), "fingerprint": hive.partition_fingerprint(partition.uri)})
+            records.append(PartitionRecord(**found, fingerprint=hive.partition_fingerprint(partition.uri)))
     return records
 
 
-def split_refused(partitions: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(usable partition records, failures `{partition, error}` for those whose key values were refused)."""
-    usable = [record for record in partitions if not record.get("error")]
-    refused = [{"partition": record["name"], "error": record["error"]} for record in partitions if record.get("error")]
+def split_refused(
+    partitions: list[PartitionRecord],
+) -> tuple[list[PartitionRecord], list[FailedPartition]]:
+    """(usable partition records, failures of those whose key values were refused)."""
+    usable = [record for record in partitions if not record.refused]
+    refused = [record.failure() for record in partitions if record.refused]
     return usable, refused
 
 
@@ -83,39 +100,38 @@ def clear_staging(config: PipelineConfig, run_started_at: dt.datetime) -> None:
         logger.info("aborted %d incomplete upload(s) of crashed writers under %s", aborted, config.output.uri)
 
 
-def scoring_model(config: PipelineConfig, model: str | None = None) -> dict:
+def scoring_model(config: PipelineConfig, model: str | None = None) -> ScoringModel:
     """The model a scoring run uses (`model`: a version, prefix or alias; default the champion), checked against
     the configured columns before any partition is read."""
     registry = ModelRegistry(config.output.models_uri)
     artifact = registry.load(model or ModelRegistry.CHAMPION)
-    return {
-        "model_version": artifact.version,
-        "model_uri": registry.uri(artifact.version),
-        "unknown_columns": unknown_model_columns(artifact, config),
-    }
+    return ScoringModel(
+        model_version=artifact.version,
+        model_uri=registry.uri(artifact.version),
+        unknown_columns=unknown_model_columns(artifact, config),
+    )
 
 
-def plan_run(
+def plan_scoring(
     config: PipelineConfig,
-    partitions: list[dict],
+    partitions: list[PartitionRecord],
     model_version: str,
     requested: list[str] | None = None,
     backfill: bool = False,
     rescore: bool = False,
-) -> dict:
-    """Which partitions to score and why, which are up to date, which left the lake (see `planning`)."""
+) -> ScoringPlan:
+    """Which partitions to score and why, which are up to date, which left the lake: the lake's partitions
+    compared with the ledger's entries and the request (see `planning`)."""
     partitions, refused = split_refused(partitions)
-    refused_names = {failure["partition"] for failure in refused}  # still in the lake: never "removed"
-    selected = select_partitions(requested, [record["name"] for record in partitions])
+    refused_names = {failure.partition for failure in refused}  # still in the lake: never "removed"
+    selected = select_partitions(requested, [record.name for record in partitions])
     committed = {
         name: (entry.fingerprint, entry.model_version)
         for name, entry in Ledger(config.output.ledger_uri).entries().items()
         if name not in refused_names
     }
-    plan = plan_scoring(
-        {record["name"]: record["fingerprint"] for record in partitions}, committed, model_version, selected, backfill, rescore
-    )
-    return plan.to_record()
+    fingerprints = {record.name: record.fingerprint for record in partitions}
+    return compare_with_ledger(fingerprints, committed, model_version, selected, backfill, rescore)
 
 
 def remove_partition_outputs(config: PipelineConfig, name: str) -> None:
@@ -129,133 +145,249 @@ def remove_partition_outputs(config: PipelineConfig, name: str) -> None:
 
 def score_partition(
     config: PipelineConfig,
-    partition: dict,
+    partition: PartitionRecord,
     model_version: str,
     run_id: str,
     scored_at: dt.datetime,
     reason: str = "new",
     progress: bool = False,
     lease_token: str | None = None,
-) -> dict:
+) -> PartitionResult:
     """Stream one raw partition once, batch by batch: validate, write quarantined and scored rows, accumulate drift;
     then commit the outputs, the drift report and, last, the ledger entry. Memory does not grow with the partition.
     Safe to rerun: every write replaces the partition's previous output. With `lease_token` (the run lease's), each
     commit first confirms that the run still holds the output folder (`lease.confirm_holder`)."""
-    name, output = partition["name"], config.output
-
-    def confirm_lease(what: str) -> None:
-        if lease_token is not None:
-            lease.confirm_holder(output.lease_uri, lease_token, f"{name}: {what}")
-
-    artifact = ModelRegistry(output.models_uri).load(model_version)
-    quarantine = BackgroundWriter(
-        parquet_io.PartitionWriter(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config))
-    )
-    scored = BackgroundWriter(
-        parquet_io.PartitionWriter(output.scored_uri, name, output.staging_uri, scored_arrow_schema(config))
-    )
+    artifact = ModelRegistry(config.output.models_uri).load(model_version)
     accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
-    counts = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "rows_scored": 0, "rows_flagged": 0}
-    reasons: dict[str, int] = {}
-    ignored: set[str] = set()  # columns of the files that the config does not name: left out of the outputs
-    contract = scored_output_schema(config)
-    batches = prefetched(parquet_io.iter_partition_batches(partition["uri"], config.scoring.batch_rows))
+    writers = PartitionWriters.open(config, partition.name)
     try:
-        for source, batch in tqdm(batches, desc=f"scoring {name}", unit="batch", disable=None if progress else True, leave=False):
-            ignored.update(set(batch.schema.names) - set(contract.columns))
-            outcome = validate_frame(pl.from_arrow(batch), config, source=source)
-            quarantine.write(outcome.quarantined.to_arrow())
-            for reason_text, count in _reason_counts(outcome.quarantined).items():
-                reasons[reason_text] = reasons.get(reason_text, 0) + count
-            counts["rows_in"] += batch.num_rows
-            counts["rows_quarantined"] += outcome.quarantined.height
-            if outcome.valid.is_empty():  # every row of this batch was quarantined: nothing to score
-                continue
-            result = score_frame(outcome.valid, artifact, config.scoring.top_features, scored_at)
-            if counts["rows_scored"] == 0:
-                contract.validate(result.frame.head(1000))
-            scored.write(result.frame.to_arrow())
-            accumulator.update(outcome.valid, scores=result.scores, flagged=result.flagged, codes=result.codes)
-            counts["rows_valid"] += outcome.valid.height
-            counts["rows_scored"] += result.frame.height
-            counts["rows_flagged"] += int(result.flagged.sum())
-        confirm_lease("quarantined and scored rows")
+        tally = _stream_and_validate(config, partition, artifact, scored_at, writers, accumulator, progress)
+        _confirm_lease(config, lease_token, f"{partition.name}: quarantined and scored rows")
     except BaseException:
-        quarantine.abort()
-        scored.abort()
+        writers.abort()
         raise
-    if counts["rows_quarantined"]:
-        logger.info("%s: %d row(s) quarantined", name, counts["rows_quarantined"])
-    quarantine_uri = quarantine.commit()
-    too_many = quarantine_share_error(config, partition, counts, reasons)
-    if too_many is not None:  # the quarantined rows are kept; no scored output and no ledger entry: retried next run
-        scored.abort()
-        hive.delete_partition(output.scored_uri, name)
-        raise too_many
-    scored_uri = scored.commit()
+    outputs = _write_rows(config, partition, writers, tally)
+    report = _write_drift_report(config, partition.name, artifact, accumulator, tally)
+    result = _partition_result(config, partition.name, reason, artifact.version, tally, outputs, report)
+    _confirm_lease(config, lease_token, f"{partition.name}: ledger entry")
+    _commit_to_ledger(config, partition, result, run_id)
+    return result
 
+
+def output_writer(table_uri: str, partition_name: str, staging_uri: str, schema: pa.Schema) -> TableWriter:
+    """The writer of one partition of an output table: a single Parquet file (`parquet_io.PartitionWriter`), written on
+    a background thread. Every output table is written through here: another format is another `TableWriter`."""
+    return BackgroundWriter(parquet_io.PartitionWriter(table_uri, partition_name, staging_uri, schema))
+
+
+@dataclass
+class PartitionWriters:
+    """The writers of one partition's quarantined rows and scored rows."""
+
+    quarantine: TableWriter
+    scored: TableWriter
+
+    @classmethod
+    def open(cls, config: PipelineConfig, name: str) -> PartitionWriters:
+        output = config.output
+        return cls(
+            quarantine=output_writer(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config)),
+            scored=output_writer(output.scored_uri, name, output.staging_uri, scored_arrow_schema(config)),
+        )
+
+    def abort(self) -> None:
+        self.quarantine.abort()
+        self.scored.abort()
+
+
+#: The row counts of a scored partition (`PartitionSummary`) and of a run (`RunSummary.totals`).
+ROW_COUNTS = ("rows_in", "rows_valid", "rows_quarantined", "rows_scored", "rows_flagged")
+
+
+@dataclass
+class PartitionTally:
+    """What streaming one partition counted: rows, quarantined rows per `column: rule`, and the columns of its
+    files that the config does not name (left out of the outputs)."""
+
+    rows_in: int = 0
+    rows_valid: int = 0
+    rows_quarantined: int = 0
+    rows_scored: int = 0
+    rows_flagged: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    ignored: set[str] = field(default_factory=set)
+
+    def counts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in ROW_COUNTS}
+
+
+def _confirm_lease(config: PipelineConfig, lease_token: str | None, what: str) -> None:
+    """Before a commit: confirm that the run still holds the output folder (no-op without a lease token)."""
+    if lease_token is not None:
+        lease.confirm_holder(config.output.lease_uri, lease_token, what)
+
+
+def _stream_and_validate(
+    config: PipelineConfig,
+    partition: PartitionRecord,
+    artifact: ModelArtifact,
+    scored_at: dt.datetime,
+    writers: PartitionWriters,
+    accumulator: drift.DriftAccumulator,
+    progress: bool,
+) -> PartitionTally:
+    """Read the partition batch by batch (the next batch is read while this one is scored); validate each batch,
+    hand its quarantined rows and its scored valid rows to the writers, and feed the valid rows to the drift
+    accumulator."""
+    tally = PartitionTally()
+    contract = scored_output_schema(config)
+    batches = prefetched(parquet_io.iter_partition_batches(partition.uri, config.scoring.batch_rows))
+    bar = {"desc": f"scoring {partition.name}", "unit": "batch", "disable": None if progress else True, "leave": False}
+    for source, batch in tqdm(batches, **bar):
+        tally.ignored.update(set(batch.schema.names) - set(contract.columns))
+        outcome = validate_frame(pl.from_arrow(batch), config, source=source)
+        writers.quarantine.write(outcome.quarantined.to_arrow())
+        for reason_text, count in _reason_counts(outcome.quarantined).items():
+            tally.reasons[reason_text] = tally.reasons.get(reason_text, 0) + count
+        tally.rows_in += batch.num_rows
+        tally.rows_quarantined += outcome.quarantined.height
+        if outcome.valid.is_empty():  # every row of this batch was quarantined: nothing to score
+            continue
+        result = score_frame(outcome.valid, artifact, config.scoring.top_features, scored_at)
+        if tally.rows_scored == 0:
+            contract.validate(result.frame.head(1000))
+        writers.scored.write(result.frame.to_arrow())
+        accumulator.update(outcome.valid, scores=result.scores, flagged=result.flagged, codes=result.codes)
+        tally.rows_valid += outcome.valid.height
+        tally.rows_scored += result.frame.height
+        tally.rows_flagged += int(result.flagged.sum())
+    return tally
+
+
+def _write_rows(
+    config: PipelineConfig, partition: PartitionRecord, writers: PartitionWriters, tally: PartitionTally
+) -> tuple[str, str]:
+    """Commit the quarantined rows, then the scored rows unless too large a share was quarantined (then the scored
+    rows are dropped and the partition fails; the quarantined rows are kept, and the next run retries it). Return
+    (scored URI, quarantine URI)."""
+    if tally.rows_quarantined:
+        logger.info("%s: %d row(s) quarantined", partition.name, tally.rows_quarantined)
+    quarantine_uri = writers.quarantine.commit()
+    too_many = quarantine_share_error(config, partition, tally)
+    if too_many is not None:
+        writers.scored.abort()
+        hive.delete_partition(config.output.scored_uri, partition.name)
+        raise too_many
+    return writers.scored.commit(), quarantine_uri
+
+
+def _write_drift_report(
+    config: PipelineConfig,
+    name: str,
+    artifact: ModelArtifact,
+    accumulator: drift.DriftAccumulator,
+    tally: PartitionTally,
+) -> dict:
+    """Write the partition's drift report: `drift/<partition>/report.json`, `report.html` and `report.md`."""
     report = accumulator.report(
         partition=name,
-        quarantined_rows=counts["rows_quarantined"],
-        quarantine_reasons=reasons,
+        quarantined_rows=tally.rows_quarantined,
+        quarantine_reasons=tally.reasons,
         expected_anomaly_rate=artifact.metadata.target_fpr,
     )
-    report_uri = storage.join_uri(output.drift_uri, name)
-    html_uri = storage.join_uri(report_uri, "report.html")
-    storage.write_json(storage.join_uri(report_uri, "report.json"), report)
+    folder = storage.join_uri(config.output.drift_uri, name)
+    html_uri = storage.join_uri(folder, "report.html")
+    storage.write_json(storage.join_uri(folder, "report.json"), report)
     storage.write_text(html_uri, drift.render_html(report))
-    storage.write_text(storage.join_uri(report_uri, "report.md"), drift.render_markdown(report, html_uri))
-    wants_training, policy_reason = drift.policy_wants_training(report, config.drift.policy)
+    storage.write_text(storage.join_uri(folder, "report.md"), drift.render_markdown(report, html_uri))
+    return report
 
-    record = {
-        "partition": name,
-        "reason": reason,
-        "model_version": artifact.version,
-        **counts,
-        "scored_uri": scored_uri,
-        "quarantine_uri": quarantine_uri,
-        "drift_report_uri": html_uri,
-        "drift_markdown_uri": storage.join_uri(report_uri, "report.md"),
-        "drift_status": report["overall_status"],
-        "drifted_columns": report["drifted_columns"],
-        "drift_wants_training": wants_training,
-        "drift_policy_reason": policy_reason,
-        "ignored_columns": sorted(ignored),
-    }
-    confirm_lease("ledger entry")
+
+def _partition_result(
+    config: PipelineConfig,
+    name: str,
+    reason: str,
+    model_version: str,
+    tally: PartitionTally,
+    outputs: tuple[str, str],
+    report: dict,
+) -> PartitionResult:
+    """The scored partition's record: counts, output URIs (`outputs`: scored, quarantine), drift report and the
+    drift policy's verdict on it."""
+    folder = storage.join_uri(config.output.drift_uri, name)
+    wants_training, policy_reason = drift.policy_wants_training(report, config.drift.policy)
+    return PartitionResult(
+        partition=name,
+        reason=reason,
+        model_version=model_version,
+        **tally.counts(),
+        scored_uri=outputs[0],
+        quarantine_uri=outputs[1],
+        drift_report_uri=storage.join_uri(folder, "report.html"),
+        drift_markdown_uri=storage.join_uri(folder, "report.md"),
+        drift_status=report["overall_status"],
+        drifted_columns=report["drifted_columns"],
+        drift_wants_training=wants_training,
+        drift_policy_reason=policy_reason,
+        ignored_columns=sorted(tally.ignored),
+    )
+
+
+def _commit_to_ledger(
+    config: PipelineConfig, partition: PartitionRecord, result: PartitionResult, run_id: str
+) -> None:
+    """Record the partition as scored: the ledger entry that makes its outputs current (written last)."""
+    output = config.output
     Ledger(output.ledger_uri).commit(
         LedgerEntry(
-            partition=name,
-            fingerprint=partition["fingerprint"],
-            model_version=artifact.version,
-            rows_in=counts["rows_in"],
-            rows_quarantined=counts["rows_quarantined"],
-            rows_scored=counts["rows_scored"],
-            rows_flagged=counts["rows_flagged"],
-            outputs={"scored": scored_uri, "quarantine": quarantine_uri, "drift": report_uri},
+            partition=partition.name,
+            fingerprint=partition.fingerprint,
+            model_version=result.model_version,
+            rows_in=result.rows_in,
+            rows_quarantined=result.rows_quarantined,
+            rows_scored=result.rows_scored,
+            rows_flagged=result.rows_flagged,
+            outputs={
+                "scored": result.scored_uri,
+                "quarantine": result.quarantine_uri,
+                "drift": storage.join_uri(output.drift_uri, partition.name),
+            },
             run_id=run_id,
-            reason=reason,
+            reason=result.reason,
             committed_at=dt.datetime.now(dt.UTC),
         )
     )
-    return record
 
 
 class QuarantineShareError(ValueError):
     """Too large a share of a partition's rows was quarantined: the partition fails instead of passing as "ok"."""
 
 
-def quarantine_share_error(config: PipelineConfig, partition: dict, counts: dict, reasons: dict[str, int]) -> QuarantineShareError | None:
+def quarantine_share_error(
+    config: PipelineConfig, partition: PartitionRecord, tally: PartitionTally
+) -> QuarantineShareError | None:
     """The error for a partition whose quarantined share reaches `scoring.max_quarantine_share`, else None."""
     limit = config.scoring.max_quarantine_share
-    if not counts["rows_in"] or counts["rows_quarantined"] / counts["rows_in"] < limit:
+    if not tally.rows_in or tally.rows_quarantined / tally.rows_in < limit:
         return None
-    common = ", ".join(f"{reason} ({count})" for reason, count in sorted(reasons.items(), key=lambda item: -item[1])[:3])
+    top = sorted(tally.reasons.items(), key=lambda item: -item[1])[:3]
+    common = ", ".join(f"{reason} ({count})" for reason, count in top)
     return QuarantineShareError(
-        f"{partition['uri']}: {counts['rows_quarantined']} of {counts['rows_in']} rows quarantined, at least the "
+        f"{partition.uri}: {tally.rows_quarantined} of {tally.rows_in} rows quarantined, at least the "
         f"allowed share {limit:g} (rule: scoring.max_quarantine_share); most common: {common}; quarantined rows are in "
-        f"{storage.join_uri(config.output.quarantine_uri, partition['name'])}"
+        f"{storage.join_uri(config.output.quarantine_uri, partition.name)}"
     )
+
+
+def drift_request(scored: Sequence[PartitionResult], kind: RunKind, hand_off: bool = False) -> DriftRequest | None:
+    """The scored partitions whose drift report meets `drift.policy` (partition -> why), and what the run does
+    about them: a combined run (`run`) learns from them at once; a scoring-only run leaves them to the next
+    train-or-update run, and with `hand_off` also starts that run (on the drifted partitions, without waiting)."""
+    asking = {result.partition: result.drift_policy_reason for result in scored if result.drift_wants_training}
+    if not asking:
+        return None
+    action = "train-now" if kind == "run" else "hand-off" if hand_off else "record"
+    return DriftRequest(partitions=asking, action=action)
 
 
 def _reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:
@@ -274,17 +406,16 @@ def write_drift_trend(config: PipelineConfig) -> str:
     return uri
 
 
-def read_scored_labels(config: PipelineConfig, scored: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def read_scored_labels(
+    config: PipelineConfig, scored: Sequence[PartitionSummary]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Labels, scores and flags of the scored partitions, if the config names a label column (evaluation runs only:
     it reads those three columns back)."""
     label = config.label_column
     if label is None or not scored:
         return None
     columns = pl.concat(
-        [
-            parquet_io.read_partition(record["scored_uri"], columns=[label, "anomaly_score", "is_anomaly"])
-            for record in scored
-        ]
+        [parquet_io.read_partition(record.scored_uri, columns=[label, "anomaly_score", "is_anomaly"]) for record in scored]
     )
     return (
         columns.get_column(label).fill_null(False).cast(pl.Boolean).to_numpy(),

@@ -8,7 +8,9 @@ their outputs are deleted so readers never see scores of data that no longer exi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from sae_pipeline.records import ScoringPlan
+
+__all__ = ["ScoringPlan", "SelectionError", "compare_with_ledger", "select_partitions"]
 
 
 class SelectionError(ValueError):
@@ -43,19 +45,7 @@ def select_partitions(spec: list[str] | None, available: list[str]) -> list[str]
     return list(dict.fromkeys(chosen))
 
 
-@dataclass
-class ScoringPlan:
-    """The partitions to score (name -> why), those already up to date, and those that left the lake."""
-
-    to_score: dict[str, str] = field(default_factory=dict)
-    up_to_date: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-
-    def to_record(self) -> dict:
-        return {"to_score": self.to_score, "up_to_date": self.up_to_date, "removed": self.removed}
-
-
-def plan_scoring(
+def compare_with_ledger(
     fingerprints: dict[str, str],
     committed: dict[str, tuple[str, str]],
     model_version: str,
@@ -63,9 +53,11 @@ def plan_scoring(
     backfill: bool = False,
     rescore: bool = False,
 ) -> ScoringPlan:
-    """Decide per partition. `fingerprints`: the lake's partitions now; `committed`: ledger name -> (fingerprint,
-    model version that scored it); `rescore`: rescore partitions that `model_version` did not score."""
-    plan = ScoringPlan(removed=sorted(set(committed) - set(fingerprints)))
+    """Decide per partition what to score and why. `fingerprints`: the lake's partitions now; `committed`: ledger
+    name -> (fingerprint, model version that scored it); `rescore`: rescore partitions that `model_version` did not
+    score."""
+    to_score: dict[str, str] = {}
+    up_to_date: list[str] = []
     wanted = set(requested or ())
     for name, fingerprint in fingerprints.items():
         previous = committed.get(name)
@@ -80,7 +72,7 @@ def plan_scoring(
         elif rescore and previous[1] != model_version:
             reason = f"rescore with {model_version}"
         else:
-            plan.up_to_date.append(name)
+            up_to_date.append(name)
             continue
-        plan.to_score[name] = reason
-    return plan
+        to_score[name] = reason
+    return ScoringPlan(to_score=to_score, up_to_date=up_to_date, removed=sorted(set(committed) - set(fingerprints)))

@@ -19,9 +19,10 @@ from sae_pipeline import hive, pipeline, updating
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.planning import SelectionError, select_partitions
+from sae_pipeline.records import FailedPartition, PartitionRecord, RunKind, ScoringPlan
 from sae_pipeline.registry import ModelRegistry
 from sae_pipeline.schema import InputSchemaError, conform_columns
-from sae_pipeline.storage import LakeReadError, filesystem_for
+from sae_pipeline.storage import filesystem_for
 
 #: Footers read to find a column problem shared by every partition (spread over the partitions a run would read).
 MAX_PARTITIONS_CHECKED = 24
@@ -29,42 +30,27 @@ MAX_PARTITIONS_CHECKED = 24
 
 @dataclass
 class RunPlan:
-    """What a command would do: the training decision (train/run), the partitions it would score and remove."""
+    """What a command would do: the training decision (train, run), the scoring plan (score, run), and the
+    partitions whose key values were refused (they fail the run, so a run with any is never a no-op)."""
 
-    partitions: list[dict]
+    partitions: list[PartitionRecord]
+    refused: list[FailedPartition]
     training: updating.TrainingDecision | None = None
     model_version: str | None = None
-    to_score: dict[str, str] = field(default_factory=dict)
-    up_to_date: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    refused: list[dict] = field(default_factory=list)
+    scoring: ScoringPlan | None = None
 
     @property
     def nothing_to_do(self) -> bool:
         training_idle = self.training is None or self.training.action == "skip"
-        return training_idle and not (self.to_score or self.removed or self.refused)
+        scoring_idle = self.scoring is None or not (self.scoring.to_score or self.scoring.removed)
+        return training_idle and scoring_idle and not self.refused
 
     def describe(self) -> str:
         """The sentence a no-op prints, in the words of a run summary."""
         parts = [f"no training ({self.training.reason})"] if self.training is not None else []
-        if self.model_version is not None or self.up_to_date:
-            parts.append(f"0 partition(s) scored, {len(self.up_to_date)} up to date, 0 removed, 0 failed")
+        if self.scoring is not None:
+            parts.append(f"0 partition(s) scored, {len(self.scoring.up_to_date)} up to date, 0 removed, 0 failed")
         return "; ".join([*parts, "nothing written"])
-
-
-def discover(config: PipelineConfig) -> list[dict]:
-    """The lake's partition records (as the flow's discovery returns them); a lake without partitions of the
-    configured keys is an error that says which keys it does have."""
-    try:
-        return pipeline.list_partitions(config)
-    except LakeReadError as error:
-        if "no partitions found" not in str(error):
-            raise
-        expected = "/".join(f"{key}=..." for key in config.lake.partition_keys)
-        raise LakeReadError(
-            f"no partitions under {config.lake.uri} (lake.partition_keys expects folders named {expected}); "
-            f"{hive.suggest_partition_keys(config.lake.uri)}"
-        ) from None
 
 
 def check_partition_selection(spec: list[str] | None, names: list[str]) -> None:
@@ -78,7 +64,7 @@ def check_partition_selection(spec: list[str] | None, names: list[str]) -> None:
         raise SelectionError(f"--partitions: {error}{example}") from None
 
 
-def check_column_types(config: PipelineConfig, partitions: list[dict]) -> None:
+def check_column_types(config: PipelineConfig, partitions: list[PartitionRecord]) -> None:
     """Raise one `InputSchemaError` when a configured column is missing or of the wrong type in the footers of every
     partition checked: that is a config (or export) mistake, better reported once than once per partition."""
     if not partitions:
@@ -88,7 +74,7 @@ def check_column_types(config: PipelineConfig, partitions: list[dict]) -> None:
     example: dict[str, str] = {}
     checked = 0
     for record in partitions[::step][:MAX_PARTITIONS_CHECKED]:
-        fs, folder = filesystem_for(record["uri"])
+        fs, folder = filesystem_for(record.uri)
         files = hive.data_files(fs, folder)
         if not files:
             continue
@@ -113,7 +99,7 @@ def check_column_types(config: PipelineConfig, partitions: list[dict]) -> None:
 
 def plan_command(
     config: PipelineConfig,
-    mode: str,
+    mode: RunKind,
     requested: list[str] | None = None,
     backfill: bool = False,
     rescore_with: str | None = None,
@@ -122,25 +108,24 @@ def plan_command(
 ) -> RunPlan:
     """Everything a `run`, `train` or `score` command can check before orchestration, and what it would do.
     Raises the same errors the flow would (config, lake, selection, schema, model) when they can be known now."""
-    records = discover(config)
+    records = pipeline.list_partitions(config)
     usable, refused = pipeline.split_refused(records)
     plan = RunPlan(partitions=usable, refused=refused)
-    check_partition_selection(requested, [record["name"] for record in usable])
-    registry = ModelRegistry(config.output.models_uri)
+    check_partition_selection(requested, [record.name for record in usable])
     reading: set[str] = set()
     if mode != "score":
+        registry = ModelRegistry(config.output.models_uri)
         plan.training = updating.decide_training(config, registry, usable, retrain)
         reading.update(plan.training.partitions)
     if mode != "train":
         reference = rescore_with or model
         if reference is not None or plan.training is None or plan.training.action == "skip":
-            plan.model_version = pipeline.scoring_model(config, reference)["model_version"]
-        scoring = pipeline.plan_run(
+            plan.model_version = pipeline.scoring_model(config, reference).model_version
+        plan.scoring = pipeline.plan_scoring(
             config, records, plan.model_version or "", requested, backfill, bool(rescore_with)
         )
-        plan.to_score, plan.up_to_date, plan.removed = scoring["to_score"], scoring["up_to_date"], scoring["removed"]
-        reading.update(plan.to_score)
-    check_column_types(config, [record for record in usable if record["name"] in reading])
+        reading.update(plan.scoring.to_score)
+    check_column_types(config, [record for record in usable if record.name in reading])
     return plan
 
 

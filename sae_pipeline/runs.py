@@ -2,65 +2,58 @@
 
 Every run accounts for its rows: for each partition it scored, rows in = rows scored + rows quarantined.
 `build_run_summary` refuses to produce a summary that breaks this. A run also says what it decided about training,
-which partitions were already up to date, which left the lake and which failed, in one sentence (`message`).
+which partitions were already up to date, which left the lake and which failed, in one sentence (`message`). Its
+fields are the records the run's steps handed each other (`records`); its JSON is `model_dump(mode="json")`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
 from sae_pipeline import storage
-from sae_pipeline.config import PipelineConfig
+from sae_pipeline.config import OutputConfig, PipelineConfig
 from sae_pipeline.evaluation import detection_metrics
-from sae_pipeline.pipeline import read_scored_labels
+from sae_pipeline.pipeline import ROW_COUNTS, read_scored_labels
+from sae_pipeline.records import (
+    DriftHandoff,
+    DriftPolicyOutcome,
+    FailedPartition,
+    PartitionResult,
+    PartitionSummary,
+    RunKind,
+    ScoringModel,
+    ScoringPlan,
+    TrainingOutcome,
+    TrainingSkipped,
+)
+
+__all__ = [
+    "FailedPartition", "PartitionSummary", "RowAccountingError", "RunSummary", "build_run_summary", "format_summary",
+    "write_run_summary",
+]
 
 
 class RowAccountingError(AssertionError):
     """Rows were lost or invented between reading and writing; never expected, always fatal."""
 
 
-class PartitionSummary(BaseModel):
-    """One partition scored by this run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    partition: str
-    reason: str
-    model_version: str
-    rows_in: int
-    rows_valid: int
-    rows_quarantined: int
-    rows_scored: int
-    rows_flagged: int
-    quarantine_uri: str
-    scored_uri: str
-    drift_report_uri: str
-    drift_status: str
-    ignored_columns: list[str] = []
-
-
-class FailedPartition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    partition: str
-    error: str
-
-
 class RunSummary(BaseModel):
-    """What one run did (the run summary contract, documented in the README)."""
+    """What one run did (the run summary contract, documented in the README). `drift_handoff`: the training run a
+    scoring run started on its drifted partitions (`score_flow` with `on_drift="start-training"`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
-    kind: str
+    kind: RunKind
     config_name: str
     started_at: dt.datetime
     finished_at: dt.datetime
     output_uri: str
     message: str
-    training: dict | None
+    training: TrainingOutcome | None
     model_version: str | None
     model_uri: str | None
     unknown_columns: list[str]
@@ -68,26 +61,37 @@ class RunSummary(BaseModel):
     up_to_date: list[str]
     removed: list[str]
     failed: list[FailedPartition]
-    drift_policy: dict | None
+    drift_policy: DriftPolicyOutcome | None
+    drift_handoff: DriftHandoff | None = None
     totals: dict[str, int]
     evaluation: dict | None
 
     @property
     def summary_uri(self) -> str:
-        return storage.join_uri(self.output_uri, "runs", f"{self.run_id}.json")
+        return storage.join_uri(OutputConfig(uri=self.output_uri).runs_uri, f"{self.run_id}.json")
+
+    @property
+    def did_nothing(self) -> bool:
+        """No model trained, nothing scored, removed or failed, no drift request: such a run leaves no summary
+        (an hourly schedule over an unchanged lake would otherwise grow `runs/` by a file an hour)."""
+        trained = self.training is not None and self.training.action != "skip"
+        return not (
+            trained or self.partitions or self.removed or self.failed or self.drift_policy or self.drift_handoff
+        )
 
 
-def _message(training: dict | None, scored: int, up_to_date: int, removed: int, failed: int, kind: str) -> str:
+def _message(
+    training: TrainingOutcome | None, scored: int, up_to_date: int, removed: int, failed: int, kind: str
+) -> str:
     parts = []
-    if training is not None:
-        if training["action"] == "skip":
-            parts.append(f"no training ({training['reason']})")
-        else:
-            verdict = "promoted to champion" if training["promoted"] else "not promoted"
-            parts.append(f"{training['action']} -> {training['model_version']}, {verdict} ({training['promotion_reason']})")
-            if training["skipped_partitions"]:
-                left_out = ", ".join(failure["partition"] for failure in training["skipped_partitions"])
-                parts.append(f"left out of training (unreadable or invalid): {left_out}")
+    if isinstance(training, TrainingSkipped):
+        parts.append(f"no training ({training.reason})")
+    elif training is not None:
+        verdict = "promoted to champion" if training.promoted else "not promoted"
+        parts.append(f"{training.action} -> {training.model_version}, {verdict} ({training.promotion_reason})")
+        if training.skipped_partitions:
+            left_out = ", ".join(failure.partition for failure in training.skipped_partitions)
+            parts.append(f"left out of training (unreadable or invalid): {left_out}")
     if kind != "train":
         parts.append(f"{scored} partition(s) scored, {up_to_date} up to date, {removed} removed, {failed} failed")
         if scored == 0 and removed == 0 and failed == 0:
@@ -95,65 +99,70 @@ def _message(training: dict | None, scored: int, up_to_date: int, removed: int, 
     return "; ".join(parts)
 
 
-def _drift_message(drift_policy: dict | None) -> str:
+def _drift_message(drift_policy: DriftPolicyOutcome | None) -> str:
     if drift_policy is None:
         return ""
-    asked = f"; drift policy asked for training ({', '.join(drift_policy['partitions'])})"
-    training = drift_policy["training"]
+    asked = f"; drift policy asked for training ({', '.join(drift_policy.partitions)})"
+    training = drift_policy.training
     if training is None:
         return asked + ": left to the next train-or-update run"
-    if training["action"] == "skip":
-        return asked + f": nothing new to learn ({training['reason']})"
-    verdict = "promoted" if training["promoted"] else "not promoted"
-    return asked + f": {training['action']} -> {training['model_version']}, {verdict}"
+    if isinstance(training, TrainingSkipped):
+        return asked + f": nothing new to learn ({training.reason})"
+    verdict = "promoted" if training.promoted else "not promoted"
+    return asked + f": {training.action} -> {training.model_version}, {verdict}"
 
 
 def build_run_summary(
     config: PipelineConfig,
     run_id: str,
-    kind: str,
+    kind: RunKind,
     started_at: dt.datetime,
-    training: dict | None = None,
-    model: dict | None = None,
-    plan: dict | None = None,
-    scored: list[dict] = (),
-    failed: list[dict] = (),
-    drift_policy: dict | None = None,
+    training: TrainingOutcome | None = None,
+    model: ScoringModel | None = None,
+    plan: ScoringPlan | None = None,
+    scored: Sequence[PartitionResult] = (),
+    failed: Sequence[FailedPartition] = (),
+    drift_policy: DriftPolicyOutcome | None = None,
 ) -> RunSummary:
-    """Join the run's records, check row conservation, evaluate against labels if any, write the JSON."""
-    partitions = [PartitionSummary.model_validate({k: v for k, v in r.items() if k in PartitionSummary.model_fields}) for r in scored]
+    """Join the run's records, check row conservation, evaluate against labels if any (`write_run_summary` writes
+    the result)."""
+    partitions = [result.summary() for result in scored]
     for partition in partitions:
         if partition.rows_in != partition.rows_scored + partition.rows_quarantined or partition.rows_scored != partition.rows_valid:
             raise RowAccountingError(f"row accounting broken for {partition.partition}: {partition.model_dump()}")
-    totals = {
-        key: sum(getattr(partition, key) for partition in partitions)
-        for key in ("rows_in", "rows_valid", "rows_quarantined", "rows_scored", "rows_flagged")
-    }
-    plan = plan or {"up_to_date": [], "removed": []}
-    labelled = read_scored_labels(config, scored)
-    summary = RunSummary(
+    totals = {key: sum(getattr(partition, key) for partition in partitions) for key in ROW_COUNTS}
+    plan = plan or ScoringPlan()
+    labelled = read_scored_labels(config, partitions)
+    return RunSummary(
         run_id=run_id,
         kind=kind,
         config_name=config.name,
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC),
         output_uri=config.output.uri,
-        message=_message(training, len(partitions), len(plan["up_to_date"]), len(plan["removed"]), len(failed), kind)
+        message=_message(training, len(partitions), len(plan.up_to_date), len(plan.removed), len(failed), kind)
         + _drift_message(drift_policy),
         training=training,
-        model_version=model["model_version"] if model else None,
-        model_uri=model["model_uri"] if model else None,
-        unknown_columns=model["unknown_columns"] if model else [],
+        model_version=model.model_version if model else None,
+        model_uri=model.model_uri if model else None,
+        unknown_columns=model.unknown_columns if model else [],
         partitions=partitions,
-        up_to_date=plan["up_to_date"],
-        removed=plan["removed"],
-        failed=[FailedPartition.model_validate(record) for record in failed],
+        up_to_date=plan.up_to_date,
+        removed=plan.removed,
+        failed=list(failed),
         drift_policy=drift_policy,
         totals=totals,
         evaluation=detection_metrics(*labelled) if labelled else None,
     )
+
+
+def write_run_summary(summary: RunSummary) -> str | None:
+    """Write the summary to `runs/<run id>.json` (replacing what an earlier write of the same run left) and return
+    its URI; a run that did nothing writes none (see `RunSummary.did_nothing`)."""
+    if summary.did_nothing:
+        return None
     storage.write_json(summary.summary_uri, summary.model_dump(mode="json"))
-    return summary
+    return summary.summary_uri
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -189,7 +198,7 @@ def format_summary(summary: RunSummary) -> str:
         "  scored/      scored partitions (Hive-style Parquet)",
         "  quarantine/  invalid rows with their reasons",
         "  drift/       drift reports per partition (report.html, report.json) and the trend page index.html",
-        f"  run summary  {summary.summary_uri}",
+        f"  run summary  {'none (the run did nothing)' if summary.did_nothing else summary.summary_uri}",
     ]
     if summary.evaluation:
         e = summary.evaluation

@@ -15,6 +15,7 @@ import polars as pl
 
 from sae_pipeline import parquet_io, storage
 from sae_pipeline.config import MODEL_ROLES, PipelineConfig
+from sae_pipeline.records import FailedPartition, PartitionRecord
 from sae_pipeline.schema import InputSchemaError, validate_frame
 
 
@@ -24,13 +25,13 @@ class RowSample:
     rows_read: int
     rows_valid: int
     partitions: list[str]
-    failed: list[dict]
+    failed: list[FailedPartition]
 
 
 def sample_valid_rows(
-    config: PipelineConfig, partitions: list[dict], max_rows: int, seed: int, batch_rows: int | None = None
+    config: PipelineConfig, partitions: list[PartitionRecord], max_rows: int, seed: int, batch_rows: int | None = None
 ) -> RowSample:
-    """Up to `max_rows` valid rows drawn from `partitions` (records with `name` and `uri`), reproducibly.
+    """Up to `max_rows` valid rows drawn from `partitions`, reproducibly.
 
     Only the columns the model reads are kept, so partitions that differ in other columns still combine. A
     partition that cannot be read or fails the schema is left out and listed in `failed` (the model is trained
@@ -42,18 +43,18 @@ def sample_valid_rows(
     sizes, failed = {}, []
     for partition in partitions:
         try:
-            sizes[partition["name"]] = parquet_io.count_rows(partition["uri"])
+            sizes[partition.name] = parquet_io.count_rows(partition.uri)
         except storage.LakeReadError as error:
-            failed.append({"partition": partition["name"], "error": str(error)})
+            failed.append(FailedPartition(partition=partition.name, error=str(error)))
     total = sum(sizes.values())
     share = min(1.0, max_rows / total) if total else 0.0
     pieces, rows_read, rows_valid = [], 0, 0
     for index, partition in enumerate(partitions):
-        if sizes.get(partition["name"], 0) == 0:
+        if sizes.get(partition.name, 0) == 0:
             continue
         partition_pieces, partition_read, partition_valid = [], 0, 0
         try:
-            batches = parquet_io.iter_partition_batches(partition["uri"], batch_rows)
+            batches = parquet_io.iter_partition_batches(partition.uri, batch_rows)
             for number, (source, batch) in enumerate(batches):
                 valid = validate_frame(pl.from_arrow(batch), config, source=source).valid.select(model_columns)
                 partition_read += batch.num_rows
@@ -61,7 +62,7 @@ def sample_valid_rows(
                 quota = min(valid.height, math.ceil(share * batch.num_rows))
                 partition_pieces.append(valid if quota == valid.height else valid.sample(quota, seed=seed + index + number))
         except (storage.LakeReadError, InputSchemaError) as error:
-            failed.append({"partition": partition["name"], "error": str(error)})
+            failed.append(FailedPartition(partition=partition.name, error=str(error)))
             continue
         pieces += partition_pieces
         rows_read += partition_read
@@ -69,6 +70,6 @@ def sample_valid_rows(
     sample = pl.concat(pieces, how="vertical") if pieces else pl.DataFrame()
     if sample.height > max_rows:
         sample = sample.sample(max_rows, seed=seed)
-    failed_names = {failure["partition"] for failure in failed}
-    used = [partition["name"] for partition in partitions if partition["name"] not in failed_names]
+    failed_names = {failure.partition for failure in failed}
+    used = [partition.name for partition in partitions if partition.name not in failed_names]
     return RowSample(sample, rows_read, rows_valid, used, failed)

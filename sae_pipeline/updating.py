@@ -19,6 +19,7 @@ from sae_pipeline import drift
 from sae_pipeline.config import MODEL_ROLES, PipelineConfig
 from sae_pipeline.detector import SAEDetector
 from sae_pipeline.features import TabularEncoder
+from sae_pipeline.records import ModelTrained, PartitionRecord, TrainingOutcome, TrainingSkipped
 from sae_pipeline.registry import (
     ModelArtifact,
     ModelRegistry,
@@ -70,21 +71,21 @@ def unknown_model_columns(artifact: ModelArtifact, config: PipelineConfig) -> li
     return sorted(set(configured) - {column.name for column in needed})
 
 
-def training_partitions(config: PipelineConfig, partitions: list[dict]) -> list[dict]:
+def training_partitions(config: PipelineConfig, partitions: list[PartitionRecord]) -> list[PartitionRecord]:
     """The partition records the model may learn from (`training.partitions`, else all)."""
     wanted = config.training.partitions
     if wanted is None:
         return partitions
-    unknown = sorted(set(wanted) - {record["name"] for record in partitions})
+    unknown = sorted(set(wanted) - {record.name for record in partitions})
     if unknown:
         raise ValueError(f"training.partitions names partitions that are not in the lake: {unknown}")
-    return [record for record in partitions if record["name"] in wanted]
+    return [record for record in partitions if record.name in wanted]
 
 
 def decide_training(
     config: PipelineConfig,
     registry: ModelRegistry,
-    partitions: list[dict],
+    partitions: list[PartitionRecord],
     retrain: bool = False,
     drifted: list[str] = (),
 ) -> TrainingDecision:
@@ -94,8 +95,8 @@ def decide_training(
     `drifted` partitions (named by the drift policy) may be learned from even if `training.partitions` leaves
     them out: the model follows the data it is asked to score."""
     eligible = training_partitions(config, partitions)
-    eligible += [record for record in partitions if record["name"] in drifted and record not in eligible]
-    names = [record["name"] for record in eligible]
+    eligible += [record for record in partitions if record.name in drifted and record not in eligible]
+    names = [record.name for record in eligible]
     if retrain:
         return TrainingDecision("train", "retrain requested", names)
     champion = registry.champion()
@@ -106,13 +107,13 @@ def decide_training(
     newest = next((meta for meta in recorded if meta.config_hash == settings), None)
     if newest is None:
         return TrainingDecision("train", f"model settings changed since champion {champion}", names)
-    unseen = [record["name"] for record in eligible if newest.data_fingerprints.get(record["name"]) != record["fingerprint"]]
+    unseen = [record.name for record in eligible if newest.data_fingerprints.get(record.name) != record.fingerprint]
     if not unseen:
         return TrainingDecision("skip", f"no new or changed training data since version {newest.model_version}")
     champion_meta = registry.metadata(champion)
     if champion_meta.config_hash != settings:
         return TrainingDecision("train", f"model settings changed since champion {champion}", names)
-    new = [record["name"] for record in eligible if champion_meta.data_fingerprints.get(record["name"]) != record["fingerprint"]]
+    new = [record.name for record in eligible if champion_meta.data_fingerprints.get(record.name) != record.fingerprint]
     if not new:
         return TrainingDecision("skip", f"champion {champion} has seen every training partition")
     return TrainingDecision("update", f"{len(new)} new or changed training partition(s) since champion {champion}", new)
@@ -161,31 +162,33 @@ def promotion_decision(config: PipelineConfig, challenger: dict, champion: dict 
 
 def train_or_update(
     config: PipelineConfig,
-    partitions: list[dict],
+    partitions: list[PartitionRecord],
     retrain: bool = False,
     progress: bool = False,
     drifted: list[str] = (),
-) -> dict:
-    """Carry out `decide_training` and return a JSON-able record of what happened (see `RunSummary.training`)."""
+) -> TrainingOutcome:
+    """Carry out `decide_training` and return what happened (see `RunSummary.training`)."""
     registry = ModelRegistry(config.output.models_uri)
     decision = decide_training(config, registry, partitions, retrain, drifted)
-    record = {"action": decision.action, "reason": decision.reason, "champion": registry.champion()}
+    champion_version = registry.champion()
     if decision.action == "skip":
         logger.info("no training: %s", decision.reason)
-        return record
+        return TrainingSkipped(reason=decision.reason, champion=champion_version)
     sample = sample_valid_rows(
-        config, [p for p in partitions if p["name"] in decision.partitions], config.training.max_rows, config.model.seed
+        config, [p for p in partitions if p.name in decision.partitions], config.training.max_rows, config.model.seed
     )
-    chosen = [p for p in partitions if p["name"] in sample.partitions]
-    champion = registry.load(record["champion"]) if record["champion"] else None
+    chosen = [p for p in partitions if p.name in sample.partitions]
+    champion = registry.load(champion_version) if champion_version else None
     # Rows are held out for a comparison only when there is a champion to compare with.
     fraction = config.training.evaluation_fraction if champion is not None else 0.0
     learn, held_out = _split_evaluation(sample.frame, fraction, config.model.seed)
     if learn.height < _MIN_TRAINING_ROWS:
-        failures = "".join(f"; {f['partition']}: {f['error']}" for f in sample.failed)
+        failures = "".join(f"; {f.partition}: {f.error}" for f in sample.failed)
         shortage = f"only {learn.height} valid training rows in {sample.partitions}: need at least {_MIN_TRAINING_ROWS}"
         if decision.action == "update":  # the champion stays; the next run tries these partitions again
-            return {**record, "action": "skip", "reason": shortage + failures, "skipped_partitions": sample.failed}
+            return TrainingSkipped(
+                reason=shortage + failures, champion=champion_version, skipped_partitions=sample.failed
+            )
         raise ValueError(shortage + failures)
 
     started = dt.datetime.now(dt.UTC)
@@ -207,24 +210,26 @@ def train_or_update(
         registry.promote(artifact.version, reason=why)
     removed = registry.apply_retention(config.registry.keep_versions)
     logger.info("%s model %s (%s); %s", decision.action, artifact.version, decision.reason, why)
-    return {
-        **record,
-        "model_version": artifact.version,
-        "model_uri": model_uri,
-        "parent_version": artifact.metadata.parent_version,
-        "trained_on": sample.partitions,
-        "skipped_partitions": sample.failed,
-        "training_rows": artifact.metadata.training_rows,
-        "rows_read": sample.rows_read,
-        "seconds": seconds,
-        "promoted": promoted,
-        "promotion_reason": why,
-        "challenger_metrics": artifact.metadata.validation_metrics,
-        "champion_metrics": champion_metrics,
-        "retired_versions": removed,
-        "threshold": float(artifact.detector.threshold_),
-        "training_report": artifact.detector.training_report_,
-    }
+    return ModelTrained(
+        action=decision.action,
+        reason=decision.reason,
+        champion=champion_version,
+        model_version=artifact.version,
+        model_uri=model_uri,
+        parent_version=artifact.metadata.parent_version,
+        trained_on=sample.partitions,
+        skipped_partitions=sample.failed,
+        training_rows=artifact.metadata.training_rows,
+        rows_read=sample.rows_read,
+        seconds=seconds,
+        promoted=promoted,
+        promotion_reason=why,
+        challenger_metrics=artifact.metadata.validation_metrics,
+        champion_metrics=champion_metrics,
+        retired_versions=removed,
+        threshold=float(artifact.detector.threshold_),
+        training_report=artifact.detector.training_report_,
+    )
 
 
 def _comparable_metrics(config: PipelineConfig, champion: ModelArtifact | None, held_out: pl.DataFrame) -> dict | None:
@@ -240,8 +245,8 @@ def _comparable_metrics(config: PipelineConfig, champion: ModelArtifact | None, 
     return evaluation_metrics(champion, held_out)
 
 
-def _fingerprints(partitions: list[dict]) -> dict[str, str]:
-    return {record["name"]: record["fingerprint"] for record in partitions}
+def _fingerprints(partitions: list[PartitionRecord]) -> dict[str, str]:
+    return {record.name: record.fingerprint for record in partitions}
 
 
 def _replay(config: PipelineConfig, frame: pl.DataFrame) -> pl.DataFrame:
@@ -284,13 +289,15 @@ def _drift_reference(config: PipelineConfig, encoder: TabularEncoder, detector: 
     )
 
 
-def _trained(config: PipelineConfig, frame: pl.DataFrame, partitions: list[dict], progress: bool) -> ModelArtifact:
+def _trained(
+    config: PipelineConfig, frame: pl.DataFrame, partitions: list[PartitionRecord], progress: bool
+) -> ModelArtifact:
     """A model trained from scratch on `frame`."""
     encoder = TabularEncoder(config.columns, config.features).fit(frame)
     detector = detector_from_config(config, progress).fit(encoder.transform(frame))
     metadata = _metadata_for(
         config, encoder, detector, frame,
-        trained_on=[p["name"] for p in partitions],
+        trained_on=[p.name for p in partitions],
         data_fingerprints=_fingerprints(partitions),
         training_kind="train",
         parent_version=None,
@@ -299,7 +306,11 @@ def _trained(config: PipelineConfig, frame: pl.DataFrame, partitions: list[dict]
 
 
 def _updated(
-    config: PipelineConfig, champion: ModelArtifact, new_rows: pl.DataFrame, partitions: list[dict], progress: bool
+    config: PipelineConfig,
+    champion: ModelArtifact,
+    new_rows: pl.DataFrame,
+    partitions: list[PartitionRecord],
+    progress: bool,
 ) -> ModelArtifact:
     """The champion fine-tuned on the new rows plus its replay sample; its feature encoding is kept (a new
     category falls into the "other" level and shows in the drift report)."""
@@ -312,7 +323,7 @@ def _updated(
     parent = champion.metadata
     metadata = _metadata_for(
         config, champion.encoder, detector, frame,
-        trained_on=sorted(set(parent.trained_on) | {p["name"] for p in partitions}),
+        trained_on=sorted(set(parent.trained_on) | {p.name for p in partitions}),
         data_fingerprints={**parent.data_fingerprints, **_fingerprints(partitions)},
         training_kind="update",
         parent_version=parent.model_version,

@@ -90,3 +90,24 @@ def test_generate_sample_writes_partitions(tmp_path):
     result = run_cli("generate-sample", "--output", str(tmp_path / "lake"), "--days", "2", "--rows-per-day", "200", home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert pl.scan_parquet(tmp_path / "lake", hive_partitioning=True).collect().height == 400
+
+
+def test_failed_partitions_are_reported_from_the_run_summary_of_the_error():
+    """`PartitionFailures.summary` is the run's `RunSummary`: the `error:` line names its first failed partition."""
+    import argparse
+    import datetime as dt
+
+    from flows.lake_pipeline import PartitionFailures
+    from sae_pipeline.cli import _error_lines
+    from sae_pipeline.records import FailedPartition
+
+    now = dt.datetime.now(dt.UTC)
+    failed = [FailedPartition(partition=f"day=2026-11-0{day}", error=f"bad\nfile {day}") for day in (1, 2)]
+    summary = RunSummary(
+        run_id="r", kind="score", config_name="c", started_at=now, finished_at=now, output_uri="/out", message="m",
+        training=None, model_version=None, model_uri=None, unknown_columns=[], partitions=[], up_to_date=[], removed=[],
+        failed=failed, drift_policy=None, totals={}, evaluation=None,
+    )
+    message, hint = _error_lines(PartitionFailures("2 partition(s) failed", summary), argparse.Namespace())
+    assert message == "day=2026-11-01: bad file 1 (and 1 more failed partition(s), listed above)"
+    assert hint.startswith("the other partitions were committed")

@@ -19,6 +19,7 @@ from sae_pipeline.config import load_config
 from sae_pipeline.lease import LeaseLostError, RunLease
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.registry import ModelRegistry
+from sae_pipeline.runs import RunSummary
 from tests.conftest import write_lake_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -37,10 +38,10 @@ def dask_client():
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, prefect_harness) -> tuple[Path, str, dict]:
+def reference(tmp_path_factory, prefect_harness) -> tuple[Path, str, RunSummary]:
     """A lake scored in the run's own thread pool: (config path, model version, run summary)."""
     config = write_lake_config(tmp_path_factory.mktemp("reference"), days=DAYS, rows_per_day=600)
-    version = lake_pipeline(str(config), mode="train")["training"]["model_version"]
+    version = lake_pipeline(str(config), mode="train").training.model_version
     return config, version, lake_pipeline(str(config), mode="score")
 
 
@@ -80,10 +81,10 @@ def test_dask_scoring_matches_the_thread_pool_run(reference, dask_client, tmp_pa
     baseline, scaled = load_config(sequential).output, load_config(on_dask).output
     assert _table(scaled.scored_uri).equals(_table(baseline.scored_uri))
     assert _table(scaled.quarantine_uri).equals(_table(baseline.quarantine_uri))
-    assert actual["totals"] == expected["totals"] and actual["totals"]["rows_quarantined"] > 0
+    assert actual.totals == expected.totals and actual.totals["rows_quarantined"] > 0
     ledger = Ledger(scaled.ledger_uri).entries()
-    assert sorted(ledger) == sorted(p["partition"] for p in expected["partitions"]) and len(ledger) == DAYS
-    assert {entry.run_id for entry in ledger.values()} == {actual["run_id"]}
+    assert sorted(ledger) == sorted(p.partition for p in expected.partitions) and len(ledger) == DAYS
+    assert {entry.run_id for entry in ledger.values()} == {actual.run_id}
     assert not list(Path(scaled.staging_uri).glob("*"))
 
 
@@ -100,12 +101,12 @@ def test_a_partition_scored_on_both_workers_at_once_is_committed_once(reference,
     ]
     records = dask_client.gather(attempts)
 
-    assert records[0]["rows_scored"] == records[1]["rows_scored"] > 0
-    scored = Path(config.output.scored_uri) / partition["name"]
+    assert records[0].rows_scored == records[1].rows_scored > 0
+    scored = Path(config.output.scored_uri) / partition.name
     assert len(list(scored.iterdir())) == 1
-    expected = Path(load_config(sequential).output.scored_uri) / partition["name"]
+    expected = Path(load_config(sequential).output.scored_uri) / partition.name
     assert _comparable(pl.read_parquet(scored)).equals(_comparable(pl.read_parquet(expected)))
-    assert list(Ledger(config.output.ledger_uri).entries()) == [partition["name"]]
+    assert list(Ledger(config.output.ledger_uri).entries()) == [partition.name]
     assert not list(Path(config.output.staging_uri).glob("*"))
 
 
@@ -139,10 +140,10 @@ def test_a_worker_that_dies_mid_partition_is_replaced_and_the_run_equals_the_seq
 
             assert marker.exists()  # a worker did die in the middle of a partition
             assert _table(scaled.scored_uri).equals(_table(load_config(sequential).output.scored_uri))
-            assert actual["totals"] == expected["totals"]
+            assert actual.totals == expected.totals
             assert len(Ledger(scaled.ledger_uri).entries()) == DAYS
             rerun = lake_pipeline(str(config_path), mode="score", model=version)
-    assert rerun["totals"]["rows_scored"] == 0
+    assert rerun.totals["rows_scored"] == 0
     assert not list(Path(scaled.staging_uri).glob("*"))  # the dead attempt's staged file is cleared by the next run
 
 
@@ -157,7 +158,8 @@ def test_a_task_that_outlived_its_run_commits_nothing(reference, dask_client, tm
         late = dask_client.submit(
             pipeline.score_partition, config, partition, version, "dead", dt.datetime.now(dt.UTC), lease_token=dead_run.token, pure=False
         )
-        with pytest.raises(LeaseLostError, match=rf"{partition['name']}: quarantined and scored rows not committed.*run new holds it"):
+        lost = rf"{partition.name}: quarantined and scored rows not committed.*run new holds it"
+        with pytest.raises(LeaseLostError, match=lost):
             late.result()
     assert not Path(config.output.scored_uri).exists() and not Path(config.output.quarantine_uri).exists()
     assert not Ledger(config.output.ledger_uri).entries()

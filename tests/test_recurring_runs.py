@@ -54,15 +54,16 @@ def lake(tmp_path: Path) -> Path:
 def test_second_identical_run_trains_nothing_and_writes_nothing(lake):
     first = _run(lake)
     output = Path(load_config(lake).output.uri)
-    before = {k: v for k, v in _mtimes(output).items() if "/runs/" not in k}
+    before = _mtimes(output)
 
     second = _run(lake)
-    assert first.training["action"] == "train" and first.training["promoted"]
-    assert second.training["action"] == "skip"
+    assert first.training.action == "train" and first.training.promoted
+    assert second.training.action == "skip"
     assert second.partitions == [] and len(second.up_to_date) == 3
     assert "3 up to date" in second.message and "nothing written" in second.message
-    assert {k: v for k, v in _mtimes(output).items() if "/runs/" not in k} == before
-    assert [info.version for info in ModelRegistry(str(output / "models")).versions()] == [first.training["model_version"]]
+    assert _mtimes(output) == before  # not even a run summary: the run did nothing
+    assert second.did_nothing and not first.did_nothing
+    assert [info.version for info in ModelRegistry(str(output / "models")).versions()] == [first.training.model_version]
 
 
 def test_changed_partition_is_the_only_one_rescored_and_the_model_is_updated(lake):
@@ -73,8 +74,8 @@ def test_changed_partition_is_the_only_one_rescored_and_the_model_is_updated(lak
     second = _run(lake)
     assert [(p.partition, p.reason) for p in second.partitions] == [("day=2026-11-02", "changed")]
     assert second.totals["rows_in"] == 500
-    assert second.training["action"] == "update"
-    assert second.training["parent_version"] == first.training["model_version"]
+    assert second.training.action == "update"
+    assert second.training.parent_version == first.training.model_version
     entry = Ledger(load_config(lake).output.ledger_uri).entries()["day=2026-11-02"]
     assert entry.run_id == second.run_id and entry.reason == "changed" and entry.rows_in == 500
 
@@ -84,16 +85,16 @@ def test_new_partition_updates_the_champion_with_replay(lake):
     _add_day(lake, "2026-11-04")
     second = _run(lake)
     registry = ModelRegistry(load_config(lake).output.models_uri)
-    updated = registry.load(second.training["model_version"])
+    updated = registry.load(second.training.model_version)
     assert updated.metadata.training_kind == "update"
-    assert updated.metadata.parent_version == first.training["model_version"]
+    assert updated.metadata.parent_version == first.training.model_version
     assert "day=2026-11-04" in updated.metadata.data_fingerprints and len(updated.metadata.data_fingerprints) == 4
     assert updated.replay is not None and updated.replay.height > 0
-    assert second.training["trained_on"] == ["day=2026-11-04"]
+    assert second.training.trained_on == ["day=2026-11-04"]
     assert [p.partition for p in second.partitions] == ["day=2026-11-04"]
     decision = second.training
-    assert decision["champion_metrics"] is not None and "trimmed_mean_score" in decision["challenger_metrics"]
-    assert registry.champion() == (decision["model_version"] if decision["promoted"] else first.training["model_version"])
+    assert decision.champion_metrics is not None and "trimmed_mean_score" in decision.challenger_metrics
+    assert registry.champion() == (decision.model_version if decision.promoted else first.training.model_version)
 
 
 def test_manual_promotion_policy_keeps_the_champion_and_rollback_does_not_retrain(lake):
@@ -102,13 +103,13 @@ def test_manual_promotion_policy_keeps_the_champion_and_rollback_does_not_retrai
     _add_day(lake, "2026-11-04")
     second = _run(lake)
     registry = ModelRegistry(load_config(lake).output.models_uri)
-    assert not second.training["promoted"] and registry.champion() == first.training["model_version"]
-    assert all(p.model_version == first.training["model_version"] for p in second.partitions)
+    assert not second.training.promoted and registry.champion() == first.training.model_version
+    assert all(p.model_version == first.training.model_version for p in second.partitions)
 
-    registry.promote(second.training["model_version"], reason="test")
+    registry.promote(second.training.model_version, reason="test")
     registry.rollback(reason="test")
     third = _run(lake)
-    assert third.training["action"] == "skip" and third.partitions == []
+    assert third.training.action == "skip" and third.partitions == []
 
 
 def test_deleted_partition_loses_its_outputs(lake):
@@ -131,13 +132,13 @@ def test_a_failing_partition_does_not_stop_the_others_and_is_retried(lake):
     summary = RunSummary.model_validate(failure.value.summary)
     assert [p.partition for p in summary.partitions] == ["day=2026-11-01", "day=2026-11-03"]
     assert [f.partition for f in summary.failed] == ["day=2026-11-02"]
-    assert [f["partition"] for f in summary.training["skipped_partitions"]] == ["day=2026-11-02"]
+    assert [f.partition for f in summary.training.skipped_partitions] == ["day=2026-11-02"]
     assert set(Ledger(load_config(lake).output.ledger_uri).entries()) == {"day=2026-11-01", "day=2026-11-03"}
 
     good.write_parquet(bad)
     retried = _run(lake)
     assert [(p.partition, p.reason) for p in retried.partitions] == [("day=2026-11-02", "new")]
-    assert retried.training["action"] == "update" and retried.training["trained_on"] == ["day=2026-11-02"]
+    assert retried.training.action == "update" and retried.training.trained_on == ["day=2026-11-02"]
 
 
 def test_a_run_never_interleaves_with_another(lake):
@@ -164,12 +165,12 @@ def test_partition_selection_backfill_and_rescore(lake):
     assert len(backfill.partitions) == 3
 
     retrained = RunSummary.model_validate(train_or_update_flow(str(lake), retrain=True))
-    new_version = retrained.training["model_version"]
-    assert retrained.training["action"] == "train" and retrained.partitions == []
+    new_version = retrained.training.model_version
+    assert retrained.training.action == "train" and retrained.partitions == []
     rescored = RunSummary.model_validate(score_flow(str(lake), rescore_with=new_version))
     assert {p.model_version for p in rescored.partitions} == {new_version} and len(rescored.partitions) == 3
     again = RunSummary.model_validate(score_flow(str(lake), rescore_with=new_version))
-    assert again.partitions == [] and first.training["model_version"] != new_version
+    assert again.partitions == [] and first.training.model_version != new_version
 
 
 def test_schema_change_refuses_the_champion_until_retrained(lake):
@@ -180,7 +181,7 @@ def test_schema_change_refuses_the_champion_until_retrained(lake):
     with pytest.raises(ModelSchemaError, match="mem_pct.*--retrain"):
         lake_pipeline(str(lake), mode="score")
     summary = _run(lake, retrain=True)
-    assert summary.training["action"] == "train" and summary.training["promoted"]
+    assert summary.training.action == "train" and summary.training.promoted
 
 
 def test_retention_keeps_the_newest_and_the_aliased_versions(lake):

@@ -60,7 +60,7 @@ def test_flow_runs_on_s3_from_a_config_on_s3_and_reruns_do_nothing(s3_bucket, tm
     assert set(Ledger(config.output.ledger_uri).entries()) == {"day=2026-11-01", "day=2026-11-02"}
 
     second = RunSummary.model_validate(lake_pipeline(config_path))
-    assert second.training["action"] == "skip" and second.partitions == [] and len(second.up_to_date) == 2
+    assert second.training.action == "skip" and second.partitions == [] and len(second.up_to_date) == 2
 
     options = {"aws_endpoint_url": s3_bucket["endpoint"], "aws_region": "us-east-1",
                "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

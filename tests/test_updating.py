@@ -74,6 +74,6 @@ def test_changed_model_settings_retrain_and_take_over_without_a_score_comparison
     raw["model"]["density_weight"] = 0.5
     path.write_text(yaml.safe_dump(raw))
     second = train_or_update(load_config(path), partitions)
-    assert second["action"] == "train" and second["reason"].startswith("model settings changed")
-    assert second["promoted"] and second["champion_metrics"] is None
-    assert ModelRegistry(config.output.models_uri).champion() == second["model_version"] != first["model_version"]
+    assert second.action == "train" and second.reason.startswith("model settings changed")
+    assert second.promoted and second.champion_metrics is None
+    assert ModelRegistry(config.output.models_uri).champion() == second.model_version != first.model_version

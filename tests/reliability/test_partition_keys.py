@@ -56,11 +56,12 @@ def test_refused_folders_are_named_and_never_fingerprinted(tmp_path):
         shutil.copytree(table / "day=2026-11-01", table / name)
     records = pipeline.list_partitions(load_config(config_path))
     usable, refused = pipeline.split_refused(records)
-    assert [record["name"] for record in usable] == ["day=2026-11-01"]
-    assert {failure["partition"] for failure in refused} == set(REFUSED)
+    assert [record.name for record in usable] == ["day=2026-11-01"]
+    assert {failure.partition for failure in refused} == set(REFUSED)
     for failure in refused:
-        assert failure["partition"] in failure["error"] and "(rule: partition key)" in failure["error"]
-        assert REFUSED[failure["partition"]] in failure["error"]
+        assert failure.partition in failure.error and "(rule: partition key)" in failure.error
+        assert REFUSED[failure.partition] in failure.error
+    assert all(record.fingerprint is None and record.refused for record in records if record.name in REFUSED)
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -72,14 +73,14 @@ def test_refused_partitions_fail_alone_and_the_others_run(tmp_path):
     with pytest.raises(PartitionFailures) as raised:
         lake_pipeline(str(config_path))
     summary = raised.value.summary
-    assert sorted(failure["partition"] for failure in summary["failed"]) == [
+    assert sorted(failure.partition for failure in summary.failed) == [
         "day=..%2F..%2Fescape", "day=__HIVE_DEFAULT_PARTITION__", "day=notadate"
     ]
-    assert sorted(partition["partition"] for partition in summary["partitions"]) == ["day=2026-11-01", "day=2026-11-02"]
+    assert sorted(partition.partition for partition in summary.partitions) == ["day=2026-11-01", "day=2026-11-02"]
     config = load_config(config_path)
     assert set(Ledger(config.output.ledger_uri).entries()) == {"day=2026-11-01", "day=2026-11-02"}
     # The key stays a date for the whole output table, and nothing was written outside it.
     scored = pl.scan_parquet(config.output.scored_uri, hive_partitioning=True).collect()
-    assert scored.schema["day"] == pl.Date and scored.height == summary["totals"]["rows_scored"]
+    assert scored.schema["day"] == pl.Date and scored.height == summary.totals["rows_scored"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.yaml", "lake", "out"]
     assert not (tmp_path / "out" / "scored" / "day=notadate").exists()
