@@ -27,7 +27,7 @@ from sae_pipeline.registry import (
     library_versions,
     new_model_version,
 )
-from sae_pipeline.sampling import sample_valid_rows
+from sae_pipeline.sampling import RowSample, sample_valid_rows
 
 logger = logging.getLogger(__name__)
 
@@ -183,13 +183,10 @@ def train_or_update(
     fraction = config.training.evaluation_fraction if champion is not None else 0.0
     learn, held_out = _split_evaluation(sample.frame, fraction, config.model.seed)
     if learn.height < _MIN_TRAINING_ROWS:
-        failures = "".join(f"; {f.partition}: {f.error}" for f in sample.failed)
-        shortage = f"only {learn.height} valid training rows in {sample.partitions}: need at least {_MIN_TRAINING_ROWS}"
+        shortage = _shortage_reason(learn.height, sample)
         if decision.action == "update":  # the champion stays; the next run tries these partitions again
-            return TrainingSkipped(
-                reason=shortage + failures, champion=champion_version, skipped_partitions=sample.failed
-            )
-        raise ValueError(shortage + failures)
+            return TrainingSkipped(reason=shortage, champion=champion_version, skipped_partitions=sample.failed)
+        raise ValueError(shortage)
 
     started = dt.datetime.now(dt.UTC)
     if decision.action == "update":
@@ -197,18 +194,8 @@ def train_or_update(
     else:
         artifact = _trained(config, learn, chosen, progress)
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
-
-    champion_metrics = _comparable_metrics(config, champion, held_out)
-    if champion_metrics is None:
-        artifact.metadata.validation_metrics = _metrics(artifact, artifact.detector.validation_scores_)
-        promoted, why = promotion_decision(config, artifact.metadata.validation_metrics, None)
-    else:
-        artifact.metadata.validation_metrics = evaluation_metrics(artifact, held_out)
-        promoted, why = promotion_decision(config, artifact.metadata.validation_metrics, champion_metrics)
-    model_uri = registry.save(artifact)
-    if promoted:
-        registry.promote(artifact.version, reason=why)
-    removed = registry.apply_retention(config.registry.keep_versions)
+    champion_metrics, promoted, why = _judge(config, artifact, champion, held_out)
+    model_uri, removed = _register(config, registry, artifact, promoted, why)
     logger.info("%s model %s (%s); %s", decision.action, artifact.version, decision.reason, why)
     return ModelTrained(
         action=decision.action,
@@ -230,6 +217,45 @@ def train_or_update(
         threshold=float(artifact.detector.threshold_),
         training_report=artifact.detector.training_report_,
     )
+
+
+def _shortage_reason(rows: int, sample: RowSample) -> str:
+    """Why there are too few training rows. When every failed partition failed for the same reason (a column
+    type wrong in every file, say), that root cause leads, once, instead of one copy per partition."""
+    causes = {failure.error.split(": ", 1)[-1] for failure in sample.failed}
+    if len(sample.failed) > 1 and len(causes) == 1:
+        first = sample.failed[0]
+        return (
+            f"{causes.pop()}, in all {len(sample.failed)} training partitions (e.g. {first.partition}: "
+            f"{first.error.split(': ', 1)[0]}): only {rows} valid training rows, need at least {_MIN_TRAINING_ROWS}"
+        )
+    failures = "".join(f"; {failure.partition}: {failure.error}" for failure in sample.failed)
+    return f"only {rows} valid training rows in {sample.partitions}: need at least {_MIN_TRAINING_ROWS}{failures}"
+
+
+def _judge(
+    config: PipelineConfig, artifact: ModelArtifact, champion: ModelArtifact | None, held_out: pl.DataFrame
+) -> tuple[dict | None, bool, str]:
+    """Record the new version's validation metrics and apply the promotion policy: against the champion on the
+    same held-out rows when their scores compare, else on the version's own validation rows. Returns (the
+    champion's metrics or None, promoted, why)."""
+    champion_metrics = _comparable_metrics(config, champion, held_out)
+    if champion_metrics is None:
+        artifact.metadata.validation_metrics = _metrics(artifact, artifact.detector.validation_scores_)
+    else:
+        artifact.metadata.validation_metrics = evaluation_metrics(artifact, held_out)
+    promoted, why = promotion_decision(config, artifact.metadata.validation_metrics, champion_metrics)
+    return champion_metrics, promoted, why
+
+
+def _register(
+    config: PipelineConfig, registry: ModelRegistry, artifact: ModelArtifact, promoted: bool, why: str
+) -> tuple[str, list[str]]:
+    """Save the new version, promote it if it earned it, apply retention; return (its URI, retired versions)."""
+    model_uri = registry.save(artifact)
+    if promoted:
+        registry.promote(artifact.version, reason=why)
+    return model_uri, registry.apply_retention(config.registry.keep_versions)
 
 
 def _comparable_metrics(config: PipelineConfig, champion: ModelArtifact | None, held_out: pl.DataFrame) -> dict | None:

@@ -77,3 +77,21 @@ def test_changed_model_settings_retrain_and_take_over_without_a_score_comparison
     assert second.action == "train" and second.reason.startswith("model settings changed")
     assert second.promoted and second.champion_metrics is None
     assert ModelRegistry(config.output.models_uri).champion() == second.model_version != first.model_version
+
+
+def test_a_column_type_wrong_in_every_training_partition_is_named_once(tmp_path):
+    from sae_pipeline import pipeline
+    from sae_pipeline.config import load_config
+    from sae_pipeline.updating import train_or_update
+    from tests.conftest import write_lake_config
+
+    path = write_lake_config(tmp_path, days=3, rows_per_day=50)
+    raw = yaml.safe_load(path.read_text())
+    next(column for column in raw["columns"] if column["name"] == "latency_ms")["type"] = "int"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    with pytest.raises(ValueError, match="in all 3 training partitions") as error:
+        train_or_update(config, pipeline.list_partitions(config))
+    message = str(error.value)
+    assert message.startswith("column 'latency_ms' has type Float64, expected int (rule: column type)")
+    assert message.count("latency_ms") == 1 and "need at least 10" in message
