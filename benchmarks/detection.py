@@ -346,7 +346,10 @@ def _pyod_autoencoder(seed: int):
 
 def make_methods(wanted: list[str], sae_params: dict) -> list[Method]:
     """The methods to run, in table order; PyOD ones are skipped with a note when PyOD is not installed."""
-    decision = lambda model, X: model.decision_function(X)
+
+    def decision(model, X):
+        return model.decision_function(X)
+
     methods = {
         "sae": Method("SAE", lambda seed: SAEDetector(**{**sae_params, "random_state": seed}), decision, _sae_samples),
         "iforest": Method(
@@ -516,7 +519,9 @@ def summarise(results: list[dict], datasets: list[Dataset], methods: list[str]) 
         autoencoder = per_method["AutoEncoder"]["train_samples_per_second"]
         summary["sae_vs_autoencoder_throughput"] = per_method["SAE"]["train_samples_per_second"] / autoencoder
         if "train_loop_samples_per_second" in per_method["SAE"]:
-            summary["sae_loop_vs_autoencoder_throughput"] = per_method["SAE"]["train_loop_samples_per_second"] / autoencoder
+            summary["sae_loop_vs_autoencoder_throughput"] = (
+                per_method["SAE"]["train_loop_samples_per_second"] / autoencoder
+            )
     return summary
 
 
@@ -528,7 +533,10 @@ def throughput(cells: list[dict]) -> dict:
     loop = [c for c in cells if c.get("train_loop_seconds")]
     return {
         **(
-            {"train_loop_samples_per_second": sum(c["train_samples"] for c in loop) / sum(c["train_loop_seconds"] for c in loop)}
+            {
+                "train_loop_samples_per_second": sum(c["train_samples"] for c in loop)
+                / sum(c["train_loop_seconds"] for c in loop)
+            }
             if loop
             else {}
         ),
@@ -575,7 +583,11 @@ def render_markdown(payload: dict) -> str:
     summary = payload["summary"]
     lines = header_lines(payload["meta"]) + dataset_table(payload) + summary_lines(payload)
     ratios = summary.get("sae_vs_autoencoder_throughput"), summary.get("sae_loop_vs_autoencoder_throughput")
-    lines += throughput_lines(summary["per_method"], *ratios) + probe_lines(payload["probe"]) + crash_lines(payload["results"])
+    lines += (
+        throughput_lines(summary["per_method"], *ratios)
+        + probe_lines(payload["probe"])
+        + crash_lines(payload["results"])
+    )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -675,7 +687,10 @@ def summary_lines(payload: dict) -> list[str]:
             f"**SAE mean AUC-ROC {per_method['SAE']['mean_auc_roc']:.3f} vs best peer ({best['method']}) "
             f"{best['mean_auc_roc']:.3f}: {best['sae_gap']:+.3f}.**  "
         )
-    for key, label in (("sae_vs_best_peer", "the better of IForest and kNN on each set"), ("sae_vs_iforest", "IForest")):
+    for key, label in (
+        ("sae_vs_best_peer", "the better of IForest and kNN on each set"),
+        ("sae_vs_iforest", "IForest"),
+    ):
         if key in summary:
             record = summary[key]
             lines.append(

@@ -77,4 +77,6 @@ def prepared_champion(
 
 def score_once(config: PipelineConfig, partition: PartitionRecord, version: str) -> PartitionResult:
     """The pipeline's own scoring of one partition: raw Parquet in; scored, quarantine and drift report out."""
-    return pipeline.score_partition(config, partition, version, "benchmark", dt.datetime.now(dt.UTC), reason="benchmark")
+    return pipeline.score_partition(
+        config, partition, version, "benchmark", dt.datetime.now(dt.UTC), reason="benchmark"
+    )

@@ -69,7 +69,9 @@ def run(base_rows: int, columns: int, one_row_group: bool) -> dict:
         for name in names:
             output = subprocess.run(
                 [sys.executable, __file__, "--child", str(config_path), name, version],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             measured.append(json.loads(output.strip().splitlines()[-1]))
         return {

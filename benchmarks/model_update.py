@@ -86,10 +86,15 @@ def run(days: int, rows_per_day: int, shift: float, initial_days: int) -> dict:
         for name in day_folders[initial_days:-1]:
             add_day(name)
             record, seconds = _timed_train_or_update(config_path)
-            updates.append({
-                "day": name, "action": record.action, "seconds": seconds, "promoted": getattr(record, "promoted", None),
-                "reason": getattr(record, "promotion_reason", record.reason),
-            })
+            updates.append(
+                {
+                    "day": name,
+                    "action": record.action,
+                    "seconds": seconds,
+                    "promoted": getattr(record, "promoted", None),
+                    "reason": getattr(record, "promotion_reason", record.reason),
+                }
+            )
         updated_champion = registry.load(ModelRegistry.CHAMPION)
         retrained, retrain_seconds = _timed_train_or_update(config_path, retrain=True)
 
@@ -139,7 +144,8 @@ def markdown(result: dict, command: str) -> str:
             "",
             f"Cost: an update takes {result['mean_update_seconds']:.2f} s on average against "
             f"{result['full_retrain_seconds']:.2f} s for a full retrain on every day "
-            f"(**{result['update_cost_fraction']:.0%}** of it; first training {result['first_training_seconds']:.2f} s). "
+            f"(**{result['update_cost_fraction']:.0%}** of it; "
+            f"first training {result['first_training_seconds']:.2f} s). "
             "Times include reading and validating the partitions each one trains on.",
         ]
     )

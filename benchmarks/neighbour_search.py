@@ -36,9 +36,15 @@ def measure(path: Path, n_neighbors: int) -> dict:
     X = np.load(path)["X"].astype(np.float64)
     order = np.random.default_rng(0).permutation(len(X))
     detector = SAEDetector(max_steps=50).fit(X[order[: len(X) // 2]])
-    rows, reference, cells = detector._to_tensor(X[order[len(X) // 2 :]]), detector.reference_, detector.reference_cells_
+    rows, reference, cells = (
+        detector._to_tensor(X[order[len(X) // 2 :]]),
+        detector.reference_,
+        detector.reference_cells_,
+    )
     if cells.shape[0] == 0:
-        raise SystemExit(f"{path.name}: a reference of {reference.shape[0]} rows is searched exactly; pick a larger set")
+        raise SystemExit(
+            f"{path.name}: a reference of {reference.shape[0]} rows is searched exactly; pick a larger set"
+        )
     exact, exact_s = timed(lambda: neighbours._exact_nearest(rows, reference, n_neighbors, None))
     indexed, indexed_s = timed(lambda: neighbours._indexed_nearest(rows, reference, cells, n_neighbors, None))
 
@@ -64,7 +70,8 @@ def render(result: dict, command: str) -> str:
         f"`{command}`; probe share {result['probe_share']:.4f} of the cells, {result['n_neighbors']} neighbours, "
         f"{result['torch_threads']} torch threads.",
         "",
-        "| set | rows searched | reference rows | cells | exact us/row | indexed us/row | rows with neighbours as near as exact |",
+        "| set | rows searched | reference rows | cells | exact us/row | indexed us/row "
+        "| rows with neighbours as near as exact |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["datasets"]:

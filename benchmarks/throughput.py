@@ -51,7 +51,9 @@ def score_columns_like(rows: int, names: list[str], seed: int = 0) -> dict[str, 
         "anomaly_score": pa.array(rng.gamma(2.0, 1.0, rows)),
         "anomaly_pvalue": pa.array(rng.random(rows)),
         "is_anomaly": pa.array(rng.random(rows) < 0.01),
-        "top_features": pa.ListArray.from_arrays(pa.array(np.arange(0, 3 * rows + 1, 3, dtype=np.int32)), pa.array(names).take(picks)),
+        "top_features": pa.ListArray.from_arrays(
+            pa.array(np.arange(0, 3 * rows + 1, 3, dtype=np.int32)), pa.array(names).take(picks)
+        ),
         "model_version": pa.array(["20260101T000000Z-0123abcd"] * rows),
         "scored_at": pa.array(np.full(rows, np.datetime64("2026-01-01T00:00:00", "us")), pa.timestamp("us", "UTC")),
     }
@@ -151,7 +153,9 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one scoring instead")
-    parser.add_argument("--model", type=json.loads, default={}, help='model settings as JSON, e.g. \'{"density_weight": 0}\'')
+    parser.add_argument(
+        "--model", type=json.loads, default={}, help="model settings as JSON, e.g. '{\"density_weight\": 0}'"
+    )
     add_output_options(parser)
     args = parser.parse_args()
     result = run(args.rows, args.columns, args.rounds, args.profile, args.model)

@@ -13,6 +13,7 @@ Each process starts in its own session (process group); its id is recorded in `$
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -54,10 +55,16 @@ def child_env(home: Path, port: int) -> dict[str, str]:
 
 
 def _start(name: str, command: list[str], home: Path, env: dict[str, str]) -> int:
-    log = open(home / f"{name}.log", "ab")
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-    )
+    with open(home / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     (home / f"{name}.pid").write_text(f"{process.pid}\n")
     return process.pid
 
@@ -97,7 +104,9 @@ def _create_pool(port: int, name: str, template: dict) -> None:
 
 
 def _request(url: str, method: str, body: dict) -> None:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"}
+    )
     urllib.request.urlopen(request, timeout=30).close()
 
 
@@ -120,17 +129,25 @@ def up(wait_s: float = 90) -> None:
     env = child_env(home, port)
     started = time.monotonic()
     print(f"starting a Prefect server on 127.0.0.1:{port} (state in {home})", flush=True)
-    server = _start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], home, env)
+    server = _start(
+        "server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], home, env
+    )
     while not _healthy(port):
         if not _alive(server) or time.monotonic() - started > wait_s:
             stop()
-            raise SystemExit(f"the Prefect server did not become healthy; its log ({home / 'server.log'}):\n{_tail(home / 'server.log')}")
+            raise SystemExit(
+                f"the Prefect server did not become healthy; its log ({home / 'server.log'}):\n"
+                f"{_tail(home / 'server.log')}"
+            )
         time.sleep(0.5)
     try:
         for pool, template in POOLS.items():
             _create_pool(port, pool, json.loads((ROOT / "deployments" / template).read_text()))
             _start(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool", pool], home, env)
-        print(f"pools {', '.join(POOLS)} created, workers starting; deploying {PREFECT_FILE.relative_to(ROOT)}", flush=True)
+        print(
+            f"pools {', '.join(POOLS)} created, workers starting; deploying {PREFECT_FILE.relative_to(ROOT)}",
+            flush=True,
+        )
         _prefect(["--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)], env)
     except BaseException:
         stop()
@@ -162,7 +179,9 @@ def smoke(deployment: str, parameters: dict, timeout_s: float) -> int:
     print(f"running {deployment} {json.dumps(parameters) if parameters else ''}".rstrip(), flush=True)
     run = run_deployment(deployment, parameters=parameters, timeout=timeout_s, poll_interval=1, as_subflow=False)
     state = run.state
-    print(f"flow run {run.name} ({run.id}): {state.name if state else 'unknown'} after {time.monotonic() - started:.0f} s")
+    print(
+        f"flow run {run.name} ({run.id}): {state.name if state else 'unknown'} after {time.monotonic() - started:.0f} s"
+    )
     with get_client(sync_client=True) as client:
         if state is not None and state.is_completed():
             for artifact in client.read_artifacts(
@@ -198,15 +217,11 @@ def _descendants(pids: set[int]) -> set[int]:
 
 def _signal(pids: set[int], groups: set[int], sig: int) -> None:
     for group in groups:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def stop(grace_s: float = 15) -> list[str]:

@@ -129,12 +129,18 @@ def _command_flow(args: argparse.Namespace, mode: str) -> None:
         for name in ("partitions", "backfill", "rescore_with", "model", "retrain")
         if getattr(args, name, None) not in (None, False)
     }
-    plan = plan_command(config, mode, **{name: options.get(name) for name in ("rescore_with", "model")},
-                        requested=options.get("partitions"), backfill=bool(options.get("backfill")),
-                        retrain=bool(options.get("retrain")))
+    plan = plan_command(
+        config,
+        mode,
+        **{name: options.get(name) for name in ("rescore_with", "model")},
+        requested=options.get("partitions"),
+        backfill=bool(options.get("backfill")),
+        retrain=bool(options.get("retrain")),
+    )
     if plan.nothing_to_do:
-        recorded = " (PREFECT_API_URL is set, but no flow run was recorded there)" if os.environ.get(
-            "PREFECT_API_URL") else ""
+        recorded = (
+            " (PREFECT_API_URL is set, but no flow run was recorded there)" if os.environ.get("PREFECT_API_URL") else ""
+        )
         print(f"nothing to do: {plan.describe()}; no flow run started{recorded}")
         return
     started = dt.datetime.now(dt.UTC)
@@ -154,8 +160,10 @@ def _run_flow(args: argparse.Namespace, mode: str, options: dict):
 
         server = EmbeddedServer(args.verbose)
         timeout_s = start_timeout_s()
-        print(f"starting the embedded Prefect server (up to {timeout_s:g} s; set PREFECT_API_URL to use your own)",
-              flush=True)
+        print(
+            f"starting the embedded Prefect server (up to {timeout_s:g} s; set PREFECT_API_URL to use your own)",
+            flush=True,
+        )
         server.launch()
     from flows.lake_pipeline import PartitionFailures, run_in_process
 
@@ -164,9 +172,7 @@ def _run_flow(args: argparse.Namespace, mode: str, options: dict):
     if server is not None:
         server.wait_until_ready(timeout_s, on_retry=lambda message: print(message, flush=True))
     try:
-        return run_in_process(
-            config_path=args.config, mode=mode, progress=not args.no_progress, **options
-        )
+        return run_in_process(config_path=args.config, mode=mode, progress=not args.no_progress, **options)
     except PartitionFailures as error:  # some partitions failed: show what was committed, then the error
         _print_summary(error.summary)
         raise
@@ -206,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     def flow_command(name: str, help_text: str, default_config: str | None = None) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
-            "--config", required=default_config is None, default=default_config,
+            "--config",
+            required=default_config is None,
+            default=default_config,
             help="YAML config: a path or an s3:// URI",
         )
         command.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -215,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def scoring_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
-            "--partitions", nargs="+", metavar="SELECTION",
+            "--partitions",
+            nargs="+",
+            metavar="SELECTION",
             help="score these partitions again: names and ranges FIRST..LAST (e.g. day=2026-11-01..day=2026-11-07)",
         )
         command.add_argument("--backfill", action="store_true", help="score every partition again")
@@ -246,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--rows-per-day", type=int, default=2000)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument(
-        "--gradual-shift", type=float, default=0.0, metavar="INTENSITY",
+        "--gradual-shift",
+        type=float,
+        default=0.0,
+        metavar="INTENSITY",
         help="drift a little every day, up to INTENSITY times the drifted days' shift on the last day",
     )
     generate.set_defaults(handler=_command_generate)

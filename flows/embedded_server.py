@@ -87,8 +87,21 @@ class EmbeddedServer:
         environment = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
         quiet = {} if self.verbose else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_embedded_app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                f"{__name__}:create_embedded_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
             env={**environment, "PREFECT_UI_ENABLED": "0"},
             preexec_fn=(lambda: _dies_with_parent(parent_pid, prctl)) if prctl else None,
             stdin=subprocess.DEVNULL,

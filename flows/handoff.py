@@ -40,13 +40,17 @@ def ensure_champion(
         return None
     logger = get_run_logger()
     wait = policy == "train"
-    logger.info("no champion under %s: starting deployment %s%s", models_uri, deployment, " and waiting" if wait else "")
+    logger.info(
+        "no champion under %s: starting deployment %s%s", models_uri, deployment, " and waiting" if wait else ""
+    )
     try:
         run = run_deployment(
             deployment, parameters={"config_path": config_path}, timeout=timeout_s if wait else 0, poll_interval=2
         )
     except Exception as error:
-        raise NoChampionError(f"no champion under {models_uri}, and deployment {deployment!r} could not be started: {error}") from error
+        raise NoChampionError(
+            f"no champion under {models_uri}, and deployment {deployment!r} could not be started: {error}"
+        ) from error
     if not wait:
         raise NoChampionError(
             f"no champion under {models_uri}: started training run {run.name!r} of {deployment}; "
@@ -59,7 +63,10 @@ def ensure_champion(
             f"{timeout_s:.0f} s (state {state.name if state else 'unknown'}; is a worker polling its work pool?)"
         )
     if not state.is_completed():
-        raise NoChampionError(f"no champion under {models_uri}: training run {run.name!r} of {deployment} ended {state.name}: {state.message}")
+        raise NoChampionError(
+            f"no champion under {models_uri}: training run {run.name!r} of {deployment} ended {state.name}: "
+            f"{state.message}"
+        )
     if ModelRegistry(models_uri).champion() is None:
         raise NoChampionError(
             f"training run {run.name!r} of {deployment} completed but promoted no champion under {models_uri}: "

@@ -37,7 +37,6 @@ from flows.handoff import (
 )
 from sae_pipeline import pipeline, storage, updating
 from sae_pipeline.config import PipelineConfig, load_config
-from sae_pipeline.storage import read_bytes
 from sae_pipeline.lease import RunLease
 from sae_pipeline.records import (
     DriftPolicyOutcome,
@@ -51,9 +50,12 @@ from sae_pipeline.records import (
     TrainingOutcome,
 )
 from sae_pipeline.runs import RunSummary, build_run_summary, format_summary, write_run_summary
+from sae_pipeline.storage import read_bytes
 
 #: Parameter types that a Prefect server checks when a run is created, so a deployment refuses a bad value at once.
-ConfigUri = Annotated[str, Field(min_length=1, description="pipeline YAML: a path (relative to the project) or s3:// URI")]
+ConfigUri = Annotated[
+    str, Field(min_length=1, description="pipeline YAML: a path (relative to the project) or s3:// URI")
+]
 PartitionSelection = Annotated[
     str,
     Field(
@@ -64,6 +66,7 @@ PartitionSelection = Annotated[
 ModelRef = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128, description="model version, prefix or alias")
 ]
+
 
 def _retry_transient(task, task_run, state) -> bool:
     """Retry only storage hiccups (`storage.is_transient`), never bad data, config or model, nor full or read-only
@@ -121,7 +124,13 @@ def score_partition(
     """Validate, score and report one partition, then commit it to the ledger, as long as the run still holds the
     output folder's lease; return its counts and URIs."""
     return pipeline.score_partition(
-        load_config(config_path), partition, model_version, run_id, scored_at, reason=reason, progress=progress,
+        load_config(config_path),
+        partition,
+        model_version,
+        run_id,
+        scored_at,
+        reason=reason,
+        progress=progress,
         lease_token=lease_token,
     )
 
@@ -175,7 +184,11 @@ def scoring_task_runner(config: PipelineConfig) -> Iterator[TaskRunner]:
         return
     _refuse_a_foreign_dask_client(scoring.dask_address)
     local_cluster = {"n_workers": scoring.dask_workers, "threads_per_worker": 1}
-    runner = DaskTaskRunner(address=scoring.dask_address) if scoring.dask_address else DaskTaskRunner(cluster_kwargs=local_cluster)
+    runner = (
+        DaskTaskRunner(address=scoring.dask_address)
+        if scoring.dask_address
+        else DaskTaskRunner(cluster_kwargs=local_cluster)
+    )
     with runner:
         yield runner
 
@@ -190,7 +203,9 @@ def _refuse_a_foreign_dask_client(configured: str | None) -> None:
         return
     if configured and resolve_address(configured) == resolve_address(open_scheduler):
         return
-    wanted = f"scoring.dask_address is {configured}" if configured else "scoring.dask_address is not set (a local cluster)"
+    wanted = (
+        f"scoring.dask_address is {configured}" if configured else "scoring.dask_address is not set (a local cluster)"
+    )
     raise ValueError(
         f"{wanted}, but this process already has a Dask client for {open_scheduler}, which prefect-dask would use "
         f"instead: close that client, or set scoring.dask_address to {open_scheduler}"
@@ -262,7 +277,11 @@ def _train(run: LakeRun, retrain: bool, progress: bool, drifted: list[str] | Non
 
 
 def _score(
-    run: LakeRun, partitions: list[str] | None, backfill: bool, rescore_with: str | None, model: str | None,
+    run: LakeRun,
+    partitions: list[str] | None,
+    backfill: bool,
+    rescore_with: str | None,
+    model: str | None,
     progress: bool,
 ) -> Scoring:
     """The scoring step: plan, score each partition (one task each, on the configured task runner), remove the
@@ -277,8 +296,13 @@ def _score(
             name: runner.submit(
                 score_partition,
                 dict(
-                    config_path=run.config_path, partition=by_name[name], model_version=version,
-                    run_id=run.run_id, scored_at=run.started_at, reason=reason, progress=progress,
+                    config_path=run.config_path,
+                    partition=by_name[name],
+                    model_version=version,
+                    run_id=run.run_id,
+                    scored_at=run.started_at,
+                    reason=reason,
+                    progress=progress,
                     lease_token=run.lease_token,
                 ),
             )
@@ -313,9 +337,15 @@ def _summarise(
 ) -> RunSummary:
     """Build the run summary and write it to `runs/<run id>.json` (still under the lease)."""
     summary = build_run_summary(
-        run.config, run.run_id, run.kind, run.started_at, training=training,
-        model=scoring.model if scoring else None, plan=scoring.plan if scoring else None,
-        scored=scoring.results if scoring else [], failed=run.refused + (scoring.failures if scoring else []),
+        run.config,
+        run.run_id,
+        run.kind,
+        run.started_at,
+        training=training,
+        model=scoring.model if scoring else None,
+        plan=scoring.plan if scoring else None,
+        scored=scoring.results if scoring else [],
+        failed=run.refused + (scoring.failures if scoring else []),
         drift_policy=drift_policy,
     )
     write_run_summary(summary)
@@ -337,7 +367,10 @@ def _report(summary: RunSummary, scoring: Scoring | None) -> RunSummary:
 
 @flow(name="sae-train-or-update", flow_run_name="train-or-update {config_path}", log_prints=True)
 def train_or_update_flow(
-    config_path: ConfigUri, retrain: bool = False, progress: bool = False, drifted: list[PartitionSelection] | None = None
+    config_path: ConfigUri,
+    retrain: bool = False,
+    progress: bool = False,
+    drifted: list[PartitionSelection] | None = None,
 ) -> RunSummary:
     """Train a model (first run, `retrain`, changed settings) or fine-tune the champion on new data (and on the
     `drifted` partitions a scoring run asked for); else do nothing. Return the run summary."""

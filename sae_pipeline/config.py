@@ -74,9 +74,9 @@ class ColumnSpec(_Strict):
 def _without_query(uri: str) -> str:
     if "?" in uri:
         raise ValueError(
-            f"{uri.split('?', 1)[0]!r}: query options in storage URIs are not supported (output paths are appended to the URI and it is"
-            " written to run summaries): set the endpoint and credentials in the environment (AWS_ENDPOINT_URL,"
-            " AWS_ACCESS_KEY_ID, ...)"
+            f"{uri.split('?', 1)[0]!r}: query options in storage URIs are not supported (output paths are appended to "
+            "the URI and it is written to run summaries): set the endpoint and credentials in the environment "
+            "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)"
         )
     return uri
 
@@ -159,7 +159,8 @@ class RegistryConfig(_Strict):
 
 class RunConfig(_Strict):
     """Run exclusion: a run holds a lease on the output folder, renewed while it runs, that expires after
-    `lease_ttl_seconds` if its holder dies on another machine (on the same machine a dead holder is detected at once)."""
+    `lease_ttl_seconds` if its holder dies on another machine (on the same machine a dead holder is detected at
+    once)."""
 
     lease_ttl_seconds: int = Field(600, ge=10)
 
@@ -199,8 +200,9 @@ def _registered_drift_method(name: str) -> str:
 
 
 #: The name of a registered drift test (`sae_pipeline/drift/stattests/`: ks, wasserstein, chisquare, ...).
-DriftMethod = Annotated[str, AfterValidator(_registered_drift_method),
-                        WithJsonSchema({"type": "string", "enum": list(stattest_names())})]
+DriftMethod = Annotated[
+    str, AfterValidator(_registered_drift_method), WithJsonSchema({"type": "string", "enum": list(stattest_names())})
+]
 
 
 class DriftTestConfig(_Strict):

@@ -107,27 +107,27 @@ def as_matrix(X) -> np.ndarray:
 class SAEDetector(BaseEstimator):
     """Sparse-autoencoder anomaly detector.
 
-    Parameters
-    ----------
-    Declared once, with their defaults, bounds and meaning, by `sae_pipeline.detector_settings.DetectorSettings`
-    (`fit` validates them against it; the pipeline config's `model` section is built from it):
+        Parameters
+        ----------
+        Declared once, with their defaults, bounds and meaning, by `sae_pipeline.detector_settings.DetectorSettings`
+        (`fit` validates them against it; the pipeline config's `model` section is built from it):
 
-{parameters}
+    {parameters}
 
-    Attributes
-    ----------
-    decision_scores_ : ndarray of shape (n_samples,)
-        Scores of the training rows.
-    threshold_ : float
-    labels_ : ndarray of shape (n_samples,)
-        0/1 labels of the training rows.
-    validation_scores_ : ndarray
-        Sorted held-out scores, the reference for p-values.
-    n_features_in_ : int
-    settings_ : DetectorSettings
-        The validated parameters the detector was fitted with (and scores with).
-    training_report_ : dict
-        Steps, validation MSE, fraction of variance unexplained, L0, dead-latent fraction, speed.
+        Attributes
+        ----------
+        decision_scores_ : ndarray of shape (n_samples,)
+            Scores of the training rows.
+        threshold_ : float
+        labels_ : ndarray of shape (n_samples,)
+            0/1 labels of the training rows.
+        validation_scores_ : ndarray
+            Sorted held-out scores, the reference for p-values.
+        n_features_in_ : int
+        settings_ : DetectorSettings
+            The validated parameters the detector was fitted with (and scores with).
+        training_report_ : dict
+            Steps, validation MSE, fraction of variance unexplained, L0, dead-latent fraction, speed.
     """
 
     def __init__(
@@ -230,7 +230,12 @@ class SAEDetector(BaseEstimator):
         return order[n_val:], order[:n_val], rng
 
     def _train_and_calibrate(
-        self, scaled: torch.Tensor, train_rows: np.ndarray, val_rows: np.ndarray, rng: np.random.Generator, max_steps: int
+        self,
+        scaled: torch.Tensor,
+        train_rows: np.ndarray,
+        val_rows: np.ndarray,
+        rng: np.random.Generator,
+        max_steps: int,
     ) -> None:
         """Train `model_` in place, cap its codes, keep the kNN reference, and set the score scales, the scores,
         the threshold and the p-value reference."""
@@ -366,7 +371,9 @@ class SAEDetector(BaseEstimator):
         added to the JSON manifest (callers keep their own records there); write the manifest last, so that its
         presence marks a complete folder."""
         self._check_fitted()
-        tensors = {f"model.{name}": value.detach().cpu().contiguous() for name, value in self.model_.state_dict().items()}
+        tensors = {
+            f"model.{name}": value.detach().cpu().contiguous() for name, value in self.model_.state_dict().items()
+        }
         tensors["scaler.center"] = torch.as_tensor(self.scaler_.center_)
         tensors["scaler.scale"] = torch.as_tensor(self.scaler_.scale_)
         tensors["validation_scores"] = torch.as_tensor(self.validation_scores_)

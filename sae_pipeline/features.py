@@ -105,7 +105,9 @@ class TabularEncoder:
                 .filter(pl.col("count") >= self.settings.min_category_frequency * frame.height)
                 .head(self.settings.max_categories)
             )
-            self.categories_[column.name] = sorted(level for level in counts.get_column(column.name) if level != OTHER_LEVEL)
+            self.categories_[column.name] = sorted(
+                level for level in counts.get_column(column.name) if level != OTHER_LEVEL
+            )
         self._index_features()
         return self
 

@@ -111,9 +111,7 @@ def discover_partitions(table_uri: str, partition_keys: list[str]) -> list[Parti
 def _visible_files(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
     """Files of a partition folder that Hive readers read: not `_`/`.`-prefixed (`_SUCCESS`, `.crc` checksums)."""
     infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=False))
-    return [
-        info for info in infos if info.type == pafs.FileType.File and not info.base_name.startswith(("_", "."))
-    ]
+    return [info for info in infos if info.type == pafs.FileType.File and not info.base_name.startswith(("_", "."))]
 
 
 def data_files(fs: pafs.FileSystem, folder: str, include_empty: bool = False) -> list[str]:

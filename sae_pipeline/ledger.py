@@ -57,7 +57,9 @@ class Ledger:
             try:
                 entry = LedgerEntry.model_validate(storage.read_json(uri))
             except (ValueError, storage.LakeReadError) as error:
-                logger.warning("ignoring unreadable ledger entry %s (its partition will be scored again): %s", uri, error)
+                logger.warning(
+                    "ignoring unreadable ledger entry %s (its partition will be scored again): %s", uri, error
+                )
                 continue
             found[entry.partition] = entry
         return found

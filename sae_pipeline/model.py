@@ -65,7 +65,9 @@ class SparseAutoencoder(nn.Module):
         code = self.encode(x)
         return self.decode(code), code
 
-    def sparsity_penalty(self, code: torch.Tensor, l1_coefficient: float, kl_target: float, kl_weight: float) -> torch.Tensor:
+    def sparsity_penalty(
+        self, code: torch.Tensor, l1_coefficient: float, kl_target: float, kl_weight: float
+    ) -> torch.Tensor:
         """The mode's sparsity term for a batch (zero for `topk`, whose sparsity is structural)."""
         if self.sparsity == "l1":
             return l1_coefficient * (code.abs() * self.W_dec.norm(dim=0)).sum(dim=1).mean()

@@ -40,7 +40,11 @@ def fit_cells(reference: torch.Tensor, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def neighbour_gaps(
-    X: torch.Tensor, reference: torch.Tensor, k: int, cells: torch.Tensor | None = None, in_reference: torch.Tensor | None = None
+    X: torch.Tensor,
+    reference: torch.Tensor,
+    k: int,
+    cells: torch.Tensor | None = None,
+    in_reference: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Squared per-feature gaps to each row's k nearest reference rows, averaged over them: (n_rows, n_features).
 

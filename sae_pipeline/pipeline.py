@@ -5,9 +5,9 @@ counts) and returns one; the data itself moves through the lake. That keeps orch
 tested and rerun on its own, and means a step can run on another machine given only the config and the record.
 
 A scoring run streams each raw partition it has to process once, batch by batch, validates it, writes its
-quarantined rows, its scored rows and its drift report, and commits a ledger entry last. Outputs (all under `output.uri`, each a sibling
-folder so no table holds foreign files): `scored/`, `quarantine/`, `drift/<partition>/`, `ledger/`, `models/`
-(the registry), `runs/<run id>.json`.
+quarantined rows, its scored rows and its drift report, and commits a ledger entry last. Outputs (all under
+`output.uri`, each a sibling folder so no table holds foreign files): `scored/`, `quarantine/`,
+`drift/<partition>/`, `ledger/`, `models/` (the registry), `runs/<run id>.json`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from sae_pipeline.scoring import score_frame
 from sae_pipeline.updating import unknown_model_columns
 
 logger = logging.getLogger(__name__)
+
 
 def list_partitions(config: PipelineConfig) -> list[PartitionRecord]:
     """Records of every partition of the input table, in key order, each with the fingerprint of its files.
@@ -333,9 +334,7 @@ def _partition_result(
     )
 
 
-def _commit_to_ledger(
-    config: PipelineConfig, partition: PartitionRecord, result: PartitionResult, run_id: str
-) -> None:
+def _commit_to_ledger(config: PipelineConfig, partition: PartitionRecord, result: PartitionResult, run_id: str) -> None:
     """Record the partition as scored: the ledger entry that makes its outputs current (written last)."""
     output = config.output
     Ledger(output.ledger_uri).commit(
@@ -415,7 +414,10 @@ def read_scored_labels(
     if label is None or not scored:
         return None
     columns = pl.concat(
-        [parquet_io.read_partition(record.scored_uri, columns=[label, "anomaly_score", "is_anomaly"]) for record in scored]
+        [
+            parquet_io.read_partition(record.scored_uri, columns=[label, "anomaly_score", "is_anomaly"])
+            for record in scored
+        ]
     )
     return (
         columns.get_column(label).fill_null(False).cast(pl.Boolean).to_numpy(),

@@ -31,7 +31,12 @@ from sae_pipeline.records import (
 )
 
 __all__ = [
-    "FailedPartition", "PartitionSummary", "RowAccountingError", "RunSummary", "build_run_summary", "format_summary",
+    "FailedPartition",
+    "PartitionSummary",
+    "RowAccountingError",
+    "RunSummary",
+    "build_run_summary",
+    "format_summary",
     "write_run_summary",
 ]
 
@@ -128,7 +133,10 @@ def build_run_summary(
     the result)."""
     partitions = [result.summary() for result in scored]
     for partition in partitions:
-        if partition.rows_in != partition.rows_scored + partition.rows_quarantined or partition.rows_scored != partition.rows_valid:
+        if (
+            partition.rows_in != partition.rows_scored + partition.rows_quarantined
+            or partition.rows_scored != partition.rows_valid
+        ):
             raise RowAccountingError(f"row accounting broken for {partition.partition}: {partition.model_dump()}")
     totals = {key: sum(getattr(partition, key) for partition in partitions) for key in ROW_COUNTS}
     plan = plan or ScoringPlan()
@@ -190,7 +198,9 @@ def format_summary(summary: RunSummary) -> str:
     if ignored:
         lines.append(f"columns in the files but not in the config (left out of the outputs): {', '.join(ignored)}")
     if summary.unknown_columns:
-        lines.append(f"columns the model does not know (ignored; retrain to use them): {', '.join(summary.unknown_columns)}")
+        lines.append(
+            f"columns the model does not know (ignored; retrain to use them): {', '.join(summary.unknown_columns)}"
+        )
     lines += ["", f"outputs under {summary.output_uri}:"]
     if summary.model_uri:
         lines.append(f"  model        {summary.model_uri}")

@@ -56,12 +56,16 @@ _botocore_loader = None
 #: botocore's DEBUG records that carry the access key id (`Authorization: ... Credential=KEY/...`) or the session
 #: token (`X-Amz-Security-Token`, and the canonical request that is signed).
 _BOTOCORE_LOGGERS_WITH_CREDENTIALS = ("botocore.endpoint", "botocore.auth")
-_CREDENTIAL_IN_LOG = re.compile(r"(Credential=)[^/\s,'\"]+|(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[^'\",\s]+", re.IGNORECASE)
+_CREDENTIAL_IN_LOG = re.compile(
+    r"(Credential=)[^/\s,'\"]+|(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[^'\",\s]+", re.IGNORECASE
+)
 
 
 def _redact_credentials(record: logging.LogRecord) -> bool:
     """Keep botocore's DEBUG records, with the key id and session token in them replaced by `<redacted>`."""
-    record.msg = _CREDENTIAL_IN_LOG.sub(lambda match: (match.group(1) or match.group(2)) + "<redacted>", record.getMessage())
+    record.msg = _CREDENTIAL_IN_LOG.sub(
+        lambda match: (match.group(1) or match.group(2)) + "<redacted>", record.getMessage()
+    )
     record.args = ()
     return True
 
@@ -120,7 +124,9 @@ class MultipartUpload(io.RawIOBase):
         reply = self._call(
             "uploading part for", self._client.upload_part, UploadId=self._upload_id, PartNumber=number, Body=body
         )
-        checksums = {name: value for name, value in reply.items() if name.startswith("Checksum") and name != "ChecksumType"}
+        checksums = {
+            name: value for name, value in reply.items() if name.startswith("Checksum") and name != "ChecksumType"
+        }
         self._parts.append({"PartNumber": number, "ETag": reply["ETag"], **checksums})
 
     def complete(self) -> None:
@@ -131,8 +137,10 @@ class MultipartUpload(io.RawIOBase):
             if self._buffer:
                 self._send_part(bytes(self._buffer))
             self._call(
-                "completing the upload of", self._client.complete_multipart_upload,
-                UploadId=self._upload_id, MultipartUpload={"Parts": self._parts},
+                "completing the upload of",
+                self._client.complete_multipart_upload,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
             )
         self._buffer.clear()
 

@@ -164,7 +164,12 @@ def _inject_spikes(rng: np.random.Generator, metrics: dict, rows: np.ndarray) ->
 
 
 def _inject_broken_correlation(
-    rng: np.random.Generator, metrics: dict, rows: np.ndarray, service: np.ndarray, hour_of_day: np.ndarray, drift: float
+    rng: np.random.Generator,
+    metrics: dict,
+    rows: np.ndarray,
+    service: np.ndarray,
+    hour_of_day: np.ndarray,
+    drift: float,
 ) -> None:
     """Decouple CPU from load: busy CPU with idle traffic, or the reverse.
 
@@ -175,7 +180,9 @@ def _inject_broken_correlation(
     n = rows.size
     expected = REQUEST_LEVEL[svc] * _relative_load(hour_of_day[rows]) * _drift_factor(DRIFT_LOAD_FACTOR, drift)
     busy_cpu_idle_traffic = rng.random(n) < 0.5
-    requests = np.where(busy_cpu_idle_traffic, expected * rng.uniform(0.05, 0.2, n), expected * rng.uniform(2.0, 3.0, n))
+    requests = np.where(
+        busy_cpu_idle_traffic, expected * rng.uniform(0.05, 0.2, n), expected * rng.uniform(2.0, 3.0, n)
+    )
     implied_cpu = np.clip(_cpu_from_requests(svc, requests), 0.0, 100.0)
     metrics["requests_per_s"][rows] = requests
     metrics["cpu_pct"][rows] = np.where(busy_cpu_idle_traffic, rng.uniform(85.0, 99.0, n), rng.uniform(1.0, 5.0, n))
@@ -186,7 +193,12 @@ def _inject_broken_correlation(
 
 
 def _inject_rare_category(
-    rng: np.random.Generator, metrics: dict, rows: np.ndarray, host_id: np.ndarray, region: np.ndarray, service_name: np.ndarray
+    rng: np.random.Generator,
+    metrics: dict,
+    rows: np.ndarray,
+    host_id: np.ndarray,
+    region: np.ndarray,
+    service_name: np.ndarray,
 ) -> None:
     """Unseen region or service, with a memory-bound, near-idle load profile no normal service has."""
     n = rows.size
@@ -227,7 +239,9 @@ def _inject_invalid(rng: np.random.Generator, metrics: dict, rows: np.ndarray, h
             metrics["temperature_c"][row] = np.inf
 
 
-def generate_day(day: datetime.date, rows: int, seed: int, drifted: bool = False, drift: float | None = None) -> pl.DataFrame:
+def generate_day(
+    day: datetime.date, rows: int, seed: int, drifted: bool = False, drift: float | None = None
+) -> pl.DataFrame:
     """Generate one day of fleet telemetry with labelled anomalies.
 
     The day's random stream is seeded from ``(seed, day)``, so a day can be

@@ -60,7 +60,9 @@ def sample_valid_rows(
                 partition_read += batch.num_rows
                 partition_valid += valid.height
                 quota = min(valid.height, math.ceil(share * batch.num_rows))
-                partition_pieces.append(valid if quota == valid.height else valid.sample(quota, seed=seed + index + number))
+                partition_pieces.append(
+                    valid if quota == valid.height else valid.sample(quota, seed=seed + index + number)
+                )
         except (storage.LakeReadError, InputSchemaError) as error:
             failed.append(FailedPartition(partition=partition.name, error=str(error)))
             continue

@@ -54,7 +54,12 @@ def conform_columns(frame: pl.DataFrame, config: PipelineConfig, source: str) ->
             )
         if column.type == "datetime" and actual.time_zone is not None:
             # One datetime type per table: zone-aware values become naive UTC, every unit becomes microseconds.
-            casts.append(pl.col(column.name).dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(COLUMN_TYPES["datetime"].dtype))
+            casts.append(
+                pl.col(column.name)
+                .dt.convert_time_zone("UTC")
+                .dt.replace_time_zone(None)
+                .cast(COLUMN_TYPES["datetime"].dtype)
+            )
             continue
         casts.append(pl.col(column.name).cast(COLUMN_TYPES[column.type].dtype))
     try:
@@ -157,7 +162,9 @@ def validate_frame(frame: pl.DataFrame, config: PipelineConfig, source: str) -> 
             raise InputSchemaError(
                 f"{source}: column {first['column']!r} fails rule {first['check']!r} ({first['failure_case']})"
             ) from None
-        positions = suspects.select(pl.col(row_index).alias("global"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("index"))
+        positions = suspects.select(
+            pl.col(row_index).alias("global"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("index")
+        )
         reasons = (
             failures.with_columns(pl.col("index").cast(pl.UInt32))
             .join(positions, on="index")
@@ -172,9 +179,7 @@ def validate_frame(frame: pl.DataFrame, config: PipelineConfig, source: str) -> 
     flagged = indexed.join(reasons, on=row_index, how="left")
     is_bad = pl.col(QUARANTINE_REASON_COLUMN).is_not_null()
     valid = flagged.filter(~is_bad).drop(row_index, QUARANTINE_REASON_COLUMN)
-    quarantined = (
-        flagged.filter(is_bad).drop(row_index).with_columns(pl.lit(source).alias(QUARANTINE_SOURCE_COLUMN))
-    )
+    quarantined = flagged.filter(is_bad).drop(row_index).with_columns(pl.lit(source).alias(QUARANTINE_SOURCE_COLUMN))
     outcome = ValidationOutcome(valid=valid, quarantined=quarantined)
     if outcome.counts["rows_in"] != frame.height:
         raise AssertionError(f"{source}: row accounting broken: {outcome.counts} vs {frame.height} rows read")
@@ -209,6 +214,4 @@ def scored_output_schema(config: PipelineConfig) -> pa.DataFrameSchema:
         "anomaly_pvalue": [pa.Check.gt(0), pa.Check.le(1)],
     }
     scores = {name: pa.Column(dtype, checks=score_checks.get(name, [])) for name, dtype in SCORE_COLUMNS.items()}
-    return pa.DataFrameSchema(
-        {**input_schema(config).columns, **scores}, name=f"{config.name}-scored", strict=False
-    )
+    return pa.DataFrameSchema({**input_schema(config).columns, **scores}, name=f"{config.name}-scored", strict=False)

@@ -27,7 +27,14 @@ class LakeReadError(RuntimeError):
 
 #: Storage errors that no retry fixes: read-only, full, forbidden, missing.
 _PERMANENT_ERRNOS = {
-    errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
 }
 #: What object stores and their clients say when a request may succeed if sent again. Arrow's S3 client spells
 #: the codes in capitals (`AWS Error SERVICE_UNAVAILABLE during UploadPart operation`, `INTERNAL_FAILURE`,

@@ -126,7 +126,9 @@ def train_sae(
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
 
     model.train()
-    bar = tqdm(total=settings.max_steps, desc="training SAE", unit="step", disable=None if progress else True, leave=False)
+    bar = tqdm(
+        total=settings.max_steps, desc="training SAE", unit="step", disable=None if progress else True, leave=False
+    )
     for step in range(1, settings.max_steps + 1):
         ramp = min(1.0, step / warmup_steps) if model.sparsity == "l1" else 1.0
         _step(model, optimiser, _sample_batch(pool, settings.batch_size, generator), settings, ramp)

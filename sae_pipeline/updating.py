@@ -150,7 +150,10 @@ def promotion_decision(config: PipelineConfig, challenger: dict, champion: dict 
         return True, "no comparable champion" if champion is None else "promotion policy is always"
     target = config.thresholds.target_fpr
     score_ok = challenger["trimmed_mean_score"] <= champion["trimmed_mean_score"] * (1 + policy.score_tolerance)
-    rate_ok = abs(challenger["flagged_rate"] - target) <= abs(champion["flagged_rate"] - target) + policy.flagged_rate_tolerance
+    rate_ok = (
+        abs(challenger["flagged_rate"] - target)
+        <= abs(champion["flagged_rate"] - target) + policy.flagged_rate_tolerance
+    )
     numbers = (
         f"score {challenger['trimmed_mean_score']:.4g} vs champion {champion['trimmed_mean_score']:.4g}, "
         f"flagged {challenger['flagged_rate']:.2%} vs {champion['flagged_rate']:.2%} (target {target:.2%})"
@@ -299,7 +302,9 @@ def _metadata_for(
     )
 
 
-def _drift_reference(config: PipelineConfig, encoder: TabularEncoder, detector: SAEDetector, frame: pl.DataFrame) -> dict:
+def _drift_reference(
+    config: PipelineConfig, encoder: TabularEncoder, detector: SAEDetector, frame: pl.DataFrame
+) -> dict:
     """The stored summary later partitions are compared with: columns, validation scores and latent usage."""
     sample = frame.sample(min(frame.height, _MAX_REFERENCE_CODE_ROWS), seed=config.model.seed)
     return drift.build_reference(
@@ -322,7 +327,10 @@ def _trained(
     encoder = TabularEncoder(config.columns, config.features).fit(frame)
     detector = detector_from_config(config, progress).fit(encoder.transform(frame))
     metadata = _metadata_for(
-        config, encoder, detector, frame,
+        config,
+        encoder,
+        detector,
+        frame,
         trained_on=[p.name for p in partitions],
         data_fingerprints=_fingerprints(partitions),
         training_kind="train",
@@ -342,17 +350,24 @@ def _updated(
     category falls into the "other" level and shows in the drift report)."""
     unknown_model_columns(champion, config)
     model_columns = [column.name for column in champion.encoder.columns if column.role in MODEL_ROLES]
-    replay = champion.replay.select(model_columns) if champion.replay is not None else new_rows.head(0).select(model_columns)
+    replay = (
+        champion.replay.select(model_columns) if champion.replay is not None else new_rows.head(0).select(model_columns)
+    )
     frame = pl.concat([new_rows.select(model_columns), replay], how="vertical_relaxed")
     detector = champion.detector.fine_tuned(champion.encoder.transform(frame), config.training.update_steps)
     detector.verbose = progress
     parent = champion.metadata
     metadata = _metadata_for(
-        config, champion.encoder, detector, frame,
+        config,
+        champion.encoder,
+        detector,
+        frame,
         trained_on=sorted(set(parent.trained_on) | {p.name for p in partitions}),
         data_fingerprints={**parent.data_fingerprints, **_fingerprints(partitions)},
         training_kind="update",
         parent_version=parent.model_version,
     )
     replay_pool = pl.concat([replay, new_rows.select(model_columns)], how="vertical_relaxed")
-    return ModelArtifact(detector=detector, encoder=champion.encoder, metadata=metadata, replay=_replay(config, replay_pool))
+    return ModelArtifact(
+        detector=detector, encoder=champion.encoder, metadata=metadata, replay=_replay(config, replay_pool)
+    )

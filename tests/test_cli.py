@@ -45,7 +45,9 @@ def test_cli_run_then_score_end_to_end(lake_config, tmp_path):
     assert json.loads((model_folder / "model.json").read_text())["pipeline"]["model_version"] == summary.model_version
     assert load_model(summary.model_uri).detector.threshold_ > 0
 
-    rescored = run_cli("score", "--config", str(lake_config), "--model", summary.model_version, "--backfill", home=tmp_path)
+    rescored = run_cli(
+        "score", "--config", str(lake_config), "--model", summary.model_version, "--backfill", home=tmp_path
+    )
     assert rescored.returncode == 0, rescored.stderr
     assert pl.scan_parquet(config.output.scored_uri, hive_partitioning=True).collect().height == scored.height
 
@@ -60,7 +62,9 @@ def test_two_runs_started_at_once_never_interleave(lake_config, tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "flows.cli", "run", "--config", str(lake_config), "--no-progress"]
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     outcomes = sorted((run.wait(timeout=300), run.stderr.read()) for run in runs)
     assert [code for code, _ in outcomes] == [0, 2], outcomes
     assert "another run holds the output folder" in outcomes[1][1]
@@ -87,7 +91,9 @@ def test_cli_reports_unreadable_file_with_its_path(lake_config, tmp_path):
 
 
 def test_generate_sample_writes_partitions(tmp_path):
-    result = run_cli("generate-sample", "--output", str(tmp_path / "lake"), "--days", "2", "--rows-per-day", "200", home=tmp_path)
+    result = run_cli(
+        "generate-sample", "--output", str(tmp_path / "lake"), "--days", "2", "--rows-per-day", "200", home=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert pl.scan_parquet(tmp_path / "lake", hive_partitioning=True).collect().height == 400
 
@@ -97,16 +103,32 @@ def test_failed_partitions_are_reported_from_the_run_summary_of_the_error():
     import argparse
     import datetime as dt
 
-    from flows.lake_pipeline import PartitionFailures
     from sae_pipeline.cli import _error_lines
+
+    from flows.lake_pipeline import PartitionFailures
     from sae_pipeline.records import FailedPartition
 
     now = dt.datetime.now(dt.UTC)
     failed = [FailedPartition(partition=f"day=2026-11-0{day}", error=f"bad\nfile {day}") for day in (1, 2)]
     summary = RunSummary(
-        run_id="r", kind="score", config_name="c", started_at=now, finished_at=now, output_uri="/out", message="m",
-        training=None, model_version=None, model_uri=None, unknown_columns=[], partitions=[], up_to_date=[], removed=[],
-        failed=failed, drift_policy=None, totals={}, evaluation=None,
+        run_id="r",
+        kind="score",
+        config_name="c",
+        started_at=now,
+        finished_at=now,
+        output_uri="/out",
+        message="m",
+        training=None,
+        model_version=None,
+        model_uri=None,
+        unknown_columns=[],
+        partitions=[],
+        up_to_date=[],
+        removed=[],
+        failed=failed,
+        drift_policy=None,
+        totals={},
+        evaluation=None,
     )
     message, hint = _error_lines(PartitionFailures("2 partition(s) failed", summary), argparse.Namespace())
     assert message == "day=2026-11-01: bad file 1 (and 1 more failed partition(s), listed above)"

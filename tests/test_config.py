@@ -61,9 +61,7 @@ def test_relative_uris_resolve_against_config_folder_not_cwd(tmp_path, monkeypat
 
 def test_absolute_paths_and_remote_uris_are_left_untouched(tmp_path):
     absolute = str(tmp_path / "abs_lake")
-    path = write_config(
-        tmp_path, minimal_config(lake={"uri": absolute}, output={"uri": "s3://bucket/prefix"})
-    )
+    path = write_config(tmp_path, minimal_config(lake={"uri": absolute}, output={"uri": "s3://bucket/prefix"}))
     config = load_config(path)
     assert config.lake.uri == absolute
     assert config.output.uri == "s3://bucket/prefix"
@@ -205,8 +203,13 @@ def test_output_folders_are_siblings_under_the_output_root(uri):
     assert output.runs_uri == f"{root}/runs"
     assert output.staging_uri == f"{root}/_staging"
     children = [
-        output.scored_uri, output.quarantine_uri, output.ledger_uri,
-        output.models_uri, output.drift_uri, output.runs_uri, output.staging_uri,
+        output.scored_uri,
+        output.quarantine_uri,
+        output.ledger_uri,
+        output.models_uri,
+        output.drift_uri,
+        output.runs_uri,
+        output.staging_uri,
     ]
     assert len(set(children)) == len(children)
     # No output folder is nested inside another one (so no table holds foreign files).
@@ -318,18 +321,32 @@ def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
     from sae_pipeline.updating import detector_from_config
 
     changed = {
-        "sparsity": "l1", "n_latents": 7, "k": 2, "l1_coefficient": 0.5, "kl_target": 0.2, "kl_weight": 2.0,
-        "learning_rate": 0.01, "batch_size": 3, "max_steps": 9, "validation_fraction": 0.3, "patience": 2,
-        "finetune_steps": 4, "trim_fraction": 0.2, "code_cap_quantile": 0.9, "device": "cpu", "seed": 5,
-        "density_weight": 0.5, "n_neighbors": 4, "reference_rows": 500, "exact_neighbours": True,
+        "sparsity": "l1",
+        "n_latents": 7,
+        "k": 2,
+        "l1_coefficient": 0.5,
+        "kl_target": 0.2,
+        "kl_weight": 2.0,
+        "learning_rate": 0.01,
+        "batch_size": 3,
+        "max_steps": 9,
+        "validation_fraction": 0.3,
+        "patience": 2,
+        "finetune_steps": 4,
+        "trim_fraction": 0.2,
+        "code_cap_quantile": 0.9,
+        "device": "cpu",
+        "seed": 5,
+        "density_weight": 0.5,
+        "n_neighbors": 4,
+        "reference_rows": 500,
+        "exact_neighbours": True,
     }
     from sae_pipeline.config import ModelConfig
 
     assert set(changed) == set(ModelConfig.model_fields)
     assert all(ModelConfig.model_fields[name].default != value for name, value in changed.items())
-    config = load_config(
-        write_config(tmp_path, minimal_config(model=changed, thresholds={"target_fpr": 0.05}))
-    )
+    config = load_config(write_config(tmp_path, minimal_config(model=changed, thresholds={"target_fpr": 0.05})))
     params = detector_from_config(config).get_params()
     for name, value in changed.items():
         assert params["random_state" if name == "seed" else name] == value, name
@@ -390,6 +407,8 @@ def test_inconsistent_scoring_runner_is_rejected_at_load(tmp_path, scoring, mess
 def test_storage_uris_with_query_options_are_refused_naming_the_environment(tmp_path, section):
     config = minimal_config()
     config[section] = {**config[section], "uri": "s3://bucket/data?endpoint_override=minio:9000&secret_key=x"}
-    with pytest.raises(ConfigError, match=r"query options in storage URIs are not supported.*AWS_ENDPOINT_URL") as error:
+    with pytest.raises(
+        ConfigError, match=r"query options in storage URIs are not supported.*AWS_ENDPOINT_URL"
+    ) as error:
         load_config(write_config(tmp_path, config))
     assert "secret_key" not in str(error.value)  # config errors never echo values: they may carry secrets

@@ -95,7 +95,14 @@ def test_a_partition_scored_on_both_workers_at_once_is_committed_once(reference,
     partition = pipeline.list_partitions(config)[0]
     attempts = [
         dask_client.submit(
-            pipeline.score_partition, config, partition, version, "retried", dt.datetime.now(dt.UTC), workers=[worker], pure=False
+            pipeline.score_partition,
+            config,
+            partition,
+            version,
+            "retried",
+            dt.datetime.now(dt.UTC),
+            workers=[worker],
+            pure=False,
         )
         for worker in dask_client.scheduler_info()["workers"]
     ]
@@ -131,7 +138,9 @@ def test_a_worker_that_dies_mid_partition_is_replaced_and_the_run_equals_the_seq
     sequential, version, expected = reference
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster, set_as_default=False) as client:
-            config_path = _variant(sequential, version, tmp_path, task_runner="dask", dask_address=cluster.scheduler_address, batch_rows=20)
+            config_path = _variant(
+                sequential, version, tmp_path, task_runner="dask", dask_address=cluster.scheduler_address, batch_rows=20
+            )
             scaled = load_config(config_path).output
             marker = tmp_path / "crashed"
             client.run(_crash_mid_partition, scaled.staging_uri, str(marker))
@@ -156,7 +165,14 @@ def test_a_task_that_outlived_its_run_commits_nothing(reference, dask_client, tm
     dead_run = RunLease(config.output.lease_uri, "dead", ttl_seconds=60)  # never acquired: its holder is gone
     with RunLease(config.output.lease_uri, "new", ttl_seconds=60):
         late = dask_client.submit(
-            pipeline.score_partition, config, partition, version, "dead", dt.datetime.now(dt.UTC), lease_token=dead_run.token, pure=False
+            pipeline.score_partition,
+            config,
+            partition,
+            version,
+            "dead",
+            dt.datetime.now(dt.UTC),
+            lease_token=dead_run.token,
+            pure=False,
         )
         lost = rf"{partition.name}: quarantined and scored rows not committed.*run new holds it"
         with pytest.raises(LeaseLostError, match=lost):
@@ -168,7 +184,9 @@ def test_a_task_that_outlived_its_run_commits_nothing(reference, dask_client, tm
 
 def test_without_an_address_a_local_cluster_of_dask_workers_lives_for_the_run(tmp_path):
     config = load_config(write_lake_config(tmp_path, days=1))
-    config = config.model_copy(update={"scoring": config.scoring.model_copy(update={"task_runner": "dask", "dask_workers": 1})})
+    config = config.model_copy(
+        update={"scoring": config.scoring.model_copy(update={"task_runner": "dask", "dask_workers": 1})}
+    )
     with scoring_task_runner(config) as runner:
         cluster = runner.client.cluster
         assert len(cluster.workers) == 1
@@ -186,4 +204,3 @@ def test_a_dask_client_already_open_for_another_scheduler_is_refused(dask_client
         same = elsewhere.model_copy(update={"dask_address": dask_client.scheduler.address})
         with scoring_task_runner(config.model_copy(update={"scoring": same})) as runner:
             assert runner.client.scheduler.address == dask_client.scheduler.address
-

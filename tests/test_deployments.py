@@ -34,7 +34,11 @@ def _render(configuration_class, template: dict, values: dict):
 
 @pytest.mark.parametrize(
     ("name", "pool_type"),
-    [("cpu-process-pool.json", "process"), ("gpu-kubernetes-pool.json", "kubernetes"), ("gpu-docker-pool.json", "docker")],
+    [
+        ("cpu-process-pool.json", "process"),
+        ("gpu-kubernetes-pool.json", "kubernetes"),
+        ("gpu-docker-pool.json", "docker"),
+    ],
 )
 def test_templates_are_valid_base_job_templates(name, pool_type):
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -56,9 +60,13 @@ def test_kubernetes_template_asks_for_a_gpu_node():
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert job["spec"]["activeDeadlineSeconds"] == 6 * 3600
-    overridden = _render(KubernetesWorkerJobConfiguration, template, {"gpu_count": 2, "node_selector": {"pool": "a100"}})
+    overridden = _render(
+        KubernetesWorkerJobConfiguration, template, {"gpu_count": 2, "node_selector": {"pool": "a100"}}
+    )
     pod = overridden.job_manifest["spec"]["template"]["spec"]
-    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2 and pod["nodeSelector"] == {"pool": "a100"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2 and pod["nodeSelector"] == {
+        "pool": "a100"
+    }
     assert "TORCH_SPEC" in template["variables"]["properties"]["image"]["description"]
 
 
@@ -83,7 +91,9 @@ def test_prefect_yaml_deploys_typed_flows_to_the_pools():
     assert callable(enter_project)
     deployments = {d["name"]: d for d in spec["deployments"]}
     assert {name: d["work_pool"]["name"] for name, d in deployments.items()} == {
-        "score": "sae-cpu", "train-or-update": "sae-gpu", "sample": "sae-cpu"
+        "score": "sae-cpu",
+        "train-or-update": "sae-gpu",
+        "sample": "sae-cpu",
     }
     for deployment in deployments.values():
         flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
@@ -127,7 +137,11 @@ def test_scoring_without_champion_fails_or_hands_off(lake_config, monkeypatch):
     class Run:
         name = "started-run"
 
-    monkeypatch.setattr(handoff, "run_deployment", lambda name, parameters, timeout, poll_interval: started.append((name, timeout)) or Run)
+    monkeypatch.setattr(
+        handoff,
+        "run_deployment",
+        lambda name, parameters, timeout, poll_interval: started.append((name, timeout)) or Run,
+    )
     with pytest.raises(handoff.NoChampionError, match="started training run 'started-run'"):
         score_flow(str(lake_config), on_no_champion="start-training", training_deployment="f/d")
     assert started == [("f/d", 0)]
@@ -141,7 +155,9 @@ def _free_port() -> int:
 
 def _api(port: int, path: str, body: dict) -> list | dict:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        f"http://127.0.0.1:{port}/api{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
@@ -170,10 +186,14 @@ def test_round_trip_on_a_local_server(tmp_path):
 
         smoke = subprocess.run(
             [*local, "smoke", "sae-score/score", "--param", f"config_path={config}", "--timeout", "240"],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
-        assert smoke.returncode == 0, smoke.stdout + smoke.stderr + "".join(
-            path.read_text()[-3000:] for path in home.glob("worker-*.log")
+        assert smoke.returncode == 0, (
+            smoke.stdout + smoke.stderr + "".join(path.read_text()[-3000:] for path in home.glob("worker-*.log"))
         )
         run_id = re.search(r"\(([0-9a-f-]{36})\): Completed", smoke.stdout).group(1)
         assert "2 partition(s) scored" in smoke.stdout

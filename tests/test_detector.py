@@ -19,9 +19,9 @@ from sklearn.metrics import roc_auc_score
 from sae_pipeline import SAEDetector
 from sae_pipeline.config import load_config
 from sae_pipeline.detector import INPUT_CLIP
-from sae_pipeline.model_files import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError
 from sae_pipeline.detector_settings import DetectorSettings
 from sae_pipeline.features import NotFittedError, TabularEncoder
+from sae_pipeline.model_files import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError
 from sae_pipeline.sample_data import generate_day
 from tests.conftest import SAMPLE_CONFIG
 
@@ -242,7 +242,10 @@ def test_topk_codes_have_at_most_k_active_latents():
 
 @pytest.mark.parametrize(
     ("sparsity", "weak", "strong"),
-    [("l1", {"l1_coefficient": 1e-4}, {"l1_coefficient": 0.1}), ("kl", {"kl_target": 0.3}, {"kl_target": 0.02, "kl_weight": 5.0})],
+    [
+        ("l1", {"l1_coefficient": 1e-4}, {"l1_coefficient": 0.1}),
+        ("kl", {"kl_target": 0.3}, {"kl_target": 0.02, "kl_weight": 5.0}),
+    ],
 )
 def test_penalty_modes_produce_sparse_codes_and_strength_matters(sparsity, weak, strong):
     X, _ = correlated_data(n=1500)

@@ -54,18 +54,21 @@ CATEGORICAL = ["country"]
 
 def make_frame(seed: int, n: int = N_ROWS, amount_shift: float = 0.0) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
-    return pl.DataFrame({
-        "amount": rng.normal(amount_shift, 1.0, n),
-        "latency": rng.exponential(2.0, n),
-        "country": rng.choice(["FR", "DE", "ES", "IT"], n, p=[0.4, 0.3, 0.2, 0.1]),
-    })
+    return pl.DataFrame(
+        {
+            "amount": rng.normal(amount_shift, 1.0, n),
+            "latency": rng.exponential(2.0, n),
+            "country": rng.choice(["FR", "DE", "ES", "IT"], n, p=[0.4, 0.3, 0.2, 0.1]),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
     scores = np.random.default_rng(99).gamma(2.0, 1.0, N_ROWS)
-    return build_reference(make_frame(seed=0), NUMERIC, CATEGORICAL, scores=scores,
-                           threshold=float(np.quantile(scores, 0.99)))
+    return build_reference(
+        make_frame(seed=0), NUMERIC, CATEGORICAL, scores=scores, threshold=float(np.quantile(scores, 0.99))
+    )
 
 
 def summary_of(values: np.ndarray, bins: int = 200) -> dict:
@@ -94,8 +97,15 @@ def test_binner_matches_searchsorted(kind):
     }[kind]
     summary = summary_of(reference_values)
     edges = np.asarray(summary["edges"])
-    probe = np.concatenate([reference_values[:20_000] * 1.1 + 0.01, edges, np.nextafter(edges, np.inf),
-                            np.nextafter(edges, -np.inf), [-1e300, 1e300, 0.0]])
+    probe = np.concatenate(
+        [
+            reference_values[:20_000] * 1.1 + 0.01,
+            edges,
+            np.nextafter(edges, np.inf),
+            np.nextafter(edges, -np.inf),
+            [-1e300, 1e300, 0.0],
+        ]
+    )
     binner = Binner(edges)
     np.testing.assert_array_equal(binner.bin_index(probe), np.searchsorted(edges, probe, side="right"))
     assert binner._table is not None or kind == "constant"  # the grid lookup was exercised
@@ -141,11 +151,14 @@ def test_ks_on_fine_quantile_bins_matches_scipy():
     assert expected - 0.006 <= statistic <= expected + 1e-12  # a lower bound, within one bin's mass
 
 
-@pytest.mark.parametrize(("make_current", "tolerance"), [
-    (lambda rng: rng.normal(0.5, 1.0, 30_000), 1e-9),       # shift: CDFs never cross, exact
-    (lambda rng: rng.normal(0.0, 1.5, 30_000), 0.002),      # wider: they cross inside two bins
-    (lambda rng: rng.normal(8.0, 1.0, 30_000), 1e-9),       # mostly beyond the reference range (outer bin)
-])
+@pytest.mark.parametrize(
+    ("make_current", "tolerance"),
+    [
+        (lambda rng: rng.normal(0.5, 1.0, 30_000), 1e-9),  # shift: CDFs never cross, exact
+        (lambda rng: rng.normal(0.0, 1.5, 30_000), 0.002),  # wider: they cross inside two bins
+        (lambda rng: rng.normal(8.0, 1.0, 30_000), 1e-9),  # mostly beyond the reference range (outer bin)
+    ],
+)
 def test_wasserstein_from_bins_matches_scipy(make_current, tolerance):
     rng = np.random.default_rng(6)
     reference_values, current = rng.normal(size=50_000), make_current(rng)
@@ -154,8 +167,9 @@ def test_wasserstein_from_bins_matches_scipy(make_current, tolerance):
     estimate = wasserstein_from_bins(edges, np.asarray(summary["counts"]), np.asarray(summary["sums"]), counts, sums)
     expected = stats.wasserstein_distance(reference_values, current)
     assert estimate == pytest.approx(expected, rel=tolerance)
-    assert normalised_wasserstein(estimate, summary["std"]) == pytest.approx(expected / reference_values.std(),
-                                                                                 rel=max(tolerance, 1e-9))
+    assert normalised_wasserstein(estimate, summary["std"]) == pytest.approx(
+        expected / reference_values.std(), rel=max(tolerance, 1e-9)
+    )
 
 
 def test_chisquare_matches_scipy_contingency():
@@ -180,7 +194,8 @@ def test_psi_by_hand():
 
 def test_binomial_pvalue_matches_scipy():
     assert binomial_upper_pvalue(70, 5_000, 0.01) == pytest.approx(
-        stats.binomtest(70, 5_000, 0.01, alternative="greater").pvalue)
+        stats.binomtest(70, 5_000, 0.01, alternative="greater").pvalue
+    )
 
 
 def test_psi_deciles_are_equal_frequency_groups(reference):
@@ -193,14 +208,17 @@ def test_psi_deciles_are_equal_frequency_groups(reference):
 # ------------------------------------------------------------------------------------------- test choice
 
 
-@pytest.mark.parametrize(("rows", "distinct", "kind", "expected"), [
-    (20_000, 1000, "numeric", "wasserstein"),
-    (1_000, 1000, "numeric", "ks"),
-    (20_000, 5, "numeric", "jensenshannon"),
-    (500, 3, "numeric", "chisquare"),
-    (20_000, 4, "categorical", "jensenshannon"),
-    (800, 4, "categorical", "chisquare"),
-])
+@pytest.mark.parametrize(
+    ("rows", "distinct", "kind", "expected"),
+    [
+        (20_000, 1000, "numeric", "wasserstein"),
+        (1_000, 1000, "numeric", "ks"),
+        (20_000, 5, "numeric", "jensenshannon"),
+        (500, 3, "numeric", "chisquare"),
+        (20_000, 4, "categorical", "jensenshannon"),
+        (800, 4, "categorical", "chisquare"),
+    ],
+)
 def test_method_is_chosen_from_type_size_and_cardinality(rows, distinct, kind, expected):
     rng = np.random.default_rng(7)
     if kind == "numeric":
@@ -238,8 +256,10 @@ def drift_config_file(folder, drift: dict):
     """A pipeline config with one numeric (`amount`) and one categorical (`country`) model column."""
     config = {
         "lake": {"uri": "./lake", "partition_keys": {"day": "date"}},
-        "columns": [{"name": "amount", "type": "float", "role": "numeric"},
-                    {"name": "country", "type": "string", "role": "categorical"}],
+        "columns": [
+            {"name": "amount", "type": "float", "role": "numeric"},
+            {"name": "country", "type": "string", "role": "categorical"},
+        ],
         "output": {"uri": "./out"},
         "drift": drift,
     }
@@ -291,16 +311,22 @@ def test_unknown_method_is_refused_at_config_load_with_the_available_names(tmp_p
 def test_numeric_only_method_on_a_categorical_column_is_refused(tmp_path, name):
     assert name in ("ks", "wasserstein")  # derived from the registry's column kinds
     available = ", ".join(stattest_names("categorical"))
-    for drift, where in (({"columns": {"country": {"method": name}}}, "drift.columns.country"),
-                         ({"categorical": {"method": name}}, "drift.categorical")):
-        with pytest.raises(ConfigError, match=rf"{where}: method '{name}' only applies to numeric columns "
-                                              rf"\(categorical columns: {available}\)"):
+    for drift, where in (
+        ({"columns": {"country": {"method": name}}}, "drift.columns.country"),
+        ({"categorical": {"method": name}}, "drift.categorical"),
+    ):
+        with pytest.raises(
+            ConfigError,
+            match=rf"{where}: method '{name}' only applies to numeric columns "
+            rf"\(categorical columns: {available}\)",
+        ):
             load_config(drift_config_file(tmp_path, drift))
     # Settings built around validation reach the engine, which refuses too (no fallback to another test).
     frame = make_frame(seed=0, n=500)
     reference = build_reference(frame, NUMERIC, CATEGORICAL)
-    sneaked = DriftConfig.model_construct(**{**dict(DriftConfig()), "columns": {
-        "country": DriftTestConfig.model_construct(method=name, threshold=None)}})
+    sneaked = DriftConfig.model_construct(
+        **{**dict(DriftConfig()), "columns": {"country": DriftTestConfig.model_construct(method=name, threshold=None)}}
+    )
     with pytest.raises(StatTestKindError, match="only applies to numeric columns"):
         compare_to_reference(reference, frame, settings=sneaked)
     unknown = DriftTestConfig.model_construct(method="kolmogorov", threshold=None)
@@ -328,8 +354,13 @@ def test_the_registry_drives_dispatch_and_the_report_note(reference, monkeypatch
     """Swap a registered test's function: the report's score is what the registry's entry returns."""
     for name in stattest_names():
         original = get_stattest(name)
-        monkeypatch.setitem(registry._REGISTRY, name, dataclasses.replace(
-            original, function=lambda counts, name=name: StatTestResult(score=0.5 + len(name) / 100, statistic=7.0)))
+        monkeypatch.setitem(
+            registry._REGISTRY,
+            name,
+            dataclasses.replace(
+                original, function=lambda counts, name=name: StatTestResult(score=0.5 + len(name) / 100, statistic=7.0)
+            ),
+        )
     everything = {column: DriftTestConfig(method=name) for column, name in (("amount", "ks"), ("latency", "psi"))}
     report = compare_to_reference(reference, make_frame(seed=1), settings=DriftConfig(columns=everything))
     for column, name in (("amount", "ks"), ("latency", "psi"), ("country", "jensenshannon")):
@@ -375,8 +406,9 @@ def test_tail_shift_from_the_issue_is_flagged_by_wasserstein_not_by_decile_psi()
     reference = build_reference(pl.DataFrame({"v": reference_values}), ["v"], [])
     column = compare_to_reference(reference, pl.DataFrame({"v": current}))["columns"]["v"]
     assert column["method"] == "wasserstein" and column["drifted"]
-    assert column["score"] == pytest.approx(stats.wasserstein_distance(reference_values, current)
-                                            / reference_values.std(), rel=1e-3)
+    assert column["score"] == pytest.approx(
+        stats.wasserstein_distance(reference_values, current) / reference_values.std(), rel=1e-3
+    )
     assert column["score"] > 0.1 > column["psi"]
     assert column["quantiles"]["p99"] / column["reference_quantiles"]["p99"] - 1 > 0.2
 
@@ -387,8 +419,9 @@ def test_unseen_categories_and_null_shares(reference):
     country[:2_000], country[2_000:3_000] = "XX", "YY"
     latency = frame["latency"].to_list()
     latency[: N_ROWS // 5] = [None] * (N_ROWS // 5)
-    report = compare_to_reference(reference, frame.with_columns(pl.Series("country", country),
-                                                                pl.Series("latency", latency)))
+    report = compare_to_reference(
+        reference, frame.with_columns(pl.Series("country", country), pl.Series("latency", latency))
+    )
     column = report["columns"]["country"]
     assert column["unseen_share"] == pytest.approx(0.15)
     assert [entry["category"] for entry in column["unseen_categories"]] == ["XX", "YY"]
@@ -400,14 +433,17 @@ def test_unseen_categories_and_null_shares(reference):
 
 def test_constant_and_all_null_columns_do_not_crash():
     rng = np.random.default_rng(3)
-    training = pl.DataFrame({"constant": np.full(1_000, 5.0), "sometimes": rng.normal(size=1_000),
-                             "label": ["a"] * 1_000})
+    training = pl.DataFrame(
+        {"constant": np.full(1_000, 5.0), "sometimes": rng.normal(size=1_000), "label": ["a"] * 1_000}
+    )
     reference = build_reference(training, ["constant", "sometimes"], ["label"], scores=rng.normal(size=1_000))
-    current = pl.DataFrame({
-        "constant": np.full(500, 5.0),
-        "sometimes": pl.Series([None] * 500, dtype=pl.Float64),
-        "label": pl.Series([None] * 500, dtype=pl.String),
-    })
+    current = pl.DataFrame(
+        {
+            "constant": np.full(500, 5.0),
+            "sometimes": pl.Series([None] * 500, dtype=pl.Float64),
+            "label": pl.Series([None] * 500, dtype=pl.String),
+        }
+    )
     report = compare_to_reference(reference, current, scores=np.full(500, np.nan), partition="edge")
     assert not report["columns"]["constant"]["drifted"]
     sometimes = report["columns"]["sometimes"]
@@ -431,8 +467,9 @@ def test_anomaly_rate_binomial_test(reference, n_flagged, exceeds):
     n = 5_000
     flagged = np.zeros(n, dtype=bool)
     flagged[:n_flagged] = True
-    anomalies = compare_to_reference(reference, make_frame(seed=1, n=n), flagged=flagged,
-                                     expected_anomaly_rate=0.01)["anomalies"]
+    anomalies = compare_to_reference(reference, make_frame(seed=1, n=n), flagged=flagged, expected_anomaly_rate=0.01)[
+        "anomalies"
+    ]
     assert anomalies["observed_rate"] == pytest.approx(n_flagged / n)
     assert anomalies["p_value"] == pytest.approx(stats.binomtest(n_flagged, n, 0.01, alternative="greater").pvalue)
     assert anomalies["anomaly_rate_exceeds_expected"] is exceeds
@@ -456,8 +493,9 @@ def test_batches_give_the_same_report_as_one_shot(reference):
     rng = np.random.default_rng(8)
     scores, flagged = rng.gamma(2.0, 1.1, N_ROWS), rng.random(N_ROWS) < 0.02
     frame = frame.with_columns(pl.when(pl.col("latency") > 5).then(None).otherwise(pl.col("latency")).alias("latency"))
-    one_shot = compare_to_reference(reference, frame, scores=scores, flagged=flagged, expected_anomaly_rate=0.01,
-                                    partition="p")
+    one_shot = compare_to_reference(
+        reference, frame, scores=scores, flagged=flagged, expected_anomaly_rate=0.01, partition="p"
+    )
     accumulator = DriftAccumulator(reference)
     for start, stop in [(0, 1), (1, 7_000), (7_000, 7_000), (7_000, N_ROWS)]:
         accumulator.update(frame.slice(start, stop - start), scores[start:stop], flagged[start:stop])
@@ -481,18 +519,26 @@ def _rounded(value):
 def test_latent_usage_reports_silent_and_new_latents_with_their_columns():
     rng = np.random.default_rng(9)
     n, n_latents = 5_000, 6
-    frame = pl.DataFrame({"cpu": rng.normal(size=n), "latency": rng.normal(size=n), "region": rng.choice(["a", "b"], n)})
+    frame = pl.DataFrame(
+        {"cpu": rng.normal(size=n), "latency": rng.normal(size=n), "region": rng.choice(["a", "b"], n)}
+    )
     codes = np.where(rng.random((n, n_latents)) < 0.2, rng.random((n, n_latents)), 0.0)
     codes[:, 5] = 0.0  # dead in the reference
     decoder = np.zeros((4, n_latents))  # features: cpu, latency, region=a, region=b
     decoder[0, 2], decoder[1, 2] = 0.9, 0.1  # latent 2 is mostly cpu
     decoder[2, 5], decoder[3, 5], decoder[1, 5] = 0.5, 0.3, 0.2  # latent 5 is mostly region
     decoder[:, [0, 1, 3, 4]] = 0.5
-    reference = build_reference(frame, ["cpu", "latency"], ["region"], codes=codes, decoder_weights=decoder,
-                                feature_sources=["cpu", "latency", "region", "region"])
+    reference = build_reference(
+        frame,
+        ["cpu", "latency"],
+        ["region"],
+        codes=codes,
+        decoder_weights=decoder,
+        feature_sources=["cpu", "latency", "region", "region"],
+    )
     current_codes = codes.copy()
-    current_codes[:, 2] = 0.0                                   # latent 2 goes silent
-    current_codes[: n // 4, 5] = 1.0                             # latent 5 starts firing on a quarter of rows
+    current_codes[:, 2] = 0.0  # latent 2 goes silent
+    current_codes[: n // 4, 5] = 1.0  # latent 5 starts firing on a quarter of rows
     report = compare_to_reference(reference, frame, codes=current_codes)
     latents = report["latents"]
     assert [entry["latent"] for entry in latents["silent"]] == [2]
@@ -513,9 +559,16 @@ def test_latent_usage_reports_silent_and_new_latents_with_their_columns():
 def full_report(reference: dict, shift: float = 1.0, partition: str = "day=2024-01-02") -> dict:
     frame = make_frame(seed=1, amount_shift=shift)
     scores = np.random.default_rng(7).gamma(2.0, 1.0 + shift / 4, N_ROWS)
-    return compare_to_reference(reference, frame, scores=scores, flagged=scores > reference["threshold"],
-                                expected_anomaly_rate=0.01, partition=partition, quarantined_rows=12,
-                                quarantine_reasons={"amount: max": 9, "country: isin": 3})
+    return compare_to_reference(
+        reference,
+        frame,
+        scores=scores,
+        flagged=scores > reference["threshold"],
+        expected_anomaly_rate=0.01,
+        partition=partition,
+        quarantined_rows=12,
+        quarantine_reasons={"amount: max": 9, "country: isin": 3},
+    )
 
 
 def test_report_follows_the_versioned_schema_and_is_strict_json(reference):
@@ -528,8 +581,10 @@ def test_report_follows_the_versioned_schema_and_is_strict_json(reference):
         assert {"method", "score", "threshold", "drifted"} <= set(column), name
     schema = report_json_schema()
     assert {"dataset_drift", "drift_share", "columns", "schema_version"} <= set(schema["required"])
-    assert report["quarantine"]["columns"] == {"amount": {"rows": 9, "rate": pytest.approx(9 / (N_ROWS + 12))},
-                                               "country": {"rows": 3, "rate": pytest.approx(3 / (N_ROWS + 12))}}
+    assert report["quarantine"]["columns"] == {
+        "amount": {"rows": 9, "rate": pytest.approx(9 / (N_ROWS + 12))},
+        "country": {"rows": 3, "rate": pytest.approx(3 / (N_ROWS + 12))},
+    }
     broken = dict(report, dataset_drift="yes")
     with pytest.raises(ValueError):
         DriftReport.model_validate(broken)
@@ -547,8 +602,9 @@ def test_markdown_has_verdict_table_and_html_path(reference):
 
 def test_html_is_self_contained_with_verdict_first(reference):
     html = render_html(full_report(reference))
-    assert (html.index("No dataset drift") < html.index("<h2>Columns, most drifted first")
-            < html.index("<h2>Anomaly score"))
+    assert (
+        html.index("No dataset drift") < html.index("<h2>Columns, most drifted first") < html.index("<h2>Anomaly score")
+    )
     assert "reconstruction" not in html.lower()  # the score is the anomaly score (SAE reconstruction + kNN density)
     assert html.count("<svg") >= 5 and "threshold" in html
     assert html.index("<b>amount</b>") < html.index("<b>latency</b>")  # most drifted first
@@ -558,8 +614,12 @@ def test_html_is_self_contained_with_verdict_first(reference):
 def test_trend_page_over_partitions(reference):
     reports = [full_report(reference, shift=0.0, partition=f"day=2024-01-0{day}") for day in range(1, 5)]
     reports.append(full_report(reference, shift=2.0, partition="day=2024-01-05"))
-    reports[-1] = compare_to_reference(reference, make_frame(seed=1, amount_shift=2.0), settings=DriftConfig(drift_share=0.3),
-                                       partition="day=2024-01-05")
+    reports[-1] = compare_to_reference(
+        reference,
+        make_frame(seed=1, amount_shift=2.0),
+        settings=DriftConfig(drift_share=0.3),
+        partition="day=2024-01-05",
+    )
     html = render_trend(list(reversed(reports)))
     assert "Dataset drift in 1 of 5 partitions (latest: day=2024-01-05)" in html
     assert html.index('href="day=2024-01-01/') < html.index('href="day=2024-01-05/')
@@ -570,15 +630,16 @@ def test_trend_page_over_partitions(reference):
 
 def _assert_offline(html: str) -> None:
     lowered = html.lower()
-    for forbidden in ("<script", "src=", "@import", "url(", "http://", "<link rel=\"stylesheet"):
+    for forbidden in ("<script", "src=", "@import", "url(", "http://", '<link rel="stylesheet'):
         assert forbidden not in lowered.replace('xmlns="http://www.w3.org/2000/svg"', ""), forbidden
 
 
 def test_policy_asks_for_training_on_dataset_drift_or_anomaly_rate(reference):
     calm = full_report(reference, shift=0.0)
     assert policy_wants_training(calm, DriftPolicyConfig()) == (False, "no drift policy condition met")
-    drifted = compare_to_reference(reference, make_frame(seed=1, amount_shift=2.0), settings=DriftConfig(drift_share=0.3),
-                                   partition="day=9")
+    drifted = compare_to_reference(
+        reference, make_frame(seed=1, amount_shift=2.0), settings=DriftConfig(drift_share=0.3), partition="day=9"
+    )
     wanted, why = policy_wants_training(drifted, DriftPolicyConfig())
     assert wanted and "dataset drift in day=9" in why and "amount" in why
     assert not policy_wants_training(drifted, DriftPolicyConfig(on_dataset_drift=False))[0]
@@ -594,31 +655,82 @@ def test_policy_asks_for_training_on_dataset_drift_or_anomaly_rate(reference):
 # ------------------------------------------------------------------------------------------- every config field acts
 
 
-@pytest.mark.parametrize(("field", "value", "check"), [
-    ("null_share_threshold", 0.5, lambda default, changed: default["columns"]["latency"]["null_drifted"]
-     and not changed["columns"]["latency"]["null_drifted"]),
-    ("small_reference_rows", 50_000, lambda default, changed: (default["columns"]["amount"]["method"],
-                                                               changed["columns"]["amount"]["method"]) == ("wasserstein", "ks")),
-    ("low_cardinality", 10, lambda default, changed: (default["columns"]["level"]["method"],
-                                                      changed["columns"]["level"]["method"]) == ("wasserstein", "jensenshannon")),
-    ("psi_bins", 4, lambda default, changed: changed["columns"]["amount"]["psi"] < default["columns"]["amount"]["psi"]),
-    ("anomaly_rate_alpha", 1e-60, lambda default, changed: default["anomalies"]["anomaly_rate_exceeds_expected"]
-     and not changed["anomalies"]["anomaly_rate_exceeds_expected"]),
-    ("latent_threshold", 0.9, lambda default, changed: default["latents"]["drifted"] and not changed["latents"]["drifted"]),
-    ("latent_top", 1, lambda default, changed: len(default["latents"]["top_shifts"]) == 2
-     and len(changed["latents"]["top_shifts"]) == 1),
-    ("latent_min_frequency", 0.5, lambda default, changed: default["latents"]["new"] and changed["latents"]["new"] == []),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "check"),
+    [
+        (
+            "null_share_threshold",
+            0.5,
+            lambda default, changed: (
+                default["columns"]["latency"]["null_drifted"] and not changed["columns"]["latency"]["null_drifted"]
+            ),
+        ),
+        (
+            "small_reference_rows",
+            50_000,
+            lambda default, changed: (
+                (default["columns"]["amount"]["method"], changed["columns"]["amount"]["method"])
+                == ("wasserstein", "ks")
+            ),
+        ),
+        (
+            "low_cardinality",
+            10,
+            lambda default, changed: (
+                (default["columns"]["level"]["method"], changed["columns"]["level"]["method"])
+                == ("wasserstein", "jensenshannon")
+            ),
+        ),
+        (
+            "psi_bins",
+            4,
+            lambda default, changed: changed["columns"]["amount"]["psi"] < default["columns"]["amount"]["psi"],
+        ),
+        (
+            "anomaly_rate_alpha",
+            1e-60,
+            lambda default, changed: (
+                default["anomalies"]["anomaly_rate_exceeds_expected"]
+                and not changed["anomalies"]["anomaly_rate_exceeds_expected"]
+            ),
+        ),
+        (
+            "latent_threshold",
+            0.9,
+            lambda default, changed: default["latents"]["drifted"] and not changed["latents"]["drifted"],
+        ),
+        (
+            "latent_top",
+            1,
+            lambda default, changed: (
+                len(default["latents"]["top_shifts"]) == 2 and len(changed["latents"]["top_shifts"]) == 1
+            ),
+        ),
+        (
+            "latent_min_frequency",
+            0.5,
+            lambda default, changed: default["latents"]["new"] and changed["latents"]["new"] == [],
+        ),
+    ],
+)
 def test_each_drift_setting_changes_the_report(field, value, check):
     rng = np.random.default_rng(10)
     n = 10_000
-    frame = pl.DataFrame({"amount": rng.normal(size=n), "latency": rng.exponential(size=n),
-                          "level": rng.integers(0, 8, n), "country": rng.choice(["a", "b"], n)})
+    frame = pl.DataFrame(
+        {
+            "amount": rng.normal(size=n),
+            "latency": rng.exponential(size=n),
+            "level": rng.integers(0, 8, n),
+            "country": rng.choice(["a", "b"], n),
+        }
+    )
     codes = np.where(rng.random((n, 4)) < 0.3, 1.0, 0.0)
     codes[:, 3] = 0.0
     reference = build_reference(frame, ["amount", "latency", "level"], ["country"], codes=codes)
-    current = frame.with_columns(pl.col("amount") + 0.3,
-                                 pl.when(pl.col("latency") > 1.5).then(None).otherwise(pl.col("latency")).alias("latency"))
+    current = frame.with_columns(
+        pl.col("amount") + 0.3,
+        pl.when(pl.col("latency") > 1.5).then(None).otherwise(pl.col("latency")).alias("latency"),
+    )
     current_codes = codes.copy()
     current_codes[: n // 3, 3] = 1.0
     current_codes[:, 0] = 0.0

@@ -20,8 +20,14 @@ import pytest
 from sae_pipeline.config import DriftConfig
 from sae_pipeline.drift import build_reference, compare_to_reference, render_html, render_trend
 
-CHROMIUM = next((path for path in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
-                 if path and Path(path).exists()), None)
+CHROMIUM = next(
+    (
+        path
+        for path in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+        if path and Path(path).exists()
+    ),
+    None,
+)
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
@@ -34,9 +40,23 @@ CONSOLE_LINE = re.compile(r":CONSOLE(?:\(\d+\))?:?\d*\]\s*(.*)")
 def open_in_chromium(page: Path, profile: Path) -> tuple[str, list[str]]:
     """Render ``page`` headless; return the DOM after rendering and the console messages it logged."""
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, f"chromium failed ({result.returncode}):\n{result.stderr[-3000:]}"
     console = [match.group(1) for line in result.stderr.splitlines() if (match := CONSOLE_LINE.search(line))]
@@ -48,22 +68,43 @@ def _reports() -> list[dict]:
     n = 5_000
 
     def frame(shift: float) -> pl.DataFrame:
-        return pl.DataFrame({"cpu_pct": rng.normal(50 + 20 * shift, 10, n), "latency_ms": rng.lognormal(3 + shift, 0.5, n),
-                             "region": rng.choice(["eu", "us", "ap"], n)})
+        return pl.DataFrame(
+            {
+                "cpu_pct": rng.normal(50 + 20 * shift, 10, n),
+                "latency_ms": rng.lognormal(3 + shift, 0.5, n),
+                "region": rng.choice(["eu", "us", "ap"], n),
+            }
+        )
 
     scores = rng.gamma(2.0, 1.0, n)
     codes = np.where(rng.random((n, 8)) < 0.2, rng.random((n, 8)), 0.0)
-    reference = build_reference(frame(0.0), ["cpu_pct", "latency_ms"], ["region"], scores=scores, codes=codes,
-                                decoder_weights=rng.normal(size=(5, 8)),
-                                feature_sources=["cpu_pct", "latency_ms", "region", "region", "region"],
-                                threshold=float(np.quantile(scores, 0.99)))
+    reference = build_reference(
+        frame(0.0),
+        ["cpu_pct", "latency_ms"],
+        ["region"],
+        scores=scores,
+        codes=codes,
+        decoder_weights=rng.normal(size=(5, 8)),
+        feature_sources=["cpu_pct", "latency_ms", "region", "region", "region"],
+        threshold=float(np.quantile(scores, 0.99)),
+    )
     reports = []
     for day, shift in enumerate([0.0, 0.0, 1.0], start=1):
         current_scores = rng.gamma(2.0, 1.0 + shift, n)
-        reports.append(compare_to_reference(
-            reference, frame(shift), scores=current_scores, flagged=current_scores > reference["threshold"],
-            expected_anomaly_rate=0.01, partition=f"day=2026-11-0{day}", codes=codes * (1 + shift),
-            settings=DriftConfig(), quarantined_rows=3, quarantine_reasons={"cpu_pct: max": 3}))
+        reports.append(
+            compare_to_reference(
+                reference,
+                frame(shift),
+                scores=current_scores,
+                flagged=current_scores > reference["threshold"],
+                expected_anomaly_rate=0.01,
+                partition=f"day=2026-11-0{day}",
+                codes=codes * (1 + shift),
+                settings=DriftConfig(),
+                quarantined_rows=3,
+                quarantine_reasons={"cpu_pct: max": 3},
+            )
+        )
     return reports
 
 
@@ -94,8 +135,10 @@ def test_report_and_trend_render_in_chromium_without_console_messages(tmp_path):
 
 def test_the_harness_sees_console_errors(tmp_path):
     control = tmp_path / "control.html"
-    control.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><p>x</p>'
-                       '<script>console.error("boom"); missingFunction();</script></body></html>')
+    control.write_text(
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><p>x</p>'
+        '<script>console.error("boom"); missingFunction();</script></body></html>'
+    )
     _, console = open_in_chromium(control, tmp_path / "profile")
     assert any("boom" in message for message in console)
     assert any("missingFunction" in message for message in console)

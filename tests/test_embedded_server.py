@@ -41,7 +41,10 @@ def test_a_slow_first_start_is_retried_and_the_run_completes(tmp_path):
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SLOW_FIRST_START.format(marker=str(tmp_path / "slowed-once")))
     result = run_cli(
-        "run", "--config", str(config_path), home=tmp_path,
+        "run",
+        "--config",
+        str(config_path),
+        home=tmp_path,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="25",
         PYTHONPATH=os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
     )
@@ -75,9 +78,7 @@ def test_an_interrupted_backfill_says_how_to_finish(tmp_path):
     process.send_signal(2)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130
-    finish = (
-        f"sae-pipeline score --config {config_path} --partitions day=2026-11-01..day=2026-11-03"
-    )
+    finish = f"sae-pipeline score --config {config_path} --partitions day=2026-11-01..day=2026-11-03"
     assert error_lines(stderr) == [f"error: interrupted; 0 of 3 requested partition(s) committed; to finish: {finish}"]
     finished = run_cli(*finish.split()[1:], home=tmp_path)
     assert finished.returncode == 0, finished.stderr

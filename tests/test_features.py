@@ -39,7 +39,7 @@ def training_frame() -> pl.DataFrame:
     )
 
 
-@pytest.fixture()
+@pytest.fixture
 def encoder() -> TabularEncoder:
     return TabularEncoder(COLUMNS, FeatureConfig(min_category_frequency=0.05)).fit(training_frame())
 
@@ -50,8 +50,14 @@ def column(encoder: TabularEncoder, matrix: np.ndarray, name: str) -> np.ndarray
 
 def test_feature_layout_and_sources(encoder):
     assert encoder.feature_names_ == [
-        "amount", "retries", "disk", "disk__missing",
-        "country=DE", "country=ES", "country=FR", f"country={OTHER_LEVEL}",
+        "amount",
+        "retries",
+        "disk",
+        "disk__missing",
+        "country=DE",
+        "country=ES",
+        "country=FR",
+        f"country={OTHER_LEVEL}",
     ]
     assert encoder.feature_sources_ == ["amount", "retries", "disk", "disk", "country", "country", "country", "country"]
     assert dict(zip(encoder.feature_names_, encoder.feature_sources_))["disk__missing"] == "disk"
@@ -93,7 +99,7 @@ def test_transform_one_hot_with_other_for_unseen_rare_and_null_levels(encoder):
         }
     )
     X = encoder.transform(frame)
-    one_hot = X[:, encoder.feature_names_.index("country=DE"):]
+    one_hot = X[:, encoder.feature_names_.index("country=DE") :]
     assert one_hot.tolist() == [
         [0, 0, 1, 0],
         [0, 1, 0, 0],
@@ -129,7 +135,12 @@ def test_int_and_bool_categoricals_are_encoded_by_their_string_value():
     frame = pl.DataFrame({"code": [1, 2, 1, 2], "flag": [True, False, True, True]})
     encoder = TabularEncoder(columns, FeatureConfig(min_category_frequency=0.0)).fit(frame)
     assert encoder.feature_names_ == [
-        "code=1", "code=2", f"code={OTHER_LEVEL}", "flag=false", "flag=true", f"flag={OTHER_LEVEL}",
+        "code=1",
+        "code=2",
+        f"code={OTHER_LEVEL}",
+        "flag=false",
+        "flag=true",
+        f"flag={OTHER_LEVEL}",
     ]
     assert encoder.transform(pl.DataFrame({"code": [3], "flag": [False]})).tolist() == [[0, 0, 1, 1, 0, 0]]
 

@@ -103,7 +103,9 @@ def test_discover_percent_encoded_partition_values_point_at_the_real_folder(tmp_
     table = tmp_path / "table"
     data = pa.table({"x": [1, 2], "region": ["us east", "plain"]})
     ds.write_dataset(
-        data, table, format="parquet",
+        data,
+        table,
+        format="parquet",
         partitioning=ds.partitioning(pa.schema([("region", pa.string())]), flavor="hive"),
     )
     assert (table / "region=us%20east").is_dir()

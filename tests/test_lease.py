@@ -30,8 +30,13 @@ def test_second_holder_is_refused_with_the_holder_named(tmp_path):
 def test_lease_of_a_dead_process_on_this_machine_is_taken_over(tmp_path):
     uri = tmp_path / "_lease.json"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    record = {"token": "x", "run_id": "crashed", "pid": int(dead.stdout), "host": socket.gethostname(),
-              "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()}
+    record = {
+        "token": "x",
+        "run_id": "crashed",
+        "pid": int(dead.stdout),
+        "host": socket.gethostname(),
+        "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat(),
+    }
     uri.write_text(json.dumps(record))
     with RunLease(str(uri), "run-2", ttl_seconds=60):
         assert json.loads(uri.read_text())["run_id"] == "run-2"
@@ -39,8 +44,17 @@ def test_lease_of_a_dead_process_on_this_machine_is_taken_over(tmp_path):
 
 def test_expired_or_torn_lease_is_taken_over(tmp_path):
     uri = tmp_path / "_lease.json"
-    uri.write_text(json.dumps({"token": "x", "run_id": "old", "pid": 1, "host": "elsewhere",
-                               "expires_at": (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()}))
+    uri.write_text(
+        json.dumps(
+            {
+                "token": "x",
+                "run_id": "old",
+                "pid": 1,
+                "host": "elsewhere",
+                "expires_at": (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat(),
+            }
+        )
+    )
     with RunLease(str(uri), "run-2", ttl_seconds=60):
         pass
     uri.write_text("{not json")
@@ -50,8 +64,17 @@ def test_expired_or_torn_lease_is_taken_over(tmp_path):
 
 def test_live_lease_of_another_machine_is_respected_until_it_expires(tmp_path):
     uri = tmp_path / "_lease.json"
-    uri.write_text(json.dumps({"token": "x", "run_id": "remote", "pid": 1, "host": "other-host",
-                               "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat()}))
+    uri.write_text(
+        json.dumps(
+            {
+                "token": "x",
+                "run_id": "remote",
+                "pid": 1,
+                "host": "other-host",
+                "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat(),
+            }
+        )
+    )
     with pytest.raises(LeaseHeldError, match="other-host"):
         RunLease(str(uri), "run-2", ttl_seconds=60).acquire()
     assert json.loads(uri.read_text())["run_id"] == "remote"
@@ -72,6 +95,5 @@ def test_work_of_a_run_that_lost_the_lease_is_refused_with_the_new_holder_named(
     old = RunLease(uri, "old", ttl_seconds=60)
     with pytest.raises(LeaseLostError, match=r"day=1: scored rows not committed: .*\(no run holds it now\)"):
         confirm_holder(uri, old.token, "day=1: scored rows")
-    with RunLease(uri, "new", ttl_seconds=60):
-        with pytest.raises(LeaseLostError, match=r"\(run new holds it now\)"):
-            confirm_holder(uri, old.token, "day=1: scored rows")
+    with RunLease(uri, "new", ttl_seconds=60), pytest.raises(LeaseLostError, match=r"\(run new holds it now\)"):
+        confirm_holder(uri, old.token, "day=1: scored rows")

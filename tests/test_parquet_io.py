@@ -120,11 +120,7 @@ def test_rewrite_replaces_partition_and_is_readable_by_polars_and_pyarrow(tmp_pa
     assert read_partition(uri).equals(rerun)
     assert files_under(staging) == []  # no staging leftovers
 
-    scanned = (
-        pl.scan_parquet(str(table), hive_partitioning=True, hive_schema={"day": pl.Date})
-        .sort("id")
-        .collect()
-    )
+    scanned = pl.scan_parquet(str(table), hive_partitioning=True, hive_schema={"day": pl.Date}).sort("id").collect()
     assert scanned.height == 7
     assert scanned.filter(pl.col("day") == dt.date(2026, 11, 1)).get_column("id").to_list() == [50, 51, 52, 53]
     assert scanned.filter(pl.col("day") == dt.date(2026, 11, 2)).get_column("id").to_list() == [100, 101, 102]

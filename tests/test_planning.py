@@ -16,7 +16,7 @@ def test_selection_accepts_names_ranges_and_commas():
 
 
 @pytest.mark.parametrize(
-    "spec, message",
+    ("spec", "message"),
     [
         (["day=2026-12-01"], "not in the lake"),
         (["day=2026-11-04..day=2026-11-02"], "empty"),

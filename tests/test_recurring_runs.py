@@ -14,8 +14,8 @@ import yaml
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline, score_flow, train_or_update_flow
 from sae_pipeline.config import load_config
-from sae_pipeline.ledger import Ledger
 from sae_pipeline.lease import LeaseHeldError
+from sae_pipeline.ledger import Ledger
 from sae_pipeline.registry import ModelRegistry
 from sae_pipeline.runs import RunSummary
 from sae_pipeline.sample_data import generate_day
@@ -146,7 +146,9 @@ def test_a_run_never_interleaves_with_another(lake):
     lease = Path(config.output.lease_uri)
     lease.parent.mkdir(parents=True)
     expires = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat()
-    lease.write_text(json.dumps({"token": "t", "run_id": "other-run", "host": "worker-2", "pid": 1, "expires_at": expires}))
+    lease.write_text(
+        json.dumps({"token": "t", "run_id": "other-run", "host": "worker-2", "pid": 1, "expires_at": expires})
+    )
     with pytest.raises(LeaseHeldError, match="other-run.*worker-2"):
         lake_pipeline(str(lake))
     assert not Path(config.output.scored_uri).exists()
@@ -158,7 +160,8 @@ def test_partition_selection_backfill_and_rescore(lake):
     first = _run(lake)
     requested = RunSummary.model_validate(score_flow(str(lake), partitions=["day=2026-11-01..day=2026-11-02"]))
     assert [(p.partition, p.reason) for p in requested.partitions] == [
-        ("day=2026-11-01", "requested"), ("day=2026-11-02", "requested"),
+        ("day=2026-11-01", "requested"),
+        ("day=2026-11-02", "requested"),
     ]
     assert requested.up_to_date == ["day=2026-11-03"] and requested.training is None
     backfill = RunSummary.model_validate(score_flow(str(lake), backfill=True))

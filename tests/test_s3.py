@@ -62,8 +62,12 @@ def test_flow_runs_on_s3_from_a_config_on_s3_and_reruns_do_nothing(s3_bucket, tm
     second = RunSummary.model_validate(lake_pipeline(config_path))
     assert second.training.action == "skip" and second.partitions == [] and len(second.up_to_date) == 2
 
-    options = {"aws_endpoint_url": s3_bucket["endpoint"], "aws_region": "us-east-1",
-               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    options = {
+        "aws_endpoint_url": s3_bucket["endpoint"],
+        "aws_region": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
     scored = pl.scan_parquet(
         f"s3://{bucket}/out/scored/", hive_partitioning=True, hive_schema={"day": pl.Date}, storage_options=options
     ).collect()
@@ -115,20 +119,19 @@ def test_commit_streams_one_object_to_its_final_key_in_parts(s3_bucket, monkeypa
 
 def test_failed_rewrite_keeps_the_old_partition_and_leaves_no_upload(s3_bucket):
     bucket = s3_bucket["bucket"]
-    table_uri, staging_uri, key = f"s3://{bucket}/failing/scored", f"s3://{bucket}/failing/_staging", "failing/scored/day=2026-11-01/part-0.parquet"
+    table_uri, staging_uri, key = (
+        f"s3://{bucket}/failing/scored",
+        f"s3://{bucket}/failing/_staging",
+        "failing/scored/day=2026-11-01/part-0.parquet",
+    )
     old = _incompressible(10, seed=1)
     first = parquet_io.PartitionWriter(table_uri, "day=2026-11-01", staging_uri, old.schema)
     first.write(old)
     first.commit()
     writer = parquet_io.PartitionWriter(table_uri, "day=2026-11-01", staging_uri, old.schema)
-    with pytest.raises(RuntimeError):
-        try:
-            writer.write(_incompressible(1_400_000, seed=2))
-            assert _uploads(bucket, "failing/") == [key]
-            raise RuntimeError("scoring failed mid-partition")
-        except RuntimeError:
-            writer.abort()
-            raise
+    writer.write(_incompressible(1_400_000, seed=2))
+    assert _uploads(bucket, "failing/") == [key]
+    writer.abort()  # what scoring does when it fails mid-partition
     assert _uploads(bucket, "failing/") == [] and _keys(bucket, "failing/") == [key]
     assert parquet_io.read_partition(f"{table_uri}/day=2026-11-01").to_arrow().equals(old)
 

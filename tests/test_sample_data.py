@@ -11,14 +11,24 @@ from sae_pipeline.sample_data import SCHEMA, generate_day, generate_sample_lake
 
 DAY = datetime.date(2026, 11, 1)
 NOT_NULL = [
-    "host_id", "region", "service", "hour", "cpu_pct", "mem_pct", "requests_per_s",
-    "latency_ms", "error_rate", "net_in_mbps", "net_out_mbps",
+    "host_id",
+    "region",
+    "service",
+    "hour",
+    "cpu_pct",
+    "mem_pct",
+    "requests_per_s",
+    "latency_ms",
+    "error_rate",
+    "net_in_mbps",
+    "net_out_mbps",
 ]
 FLOATS = [name for name, dtype in SCHEMA.items() if dtype == pl.Float64]
 
 
 def _passes_validator() -> pl.Expr:
     """The validator's rules as one boolean expression; a null in a nullable column passes."""
+
     def between(name: str, low: float, high: float) -> pl.Expr:
         return pl.col(name).is_between(low, high).fill_null(True)
 

@@ -231,7 +231,7 @@ def scored(outcome, config) -> pl.DataFrame:
 def test_scorer_output_satisfies_scored_schema(scored, config, outcome):
     validated = scored_output_schema(config).validate(scored)
     assert validated.height == outcome.valid.height
-    assert scored.columns[-len(SCORE_COLUMNS):] == list(SCORE_COLUMNS)
+    assert scored.columns[-len(SCORE_COLUMNS) :] == list(SCORE_COLUMNS)
     assert {name: scored.schema[name] for name in SCORE_COLUMNS} == SCORE_COLUMNS
     assert (scored.get_column("anomaly_score") >= 0).all()
     assert scored.get_column("top_features").list.len().to_list() == [3] * scored.height

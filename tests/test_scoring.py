@@ -6,6 +6,7 @@ import numpy as np
 
 from sae_pipeline.scoring import top_features as top_features_arrow
 
+
 def top_features(residuals, sources, k):
     return top_features_arrow(residuals, sources, k).to_pylist()
 

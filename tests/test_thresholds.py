@@ -78,7 +78,9 @@ def test_pvalues_do_not_depend_on_reference_order():
     rng = np.random.default_rng(4)
     reference = rng.normal(size=200)
     scores = rng.normal(size=50)
-    np.testing.assert_array_equal(empirical_pvalues(reference, scores), empirical_pvalues(rng.permutation(reference), scores))
+    np.testing.assert_array_equal(
+        empirical_pvalues(reference, scores), empirical_pvalues(rng.permutation(reference), scores)
+    )
 
 
 def test_pvalues_roughly_uniform_on_reference_like_data():

@@ -20,7 +20,7 @@ CHAMPION = {"trimmed_mean_score": 0.10, "flagged_rate": 0.012}
 
 
 @pytest.mark.parametrize(
-    "challenger, promoted, why",
+    ("challenger", "promoted", "why"),
     [
         ({"trimmed_mean_score": 0.08, "flagged_rate": 0.010}, True, "no worse"),
         ({"trimmed_mean_score": 0.104, "flagged_rate": 0.011}, True, "no worse"),  # within the 5% tolerance

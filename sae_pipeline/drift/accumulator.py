@@ -57,8 +57,13 @@ class DriftAccumulator:
         self._latent_total = np.zeros(n_latents)
         self._latent_rows = 0
 
-    def update(self, batch: pl.DataFrame, scores: np.ndarray | None = None, flagged: np.ndarray | None = None,
-               codes: np.ndarray | None = None) -> DriftAccumulator:
+    def update(
+        self,
+        batch: pl.DataFrame,
+        scores: np.ndarray | None = None,
+        flagged: np.ndarray | None = None,
+        codes: np.ndarray | None = None,
+    ) -> DriftAccumulator:
         """Add one record batch: its rows, and optionally per-row anomaly scores, anomaly flags and SAE codes."""
         require_columns(batch, list(self._columns))
         for label, per_row in (("scores", scores), ("flagged", flagged), ("codes", codes)):
@@ -83,9 +88,13 @@ class DriftAccumulator:
             self._latent_rows += len(codes)
         return self
 
-    def report(self, partition: str = "", quarantined_rows: int | None = None,
-               quarantine_reasons: dict[str, int] | None = None,
-               expected_anomaly_rate: float | None = None) -> dict:
+    def report(
+        self,
+        partition: str = "",
+        quarantined_rows: int | None = None,
+        quarantine_reasons: dict[str, int] | None = None,
+        expected_anomaly_rate: float | None = None,
+    ) -> dict:
         """The report.json content for everything added so far (validated against the schema)."""
         if expected_anomaly_rate is not None and not 0.0 < expected_anomaly_rate < 1.0:
             raise ValueError(f"expected_anomaly_rate must be strictly between 0 and 1, got {expected_anomaly_rate}")
@@ -103,8 +112,9 @@ class DriftAccumulator:
         dataset_drift = bool(columns) and share >= settings.drift_share
         anomalies = None
         if self._saw_flags:
-            anomalies = anomaly_rate_section(self._n_rows, self._n_flagged, expected_anomaly_rate,
-                                             settings.anomaly_rate_alpha)
+            anomalies = anomaly_rate_section(
+                self._n_rows, self._n_flagged, expected_anomaly_rate, settings.anomaly_rate_alpha
+            )
         report = {
             "schema_version": SCHEMA_VERSION,
             "partition": partition,
@@ -119,7 +129,8 @@ class DriftAccumulator:
             "overall_status": overall_status(dataset_drift, len(drifted)),
             "columns": {name: columns[name] for name in ranked},
             "scores": score_section(self._scores, self._n_rows, self.reference.get("threshold"), settings)
-            if self._saw_scores else None,
+            if self._saw_scores
+            else None,
             "anomalies": anomalies,
             "latents": self._latent_section(),
             "quarantine": quarantine_section(quarantined_rows, quarantine_reasons, self._n_rows),
@@ -131,9 +142,15 @@ class DriftAccumulator:
         if not reference or not self._latent_rows:
             return None
         settings = self.settings
-        return latents.compare_usage(reference, self._latent_fire, self._latent_total, self._latent_rows,
-                                     threshold=settings.latent_threshold, min_frequency=settings.latent_min_frequency,
-                                     top=settings.latent_top)
+        return latents.compare_usage(
+            reference,
+            self._latent_fire,
+            self._latent_total,
+            self._latent_rows,
+            threshold=settings.latent_threshold,
+            min_frequency=settings.latent_min_frequency,
+            top=settings.latent_top,
+        )
 
 
 def compare_to_reference(
@@ -152,5 +169,9 @@ def compare_to_reference(
     """One-shot drift report of a whole partition: a :class:`DriftAccumulator` fed one batch."""
     accumulator = DriftAccumulator(reference, settings)
     accumulator.update(frame, scores=scores, flagged=flagged, codes=codes)
-    return accumulator.report(partition=partition, quarantined_rows=quarantined_rows,
-                              quarantine_reasons=quarantine_reasons, expected_anomaly_rate=expected_anomaly_rate)
+    return accumulator.report(
+        partition=partition,
+        quarantined_rows=quarantined_rows,
+        quarantine_reasons=quarantine_reasons,
+        expected_anomaly_rate=expected_anomaly_rate,
+    )

@@ -28,15 +28,18 @@ def configured_test(settings: DriftConfig, name: str, kind: str) -> DriftTestCon
     """Per-column override, else per-type override, else nothing (method and threshold chosen by rule)."""
     per_type = settings.numeric if kind == "numeric" else settings.categorical
     per_column = settings.columns.get(name, DriftTestConfig())
-    return DriftTestConfig(method=per_column.method or per_type.method,
-                           threshold=per_column.threshold or per_type.threshold)
+    return DriftTestConfig(
+        method=per_column.method or per_type.method, threshold=per_column.threshold or per_type.threshold
+    )
 
 
-def resolve_test(test: DriftTestConfig, kind: str, reference_rows: int, n_unique: int,
-                 settings: DriftConfig) -> tuple[StatTest, float]:
+def resolve_test(
+    test: DriftTestConfig, kind: str, reference_rows: int, n_unique: int, settings: DriftConfig
+) -> tuple[StatTest, float]:
     """The registered test for a column (the configured one, else the default choice) and its threshold."""
-    method = test.method or choose_method(kind, reference_rows, n_unique, settings.small_reference_rows,
-                                          settings.low_cardinality)
+    method = test.method or choose_method(
+        kind, reference_rows, n_unique, settings.small_reference_rows, settings.low_cardinality
+    )
     stattest = get_stattest(method, kind)
     return stattest, test.threshold or stattest.default_threshold
 
@@ -78,22 +81,32 @@ def numeric_column(state: NumericCounts, test: DriftTestConfig, settings: DriftC
         groups = equal_frequency_groups(reference_counts, settings.psi_bins)
         buckets_reference = grouped(reference_counts, groups, settings.psi_bins)
         buckets_current = grouped(state.counts, groups, settings.psi_bins)
-    fine = FineBins(edges=state.edges, reference_counts=reference_counts, reference_sums=reference_sums,
-                    current_counts=state.counts, current_sums=state.sums, reference_std=summary["std"])
+    fine = FineBins(
+        edges=state.edges,
+        reference_counts=reference_counts,
+        reference_sums=reference_sums,
+        current_counts=state.counts,
+        current_sums=state.sums,
+        reference_std=summary["std"],
+    )
     score, statistic, psi = run_test(stattest, ColumnCounts(buckets_reference, buckets_current, fine))
     mean = finite(state.sums.sum() / present) if present else None
-    entry = _column_entry("numeric", stattest, score, threshold, statistic, psi, state.n_rows, state.n_missing,
-                          summary, settings)
-    entry.update({
-        "mean": mean,
-        "reference_mean": summary["mean"],
-        "quantiles": quantiles(state.edges, state.counts, state.sums, REPORT_QUANTILES) if present else None,
-        "reference_quantiles": quantiles(state.edges, reference_counts, reference_sums, REPORT_QUANTILES)
-        if reference_present else None,
-        "unseen_share": None,
-        "unseen_categories": [],
-        "plot": plots.numeric_plot(state, per_value),
-    })
+    entry = _column_entry(
+        "numeric", stattest, score, threshold, statistic, psi, state.n_rows, state.n_missing, summary, settings
+    )
+    entry.update(
+        {
+            "mean": mean,
+            "reference_mean": summary["mean"],
+            "quantiles": quantiles(state.edges, state.counts, state.sums, REPORT_QUANTILES) if present else None,
+            "reference_quantiles": quantiles(state.edges, reference_counts, reference_sums, REPORT_QUANTILES)
+            if reference_present
+            else None,
+            "unseen_share": None,
+            "unseen_categories": [],
+            "plot": plots.numeric_plot(state, per_value),
+        }
+    )
     return entry
 
 
@@ -119,23 +132,36 @@ def categorical_column(state: CategoryCounts, test: DriftTestConfig, settings: D
     reference_present = int(reference_counts.sum())
     stattest, threshold = resolve_test(test, "categorical", reference_present, summary["n_unique"], settings)
     score, statistic, psi = run_test(stattest, ColumnCounts(buckets_reference, buckets_current))
-    entry = _column_entry("categorical", stattest, score, threshold, statistic, psi, state.n_rows, n_missing,
-                          summary, settings)
+    entry = _column_entry(
+        "categorical", stattest, score, threshold, statistic, psi, state.n_rows, n_missing, summary, settings
+    )
     ranked_unseen = sorted(unseen.items(), key=lambda item: (-item[1], item[0]))[:LISTED_UNSEEN]
-    entry.update({
-        "mean": None,
-        "reference_mean": None,
-        "quantiles": None,
-        "reference_quantiles": None,
-        "unseen_share": fraction(unseen_total, present),
-        "unseen_categories": [{"category": c, "fraction": fraction(n, present)} for c, n in ranked_unseen],
-        "plot": plots.categorical_plot(categories, reference_counts, current_counts, unseen_total),
-    })
+    entry.update(
+        {
+            "mean": None,
+            "reference_mean": None,
+            "quantiles": None,
+            "reference_quantiles": None,
+            "unseen_share": fraction(unseen_total, present),
+            "unseen_categories": [{"category": c, "fraction": fraction(n, present)} for c, n in ranked_unseen],
+            "plot": plots.categorical_plot(categories, reference_counts, current_counts, unseen_total),
+        }
+    )
     return entry
 
 
-def _column_entry(kind: str, stattest: StatTest, score: float | None, threshold: float, statistic: float | None,
-                  psi: float | None, n_rows: int, n_missing: int, summary: dict, settings: DriftConfig) -> dict:
+def _column_entry(
+    kind: str,
+    stattest: StatTest,
+    score: float | None,
+    threshold: float,
+    statistic: float | None,
+    psi: float | None,
+    n_rows: int,
+    n_missing: int,
+    summary: dict,
+    settings: DriftConfig,
+) -> dict:
     null_share = fraction(n_missing, n_rows)
     reference_null_share = fraction(summary["n_missing"], summary["n_rows"])
     null_drifted = n_rows > 0 and abs(null_share - reference_null_share) >= settings.null_share_threshold

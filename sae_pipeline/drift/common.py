@@ -60,5 +60,7 @@ def split_missing(values: np.ndarray) -> tuple[np.ndarray, int]:
 def category_counts(series: pl.Series) -> dict[str, int]:
     """Count per category as a string, nulls under NULL_CATEGORY (so JSON keys stay strings)."""
     counts = series.cast(pl.String).value_counts()
-    return {NULL_CATEGORY if category is None else category: int(count)
-            for category, count in zip(counts.to_series(0).to_list(), counts.to_series(1).to_list())}
+    return {
+        NULL_CATEGORY if category is None else category: int(count)
+        for category, count in zip(counts.to_series(0).to_list(), counts.to_series(1).to_list())
+    }

@@ -34,7 +34,7 @@ class NumericCounts:
     def update(self, values: np.ndarray) -> None:
         # Slices that fit in the CPU cache: the binning makes several passes over its input.
         for start in range(0, len(values), CHUNK_ROWS):
-            present, n_missing = split_missing(values[start:start + CHUNK_ROWS])
+            present, n_missing = split_missing(values[start : start + CHUNK_ROWS])
             counts, sums = self.binner.counts_and_sums(present)
             self.counts += counts
             self.sums += sums

@@ -54,22 +54,34 @@ svg { max-width: 100%; height: auto; }
 
 
 def page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{STYLE}</style></head>'
-            f'<body>{body}</body></html>\n')
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{STYLE}</style></head>'
+        f"<body>{body}</body></html>\n"
+    )
 
 
 def render_html(report: dict, max_plots: int = 6) -> str:
     """The self-contained HTML page of one report.json dict; ``max_plots`` drifted columns get a large picture."""
     name = report["partition"] or "(unnamed partition)"
     tone = "drift" if report["dataset_drift"] else ("warn" if report["n_drifted_columns"] else "ok")
-    header = (f'<header class="verdict {tone}" id="verdict"><h1>Drift report · {escape(name)}</h1>'
-              f'<p>{escape(verdict(report))}</p><p class="sub">{escape(_sub_verdict(report))}</p></header>')
-    parts = [_cards(report), _column_table(report), _column_figures(report, max_plots), _score_section(report),
-             _latent_section(report), _quarantine_section(report)]
-    footer = (f'<footer>report.json schema version {report["schema_version"]} · {report["n_rows"]:,} rows · '
-              f'reference {report["reference_n_rows"]:,} rows · written by sae-pipeline</footer>')
+    header = (
+        f'<header class="verdict {tone}" id="verdict"><h1>Drift report · {escape(name)}</h1>'
+        f'<p>{escape(verdict(report))}</p><p class="sub">{escape(_sub_verdict(report))}</p></header>'
+    )
+    parts = [
+        _cards(report),
+        _column_table(report),
+        _column_figures(report, max_plots),
+        _score_section(report),
+        _latent_section(report),
+        _quarantine_section(report),
+    ]
+    footer = (
+        f"<footer>report.json schema version {report['schema_version']} · {report['n_rows']:,} rows · "
+        f"reference {report['reference_n_rows']:,} rows · written by sae-pipeline</footer>"
+    )
     return page(f"Drift report: {name}", header + "<main>" + "".join(parts) + footer + "</main>")
 
 
@@ -77,8 +89,10 @@ def _sub_verdict(report: dict) -> str:
     notes = []
     anomalies = report.get("anomalies")
     if anomalies and anomalies["anomaly_rate_exceeds_expected"]:
-        notes.append(f"Anomaly rate {100 * anomalies['observed_rate']:.2f}% is above the target "
-                     f"{100 * anomalies['expected_rate']:.2f}%.")
+        notes.append(
+            f"Anomaly rate {100 * anomalies['observed_rate']:.2f}% is above the target "
+            f"{100 * anomalies['expected_rate']:.2f}%."
+        )
     scores = report.get("scores")
     if scores and scores["drifted"]:
         notes.append("Anomaly scores drifted.")
@@ -87,43 +101,74 @@ def _sub_verdict(report: dict) -> str:
         notes.append("SAE latent usage drifted.")
     if notes:
         return " ".join(notes)
-    measured = [label for key, label in (("scores", "anomaly scores"), ("anomalies", "the anomaly rate"),
-                                         ("latents", "latent usage")) if report.get(key)]
+    measured = [
+        label
+        for key, label in (("scores", "anomaly scores"), ("anomalies", "the anomaly rate"), ("latents", "latent usage"))
+        if report.get(key)
+    ]
     if not measured:
         return "Only the input columns were compared (no scores, anomaly flags or latent codes given)."
     return "Nothing unusual in " + ", ".join(measured) + "."
 
 
 def _card(label: str, value: str, note: str = "", bad: bool = False) -> str:
-    return (f'<div class="card{" bad" if bad else ""}"><div class="label">{escape(label)}</div>'
-            f'<div class="value">{escape(value)}</div><div class="note">{escape(note)}</div></div>')
+    return (
+        f'<div class="card{" bad" if bad else ""}"><div class="label">{escape(label)}</div>'
+        f'<div class="value">{escape(value)}</div><div class="note">{escape(note)}</div></div>'
+    )
 
 
 def _cards(report: dict) -> str:
-    cards = [_card("Drifted columns", f"{report['n_drifted_columns']} / {report['n_columns']}",
-                   f"{100 * report['drift_share']:.0f}% (dataset drift at {100 * report['drift_share_threshold']:.0f}%)",
-                   report["dataset_drift"])]
+    cards = [
+        _card(
+            "Drifted columns",
+            f"{report['n_drifted_columns']} / {report['n_columns']}",
+            f"{100 * report['drift_share']:.0f}% (dataset drift at {100 * report['drift_share_threshold']:.0f}%)",
+            report["dataset_drift"],
+        )
+    ]
     anomalies = report.get("anomalies")
     if anomalies:
         note = "no target given"
         if anomalies["expected_rate"] is not None:
-            note = (f"target {100 * anomalies['expected_rate']:.2f}%, binomial p = "
-                    f"{svg.format_number(anomalies['p_value'])}")
-        cards.append(_card("Anomaly rate", f"{100 * anomalies['observed_rate']:.2f}%", note,
-                           anomalies["anomaly_rate_exceeds_expected"]))
+            note = (
+                f"target {100 * anomalies['expected_rate']:.2f}%, binomial p = "
+                f"{svg.format_number(anomalies['p_value'])}"
+            )
+        cards.append(
+            _card(
+                "Anomaly rate",
+                f"{100 * anomalies['observed_rate']:.2f}%",
+                note,
+                anomalies["anomaly_rate_exceeds_expected"],
+            )
+        )
     scores = report.get("scores")
     if scores and scores["method"]:
-        cards.append(_card("Anomaly score", "drifted" if scores["drifted"] else "stable",
-                           f"{scores['method']} {svg.format_number(scores['score'])} (threshold "
-                           f"{svg.format_number(scores['threshold'])})", scores["drifted"]))
+        cards.append(
+            _card(
+                "Anomaly score",
+                "drifted" if scores["drifted"] else "stable",
+                f"{scores['method']} {svg.format_number(scores['score'])} (threshold "
+                f"{svg.format_number(scores['threshold'])})",
+                scores["drifted"],
+            )
+        )
     latents = report.get("latents")
     if latents:
-        cards.append(_card("Latent usage", "drifted" if latents["drifted"] else "stable",
-                           f"JS {svg.format_number(latents['score'])}; {len(latents['silent'])} silent, "
-                           f"{len(latents['new'])} new", latents["drifted"]))
+        cards.append(
+            _card(
+                "Latent usage",
+                "drifted" if latents["drifted"] else "stable",
+                f"JS {svg.format_number(latents['score'])}; {len(latents['silent'])} silent, {len(latents['new'])} new",
+                latents["drifted"],
+            )
+        )
     quarantine = report.get("quarantine")
     if quarantine:
-        cards.append(_card("Quarantined rows", f"{quarantine['rows']:,}", f"{100 * quarantine['rate']:.2f}% of rows read"))
+        cards.append(
+            _card("Quarantined rows", f"{quarantine['rows']:,}", f"{100 * quarantine['rate']:.2f}% of rows read")
+        )
     return '<section class="cards">' + "".join(cards) + "</section>"
 
 
@@ -149,10 +194,13 @@ def _column_table(report: dict) -> str:
             f'<td class="num">{100 * column["null_share"]:.1f}% / {100 * column["reference_null_share"]:.1f}%</td>'
             f"<td>{picture}</td></tr>"
         )
-    head = ("<tr><th>Column</th><th>Type</th><th>Test</th><th>Score</th><th>Threshold</th><th>Drift</th>"
-            "<th>PSI</th><th>Nulls now / ref</th><th>Reference (grey) vs now (blue)</th></tr>")
+    head = (
+        "<tr><th>Column</th><th>Type</th><th>Test</th><th>Score</th><th>Threshold</th><th>Drift</th>"
+        "<th>PSI</th><th>Nulls now / ref</th><th>Reference (grey) vs now (blue)</th></tr>"
+    )
     note = f'<p class="muted">{escape(_tests_note())}</p>'
-    return f'<section><h2>Columns, most drifted first</h2><table id="columns">{head}{"".join(rows)}</table>{note}</section>'
+    table = f'<table id="columns">{head}{"".join(rows)}</table>'
+    return f"<section><h2>Columns, most drifted first</h2>{table}{note}</section>"
 
 
 def _test_label(method: str) -> str:
@@ -164,14 +212,17 @@ def _test_label(method: str) -> str:
 
 def _tests_note() -> str:
     """How to read each registered test's score: p-values (drift when ≤ threshold), then distances (≥ threshold)."""
+
     def named(tests: list) -> str:
         names = [f"{test.name} ({test.note})" if test.note else test.name for test in tests]
         return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
 
     pvalues = [test for test in registered_stattests() if test.direction == "pvalue"]
     distances = [test for test in registered_stattests() if test.direction == "distance"]
-    return (f"Tests: {named(pvalues)} scores are p-values (drift when ≤ threshold); {named(distances)} are distances "
-            "(drift when ≥ threshold). PSI is reported for every column.")
+    return (
+        f"Tests: {named(pvalues)} scores are p-values (drift when ≤ threshold); {named(distances)} are distances "
+        "(drift when ≥ threshold). PSI is reported for every column."
+    )
 
 
 def _column_figures(report: dict, limit: int = 6) -> str:
@@ -184,15 +235,18 @@ def _column_figures(report: dict, limit: int = 6) -> str:
     figures = []
     for name in names:
         column = report["columns"][name]
-        stats = f"{column['method']} {svg.format_number(column['score'])} vs threshold {svg.format_number(column['threshold'])}"
+        score, threshold = svg.format_number(column["score"]), svg.format_number(column["threshold"])
+        stats = f"{column['method']} {score} vs threshold {threshold}"
         if column["mean"] is not None or column["reference_mean"] is not None:
             stats += f"; mean {svg.format_number(column['reference_mean'])} → {svg.format_number(column['mean'])}"
         quantiles, reference = column.get("quantiles") or {}, column.get("reference_quantiles") or {}
         for level in ("p90", "p99"):
             if quantiles.get(level) is not None and reference.get(level) is not None:
                 stats += f"; {level} {svg.format_number(reference[level])} → {svg.format_number(quantiles[level])}"
-        figures.append(f"<figure><figcaption><b>{escape(name)}</b> · {escape(stats)}</figcaption>"
-                       f"{svg.distribution(column['plot'], 440, 180, label=f'{name}: reference vs current')}</figure>")
+        figures.append(
+            f"<figure><figcaption><b>{escape(name)}</b> · {escape(stats)}</figcaption>"
+            f"{svg.distribution(column['plot'], 440, 180, label=f'{name}: reference vs current')}</figure>"
+        )
     return f'<section><h2>{title}</h2><div class="figures">{"".join(figures)}</div></section>'
 
 
@@ -201,53 +255,84 @@ def _score_section(report: dict) -> str:
     if not scores:
         return ""
     if not scores["method"]:
-        return ('<section><h2>Anomaly score</h2><p class="muted">The reference has no score summary, so '
-                "anomaly-score drift is not measured.</p></section>")
+        return (
+            '<section><h2>Anomaly score</h2><p class="muted">The reference has no score summary, so '
+            "anomaly-score drift is not measured.</p></section>"
+        )
     quantiles, reference = scores["quantiles"] or {}, scores["reference_quantiles"] or {}
-    rows = "".join(f'<tr><td>{level}</td><td class="num">{svg.format_number(reference.get(level))}</td>'
-                   f'<td class="num">{svg.format_number(quantiles.get(level))}</td></tr>' for level in ("p50", "p90", "p99"))
+    rows = "".join(
+        f'<tr><td>{level}</td><td class="num">{svg.format_number(reference.get(level))}</td>'
+        f'<td class="num">{svg.format_number(quantiles.get(level))}</td></tr>'
+        for level in ("p50", "p90", "p99")
+    )
     above = scores["above_threshold_share"]
-    text = (f"{scores['method']} {svg.format_number(scores['score'])} (threshold {svg.format_number(scores['threshold'])}): "
-            f"{'drifted' if scores['drifted'] else 'no drift'}.")
+    text = (
+        f"{scores['method']} {svg.format_number(scores['score'])} "
+        f"(threshold {svg.format_number(scores['threshold'])}): "
+        f"{'drifted' if scores['drifted'] else 'no drift'}."
+    )
     if above is not None:
-        text += (f" Above the detector threshold: {100 * above:.2f}% now, "
-                 f"{100 * (scores['reference_above_threshold_share'] or 0):.2f}% of validation rows.")
-    chart = svg.distribution(scores["histogram"], 560, 220, marker=scores["detector_threshold"],
-                             label="anomaly score: validation vs current, with the detector threshold")
+        text += (
+            f" Above the detector threshold: {100 * above:.2f}% now, "
+            f"{100 * (scores['reference_above_threshold_share'] or 0):.2f}% of validation rows."
+        )
+    chart = svg.distribution(
+        scores["histogram"],
+        560,
+        220,
+        marker=scores["detector_threshold"],
+        label="anomaly score: validation vs current, with the detector threshold",
+    )
     table = f"<table><tr><th>Quantile</th><th>Validation</th><th>Now</th></tr>{rows}</table>"
-    return (f'<section><h2>Anomaly score</h2><p>{escape(text)}</p><div class="figures">'
-            f"<figure><figcaption>Anomaly-score histogram, threshold dashed red</figcaption>{chart}</figure>"
-            f"<figure><figcaption>Score quantiles</figcaption>{table}</figure></div></section>")
+    return (
+        f'<section><h2>Anomaly score</h2><p>{escape(text)}</p><div class="figures">'
+        f"<figure><figcaption>Anomaly-score histogram, threshold dashed red</figcaption>{chart}</figure>"
+        f"<figure><figcaption>Score quantiles</figcaption>{table}</figure></div></section>"
+    )
 
 
 def _latent_section(report: dict) -> str:
     latents = report.get("latents")
     if not latents:
         return ""
-    highlight = {entry["latent"]: " (" + ", ".join(c["column"] for c in entry["columns"]) + ")"
-                 for entry in [*latents["top_shifts"][:8], *latents["silent"], *latents["new"]]}
-    chart = svg.latent_scatter(latents["reference_frequency"], latents["frequency"], highlight,
-                               label="latent firing frequency now vs reference")
+    highlight = {
+        entry["latent"]: " (" + ", ".join(c["column"] for c in entry["columns"]) + ")"
+        for entry in [*latents["top_shifts"][:8], *latents["silent"], *latents["new"]]
+    }
+    chart = svg.latent_scatter(
+        latents["reference_frequency"],
+        latents["frequency"],
+        highlight,
+        label="latent firing frequency now vs reference",
+    )
     rows = []
     listed = {entry["latent"] for entry in [*latents["silent"], *latents["new"]]}
     shifts = [entry for entry in latents["top_shifts"] if entry["latent"] not in listed]
     for kind, entries in (("silent", latents["silent"]), ("new", latents["new"]), ("shift", shifts)):
         for entry in entries:
             columns = ", ".join(f"{c['column']} ({100 * c['weight']:.0f}%)" for c in entry["columns"]) or "n/a"
-            rows.append(f'<tr><td>#{entry["latent"]}</td><td>{kind}</td>'
-                        f'<td class="num">{100 * entry["reference_frequency"]:.2f}%</td>'
-                        f'<td class="num">{100 * entry["frequency"]:.2f}%</td>'
-                        f'<td class="num">{svg.format_number(entry["reference_mean_activation"])} → '
-                        f'{svg.format_number(entry["mean_activation"])}</td><td>{escape(columns)}</td></tr>')
-    table = ("<table><tr><th>Latent</th><th>Kind</th><th>Fires ref</th><th>Fires now</th><th>Mean activation</th>"
-             f"<th>Input columns its decoder weighs most</th></tr>{''.join(rows)}</table>")
-    text = (f"{latents['n_latents']} latents; Jensen-Shannon distance of firing profiles "
-            f"{svg.format_number(latents['score'])} (threshold {svg.format_number(latents['threshold'])}): "
-            f"{'drifted' if latents['drifted'] else 'no drift'}. {len(latents['silent'])} latent(s) went silent, "
-            f"{len(latents['new'])} fire that never fired in the reference.")
-    return (f'<section><h2>SAE latent usage</h2><p>{escape(text)}</p><div class="figures">'
-            f"<figure><figcaption>Each dot is a latent; off the diagonal = used more or less than in the reference"
-            f"</figcaption>{chart}</figure><figure><figcaption>Largest shifts</figcaption>{table}</figure></div></section>")
+            rows.append(
+                f"<tr><td>#{entry['latent']}</td><td>{kind}</td>"
+                f'<td class="num">{100 * entry["reference_frequency"]:.2f}%</td>'
+                f'<td class="num">{100 * entry["frequency"]:.2f}%</td>'
+                f'<td class="num">{svg.format_number(entry["reference_mean_activation"])} → '
+                f"{svg.format_number(entry['mean_activation'])}</td><td>{escape(columns)}</td></tr>"
+            )
+    table = (
+        "<table><tr><th>Latent</th><th>Kind</th><th>Fires ref</th><th>Fires now</th><th>Mean activation</th>"
+        f"<th>Input columns its decoder weighs most</th></tr>{''.join(rows)}</table>"
+    )
+    text = (
+        f"{latents['n_latents']} latents; Jensen-Shannon distance of firing profiles "
+        f"{svg.format_number(latents['score'])} (threshold {svg.format_number(latents['threshold'])}): "
+        f"{'drifted' if latents['drifted'] else 'no drift'}. {len(latents['silent'])} latent(s) went silent, "
+        f"{len(latents['new'])} fire that never fired in the reference."
+    )
+    return (
+        f'<section><h2>SAE latent usage</h2><p>{escape(text)}</p><div class="figures">'
+        f"<figure><figcaption>Each dot is a latent; off the diagonal = used more or less than in the reference"
+        f"</figcaption>{chart}</figure><figure><figcaption>Largest shifts</figcaption>{table}</figure></div></section>"
+    )
 
 
 def _quarantine_section(report: dict) -> str:
@@ -257,14 +342,23 @@ def _quarantine_section(report: dict) -> str:
         return ""
     parts = ["<section><h2>Data quality</h2>"]
     if quarantine:
-        rows = "".join(f'<tr><td>{escape(reason)}</td><td class="num">{count:,}</td></tr>'
-                       for reason, count in quarantine["reasons"].items())
-        parts.append(f"<p>{quarantine['rows']:,} row(s) quarantined ({100 * quarantine['rate']:.2f}% of rows read).</p>")
+        rows = "".join(
+            f'<tr><td>{escape(reason)}</td><td class="num">{count:,}</td></tr>'
+            for reason, count in quarantine["reasons"].items()
+        )
+        parts.append(
+            f"<p>{quarantine['rows']:,} row(s) quarantined ({100 * quarantine['rate']:.2f}% of rows read).</p>"
+        )
         if rows:
             parts.append(f"<table><tr><th>Reason</th><th>Rows</th></tr>{rows}</table>")
     if null_rows:
-        rows = "".join(f'<tr><td>{escape(name)}</td><td class="num">{100 * c["reference_null_share"]:.2f}%</td>'
-                       f'<td class="num">{100 * c["null_share"]:.2f}%</td></tr>' for name, c in null_rows)
-        parts.append(f'<p class="muted">Null shares</p><table><tr><th>Column</th><th>Reference</th><th>Now</th></tr>'
-                     f"{rows}</table>")
+        rows = "".join(
+            f'<tr><td>{escape(name)}</td><td class="num">{100 * c["reference_null_share"]:.2f}%</td>'
+            f'<td class="num">{100 * c["null_share"]:.2f}%</td></tr>'
+            for name, c in null_rows
+        )
+        parts.append(
+            f'<p class="muted">Null shares</p><table><tr><th>Column</th><th>Reference</th><th>Now</th></tr>'
+            f"{rows}</table>"
+        )
     return "".join(parts) + "</section>"

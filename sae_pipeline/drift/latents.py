@@ -65,8 +65,16 @@ def usage(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.count_nonzero(codes > 0, axis=0).astype(np.int64), codes.sum(axis=0, dtype=np.float64)
 
 
-def compare_usage(reference: dict, fire: np.ndarray, total: np.ndarray, n_rows: int, *, threshold: float,
-                  min_frequency: float, top: int) -> dict:
+def compare_usage(
+    reference: dict,
+    fire: np.ndarray,
+    total: np.ndarray,
+    n_rows: int,
+    *,
+    threshold: float,
+    min_frequency: float,
+    top: int,
+) -> dict:
     """Latent usage section of the report: frequencies, silent/new latents, the largest shifts, one JS score."""
     reference_fire = np.asarray(reference["fire_counts"], dtype=float)
     reference_rows = max(reference["n_rows"], 1)
@@ -74,8 +82,9 @@ def compare_usage(reference: dict, fire: np.ndarray, total: np.ndarray, n_rows: 
     reference_mean = np.asarray(reference["activation_sums"], dtype=float) / reference_rows
     frequency = fire / n_rows if n_rows else np.zeros_like(reference_frequency)
     mean = total / n_rows if n_rows else np.zeros_like(reference_mean)
-    silent = np.flatnonzero((reference_frequency >= min_frequency) & (fire == 0)
-                            & (reference_frequency * n_rows >= MIN_EXPECTED_FIRINGS))
+    silent = np.flatnonzero(
+        (reference_frequency >= min_frequency) & (fire == 0) & (reference_frequency * n_rows >= MIN_EXPECTED_FIRINGS)
+    )
     new = np.flatnonzero((reference_fire == 0) & (frequency >= min_frequency) & (fire > 0))
     change = frequency - reference_frequency
     order = np.argsort(-np.abs(change), kind="stable")[:top] if n_rows else np.array([], dtype=int)

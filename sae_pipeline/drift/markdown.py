@@ -15,15 +15,20 @@ def render_markdown(report: dict, html_uri: str | None = None) -> str:
     lines += [f"- {line}" for line in _secondary_lines(report)]
     if html_uri:
         lines += [f"- Full report with plots: `{html_uri}`"]
-    lines += ["", "| Column | Kind | Test | Score | Threshold | Null % now / ref | Drifted |",
-              "|---|---|---|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "| Column | Kind | Test | Score | Threshold | Null % now / ref | Drifted |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
     for name, column in list(report["columns"].items())[:MARKDOWN_COLUMNS]:
         drifted = "**yes**" if column["drifted"] else "no"
         if column["null_drifted"]:
             drifted += " (nulls)"
-        lines.append(f"| {_cell(name)} | {column['kind']} | {column['method']} | {_number(column['score'])} | "
-                     f"{_number(column['threshold'])} | {_percent(column['null_share'])} / "
-                     f"{_percent(column['reference_null_share'])} | {drifted} |")
+        lines.append(
+            f"| {_cell(name)} | {column['kind']} | {column['method']} | {_number(column['score'])} | "
+            f"{_number(column['threshold'])} | {_percent(column['null_share'])} / "
+            f"{_percent(column['reference_null_share'])} | {drifted} |"
+        )
     hidden = len(report["columns"]) - MARKDOWN_COLUMNS
     if hidden > 0:
         lines.append(f"\n{hidden} more column(s) in report.json.")
@@ -35,23 +40,29 @@ def _secondary_lines(report: dict) -> list[str]:
     scores = report.get("scores")
     if scores and scores["method"]:
         state = "drifted" if scores["drifted"] else "no drift"
-        lines.append(f"Anomaly scores: {state} ({scores['method']} {_number(scores['score'])}, threshold "
-                     f"{_number(scores['threshold'])}); above the detector threshold: "
-                     f"{_percent(scores['above_threshold_share'])} (reference "
-                     f"{_percent(scores['reference_above_threshold_share'])}).")
+        lines.append(
+            f"Anomaly scores: {state} ({scores['method']} {_number(scores['score'])}, threshold "
+            f"{_number(scores['threshold'])}); above the detector threshold: "
+            f"{_percent(scores['above_threshold_share'])} (reference "
+            f"{_percent(scores['reference_above_threshold_share'])})."
+        )
     anomalies = report.get("anomalies")
     if anomalies:
         sentence = f"Anomaly rate {_percent(anomalies['observed_rate'])}"
         if anomalies["expected_rate"] is not None:
             judged = "above" if anomalies["anomaly_rate_exceeds_expected"] else "consistent with"
-            sentence += (f", {judged} the target {_percent(anomalies['expected_rate'])} "
-                         f"(binomial p = {_number(anomalies['p_value'])})")
+            sentence += (
+                f", {judged} the target {_percent(anomalies['expected_rate'])} "
+                f"(binomial p = {_number(anomalies['p_value'])})"
+            )
         lines.append(sentence + ".")
     latents = report.get("latents")
     if latents:
         state = "drifted" if latents["drifted"] else "no drift"
-        lines.append(f"Latent usage: {state} (JS distance {_number(latents['score'])}); "
-                     f"{len(latents['silent'])} latent(s) went silent, {len(latents['new'])} newly fire.")
+        lines.append(
+            f"Latent usage: {state} (JS distance {_number(latents['score'])}); "
+            f"{len(latents['silent'])} latent(s) went silent, {len(latents['new'])} newly fire."
+        )
     quarantine = report.get("quarantine")
     if quarantine:
         lines.append(f"Quarantined rows: {quarantine['rows']:,} ({_percent(quarantine['rate'])}).")

@@ -50,9 +50,12 @@ def numeric_plot(state: NumericCounts, per_value: bool) -> dict | None:
     reference_total = reference_counts.sum() or 1.0
     current_total = state.counts.sum() or 1.0
     if per_value and summary.get("values") is not None and len(summary["values"]) == reference_counts.size:
-        return {"type": "bars", "labels": [f"{value:g}" for value in summary["values"]],
-                "reference": float_list(reference_counts / reference_total),
-                "current": float_list(state.counts / current_total)}
+        return {
+            "type": "bars",
+            "labels": [f"{value:g}" for value in summary["values"]],
+            "reference": float_list(reference_counts / reference_total),
+            "current": float_list(state.counts / current_total),
+        }
     return histogram(state, *display_range(state))
 
 
@@ -61,8 +64,12 @@ def skewed(state: NumericCounts) -> bool:
     counts = np.asarray(state.summary["counts"])
     if counts.sum() == 0:
         return False
-    q = quantiles(state.edges, counts, np.asarray(state.summary["sums"], dtype=float),
-                  {"low": 0.005, "median": 0.5, "high": 0.995})
+    q = quantiles(
+        state.edges,
+        counts,
+        np.asarray(state.summary["sums"], dtype=float),
+        {"low": 0.005, "median": 0.5, "high": 0.995},
+    )
     if None in q.values():
         return False
     return q["high"] - q["median"] > LOG_SCALE_RATIO * max(q["median"] - q["low"], 1e-300)
@@ -77,9 +84,10 @@ def histogram(state: NumericCounts, low: float, high: float, allow_log: bool = T
     display = np.geomspace(low, high, DISPLAY_BINS + 1) if log else np.linspace(low, high, DISPLAY_BINS + 1)
     summary = state.summary
     result = {"type": "histogram", "log": bool(log), "edges": float_list(display)}
-    for label, counts, sums in (("reference", np.asarray(summary["counts"], dtype=float),
-                                 np.asarray(summary["sums"], dtype=float)),
-                                ("current", state.counts.astype(float), state.sums)):
+    for label, counts, sums in (
+        ("reference", np.asarray(summary["counts"], dtype=float), np.asarray(summary["sums"], dtype=float)),
+        ("current", state.counts.astype(float), state.sums),
+    ):
         if counts.sum() == 0:
             result[label], result[f"{label}_outside"] = [0.0] * DISPLAY_BINS, [0.0, 0.0]
             continue
@@ -90,8 +98,9 @@ def histogram(state: NumericCounts, low: float, high: float, allow_log: bool = T
     return result
 
 
-def categorical_plot(categories: list[str], reference_counts: np.ndarray, current_counts: np.ndarray,
-                     unseen: int) -> dict:
+def categorical_plot(
+    categories: list[str], reference_counts: np.ndarray, current_counts: np.ndarray, unseen: int
+) -> dict:
     """Shares of the most frequent categories (then the rest pooled as "(other)", then the unseen ones)."""
     reference = reference_counts / (reference_counts.sum() or 1.0)
     current_total = (current_counts.sum() + unseen) or 1.0

@@ -22,12 +22,12 @@ def policy_wants_training(report: dict, policy: DriftPolicyConfig | DriftConfig 
         )
     anomalies = report.get("anomalies")
     factor = policy.anomaly_rate_factor
-    if factor is not None and anomalies and anomalies["expected_rate"]:
-        if anomalies["observed_rate"] > factor * anomalies["expected_rate"]:
-            reasons.append(
-                f"anomaly rate {100 * anomalies['observed_rate']:.2f}% is above {factor:g} x the target "
-                f"{100 * anomalies['expected_rate']:.2f}%"
-            )
+    expected = anomalies["expected_rate"] if anomalies else None
+    if factor is not None and expected and anomalies["observed_rate"] > factor * expected:
+        reasons.append(
+            f"anomaly rate {100 * anomalies['observed_rate']:.2f}% is above {factor:g} x the target "
+            f"{100 * expected:.2f}%"
+        )
     if reasons:
         return True, "; ".join(reasons)
     return False, "no drift policy condition met"

@@ -24,6 +24,8 @@ def quarantine_section(quarantined_rows: int | None, reasons: dict[str, int] | N
         "rows": rows,
         "rate": fraction(rows, total),
         "reasons": {reason: int(count) for reason, count in sorted((reasons or {}).items(), key=lambda i: -i[1])},
-        "columns": {column: {"rows": count, "rate": fraction(count, total)}
-                    for column, count in sorted(by_column.items(), key=lambda item: -item[1])},
+        "columns": {
+            column: {"rows": count, "rate": fraction(count, total)}
+            for column, count in sorted(by_column.items(), key=lambda item: -item[1])
+        },
     }

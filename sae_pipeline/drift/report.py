@@ -190,7 +190,7 @@ def report_json_schema() -> dict:
 
 
 def overall_status(dataset_drift: bool, n_drifted_columns: int) -> str:
-    """"major" on dataset drift, "moderate" when some column drifted, else "ok" (the run summary's status)."""
+    """ "major" on dataset drift, "moderate" when some column drifted, else "ok" (the run summary's status)."""
     if dataset_drift:
         return "major"
     return "moderate" if n_drifted_columns else "ok"
@@ -199,8 +199,10 @@ def overall_status(dataset_drift: bool, n_drifted_columns: int) -> str:
 def verdict(report: dict) -> str:
     """One sentence a person reads first: dataset drift or not, with the drifted share and the threshold."""
     head = "Dataset drift detected" if report["dataset_drift"] else "No dataset drift"
-    sentence = (f"{head}: {report['n_drifted_columns']} of {report['n_columns']} columns drifted "
-                f"({100 * report['drift_share']:.0f}%, threshold {100 * report['drift_share_threshold']:.0f}%)")
+    sentence = (
+        f"{head}: {report['n_drifted_columns']} of {report['n_columns']} columns drifted "
+        f"({100 * report['drift_share']:.0f}%, threshold {100 * report['drift_share_threshold']:.0f}%)"
+    )
     if report["drifted_columns"]:
         names = report["drifted_columns"]
         sentence += ": " + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

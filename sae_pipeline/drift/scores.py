@@ -17,14 +17,28 @@ from sae_pipeline.drift.counts import NumericCounts
 from sae_pipeline.drift.plots import score_histogram
 
 
-def score_section(state: NumericCounts | None, n_rows: int, detector_threshold: float | None,
-                  settings: DriftConfig) -> dict:
+def score_section(
+    state: NumericCounts | None, n_rows: int, detector_threshold: float | None, settings: DriftConfig
+) -> dict:
     """The ``scores`` section of report.json; without a score reference (``state`` None) only counts and nulls."""
     if state is None:
-        return {"method": None, "score": None, "threshold": None, "drifted": False, "statistic": None,
-                "psi": None, "n_rows": n_rows, "quantiles": None, "reference_quantiles": None,
-                "mean": None, "reference_mean": None, "detector_threshold": detector_threshold,
-                "above_threshold_share": None, "reference_above_threshold_share": None, "histogram": None}
+        return {
+            "method": None,
+            "score": None,
+            "threshold": None,
+            "drifted": False,
+            "statistic": None,
+            "psi": None,
+            "n_rows": n_rows,
+            "quantiles": None,
+            "reference_quantiles": None,
+            "mean": None,
+            "reference_mean": None,
+            "detector_threshold": detector_threshold,
+            "above_threshold_share": None,
+            "reference_above_threshold_share": None,
+            "histogram": None,
+        }
     column = numeric_column(state, DriftTestConfig(), settings)
     summary = state.summary
     reference_counts = np.asarray(summary["counts"])
@@ -42,8 +56,9 @@ def score_section(state: NumericCounts | None, n_rows: int, detector_threshold: 
         "psi": column["psi"],
         "n_rows": state.n_rows,
         "quantiles": quantiles(state.edges, state.counts, state.sums, REPORT_QUANTILES),
-        "reference_quantiles": quantiles(state.edges, reference_counts, np.asarray(summary["sums"], dtype=float),
-                                         REPORT_QUANTILES),
+        "reference_quantiles": quantiles(
+            state.edges, reference_counts, np.asarray(summary["sums"], dtype=float), REPORT_QUANTILES
+        ),
         "mean": column["mean"],
         "reference_mean": column["reference_mean"],
         "detector_threshold": detector_threshold,

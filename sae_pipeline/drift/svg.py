@@ -12,15 +12,20 @@ SERIES_COLOURS = ("#2563eb", "#16a34a", "#d97706", "#7c3aed", "#db2777")
 
 
 def _svg(width: int, height: int, body: list[str], label: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">'
-            f'<title>{escape(label)}</title>{"".join(body)}</svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">'
+        f"<title>{escape(label)}</title>{''.join(body)}</svg>"
+    )
 
 
-def _text(x: float, y: float, text: str, anchor: str = "start", size: int = 11, colour: str = "#334155",
-          extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{colour}" text-anchor="{anchor}" {extra}>'
-            f'{escape(text)}</text>')
+def _text(
+    x: float, y: float, text: str, anchor: str = "start", size: int = 11, colour: str = "#334155", extra: str = ""
+) -> str:
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{colour}" text-anchor="{anchor}" {extra}>'
+        f"{escape(text)}</text>"
+    )
 
 
 def format_number(value: float | None) -> str:
@@ -33,8 +38,15 @@ def format_number(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def distribution(plot: dict | None, width: int = 420, height: int = 170, compact: bool = False,
-                 marker: float | None = None, marker_label: str = "threshold", label: str = "distribution") -> str:
+def distribution(
+    plot: dict | None,
+    width: int = 420,
+    height: int = 170,
+    compact: bool = False,
+    marker: float | None = None,
+    marker_label: str = "threshold",
+    label: str = "distribution",
+) -> str:
     """Reference (grey) vs current (blue) shares: overlaid histogram or grouped bars; optional vertical marker."""
     if not plot:
         return _svg(width, height, [_text(width / 2, height / 2, "no data", "middle")], label)
@@ -43,8 +55,9 @@ def distribution(plot: dict | None, width: int = 420, height: int = 170, compact
     return _histogram(plot, width, height, compact, marker, marker_label, label)
 
 
-def _histogram(plot: dict, width: int, height: int, compact: bool, marker: float | None, marker_label: str,
-               label: str) -> str:
+def _histogram(
+    plot: dict, width: int, height: int, compact: bool, marker: float | None, marker_label: str, label: str
+) -> str:
     edges = plot["edges"]
     left, right, top, bottom = (2, 2, 2, 2) if compact else (8, 8, 18, 22)
     inner_w, inner_h = width - left - right, height - top - bottom
@@ -55,24 +68,42 @@ def _histogram(plot: dict, width: int, height: int, compact: bool, marker: float
     for series, colour, opacity in (("reference", REFERENCE_COLOUR, 0.75), ("current", CURRENT_COLOUR, 0.45)):
         for i, value in enumerate(plot[series]):
             h = inner_h * (value or 0) / peak
-            body.append(f'<rect x="{left + i * bar_w:.1f}" y="{top + inner_h - h:.1f}" width="{max(bar_w - 0.5, 0.5):.1f}" '
-                        f'height="{h:.1f}" fill="{colour}" fill-opacity="{opacity}"/>')
+            body.append(
+                f'<rect x="{left + i * bar_w:.1f}" y="{top + inner_h - h:.1f}" width="{max(bar_w - 0.5, 0.5):.1f}" '
+                f'height="{h:.1f}" fill="{colour}" fill-opacity="{opacity}"/>'
+            )
     body.append(f'<line x1="{left}" y1="{top + inner_h}" x2="{left + inner_w}" y2="{top + inner_h}" stroke="#64748b"/>')
     if marker is not None and edges[0] <= marker <= edges[-1] and edges[-1] > edges[0]:
         if plot.get("log"):
             x = left + inner_w * math.log(marker / edges[0]) / math.log(edges[-1] / edges[0])
         else:
             x = left + inner_w * (marker - edges[0]) / (edges[-1] - edges[0])
-        body.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + inner_h}" stroke="{ALERT_COLOUR}" '
-                    f'stroke-width="2" stroke-dasharray="4 3"/>')
+        body.append(
+            f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + inner_h}" stroke="{ALERT_COLOUR}" '
+            f'stroke-width="2" stroke-dasharray="4 3"/>'
+        )
         if not compact:
             anchor = "end" if x > width * 0.7 else "start"
-            body.append(_text(x + (-4 if anchor == "end" else 4), top + 8, f"{marker_label} {format_number(marker)}",
-                              anchor, 10, ALERT_COLOUR))
+            body.append(
+                _text(
+                    x + (-4 if anchor == "end" else 4),
+                    top + 8,
+                    f"{marker_label} {format_number(marker)}",
+                    anchor,
+                    10,
+                    ALERT_COLOUR,
+                )
+            )
     if not compact:
         body.append(_text(left, height - 6, format_number(edges[0])))
-        body.append(_text(left + inner_w, height - 6, format_number(edges[-1]) + (" (log scale)" if plot.get("log") else ""),
-                          "end"))
+        body.append(
+            _text(
+                left + inner_w,
+                height - 6,
+                format_number(edges[-1]) + (" (log scale)" if plot.get("log") else ""),
+                "end",
+            )
+        )
         outside = _outside_note(plot)
         if outside:
             body.append(_text(left + inner_w / 2, height - 6, outside, "middle", 10, "#64748b"))
@@ -111,9 +142,11 @@ def _bars(plot: dict, width: int, height: int, compact: bool, label: str) -> str
         for j, (series, colour) in enumerate((("reference", REFERENCE_COLOUR), ("current", CURRENT_COLOUR))):
             value = plot[series][i] or 0
             h = inner_h * value / peak
-            body.append(f'<rect x="{x + j * bar_w:.1f}" y="{top + inner_h - h:.1f}" width="{bar_w:.1f}" '
-                        f'height="{h:.1f}" fill="{colour}"><title>{escape(name)} {series}: '
-                        f'{100 * value:.1f}%</title></rect>')
+            body.append(
+                f'<rect x="{x + j * bar_w:.1f}" y="{top + inner_h - h:.1f}" width="{bar_w:.1f}" '
+                f'height="{h:.1f}" fill="{colour}"><title>{escape(name)} {series}: '
+                f"{100 * value:.1f}%</title></rect>"
+            )
         if not compact:
             short = name if len(name) <= 12 else name[:11] + "…"
             body.append(_text(x + bar_w, height - 20, short, "middle", 10))
@@ -123,9 +156,18 @@ def _bars(plot: dict, width: int, height: int, compact: bool, label: str) -> str
     return _svg(width, height, body, label)
 
 
-def line_chart(x_labels: list[str], series: dict[str, list[float | None]], width: int = 900, height: int = 220,
-               hline: float | None = None, hline_label: str = "", percent: bool = False, label: str = "chart",
-               alert: list[bool] | None = None, y_max: float | None = None) -> str:
+def line_chart(
+    x_labels: list[str],
+    series: dict[str, list[float | None]],
+    width: int = 900,
+    height: int = 220,
+    hline: float | None = None,
+    hline_label: str = "",
+    percent: bool = False,
+    label: str = "chart",
+    alert: list[bool] | None = None,
+    y_max: float | None = None,
+) -> str:
     """Lines over partitions (gaps for None), an optional dashed reference line, red dots where ``alert``."""
     left, right, top, bottom = 56, 16, 24, 40
     inner_w, inner_h = width - left - right, height - top - bottom
@@ -162,8 +204,10 @@ def line_chart(x_labels: list[str], series: dict[str, list[float | None]], width
             body.append(_text(x_at(i), height - 22, name, "middle", 10))
     if hline is not None:
         y = y_at(hline)
-        body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + inner_w}" y2="{y:.1f}" stroke="{ALERT_COLOUR}" '
-                    f'stroke-dasharray="5 4"/>')
+        body.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + inner_w}" y2="{y:.1f}" stroke="{ALERT_COLOUR}" '
+            f'stroke-dasharray="5 4"/>'
+        )
         body.append(_text(left + inner_w, y - 4, f"{hline_label} {fmt(hline)}", "end", 10, ALERT_COLOUR))
     for k, (name, points) in enumerate(series.items()):
         colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
@@ -182,9 +226,11 @@ def line_chart(x_labels: list[str], series: dict[str, list[float | None]], width
         for i, value in enumerate(points):
             if value is not None:
                 flagged = alert is not None and alert[i]
-                body.append(f'<circle cx="{x_at(i):.1f}" cy="{y_at(value):.1f}" r="{4 if flagged else 2.5}" '
-                            f'fill="{ALERT_COLOUR if flagged else colour}"><title>{escape(x_labels[i])} {escape(name)}: '
-                            f'{fmt(value)}</title></circle>')
+                body.append(
+                    f'<circle cx="{x_at(i):.1f}" cy="{y_at(value):.1f}" r="{4 if flagged else 2.5}" '
+                    f'fill="{ALERT_COLOUR if flagged else colour}"><title>{escape(x_labels[i])} {escape(name)}: '
+                    f"{fmt(value)}</title></circle>"
+                )
         legend_x = left + 8 + k * 120
         body.append(f'<rect x="{legend_x}" y="6" width="12" height="4" fill="{colour}"/>')
         body.append(_text(legend_x + 16, 12, name, size=10))
@@ -199,8 +245,14 @@ def _short_labels(labels: list[str]) -> list[str]:
     return labels
 
 
-def latent_scatter(reference: list[float | None], current: list[float | None], highlight: dict[int, str],
-                   width: int = 440, height: int = 340, label: str = "latent usage") -> str:
+def latent_scatter(
+    reference: list[float | None],
+    current: list[float | None],
+    highlight: dict[int, str],
+    width: int = 440,
+    height: int = 340,
+    label: str = "latent usage",
+) -> str:
     """Firing frequency now (y) vs in the reference (x), square-root axes; off-diagonal latents shifted."""
     left, right, top, bottom = 48, 16, 16, 40
     inner_w, inner_h = width - left - right, height - top - bottom
@@ -213,24 +265,30 @@ def latent_scatter(reference: list[float | None], current: list[float | None], h
     def py(v: float) -> float:
         return top + inner_h - inner_h * math.sqrt(max(v, 0)) / scale
 
-    body = [f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-            f'<line x1="{px(0):.1f}" y1="{py(0):.1f}" x2="{px(peak):.1f}" y2="{py(peak):.1f}" stroke="#cbd5e1" '
-            f'stroke-dasharray="4 4"/>',
-            f'<line x1="{left}" y1="{top + inner_h}" x2="{left + inner_w}" y2="{top + inner_h}" stroke="#64748b"/>',
-            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + inner_h}" stroke="#64748b"/>']
+    body = [
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<line x1="{px(0):.1f}" y1="{py(0):.1f}" x2="{px(peak):.1f}" y2="{py(peak):.1f}" stroke="#cbd5e1" '
+        f'stroke-dasharray="4 4"/>',
+        f'<line x1="{left}" y1="{top + inner_h}" x2="{left + inner_w}" y2="{top + inner_h}" stroke="#64748b"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + inner_h}" stroke="#64748b"/>',
+    ]
     for fraction in (0.01, 0.05, 0.2, 0.5):
         if fraction <= peak:
             body.append(_text(px(fraction), top + inner_h + 14, f"{100 * fraction:g}%", "middle", 10))
             body.append(_text(left - 4, py(fraction) + 3, f"{100 * fraction:g}%", "end", 10))
     body.append(_text(left + inner_w / 2, height - 6, "firing frequency in the reference", "middle", 11))
-    body.append(_text(12, top + inner_h / 2, "now", "middle", 11, extra=f'transform="rotate(-90 12 {top + inner_h / 2:.1f})"'))
+    body.append(
+        _text(12, top + inner_h / 2, "now", "middle", 11, extra=f'transform="rotate(-90 12 {top + inner_h / 2:.1f})"')
+    )
     for latent, (r, c) in enumerate(zip(reference, current)):
         r, c = r or 0.0, c or 0.0
         marked = latent in highlight
-        body.append(f'<circle cx="{px(r):.1f}" cy="{py(c):.1f}" r="{4 if marked else 2.5}" '
-                    f'fill="{ALERT_COLOUR if marked else CURRENT_COLOUR}" fill-opacity="{0.9 if marked else 0.5}">'
-                    f'<title>latent {latent}: {100 * r:.2f}% → {100 * c:.2f}%{escape(highlight.get(latent, ""))}'
-                    f'</title></circle>')
+        body.append(
+            f'<circle cx="{px(r):.1f}" cy="{py(c):.1f}" r="{4 if marked else 2.5}" '
+            f'fill="{ALERT_COLOUR if marked else CURRENT_COLOUR}" fill-opacity="{0.9 if marked else 0.5}">'
+            f"<title>latent {latent}: {100 * r:.2f}% → {100 * c:.2f}%{escape(highlight.get(latent, ''))}"
+            f"</title></circle>"
+        )
         if marked:
             body.append(_text(px(r) + 6, py(c) + 4, f"#{latent}", size=10, colour=ALERT_COLOUR))
     return _svg(width, height, body, label)

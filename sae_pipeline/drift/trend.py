@@ -8,53 +8,81 @@ from sae_pipeline.drift import svg
 from sae_pipeline.drift.html import page
 
 
-def render_trend(reports: list[dict], link: str | None = "{partition}/report.html", title: str = "Drift over the lake") -> str:
+def render_trend(
+    reports: list[dict], link: str | None = "{partition}/report.html", title: str = "Drift over the lake"
+) -> str:
     """One self-contained page over many reports (sorted by partition name); ``link`` formats each partition's
     report address relative to the page (None: no links)."""
     reports = sorted(reports, key=lambda report: report["partition"])
     names = [report["partition"] or f"#{i}" for i, report in enumerate(reports)]
     if not reports:
-        return page(title, f'<header class="verdict ok" id="verdict"><h1>{escape(title)}</h1>'
-                           "<p>No drift reports yet.</p></header>")
+        return page(
+            title,
+            f'<header class="verdict ok" id="verdict"><h1>{escape(title)}</h1><p>No drift reports yet.</p></header>',
+        )
     drifted = [report for report in reports if report["dataset_drift"]]
     tone = "drift" if drifted else "ok"
-    headline = (f"Dataset drift in {len(drifted)} of {len(reports)} partitions"
-                + (f" (latest: {drifted[-1]['partition']})" if drifted else "") if drifted
-                else f"No dataset drift in {len(reports)} partitions")
+    headline = (
+        f"Dataset drift in {len(drifted)} of {len(reports)} partitions"
+        + (f" (latest: {drifted[-1]['partition']})" if drifted else "")
+        if drifted
+        else f"No dataset drift in {len(reports)} partitions"
+    )
     share_threshold = reports[-1]["drift_share_threshold"]
-    share = svg.line_chart(names, {"drift share": [r["drift_share"] for r in reports]}, hline=share_threshold,
-                           hline_label="dataset drift at", percent=True, label="share of drifted columns", y_max=1.0,
-                           alert=[r["dataset_drift"] for r in reports])
+    share = svg.line_chart(
+        names,
+        {"drift share": [r["drift_share"] for r in reports]},
+        hline=share_threshold,
+        hline_label="dataset drift at",
+        percent=True,
+        label="share of drifted columns",
+        y_max=1.0,
+        alert=[r["dataset_drift"] for r in reports],
+    )
     anomalies = [r.get("anomalies") or {} for r in reports]
     expected = next((a["expected_rate"] for a in reversed(anomalies) if a.get("expected_rate")), None)
-    rate = svg.line_chart(names, {"anomaly rate": [a.get("observed_rate") for a in anomalies]}, hline=expected,
-                          hline_label="target", percent=True, label="anomaly rate",
-                          alert=[bool(a.get("anomaly_rate_exceeds_expected")) for a in anomalies])
+    rate = svg.line_chart(
+        names,
+        {"anomaly rate": [a.get("observed_rate") for a in anomalies]},
+        hline=expected,
+        hline_label="target",
+        percent=True,
+        label="anomaly rate",
+        alert=[bool(a.get("anomaly_rate_exceeds_expected")) for a in anomalies],
+    )
     scores = [(r.get("scores") or {}) for r in reports]
     quantiles = {level: [(s.get("quantiles") or {}).get(level) for s in scores] for level in ("p50", "p90", "p99")}
     threshold = next((s["detector_threshold"] for s in reversed(scores) if s.get("detector_threshold")), None)
-    score_chart = svg.line_chart(names, quantiles, hline=threshold, hline_label="detector threshold",
-                                 label="anomaly score quantiles")
+    score_chart = svg.line_chart(
+        names, quantiles, hline=threshold, hline_label="detector threshold", label="anomaly score quantiles"
+    )
     rows = []
     for name, report, anomaly in zip(names, reports, anomalies):
         cell = escape(name)
         if link:
             cell = f'<a href="{escape(link.format(partition=report["partition"]))}">{cell}</a>'
-        badge = ('<span class="badge yes">drift</span>' if report["dataset_drift"]
-                 else '<span class="badge no">ok</span>')
-        rows.append(f'<tr class="{"drifted" if report["dataset_drift"] else ""}"><td>{cell}</td><td>{badge}</td>'
-                    f'<td class="num">{100 * report["drift_share"]:.0f}%</td>'
-                    f'<td class="num">{_percent(anomaly.get("observed_rate"))}</td>'
-                    f'<td class="num">{report["n_rows"]:,}</td>'
-                    f'<td>{escape(", ".join(report["drifted_columns"][:6]))}</td></tr>')
-    table = ("<table><tr><th>Partition</th><th>Verdict</th><th>Drift share</th><th>Anomaly rate</th><th>Rows</th>"
-             f"<th>Drifted columns</th></tr>{''.join(rows)}</table>")
-    body = (f'<header class="verdict {tone}" id="verdict"><h1>{escape(title)}</h1><p>{escape(headline)}.</p></header>'
-            f"<main><section><h2>Share of drifted columns</h2>{share}</section>"
-            f"<section><h2>Anomaly rate</h2>{rate}</section>"
-            f"<section><h2>Anomaly score quantiles</h2>{score_chart}</section>"
-            f"<section><h2>Partitions</h2>{table}</section>"
-            f"<footer>{len(reports)} report(s) · written by sae-pipeline</footer></main>")
+        badge = (
+            '<span class="badge yes">drift</span>' if report["dataset_drift"] else '<span class="badge no">ok</span>'
+        )
+        rows.append(
+            f'<tr class="{"drifted" if report["dataset_drift"] else ""}"><td>{cell}</td><td>{badge}</td>'
+            f'<td class="num">{100 * report["drift_share"]:.0f}%</td>'
+            f'<td class="num">{_percent(anomaly.get("observed_rate"))}</td>'
+            f'<td class="num">{report["n_rows"]:,}</td>'
+            f"<td>{escape(', '.join(report['drifted_columns'][:6]))}</td></tr>"
+        )
+    table = (
+        "<table><tr><th>Partition</th><th>Verdict</th><th>Drift share</th><th>Anomaly rate</th><th>Rows</th>"
+        f"<th>Drifted columns</th></tr>{''.join(rows)}</table>"
+    )
+    body = (
+        f'<header class="verdict {tone}" id="verdict"><h1>{escape(title)}</h1><p>{escape(headline)}.</p></header>'
+        f"<main><section><h2>Share of drifted columns</h2>{share}</section>"
+        f"<section><h2>Anomaly rate</h2>{rate}</section>"
+        f"<section><h2>Anomaly score quantiles</h2>{score_chart}</section>"
+        f"<section><h2>Partitions</h2>{table}</section>"
+        f"<footer>{len(reports)} report(s) · written by sae-pipeline</footer></main>"
+    )
     return page(title, body)
 
 

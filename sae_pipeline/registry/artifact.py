@@ -21,8 +21,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from sae_pipeline import storage
-from sae_pipeline.model_files import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError, parse_manifest
 from sae_pipeline.features import TabularEncoder
+from sae_pipeline.model_files import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError, parse_manifest
 from sae_pipeline.registry.errors import RegistryError
 
 if TYPE_CHECKING:  # loaded on first model load: reading metadata needs no torch

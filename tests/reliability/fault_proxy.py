@@ -7,6 +7,7 @@ without answering. Everything else is forwarded unchanged. `log` records what ha
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -16,8 +17,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
-_CODES = {403: ("AccessDenied", "Access Denied"), 500: ("InternalError", "We encountered an internal error."),
-          503: ("ServiceUnavailable", "Please reduce your request rate.")}
+_CODES = {
+    403: ("AccessDenied", "Access Denied"),
+    500: ("InternalError", "We encountered an internal error."),
+    503: ("ServiceUnavailable", "Please reduce your request rate."),
+}
 
 
 @dataclass
@@ -77,16 +81,16 @@ class FaultProxy:
                 if fault is not None and fault.drop:
                     proxy._record(self.command, self.path, "dropped")
                     self.close_connection = True
-                    try:
+                    with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
                     return
                 if fault is not None:
                     code, message = _CODES.get(fault.status, ("InternalError", "injected"))
-                    payload = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-                               f"<Message>{message}</Message><Resource>{self.path}</Resource>"
-                               "<RequestId>fault-proxy</RequestId></Error>").encode()
+                    payload = (
+                        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+                        f"<Message>{message}</Message><Resource>{self.path}</Resource>"
+                        "<RequestId>fault-proxy</RequestId></Error>"
+                    ).encode()
                     proxy._record(self.command, self.path, fault.status)
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "application/xml")
@@ -106,7 +110,9 @@ class FaultProxy:
                     proxy._record(self.command, self.path, response.status)
                     self.send_response(response.status, response.reason)
                     for key, value in response.getheaders():
-                        if key.lower() not in _HOP_BY_HOP and (key.lower() != "content-length" or self.command == "HEAD"):
+                        if key.lower() not in _HOP_BY_HOP and (
+                            key.lower() != "content-length" or self.command == "HEAD"
+                        ):
                             self.send_header(key, value)
                     if self.command != "HEAD":
                         self.send_header("Content-Length", str(len(data)))
@@ -123,7 +129,7 @@ class FaultProxy:
             allow_reuse_address = True
 
         self._server = Server(("127.0.0.1", 0), Handler)
-        self.endpoint = "http://127.0.0.1:%d" % self._server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def _match(self, method: str, path: str) -> Fault | None:
         with self._lock:

@@ -117,7 +117,9 @@ def test_only_transient_storage_errors_are_retried():
     ]
     transient = [
         OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate."),
-        OSError("When reading information for key 'k' in bucket 'b': AWS Error UNKNOWN (HTTP status 503) during HeadObject"),
+        OSError(
+            "When reading information for key 'k' in bucket 'b': AWS Error UNKNOWN (HTTP status 503) during HeadObject"
+        ),
         OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7, Couldn't connect to server"),
         _chain(
             storage.LakeReadError("cannot read Parquet file p"),

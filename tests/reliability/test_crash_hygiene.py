@@ -41,7 +41,9 @@ def test_kill_9_at_several_points_then_rerun_loses_nothing(tmp_path):
     config_path.write_text(yaml.safe_dump(raw))
     config = load_config(config_path)
     out = Path(config.output.uri)
-    lake_rows = {folder.name: pq.read_metadata(folder / "part-0.parquet").num_rows for folder in (tmp_path / "lake").iterdir()}
+    lake_rows = {
+        folder.name: pq.read_metadata(folder / "part-0.parquet").num_rows for folder in (tmp_path / "lake").iterdir()
+    }
     args = ("run", "--config", str(config_path), "--no-progress")
 
     points = {

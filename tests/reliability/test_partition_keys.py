@@ -74,7 +74,9 @@ def test_refused_partitions_fail_alone_and_the_others_run(tmp_path):
         lake_pipeline(str(config_path))
     summary = raised.value.summary
     assert sorted(failure.partition for failure in summary.failed) == [
-        "day=..%2F..%2Fescape", "day=__HIVE_DEFAULT_PARTITION__", "day=notadate"
+        "day=..%2F..%2Fescape",
+        "day=__HIVE_DEFAULT_PARTITION__",
+        "day=notadate",
     ]
     assert sorted(partition.partition for partition in summary.partitions) == ["day=2026-11-01", "day=2026-11-02"]
     config = load_config(config_path)

@@ -46,7 +46,9 @@ def test_fully_quarantined_partition_fails_and_keeps_its_rows(tmp_path):
     assert sorted(failure.partition for failure in summary.failed) == ["day=2026-11-03"]  # others are up to date
     summary = lake_pipeline_backfill_failures(config_path)
     assert sorted(failure.partition for failure in summary.failed) == [
-        "day=2026-11-01", "day=2026-11-02", "day=2026-11-03"
+        "day=2026-11-01",
+        "day=2026-11-02",
+        "day=2026-11-03",
     ]
 
 

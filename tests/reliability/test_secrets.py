@@ -44,8 +44,11 @@ def _config(tmp_path, days: int = 2) -> str:
 def _every_object() -> dict[str, bytes]:
     """Every object the pipeline wrote: run summaries, drift report.json/html/md, ledger, model.json, aliases.json..."""
     client = boto3.client("s3")
-    keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="out/")
-            for item in page.get("Contents", [])]
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="out/")
+        for item in page.get("Contents", [])
+    ]
     return {key: client.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
 
 
@@ -70,7 +73,8 @@ def test_flow_logs_artifacts_and_outputs_hold_no_secret(moto, tmp_path, monkeypa
             lake_pipeline(config_path)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{moto}")
     assert not _leaks(str(failed.value)) and not _leaks(repr(failed.value.summary))
-    # Every log record of both runs, DEBUG included (before this test's own boto3 calls, whose DEBUG logs sign requests).
+    # Every log record of both runs, DEBUG included (before this test's own boto3 calls, whose DEBUG logs sign
+    # requests).
     leaking = {(record.name, record.getMessage()[:300]) for record in caplog.records if _leaks(record.getMessage())}
     assert leaking == set() and not _leaks(caplog.text)
 
@@ -89,10 +93,21 @@ def test_failing_cli_runs_print_no_secret(moto, tmp_path):
     env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
     with FaultProxy(moto, [Fault(403, times=None)]) as proxy:  # everything forbidden: fails on the first read
         for verbose in ((), ("--verbose",)):
-            result = run_cli("run", "--config", config_path, "--no-progress", *verbose, home=tmp_path, timeout=120,
-                             AWS_ENDPOINT_URL=proxy.endpoint, **env)
+            result = run_cli(
+                "run",
+                "--config",
+                config_path,
+                "--no-progress",
+                *verbose,
+                home=tmp_path,
+                timeout=120,
+                AWS_ENDPOINT_URL=proxy.endpoint,
+                **env,
+            )
             assert result.returncode != 0, result.stdout + result.stderr
-            assert "error:" in result.stderr and re.search(r"ACCESS_DENIED|Access Denied|AccessDenied", result.stderr), result.stderr
+            assert "error:" in result.stderr and re.search(
+                r"ACCESS_DENIED|Access Denied|AccessDenied", result.stderr
+            ), result.stderr
             assert not _leaks(result.stdout) and not _leaks(result.stderr), (result.stdout + result.stderr)[-3000:]
 
 
@@ -103,10 +118,21 @@ def test_cli_run_from_a_config_on_s3_failing_to_upload_prints_no_secret(moto, tm
     storage.write_text(config_uri, yaml.safe_dump(raw))
     env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
     with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
-        result = run_cli("run", "--config", config_uri, "--no-progress", "--verbose", home=tmp_path, timeout=180,
-                         AWS_ENDPOINT_URL=proxy.endpoint, **env)
+        result = run_cli(
+            "run",
+            "--config",
+            config_uri,
+            "--no-progress",
+            "--verbose",
+            home=tmp_path,
+            timeout=180,
+            AWS_ENDPOINT_URL=proxy.endpoint,
+            **env,
+        )
     output = result.stdout + result.stderr
-    assert result.returncode == 2 and "AccessDenied" in result.stderr and "key 'out/scored/day=" in result.stderr, output[-3000:]
+    assert result.returncode == 2 and "AccessDenied" in result.stderr and "key 'out/scored/day=" in result.stderr, (
+        output[-3000:]
+    )
     assert not _leaks(output), output[-3000:]
     summaries = {key: data for key, data in _every_object().items() if "/runs/" in key}
     assert summaries and {key: _leaks(data) for key, data in summaries.items() if _leaks(data)} == {}

@@ -20,11 +20,20 @@ def _offences(path: Path) -> list[str]:
             found.append(f"{where} imports from {node.module}")
         elif isinstance(node, ast.Call):
             function = node.func
-            name = function.id if isinstance(function, ast.Name) else function.attr if isinstance(function, ast.Attribute) else ""
+            name = (
+                function.id
+                if isinstance(function, ast.Name)
+                else function.attr
+                if isinstance(function, ast.Attribute)
+                else ""
+            )
             if name in {"eval", "exec"} and isinstance(function, ast.Name):
                 found.append(f"{where} calls {name}")
             if name == "load" and isinstance(function, ast.Attribute) and ast.unparse(function.value) == "torch":
-                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True for k in node.keywords)
+                safe = any(
+                    k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords
+                )
                 if not safe:
                     found.append(f"{where} calls torch.load without weights_only=True")
             if name in {"read_pickle", "loads"} and "pickle" in ast.unparse(function):
@@ -42,5 +51,8 @@ def test_no_pickle_eval_exec_or_unsafe_torch_load():
 
 def test_the_scan_catches_each_pattern(tmp_path):
     bad = tmp_path / "probe.py"
-    bad.write_text("import pickle\nimport torch\ntorch.load('m.pt')\neval('1')\nexec('x=1')\ntorch.load('m.pt', weights_only=True)\n")
+    bad.write_text(
+        "import pickle\nimport torch\ntorch.load('m.pt')\neval('1')\nexec('x=1')\n"
+        "torch.load('m.pt', weights_only=True)\n"
+    )
     assert len(_offences(bad)) == 4

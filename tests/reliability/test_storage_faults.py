@@ -45,8 +45,10 @@ def _s3_lake(tmp_path, days: int) -> tuple[str, PipelineConfig]:
 
 
 def _read(uri: str) -> pl.DataFrame:
-    frames = [pl.from_arrow(pq.read_table(path, filesystem=fs))
-              for fs, path in map(storage.filesystem_for, sorted(storage.list_files(uri, parquet_io.PARTITION_FILE)))]
+    frames = [
+        pl.from_arrow(pq.read_table(path, filesystem=fs))
+        for fs, path in map(storage.filesystem_for, sorted(storage.list_files(uri, parquet_io.PARTITION_FILE)))
+    ]
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
@@ -55,17 +57,20 @@ def _rows(uri: str) -> int:
 
 
 def _error(filesystem: pafs.FileSystem) -> OSError:
-    with pytest.raises(OSError) as caught:
-        with filesystem.open_output_stream(f"{BUCKET}/probe/object") as out:
-            out.write(b"payload")
+    with pytest.raises(OSError) as caught, filesystem.open_output_stream(f"{BUCKET}/probe/object") as out:
+        out.write(b"payload")
     return caught.value
 
 
 def test_real_pyarrow_errors_are_classified(moto):
     """The messages `is_transient` sees are Arrow's, captured here with Arrow's own retries off."""
     once = pafs.AwsStandardS3RetryStrategy(max_attempts=1)
-    cases = [(Fault(503, "PUT"), True, "SERVICE_UNAVAILABLE"), (Fault(500, "PUT"), True, "INTERNAL_FAILURE"),
-             (Fault(drop=True, method="PUT"), True, "NETWORK_CONNECTION"), (Fault(403, "PUT"), False, "ACCESS_DENIED")]
+    cases = [
+        (Fault(503, "PUT"), True, "SERVICE_UNAVAILABLE"),
+        (Fault(500, "PUT"), True, "INTERNAL_FAILURE"),
+        (Fault(drop=True, method="PUT"), True, "NETWORK_CONNECTION"),
+        (Fault(403, "PUT"), False, "ACCESS_DENIED"),
+    ]
     for fault, transient, code in cases:
         with FaultProxy(moto, [fault]) as proxy:
             filesystem = pafs.S3FileSystem(endpoint_override=proxy.endpoint, region="us-east-1", retry_strategy=once)
@@ -88,8 +93,12 @@ def _commit_error(endpoint: str) -> OSError:
 def test_real_boto3_errors_are_classified(moto, monkeypatch):
     """The same for the partition writer's boto3 client (its re-sends off), and the object is named."""
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    cases = [(Fault(503, "PUT"), True, "ServiceUnavailable"), (Fault(500, "PUT"), True, "InternalError"),
-             (Fault(drop=True, method="PUT"), True, "Connection was closed"), (Fault(403, "PUT"), False, "AccessDenied")]
+    cases = [
+        (Fault(503, "PUT"), True, "ServiceUnavailable"),
+        (Fault(500, "PUT"), True, "InternalError"),
+        (Fault(drop=True, method="PUT"), True, "Connection was closed"),
+        (Fault(403, "PUT"), False, "AccessDenied"),
+    ]
     for fault, transient, code in cases:
         with FaultProxy(moto, [fault]) as proxy:
             monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
@@ -124,8 +133,11 @@ def test_flow_survives_transient_faults_with_nothing_lost(moto, tmp_path, monkey
     monkeypatch.setattr(storage, "is_transient", recording)
     # Short blips everywhere (the clients re-send them), and an outage of the scored file longer than boto3's 5
     # attempts, so that the score task itself fails once and is retried.
-    faults = [Fault(503, times=5), Fault(drop=True, method="GET", times=2),
-              Fault(503, "PUT", rf"^/{BUCKET}/out/scored/day(=|%3D)2026-11-01/", times=7)]
+    faults = [
+        Fault(503, times=5),
+        Fault(drop=True, method="GET", times=2),
+        Fault(503, "PUT", rf"^/{BUCKET}/out/scored/day(=|%3D)2026-11-01/", times=7),
+    ]
     with FaultProxy(moto, faults) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         summary = RunSummary.model_validate(lake_pipeline(config_path))
@@ -146,7 +158,9 @@ def test_permanent_failure_fails_clearly_and_keeps_committed_partitions(moto, tm
     # A third day arrives; the scored table has meanwhile become forbidden to write.
     generate_sample_lake(tmp_path / "local3", days=3, rows_per_day=300)
     s3, _ = storage.filesystem_for(f"s3://{BUCKET}/raw")
-    pafs.copy_files(str(tmp_path / "local3" / "day=2026-11-03"), f"{BUCKET}/raw/day=2026-11-03", destination_filesystem=s3)
+    pafs.copy_files(
+        str(tmp_path / "local3" / "day=2026-11-03"), f"{BUCKET}/raw/day=2026-11-03", destination_filesystem=s3
+    )
     with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         started = dt.datetime.now()

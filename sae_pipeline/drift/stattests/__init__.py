@@ -9,6 +9,9 @@ It imports nothing from the rest of the drift package or the config, so :mod:`sa
 allowed names from it.
 """
 
+# Registration order = the order of the names in the config error, the report schema and the HTML note.
+from sae_pipeline.drift.stattests import chisquare, jensenshannon, ks, psi, wasserstein  # noqa: F401, I001
+from sae_pipeline.drift.stattests.choice import choose_method
 from sae_pipeline.drift.stattests.registry import (
     COLUMN_KINDS,
     ColumnCounts,
@@ -25,9 +28,6 @@ from sae_pipeline.drift.stattests.registry import (
     registered_stattests,
     stattest_names,
 )
-# Registration order = the order of the names in the config error, the report schema and the HTML note.
-from sae_pipeline.drift.stattests import ks, wasserstein, chisquare, jensenshannon, psi  # noqa: F401, I001
-from sae_pipeline.drift.stattests.choice import choose_method
 
 __all__ = [
     "COLUMN_KINDS",

@@ -30,5 +30,13 @@ def _chisquare(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=p_value, statistic=statistic)
 
 
-CHISQUARE = register(StatTest(name="chisquare", title="Chi-square", column_kinds=("numeric", "categorical"),
-                              default_threshold=0.05, direction="pvalue", function=_chisquare))
+CHISQUARE = register(
+    StatTest(
+        name="chisquare",
+        title="Chi-square",
+        column_kinds=("numeric", "categorical"),
+        default_threshold=0.05,
+        direction="pvalue",
+        function=_chisquare,
+    )
+)

@@ -14,8 +14,9 @@ from sae_pipeline.drift.stattests.ks import KS
 from sae_pipeline.drift.stattests.wasserstein import WASSERSTEIN
 
 
-def choose_method(kind: str, reference_rows: int, n_unique: int, small_reference_rows: int,
-                  low_cardinality: int) -> str:
+def choose_method(
+    kind: str, reference_rows: int, n_unique: int, small_reference_rows: int, low_cardinality: int
+) -> str:
     """The default test's name from the column's kind, the reference size and its number of distinct values.
 
     A name, not the test: the caller looks it up in the registry like a configured name, so both go one way.

@@ -35,6 +35,13 @@ def _jensenshannon(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=jensenshannon(counts.reference, counts.current))
 
 
-JENSENSHANNON = register(StatTest(name="jensenshannon", title="Jensen-Shannon distance",
-                                  column_kinds=("numeric", "categorical"), default_threshold=0.1,
-                                  direction="distance", function=_jensenshannon))
+JENSENSHANNON = register(
+    StatTest(
+        name="jensenshannon",
+        title="Jensen-Shannon distance",
+        column_kinds=("numeric", "categorical"),
+        default_threshold=0.1,
+        direction="distance",
+        function=_jensenshannon,
+    )
+)

@@ -33,5 +33,13 @@ def _ks(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=p_value, statistic=statistic)
 
 
-KS = register(StatTest(name="ks", title="Kolmogorov-Smirnov", column_kinds=("numeric",), default_threshold=0.05,
-                       direction="pvalue", function=_ks))
+KS = register(
+    StatTest(
+        name="ks",
+        title="Kolmogorov-Smirnov",
+        column_kinds=("numeric",),
+        default_threshold=0.05,
+        direction="pvalue",
+        function=_ks,
+    )
+)

@@ -31,5 +31,13 @@ def _psi(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=bucket_psi(counts))
 
 
-PSI = register(StatTest(name="psi", title="Population stability index", column_kinds=("numeric", "categorical"),
-                        default_threshold=0.1, direction="distance", function=_psi))
+PSI = register(
+    StatTest(
+        name="psi",
+        title="Population stability index",
+        column_kinds=("numeric", "categorical"),
+        default_threshold=0.1,
+        direction="distance",
+        function=_psi,
+    )
+)

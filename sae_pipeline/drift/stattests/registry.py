@@ -137,9 +137,12 @@ def stattest_names(kind: str | None = None) -> tuple[str, ...]:
 
 def describe_available() -> str:
     """The registered names, each numeric-only (or otherwise restricted) one marked: for error messages."""
-    return ", ".join(test.name if set(test.column_kinds) == set(COLUMN_KINDS)
-                     else f"{test.name} ({'/'.join(test.column_kinds)} columns only)"
-                     for test in registered_stattests())
+    return ", ".join(
+        test.name
+        if set(test.column_kinds) == set(COLUMN_KINDS)
+        else f"{test.name} ({'/'.join(test.column_kinds)} columns only)"
+        for test in registered_stattests()
+    )
 
 
 def get_stattest(name: str, kind: str | None = None) -> StatTest:
@@ -154,5 +157,7 @@ def get_stattest(name: str, kind: str | None = None) -> StatTest:
 
 def kind_error(test: StatTest, kind: str) -> str:
     """The sentence that refuses ``test`` for a ``kind`` column, naming the tests that do apply."""
-    return (f"method {test.name!r} only applies to {'/'.join(test.column_kinds)} columns "
-            f"({kind} columns: {', '.join(stattest_names(kind))})")
+    return (
+        f"method {test.name!r} only applies to {'/'.join(test.column_kinds)} columns "
+        f"({kind} columns: {', '.join(stattest_names(kind))})"
+    )

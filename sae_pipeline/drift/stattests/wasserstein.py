@@ -39,8 +39,13 @@ def _integral_parts(edges: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> 
     return parts / n
 
 
-def wasserstein_from_bins(edges: np.ndarray, reference_counts: np.ndarray, reference_sums: np.ndarray,
-                          current_counts: np.ndarray, current_sums: np.ndarray) -> float:
+def wasserstein_from_bins(
+    edges: np.ndarray,
+    reference_counts: np.ndarray,
+    reference_sums: np.ndarray,
+    current_counts: np.ndarray,
+    current_sums: np.ndarray,
+) -> float:
     """Wasserstein-1 distance estimated from per-bin counts and sums (exact unless the CDFs cross inside a bin)."""
     if reference_counts.sum() == 0 or current_counts.sum() == 0:
         return 0.0
@@ -57,11 +62,20 @@ def normalised_wasserstein(distance: float, reference_std: float | None) -> floa
 
 def _wasserstein(counts: ColumnCounts) -> StatTestResult:
     fine = counts.fine
-    distance = wasserstein_from_bins(fine.edges, fine.reference_counts, fine.reference_sums, fine.current_counts,
-                                     fine.current_sums)
+    distance = wasserstein_from_bins(
+        fine.edges, fine.reference_counts, fine.reference_sums, fine.current_counts, fine.current_sums
+    )
     return StatTestResult(score=normalised_wasserstein(distance, fine.reference_std), statistic=distance)
 
 
-WASSERSTEIN = register(StatTest(name="wasserstein", title="Wasserstein distance", column_kinds=("numeric",),
-                                default_threshold=0.1, direction="distance", function=_wasserstein,
-                                note="normalised by the reference standard deviation"))
+WASSERSTEIN = register(
+    StatTest(
+        name="wasserstein",
+        title="Wasserstein distance",
+        column_kinds=("numeric",),
+        default_threshold=0.1,
+        direction="distance",
+        function=_wasserstein,
+        note="normalised by the reference standard deviation",
+    )
+)
