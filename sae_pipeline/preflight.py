@@ -90,7 +90,7 @@ def check_column_types(config: PipelineConfig, partitions: list[PartitionRecord]
             problems[problem] += 1
             example.setdefault(problem, files[0])
     shared = [problem for problem, count in problems.items() if count == checked]
-    if checked and shared:
+    if checked > 1 and shared:  # one broken partition is that partition's failure, reported as such
         raise InputSchemaError(
             f"{shared[0]} in every partition checked ({checked} of {len(partitions)}, e.g. {example[shared[0]]}): "
             "correct the column in the config, or the files"

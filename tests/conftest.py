@@ -8,9 +8,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from sae_pipeline.parquet_io import PARTITION_FILE
 from sae_pipeline.sample_data import generate_sample_lake
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -30,6 +34,19 @@ def write_lake_config(root: Path, days: int = 3, rows_per_day: int = 600, **mode
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def write_file(folder: Path, frame: pl.DataFrame, name: str = PARTITION_FILE) -> Path:
+    """Write `frame` as one Parquet file in `folder` (created if needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    pq.write_table(frame.to_arrow(), path)
+    return path
+
+
+def small_frame(start: int, n: int = 5) -> pl.DataFrame:
+    """`n` rows with consecutive ids from `start` and evenly spaced values."""
+    return pl.DataFrame({"id": np.arange(start, start + n, dtype=np.int64), "value": np.linspace(0.0, 1.0, n)})
 
 
 @contextlib.contextmanager

@@ -103,7 +103,7 @@ def test_failed_partitions_are_reported_from_the_run_summary_of_the_error():
     import argparse
     import datetime as dt
 
-    from sae_pipeline.cli import _error_lines
+    from flows.cli import _error_lines
 
     from flows.lake_pipeline import PartitionFailures
     from sae_pipeline.records import FailedPartition

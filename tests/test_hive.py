@@ -5,28 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 
 from sae_pipeline.hive import Partition, discover_partitions, partition_fingerprint
-from sae_pipeline.parquet_io import PARTITION_FILE, read_partition
+from sae_pipeline.parquet_io import read_partition
 from sae_pipeline.storage import LakeReadError, join_uri
-
-
-def write_file(folder: Path, frame: pl.DataFrame, name: str = PARTITION_FILE) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    pq.write_table(frame.to_arrow(), path)
-    return path
-
-
-def small_frame(start: int, n: int = 5) -> pl.DataFrame:
-    return pl.DataFrame({"id": np.arange(start, start + n, dtype=np.int64), "value": np.linspace(0.0, 1.0, n)})
-
+from tests.conftest import small_frame, write_file
 
 # --- discovery ------------------------------------------------------------------------------------------------
 

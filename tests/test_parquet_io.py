@@ -17,17 +17,7 @@ from sae_pipeline import parquet_io
 from sae_pipeline.hive import discover_partitions
 from sae_pipeline.parquet_io import PARTITION_FILE, PartitionWriter, read_partition
 from sae_pipeline.storage import LakeReadError, join_uri
-
-
-def write_file(folder: Path, frame: pl.DataFrame, name: str = PARTITION_FILE) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    pq.write_table(frame.to_arrow(), path)
-    return path
-
-
-def small_frame(start: int, n: int = 5) -> pl.DataFrame:
-    return pl.DataFrame({"id": np.arange(start, start + n, dtype=np.int64), "value": np.linspace(0.0, 1.0, n)})
+from tests.conftest import small_frame, write_file
 
 
 def files_under(root: Path) -> list[str]:

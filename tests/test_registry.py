@@ -237,10 +237,13 @@ def test_decide_training_reads_no_weights(registry, make_artifact, config_path):
     registry.save(artifact)
     registry.promote(artifact.version, "first")
     (Path(registry.uri(artifact.version)) / "model.safetensors").unlink()
-    seen = [{"name": "day=2026-11-01", "fingerprint": "f1"}]
-    assert decide_training(config, registry, seen).action == "skip"
-    changed = [{"name": "day=2026-11-01", "fingerprint": "f2"}]
-    assert decide_training(config, registry, changed).action == "update"
+    from sae_pipeline.records import PartitionRecord
+
+    def partition(fingerprint: str) -> list[PartitionRecord]:
+        return [PartitionRecord(name="day=2026-11-01", uri="unused", values={}, fingerprint=fingerprint)]
+
+    assert decide_training(config, registry, partition("f1")).action == "skip"
+    assert decide_training(config, registry, partition("f2")).action == "update"
 
 
 def test_registries_with_the_former_metric_name_still_list_and_show(registry, make_artifact, config_path, capsys):

@@ -4,14 +4,17 @@
     stattest_names("categorical")             # ("chisquare", "jensenshannon", "psi")
     choose_method(kind, reference_rows, n_unique, small_reference_rows, low_cardinality)  # the default's name
 
-Importing this package registers every test below (in this order: it is the order of the names everywhere).
+Importing this package registers every test below, in the order given here: it is the order of the names
+everywhere (config errors, the report schema, the HTML note).
 It imports nothing from the rest of the drift package or the config, so :mod:`sae_pipeline.config` can derive its
 allowed names from it.
 """
 
-# Registration order = the order of the names in the config error, the report schema and the HTML note.
-from sae_pipeline.drift.stattests import chisquare, jensenshannon, ks, psi, wasserstein  # noqa: F401, I001
+from sae_pipeline.drift.stattests.chisquare import CHISQUARE
 from sae_pipeline.drift.stattests.choice import choose_method
+from sae_pipeline.drift.stattests.jensenshannon import JENSENSHANNON
+from sae_pipeline.drift.stattests.ks import KS
+from sae_pipeline.drift.stattests.psi import PSI
 from sae_pipeline.drift.stattests.registry import (
     COLUMN_KINDS,
     ColumnCounts,
@@ -28,6 +31,10 @@ from sae_pipeline.drift.stattests.registry import (
     registered_stattests,
     stattest_names,
 )
+from sae_pipeline.drift.stattests.wasserstein import WASSERSTEIN
+
+for _test in (KS, WASSERSTEIN, CHISQUARE, JENSENSHANNON, PSI):
+    register(_test)
 
 __all__ = [
     "COLUMN_KINDS",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult, register
+from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult
 
 
 def chisquare_from_counts(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[float, float]:
@@ -30,13 +30,11 @@ def _chisquare(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=p_value, statistic=statistic)
 
 
-CHISQUARE = register(
-    StatTest(
-        name="chisquare",
-        title="Chi-square",
-        column_kinds=("numeric", "categorical"),
-        default_threshold=0.05,
-        direction="pvalue",
-        function=_chisquare,
-    )
+CHISQUARE = StatTest(
+    name="chisquare",
+    title="Chi-square",
+    column_kinds=("numeric", "categorical"),
+    default_threshold=0.05,
+    direction="pvalue",
+    function=_chisquare,
 )

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult, register
+from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult
 
 
 def jensenshannon(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
@@ -35,13 +35,11 @@ def _jensenshannon(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=jensenshannon(counts.reference, counts.current))
 
 
-JENSENSHANNON = register(
-    StatTest(
-        name="jensenshannon",
-        title="Jensen-Shannon distance",
-        column_kinds=("numeric", "categorical"),
-        default_threshold=0.1,
-        direction="distance",
-        function=_jensenshannon,
-    )
+JENSENSHANNON = StatTest(
+    name="jensenshannon",
+    title="Jensen-Shannon distance",
+    column_kinds=("numeric", "categorical"),
+    default_threshold=0.1,
+    direction="distance",
+    function=_jensenshannon,
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult, register
+from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult
 
 
 def ks_from_counts(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[float, float]:
@@ -33,13 +33,11 @@ def _ks(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=p_value, statistic=statistic)
 
 
-KS = register(
-    StatTest(
-        name="ks",
-        title="Kolmogorov-Smirnov",
-        column_kinds=("numeric",),
-        default_threshold=0.05,
-        direction="pvalue",
-        function=_ks,
-    )
+KS = StatTest(
+    name="ks",
+    title="Kolmogorov-Smirnov",
+    column_kinds=("numeric",),
+    default_threshold=0.05,
+    direction="pvalue",
+    function=_ks,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult, register
+from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult
 
 #: Floor for bucket fractions so that empty buckets keep PSI finite.
 PSI_EPSILON = 1e-4
@@ -31,13 +31,11 @@ def _psi(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=bucket_psi(counts))
 
 
-PSI = register(
-    StatTest(
-        name="psi",
-        title="Population stability index",
-        column_kinds=("numeric", "categorical"),
-        default_threshold=0.1,
-        direction="distance",
-        function=_psi,
-    )
+PSI = StatTest(
+    name="psi",
+    title="Population stability index",
+    column_kinds=("numeric", "categorical"),
+    default_threshold=0.1,
+    direction="distance",
+    function=_psi,
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult, register
+from sae_pipeline.drift.stattests.registry import ColumnCounts, StatTest, StatTestResult
 
 #: Floor of the reference standard deviation that normalises the Wasserstein distance.
 WASSERSTEIN_MIN_STD = 1e-3
@@ -68,14 +68,12 @@ def _wasserstein(counts: ColumnCounts) -> StatTestResult:
     return StatTestResult(score=normalised_wasserstein(distance, fine.reference_std), statistic=distance)
 
 
-WASSERSTEIN = register(
-    StatTest(
-        name="wasserstein",
-        title="Wasserstein distance",
-        column_kinds=("numeric",),
-        default_threshold=0.1,
-        direction="distance",
-        function=_wasserstein,
-        note="normalised by the reference standard deviation",
-    )
+WASSERSTEIN = StatTest(
+    name="wasserstein",
+    title="Wasserstein distance",
+    column_kinds=("numeric",),
+    default_threshold=0.1,
+    direction="distance",
+    function=_wasserstein,
+    note="normalised by the reference standard deviation",
 )
