@@ -104,7 +104,6 @@ def test_failed_partitions_are_reported_from_the_run_summary_of_the_error():
     import datetime as dt
 
     from flows.cli import _error_lines
-
     from flows.lake_pipeline import PartitionFailures
     from sae_pipeline.records import FailedPartition
 
