@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from sae_pipeline import pipeline, updating
+from sae_pipeline import hive, pipeline, updating
 from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.records import PartitionRecord, PartitionResult
 
@@ -71,7 +71,7 @@ def prepared_champion(
     champion trained on the lake's first partition: (config, partition, version)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = load_config(write_config(workdir, lake, columns, model))
-    partitions = pipeline.list_partitions(config)
+    partitions = hive.partition_records(config.lake)
     return config, partitions[0], train_champion(config, partitions[:1])
 
 

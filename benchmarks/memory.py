@@ -26,7 +26,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.lake_scale import score_once, train_champion, write_config, write_partition  # noqa: E402
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
-from sae_pipeline import pipeline  # noqa: E402
+from sae_pipeline import hive  # noqa: E402
 from sae_pipeline.config import load_config  # noqa: E402
 
 MULTIPLES = (1, 4, 16)
@@ -35,7 +35,7 @@ MULTIPLES = (1, 4, 16)
 def child(config_path: str, partition_name: str, version: str) -> None:
     """Score one partition in this (fresh) process and print its rows, seconds and peak RSS as JSON."""
     config = load_config(config_path)
-    partition = next(p for p in pipeline.list_partitions(config) if p.name == partition_name)
+    partition = next(p for p in hive.partition_records(config.lake) if p.name == partition_name)
     started = time.perf_counter()
     record = score_once(config, partition, version)
     seconds = time.perf_counter() - started
@@ -64,7 +64,7 @@ def run(base_rows: int, columns: int, one_row_group: bool) -> dict:
             names.append(name)
         config_path = write_config(workdir, lake, columns)
         config = load_config(config_path)
-        version = train_champion(config, [p for p in pipeline.list_partitions(config) if p.name == names[0]])
+        version = train_champion(config, [p for p in hive.partition_records(config.lake) if p.name == names[0]])
         measured = []
         for name in names:
             output = subprocess.run(

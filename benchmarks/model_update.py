@@ -27,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
-from sae_pipeline import parquet_io, pipeline, updating  # noqa: E402
+from sae_pipeline import hive, parquet_io, updating  # noqa: E402
 from sae_pipeline.config import load_config  # noqa: E402
 from sae_pipeline.records import TrainingOutcome  # noqa: E402
 from sae_pipeline.registry import ModelRegistry  # noqa: E402
@@ -48,7 +48,7 @@ def _config(workdir: Path, lake_uri: Path) -> Path:
 def _timed_train_or_update(config_path: Path, retrain: bool = False) -> tuple[TrainingOutcome, float]:
     config = load_config(config_path)
     started = time.perf_counter()
-    record = updating.train_or_update(config, pipeline.list_partitions(config), retrain=retrain)
+    record = updating.train_or_update(config, hive.partition_records(config.lake), retrain=retrain)
     return record, time.perf_counter() - started
 
 

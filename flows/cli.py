@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sae_pipeline.config import ConfigError, PipelineConfig, load_config
 from sae_pipeline.lease import RunLease
+from sae_pipeline.preflight import committed_since, plan_command
 from sae_pipeline.registry.commands import add_models_command
 from sae_pipeline.registry.errors import MissingChampionError
 from sae_pipeline.schema import InputSchemaError
@@ -96,7 +97,6 @@ def _compact_selection(names: list[str], order: list[str]) -> str:
 
 def _resume_advice(args: argparse.Namespace, mode: str, config: PipelineConfig, plan, started: dt.datetime):
     """What the interrupt line says: plain runs resume by themselves; requested rescoring needs a command."""
-    from sae_pipeline.preflight import committed_since
 
     def advice() -> str:
         if getattr(args, "rescore_with", None):
@@ -122,8 +122,6 @@ def _command_flow(args: argparse.Namespace, mode: str) -> None:
     interruption = _Interruption()
     interruption.install()
     config = load_config(args.config)  # before anything else: a config error needs nothing more
-    from sae_pipeline.preflight import plan_command  # the lake and the model need torch and polars
-
     options = {
         name: getattr(args, name)
         for name in ("partitions", "backfill", "rescore_with", "model", "retrain")

@@ -35,7 +35,7 @@ from flows.handoff import (
     ensure_champion,
     start_drift_training,
 )
-from sae_pipeline import pipeline, storage, updating
+from sae_pipeline import hive, pipeline, storage, updating
 from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.lease import RunLease
 from sae_pipeline.records import (
@@ -48,6 +48,7 @@ from sae_pipeline.records import (
     ScoringModel,
     ScoringPlan,
     TrainingOutcome,
+    split_refused,
 )
 from sae_pipeline.runs import RunSummary, build_run_summary, format_summary, write_run_summary
 from sae_pipeline.storage import read_bytes
@@ -84,7 +85,7 @@ io_task = task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry
 @io_task(name="discover-partitions")
 def discover_partitions(config_path: str) -> list[PartitionRecord]:
     """Return a record (name, URI, fingerprint) per partition of the input table."""
-    return pipeline.list_partitions(load_config(config_path))
+    return hive.partition_records(load_config(config_path).lake)
 
 
 @task(name="train-or-update")
@@ -264,7 +265,7 @@ def _lake_run(kind: RunKind, config_path: str) -> Iterator[LakeRun]:
     with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds) as lease:
         pipeline.clear_staging(config, started_at)
         partitions = discover_partitions(config_path)
-        usable, refused = pipeline.split_refused(partitions)  # refused keys fail without being read
+        usable, refused = split_refused(partitions)  # refused keys fail without being read
         logger.info("%d partition(s) under %s", len(usable), config.lake.uri)
         yield LakeRun(kind, config_path, config, run_id, started_at, lease.token, partitions, usable, refused)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +18,11 @@ from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
+from sae_pipeline.config import LakeConfig
+from sae_pipeline.records import PartitionRecord
 from sae_pipeline.storage import LakeReadError, filesystem_for, join_uri
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, order=True)
@@ -170,3 +175,28 @@ def _key_type(values: list[str]) -> str:
     if all(_INT.match(value) for value in values):
         return "int"
     return "string"
+
+
+def partition_records(lake: LakeConfig) -> list[PartitionRecord]:
+    """Records of every partition of the input table `lake`, in key order, each with the fingerprint of its files.
+
+    A partition whose key values do not parse as their declared type, are empty or null, or could escape the table
+    comes back with an `error` (naming its folder) and no fingerprint: nothing reads it (`records.split_refused`)."""
+    partitions = discover_partitions(lake.uri, list(lake.partition_keys))
+    if not partitions:
+        expected = "/".join(f"{key}=..." for key in lake.partition_keys)
+        raise LakeReadError(
+            f"no partitions under {lake.uri} (lake.partition_keys expects folders named {expected}); "
+            f"{suggest_partition_keys(lake.uri)}"
+        )
+    key_types = dict(lake.partition_keys)
+    records = []
+    for partition in partitions:
+        found = {"name": partition.name, "uri": partition.uri, "values": dict(partition.values)}
+        error = partition_error(partition, key_types)
+        if error is not None:  # refused without reading it: the run reports it as a failed partition
+            logger.warning("%s", error)
+            records.append(PartitionRecord(**found, error=error))
+        else:
+            records.append(PartitionRecord(**found, fingerprint=partition_fingerprint(partition.uri)))
+    return records

@@ -29,13 +29,13 @@ from sae_pipeline.overlap import BackgroundWriter, TableWriter, prefetched
 from sae_pipeline.planning import compare_with_ledger, select_partitions
 from sae_pipeline.records import (
     DriftRequest,
-    FailedPartition,
     PartitionRecord,
     PartitionResult,
     PartitionSummary,
     RunKind,
     ScoringModel,
     ScoringPlan,
+    split_refused,
 )
 from sae_pipeline.registry import ModelArtifact, ModelRegistry
 from sae_pipeline.schema import (
@@ -49,40 +49,6 @@ from sae_pipeline.scoring import score_frame
 from sae_pipeline.updating import unknown_model_columns
 
 logger = logging.getLogger(__name__)
-
-
-def list_partitions(config: PipelineConfig) -> list[PartitionRecord]:
-    """Records of every partition of the input table, in key order, each with the fingerprint of its files.
-
-    A partition whose key values do not parse as their declared type, are empty or null, or could escape the table
-    comes back with an `error` (naming its folder) and no fingerprint: nothing reads it (see `split_refused`)."""
-    partitions = hive.discover_partitions(config.lake.uri, list(config.lake.partition_keys))
-    if not partitions:
-        expected = "/".join(f"{key}=..." for key in config.lake.partition_keys)
-        raise storage.LakeReadError(
-            f"no partitions under {config.lake.uri} (lake.partition_keys expects folders named {expected}); "
-            f"{hive.suggest_partition_keys(config.lake.uri)}"
-        )
-    key_types = dict(config.lake.partition_keys)
-    records = []
-    for partition in partitions:
-        found = {"name": partition.name, "uri": partition.uri, "values": dict(partition.values)}
-        error = hive.partition_error(partition, key_types)
-        if error is not None:  # refused without reading it: the run reports it as a failed partition
-            logger.warning("%s", error)
-            records.append(PartitionRecord(**found, error=error))
-        else:
-            records.append(PartitionRecord(**found, fingerprint=hive.partition_fingerprint(partition.uri)))
-    return records
-
-
-def split_refused(
-    partitions: list[PartitionRecord],
-) -> tuple[list[PartitionRecord], list[FailedPartition]]:
-    """(usable partition records, failures of those whose key values were refused)."""
-    usable = [record for record in partitions if not record.refused]
-    refused = [record.failure() for record in partitions if record.refused]
-    return usable, refused
 
 
 def clear_staging(config: PipelineConfig, run_started_at: dt.datetime) -> None:

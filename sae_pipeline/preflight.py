@@ -11,18 +11,19 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import polars as pl
 import pyarrow.parquet as pq
 
-from sae_pipeline import hive, pipeline, updating
+from sae_pipeline import hive
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.planning import SelectionError, select_partitions
-from sae_pipeline.records import FailedPartition, PartitionRecord, RunKind, ScoringPlan
-from sae_pipeline.registry import ModelRegistry
-from sae_pipeline.schema import InputSchemaError, conform_columns
+from sae_pipeline.records import FailedPartition, PartitionRecord, RunKind, ScoringPlan, split_refused
 from sae_pipeline.storage import filesystem_for
+
+if TYPE_CHECKING:
+    from sae_pipeline.updating import TrainingDecision
 
 #: Footers read to find a column problem shared by every partition (spread over the partitions a run would read).
 MAX_PARTITIONS_CHECKED = 24
@@ -35,7 +36,7 @@ class RunPlan:
 
     partitions: list[PartitionRecord]
     refused: list[FailedPartition]
-    training: updating.TrainingDecision | None = None
+    training: TrainingDecision | None = None
     model_version: str | None = None
     scoring: ScoringPlan | None = None
 
@@ -69,6 +70,10 @@ def check_column_types(config: PipelineConfig, partitions: list[PartitionRecord]
     partition checked: that is a config (or export) mistake, better reported once than once per partition."""
     if not partitions:
         return
+    import polars as pl
+
+    from sae_pipeline.schema import InputSchemaError, conform_columns
+
     step = max(1, len(partitions) // MAX_PARTITIONS_CHECKED)
     problems: Counter[str] = Counter()
     example: dict[str, str] = {}
@@ -108,10 +113,14 @@ def plan_command(
 ) -> RunPlan:
     """Everything a `run`, `train` or `score` command can check before orchestration, and what it would do.
     Raises the same errors the flow would (config, lake, selection, schema, model) when they can be known now."""
-    records = pipeline.list_partitions(config)
-    usable, refused = pipeline.split_refused(records)
+    records = hive.partition_records(config.lake)
+    usable, refused = split_refused(records)
     plan = RunPlan(partitions=usable, refused=refused)
     check_partition_selection(requested, [record.name for record in usable])
+    # The rest needs torch, polars and pandera (a few seconds to import): only once the quick checks above passed.
+    from sae_pipeline import pipeline, updating
+    from sae_pipeline.registry import ModelRegistry
+
     reading: set[str] = set()
     if mode != "score":
         registry = ModelRegistry(config.output.models_uri)

@@ -4,7 +4,7 @@ A flow passes these between its tasks (Prefect hashes and, with result persisten
 hundred bytes), and the run summary (`runs.RunSummary`) is made of them. Every record refuses unknown fields, so a
 misspelt or forgotten field fails where the record is made, not where it is read.
 
-- `PartitionRecord`: one partition of the input table as discovered (`pipeline.list_partitions`).
+- `PartitionRecord`: one partition of the input table as discovered (`hive.partition_records`).
 - `FailedPartition`: a partition that failed, and why (refused keys, unreadable, invalid, too much quarantined).
 - `ScoringModel`: the model a scoring run uses (`pipeline.scoring_model`).
 - `ScoringPlan`: what a scoring run has to do (`pipeline.plan_scoring`).
@@ -169,3 +169,10 @@ class DriftHandoff(Record):
     partitions: list[str]
     flow_run: str | None = None
     error: str | None = None
+
+
+def split_refused(partitions: list[PartitionRecord]) -> tuple[list[PartitionRecord], list[FailedPartition]]:
+    """(usable partition records, failures of those whose key values were refused)."""
+    usable = [record for record in partitions if not record.refused]
+    refused = [record.failure() for record in partitions if record.refused]
+    return usable, refused

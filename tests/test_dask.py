@@ -14,7 +14,7 @@ import yaml
 from distributed import Client, LocalCluster, get_task_stream
 
 from flows.lake_pipeline import lake_pipeline, scoring_task_runner
-from sae_pipeline import pipeline
+from sae_pipeline import hive, pipeline
 from sae_pipeline.config import load_config
 from sae_pipeline.lease import LeaseLostError, RunLease
 from sae_pipeline.ledger import Ledger
@@ -92,7 +92,7 @@ def test_a_partition_scored_on_both_workers_at_once_is_committed_once(reference,
     """A retry on another worker while the first attempt still runs (a worker thought lost) leaves one clean copy."""
     sequential, version, _ = reference
     config = load_config(_variant(sequential, version, tmp_path))
-    partition = pipeline.list_partitions(config)[0]
+    partition = hive.partition_records(config.lake)[0]
     attempts = [
         dask_client.submit(
             pipeline.score_partition,
@@ -161,7 +161,7 @@ def test_a_task_that_outlived_its_run_commits_nothing(reference, dask_client, tm
     not publish over the new run's outputs: it fails at its commit and leaves nothing behind."""
     sequential, version, _ = reference
     config = load_config(_variant(sequential, version, tmp_path))
-    partition = pipeline.list_partitions(config)[0]
+    partition = hive.partition_records(config.lake)[0]
     dead_run = RunLease(config.output.lease_uri, "dead", ttl_seconds=60)  # never acquired: its holder is gone
     with RunLease(config.output.lease_uri, "new", ttl_seconds=60):
         late = dask_client.submit(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from sae_pipeline import pipeline
+from sae_pipeline import hive
 from sae_pipeline.config import MODEL_ROLES, load_config
 from sae_pipeline.sampling import sample_valid_rows
 from sae_pipeline.schema import validate_frame
@@ -15,7 +15,7 @@ from tests.conftest import write_lake_config
 
 def test_sample_is_bounded_reproducible_and_holds_only_valid_model_columns(tmp_path):
     config = load_config(write_lake_config(tmp_path, days=3, rows_per_day=900))
-    partitions = pipeline.list_partitions(config)
+    partitions = hive.partition_records(config.lake)
     first = sample_valid_rows(config, partitions, max_rows=1_000, seed=7, batch_rows=128)
     again = sample_valid_rows(config, partitions, max_rows=1_000, seed=7, batch_rows=128)
     assert first.frame.equals(again.frame)
@@ -32,7 +32,7 @@ def test_sample_is_bounded_reproducible_and_holds_only_valid_model_columns(tmp_p
 
 def test_a_partition_that_breaks_the_schema_in_a_later_batch_contributes_nothing(tmp_path):
     config = load_config(write_lake_config(tmp_path, days=2, rows_per_day=600))
-    partitions = pipeline.list_partitions(config)
+    partitions = hive.partition_records(config.lake)
     broken = Path(partitions[1].uri)
     good_file = next(broken.glob("*.parquet"))
     good = pl.read_parquet(good_file)

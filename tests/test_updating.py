@@ -60,7 +60,7 @@ def test_score_tolerance_is_also_read_under_its_former_name():
 def test_changed_model_settings_retrain_and_take_over_without_a_score_comparison(tmp_path):
     """Scores of models with other settings (here the density term's weight) are on other scales: the new model
     is promoted because the user chose its settings, not compared with the champion."""
-    from sae_pipeline import pipeline
+    from sae_pipeline import hive
     from sae_pipeline.config import load_config
     from sae_pipeline.registry import ModelRegistry
     from sae_pipeline.updating import train_or_update
@@ -68,7 +68,7 @@ def test_changed_model_settings_retrain_and_take_over_without_a_score_comparison
 
     path = write_lake_config(tmp_path, days=2, rows_per_day=600, max_steps=30)
     config = load_config(path)
-    partitions = pipeline.list_partitions(config)
+    partitions = hive.partition_records(config.lake)
     first = train_or_update(config, partitions)
     raw = yaml.safe_load(path.read_text())
     raw["model"]["density_weight"] = 0.5
@@ -80,7 +80,7 @@ def test_changed_model_settings_retrain_and_take_over_without_a_score_comparison
 
 
 def test_a_column_type_wrong_in_every_training_partition_is_named_once(tmp_path):
-    from sae_pipeline import pipeline
+    from sae_pipeline import hive
     from sae_pipeline.config import load_config
     from sae_pipeline.updating import train_or_update
     from tests.conftest import write_lake_config
@@ -91,7 +91,7 @@ def test_a_column_type_wrong_in_every_training_partition_is_named_once(tmp_path)
     path.write_text(yaml.safe_dump(raw))
     config = load_config(path)
     with pytest.raises(ValueError, match="in all 3 training partitions") as error:
-        train_or_update(config, pipeline.list_partitions(config))
+        train_or_update(config, hive.partition_records(config.lake))
     message = str(error.value)
     assert message.startswith("column 'latency_ms' has type Float64, expected int (rule: column type)")
     assert message.count("latency_ms") == 1 and "need at least 10" in message

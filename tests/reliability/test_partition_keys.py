@@ -8,9 +8,10 @@ import polars as pl
 import pytest
 
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
-from sae_pipeline import hive, pipeline
+from sae_pipeline import hive
 from sae_pipeline.config import load_config
 from sae_pipeline.ledger import Ledger
+from sae_pipeline.records import split_refused
 from tests.conftest import write_lake_config
 
 REFUSED = {
@@ -54,8 +55,8 @@ def test_refused_folders_are_named_and_never_fingerprinted(tmp_path):
     table = tmp_path / "lake"
     for name in REFUSED:
         shutil.copytree(table / "day=2026-11-01", table / name)
-    records = pipeline.list_partitions(load_config(config_path))
-    usable, refused = pipeline.split_refused(records)
+    records = hive.partition_records(load_config(config_path).lake)
+    usable, refused = split_refused(records)
     assert [record.name for record in usable] == ["day=2026-11-01"]
     assert {failure.partition for failure in refused} == set(REFUSED)
     for failure in refused:
