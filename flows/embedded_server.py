@@ -131,25 +131,36 @@ class EmbeddedServer:
         return False
 
     def wait_until_ready(self, timeout_s: float, on_retry) -> None:
-        """Wait up to `timeout_s` for the launched server; if it is not up, start it once more (a first start's
-        database work is done by then) and wait again. Raises ServerStartError."""
+        """Wait up to `timeout_s` for the launched server; if it is not up, start it once more and wait twice as
+        long (a machine busy enough to miss the first deadline is likely still busy). Raises ServerStartError."""
         if self._wait(timeout_s):
             return
-        self.stop()
-        on_retry(f"the embedded Prefect server did not answer within {timeout_s:g} s; retrying once")
+        self.stop(graceful=False)
+        on_retry(
+            f"the embedded Prefect server did not answer within {timeout_s:g} s; "
+            f"retrying once, waiting up to {2 * timeout_s:g} s"
+        )
         self.launch()
-        if self._wait(timeout_s):
+        if self._wait(2 * timeout_s):
             return
-        self.stop()
-        raise ServerStartError(f"the embedded Prefect server did not start within {timeout_s:g} s, twice")
+        self.stop(graceful=False)
+        raise ServerStartError(
+            f"the embedded Prefect server did not start within {timeout_s:g} s, "
+            f"nor on a retry within {2 * timeout_s:g} s"
+        )
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """Stop the server: politely after a run (it finishes its requests), at once when its start is abandoned
+        (a starting server defers SIGTERM until it is up; SQLite keeps its database whole either way)."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if graceful:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        process.kill()
+        process.wait()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +50,40 @@ def write_file(folder: Path, frame: pl.DataFrame, name: str = PARTITION_FILE) ->
 def small_frame(start: int, n: int = 5) -> pl.DataFrame:
     """`n` rows with consecutive ids from `start` and evenly spaced values."""
     return pl.DataFrame({"id": np.arange(start, start + n, dtype=np.int64), "value": np.linspace(0.0, 1.0, n)})
+
+
+#: One Prefect home for every command-line run of the session: the embedded server's database is created and
+#: migrated once (a first start costs about 10 s more than a later one).
+CLI_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="sae-tests-prefect-"))
+
+
+def cli_env(**extra: str) -> dict:
+    """The environment of a `sae-pipeline` subprocess: this session's Prefect home, no configured API."""
+    env = {**os.environ, "PREFECT_HOME": str(CLI_PREFECT_HOME), **extra}
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
+    """Run `sae-pipeline ARGS` to completion and return its exit status and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(**extra),
+        timeout=timeout,
+    )
+
+
+def start_cli(*args: str, **extra: str) -> subprocess.Popen:
+    """Start `sae-pipeline ARGS` without waiting for it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(**extra),
+    )
 
 
 @contextlib.contextmanager

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -15,18 +12,11 @@ from sae_pipeline.config import load_config
 from sae_pipeline.registry import load_model
 from sae_pipeline.runs import RunSummary
 from sae_pipeline.schema import scored_output_schema
-
-
-def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PREFECT_HOME": str(home / "prefect-home")}
-    env.pop("PREFECT_API_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+from tests.conftest import run_cli, start_cli
 
 
 def test_cli_run_then_score_end_to_end(lake_config, tmp_path):
-    result = run_cli("run", "--config", str(lake_config), home=tmp_path)
+    result = run_cli("run", "--config", str(lake_config))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "AUC-ROC" in result.stdout and "day=2026-11-03" in result.stdout
@@ -45,26 +35,19 @@ def test_cli_run_then_score_end_to_end(lake_config, tmp_path):
     assert json.loads((model_folder / "model.json").read_text())["pipeline"]["model_version"] == summary.model_version
     assert load_model(summary.model_uri).detector.threshold_ > 0
 
-    rescored = run_cli(
-        "score", "--config", str(lake_config), "--model", summary.model_version, "--backfill", home=tmp_path
-    )
+    rescored = run_cli("score", "--config", str(lake_config), "--model", summary.model_version, "--backfill")
     assert rescored.returncode == 0, rescored.stderr
     assert pl.scan_parquet(config.output.scored_uri, hive_partitioning=True).collect().height == scored.height
 
-    again = run_cli("run", "--config", str(lake_config), home=tmp_path)
+    again = run_cli("run", "--config", str(lake_config))
     assert again.returncode == 0, again.stderr
     assert "no training" in again.stdout and "3 up to date" in again.stdout
-    models = run_cli("models", "list", "--config", str(lake_config), home=tmp_path)
+    models = run_cli("models", "list", "--config", str(lake_config))
     assert models.returncode == 0 and "champion" in models.stdout and summary.model_version in models.stdout
 
 
 def test_two_runs_started_at_once_never_interleave(lake_config, tmp_path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
-    env.pop("PREFECT_API_URL", None)
-    command = [sys.executable, "-m", "flows.cli", "run", "--config", str(lake_config), "--no-progress"]
-    runs = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
-    ]
+    runs = [start_cli("run", "--config", str(lake_config), "--no-progress") for _ in range(2)]
     outcomes = sorted((run.wait(timeout=300), run.stderr.read()) for run in runs)
     assert [code for code, _ in outcomes] == [0, 2], outcomes
     assert "another run holds the output folder" in outcomes[1][1]
@@ -72,28 +55,26 @@ def test_two_runs_started_at_once_never_interleave(lake_config, tmp_path):
 
 
 def test_cli_reports_config_errors_cleanly(tmp_path):
-    result = run_cli("run", "--config", str(tmp_path / "missing.yaml"), home=tmp_path)
+    result = run_cli("run", "--config", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2
     assert "missing.yaml" in result.stderr and "Traceback" not in result.stderr
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("lake: {uri: x}\ncolumns: []\noutput: {uri: y}\nmodle: {}\n")
-    result = run_cli("run", "--config", str(bad), home=tmp_path)
+    result = run_cli("run", "--config", str(bad))
     assert result.returncode == 2 and "modle" in result.stderr
 
 
 def test_cli_reports_unreadable_file_with_its_path(lake_config, tmp_path):
     corrupt = tmp_path / "lake" / "day=2026-11-01" / "part-0.parquet"
     corrupt.write_bytes(b"not parquet at all")
-    result = run_cli("run", "--config", str(lake_config), "--no-progress", home=tmp_path)
+    result = run_cli("run", "--config", str(lake_config), "--no-progress")
     assert result.returncode == 2
     assert str(corrupt) in result.stderr
 
 
 def test_generate_sample_writes_partitions(tmp_path):
-    result = run_cli(
-        "generate-sample", "--output", str(tmp_path / "lake"), "--days", "2", "--rows-per-day", "200", home=tmp_path
-    )
+    result = run_cli("generate-sample", "--output", str(tmp_path / "lake"), "--days", "2", "--rows-per-day", "200")
     assert result.returncode == 0, result.stderr
     assert pl.scan_parquet(tmp_path / "lake", hive_partitioning=True).collect().height == 400
 

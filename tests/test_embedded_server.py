@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from tests.conftest import write_lake_config
-from tests.reliability.conftest import alive, descendants, error_lines, run_cli, start_cli
+from tests.conftest import run_cli, start_cli, write_lake_config
+from tests.reliability.conftest import alive, descendants, error_lines
 
 SLOW_FIRST_START = """
 import os, sys, time
@@ -22,16 +22,14 @@ if "uvicorn" in sys.orig_argv and not os.path.exists({marker!r}):
 
 def test_a_server_that_never_answers_in_time_ends_in_one_error_and_a_hint(tmp_path):
     config_path = write_lake_config(tmp_path, days=1, rows_per_day=50)
-    result = run_cli(
-        "run", "--config", str(config_path), home=tmp_path, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1"
-    )
+    result = run_cli("run", "--config", str(config_path), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
     error, hint = error_lines(result.stderr)
     assert result.returncode == 2
-    assert error == "error: the embedded Prefect server did not start within 1 s, twice"
+    assert error == "error: the embedded Prefect server did not start within 1 s, nor on a retry within 2 s"
     assert hint.startswith("hint: ") and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in hint
     assert "--verbose" in hint
     assert "starting the embedded Prefect server (up to 1 s" in result.stdout
-    assert "retrying once" in result.stdout
+    assert "retrying once, waiting up to 2 s" in result.stdout
     assert "Traceback" not in result.stderr
 
 
@@ -44,19 +42,18 @@ def test_a_slow_first_start_is_retried_and_the_run_completes(tmp_path):
         "run",
         "--config",
         str(config_path),
-        home=tmp_path,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="25",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="12",
         PYTHONPATH=os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "slowed-once").exists()
-    assert "did not answer within 25 s; retrying once" in result.stdout
+    assert "did not answer within 12 s; retrying once, waiting up to 24 s" in result.stdout
     assert "1 partition(s) scored" in result.stdout
 
 
 def test_ctrl_c_while_the_server_starts_exits_130_with_one_line(tmp_path):
     config_path = write_lake_config(tmp_path, days=1, rows_per_day=50)
-    process = start_cli("run", "--config", str(config_path), "--no-progress", home=tmp_path)
+    process = start_cli("run", "--config", str(config_path), "--no-progress")
     assert "starting the embedded Prefect server" in process.stdout.readline()
     deadline = time.monotonic() + 30
     while not descendants(process.pid) and time.monotonic() < deadline:
@@ -68,18 +65,3 @@ def test_ctrl_c_while_the_server_starts_exits_130_with_one_line(tmp_path):
     assert error_lines(stderr) == ["error: interrupted; committed partitions are kept; the next run scores the rest"]
     time.sleep(1)
     assert not [pid for pid in children if alive(pid)]
-
-
-def test_an_interrupted_backfill_says_how_to_finish(tmp_path):
-    config_path = write_lake_config(tmp_path, days=3, rows_per_day=100, max_steps=20)
-    assert run_cli("run", "--config", str(config_path), home=tmp_path).returncode == 0
-    process = start_cli("score", "--config", str(config_path), "--backfill", "--no-progress", home=tmp_path)
-    assert "starting the embedded Prefect server" in process.stdout.readline()
-    process.send_signal(2)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130
-    finish = f"sae-pipeline score --config {config_path} --partitions day=2026-11-01..day=2026-11-03"
-    assert error_lines(stderr) == [f"error: interrupted; 0 of 3 requested partition(s) committed; to finish: {finish}"]
-    finished = run_cli(*finish.split()[1:], home=tmp_path)
-    assert finished.returncode == 0, finished.stderr
-    assert "3 partition(s) scored" in finished.stdout

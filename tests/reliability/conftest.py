@@ -3,36 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
-
-
-def cli_env(home: Path, **extra: str) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(home / "prefect-home"), **extra}
-    env.pop("PREFECT_API_URL", None)
-    return env
-
-
-def run_cli(*args: str, home: Path, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
-    """Run `sae-pipeline ARGS` to completion (no progress bars) and return its exit status and output."""
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(home, **extra),
-        timeout=timeout,
-    )
-
-
-def start_cli(*args: str, home: Path, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(home, **extra),
-    )
 
 
 def descendants(pid: int) -> set[int]:

@@ -16,8 +16,8 @@ from sae_pipeline.config import load_config
 from sae_pipeline.lease import LeaseHeldError
 from sae_pipeline.registry import ModelRegistry, RegistryError
 from sae_pipeline.schema import InputSchemaError
-from tests.conftest import write_lake_config
-from tests.reliability.conftest import alive, descendants, error_lines, run_cli, start_cli
+from tests.conftest import run_cli, start_cli, write_lake_config
+from tests.reliability.conftest import alive, descendants, error_lines
 
 PREFECT_NOISE = ("Traceback", "ERROR ", "INFO ", "WARNING ", "prefect.", "Finished in state", "temporary server")
 
@@ -37,14 +37,14 @@ def test_failures_inside_the_flow_print_one_line_naming_file_partition_column_an
     broken = tmp_path / "lake" / "day=2026-11-02" / "part-0.parquet"
     pl.read_parquet(broken).drop("cpu_pct").write_parquet(broken)
 
-    result = run_cli("run", "--config", str(config_path), "--no-progress", home=tmp_path)
+    result = run_cli("run", "--config", str(config_path), "--no-progress")
     error, hint = assert_clean(result)
     assert "day=2026-11-02" in error and str(broken) in error and "cpu_pct" in error and "rule: column present" in error
     assert "committed" in hint
     assert "FAILED day=2026-11-02" in result.stdout and "day=2026-11-01" in result.stdout
 
     # --verbose shows what Prefect saw: its own log lines and the traceback.
-    verbose = run_cli("run", "--config", str(config_path), "--no-progress", "--verbose", home=tmp_path)
+    verbose = run_cli("run", "--config", str(config_path), "--no-progress", "--verbose")
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr
     assert any(line.startswith("error: day=2026-11-02") for line in error_lines(verbose.stderr))
     assert "ERROR prefect.flow_runs" in verbose.stderr
@@ -54,20 +54,20 @@ def test_failures_inside_the_flow_print_one_line_naming_file_partition_column_an
     registry = ModelRegistry(config.output.models_uri)
     weights = Path(registry.uri(registry.resolve("champion"))) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    result = run_cli("score", "--config", str(config_path), "--backfill", "--no-progress", home=tmp_path)
+    result = run_cli("score", "--config", str(config_path), "--backfill", "--no-progress")
     (error,) = assert_clean(result)
     assert str(weights) in error and "starting the embedded Prefect server" not in result.stdout
 
 
 def test_score_without_a_champion_hints_to_train_first(tmp_path):
     config_path = write_lake_config(tmp_path, days=1, rows_per_day=50)
-    error, hint = assert_clean(run_cli("score", "--config", str(config_path), "--no-progress", home=tmp_path))
+    error, hint = assert_clean(run_cli("score", "--config", str(config_path), "--no-progress"))
     assert "no champion" in error and hint == f"hint: train first: sae-pipeline train --config {config_path}"
 
 
 def test_ctrl_c_exits_130_with_one_line_and_leaves_no_server(tmp_path):
     config_path = write_lake_config(tmp_path, days=2, rows_per_day=300, max_steps=3000)
-    process = start_cli("run", "--config", str(config_path), "--no-progress", home=tmp_path)
+    process = start_cli("run", "--config", str(config_path), "--no-progress")
     deadline = time.monotonic() + 120
     while not descendants(process.pid) and time.monotonic() < deadline:  # the temporary server has started
         time.sleep(0.2)
@@ -83,7 +83,7 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_server(tmp_path):
     assert not [pid for pid in children if alive(pid)]
 
     config_path.write_text(config_path.read_text().replace("max_steps: 3000", "max_steps: 50"))
-    rerun = run_cli("run", "--config", str(config_path), "--no-progress", home=tmp_path)
+    rerun = run_cli("run", "--config", str(config_path), "--no-progress")
     assert rerun.returncode == 0, rerun.stderr
 
 

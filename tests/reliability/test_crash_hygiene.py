@@ -13,8 +13,8 @@ import yaml
 
 from sae_pipeline.config import load_config
 from sae_pipeline.ledger import Ledger
-from tests.conftest import write_lake_config
-from tests.reliability.conftest import alive, descendants, run_cli, start_cli
+from tests.conftest import run_cli, start_cli, write_lake_config
+from tests.reliability.conftest import alive, descendants
 
 
 def _kill_when(process, ready, timeout: float = 180) -> set[int]:
@@ -52,14 +52,14 @@ def test_kill_9_at_several_points_then_rerun_loses_nothing(tmp_path):
         "first partition scored": lambda: (out / "scored").exists() and any((out / "scored").glob("*/part-0.parquet")),
     }
     for point, ready in points.items():
-        process = start_cli(*args, home=tmp_path)
+        process = start_cli(*args)
         children = _kill_when(process, ready)
         assert process.returncode == -signal.SIGKILL and children, point
         time.sleep(1.0)
         orphans = [pid for pid in children if alive(pid)]
         assert not orphans, f"{point}: orphaned processes {orphans}"
 
-    rerun = run_cli(*args, home=tmp_path)
+    rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert "another run holds" not in rerun.stderr
     entries = Ledger(config.output.ledger_uri).entries()

@@ -16,8 +16,7 @@ import yaml
 from flows.lake_pipeline import PartitionFailures, lake_pipeline
 from sae_pipeline import storage
 from sae_pipeline.runs import RunSummary
-from tests.conftest import moto_s3, write_s3_lake_config
-from tests.reliability.conftest import run_cli
+from tests.conftest import moto_s3, run_cli, write_s3_lake_config
 from tests.reliability.fault_proxy import Fault, FaultProxy
 
 SECRET = "FAKE-SECRET-do-not-log-7f3a9"
@@ -99,7 +98,6 @@ def test_failing_cli_runs_print_no_secret(moto, tmp_path):
                 config_path,
                 "--no-progress",
                 *verbose,
-                home=tmp_path,
                 timeout=120,
                 AWS_ENDPOINT_URL=proxy.endpoint,
                 **env,
@@ -124,7 +122,6 @@ def test_cli_run_from_a_config_on_s3_failing_to_upload_prints_no_secret(moto, tm
             config_uri,
             "--no-progress",
             "--verbose",
-            home=tmp_path,
             timeout=180,
             AWS_ENDPOINT_URL=proxy.endpoint,
             **env,
