@@ -3,14 +3,16 @@ run summary (returned and in `runs/<run id>.json`) records the hand-off."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-from flows import handoff
-from flows.lake_pipeline import lake_pipeline, score_flow
+from flows.lake_pipeline import lake_pipeline, score_flow, train_or_update_flow
 from sae_pipeline.runs import RunSummary
 from tests.conftest import write_lake_config
 
@@ -45,29 +47,42 @@ def test_drift_request_is_recorded_and_a_missing_deployment_is_reported_not_rais
     assert _on_disk(summary) == summary
 
 
-def test_score_flow_returns_the_run_summary_on_disk_with_the_started_training_run(lake_config, monkeypatch):
+@pytest.fixture
+def training_deployment() -> str:
+    """The training flow registered as a real deployment on the test API (no worker: its runs stay scheduled)."""
+    name = f"handoff-{uuid.uuid4().hex[:8]}"
+    train_or_update_flow.to_deployment(name=name).apply()
+    return f"{train_or_update_flow.name}/{name}"
+
+
+def _flow_runs_of(deployment: str) -> list:
+    async def read() -> list:
+        async with get_client() as client:
+            found = await client.read_deployment_by_name(deployment)
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id]))
+            )
+
+    return asyncio.run(read())
+
+
+def test_score_flow_returns_the_run_summary_on_disk_with_the_started_training_run(lake_config, training_deployment):
     _train_without_day_3(lake_config)
-    started = []
-
-    def run_deployment(name, parameters, timeout):
-        started.append((name, parameters, timeout))
-        return SimpleNamespace(name="drifty-run")
-
-    monkeypatch.setattr(handoff, "run_deployment", run_deployment)
-    summary = score_flow(str(lake_config), on_drift="start-training", training_deployment="train/it")
+    summary = score_flow(str(lake_config), on_drift="start-training", training_deployment=training_deployment)
 
     assert isinstance(summary, RunSummary)
-    assert summary.drift_handoff.flow_run == "drifty-run" and summary.drift_handoff.error is None
+    (started,) = _flow_runs_of(training_deployment)
+    assert summary.drift_handoff.flow_run == started.name and summary.drift_handoff.error is None
     asked = list(summary.drift_policy.partitions)
     assert "day=2026-11-03" in asked and summary.drift_handoff.partitions == asked
-    assert started == [("train/it", {"config_path": str(lake_config), "drifted": asked}, 0)]
+    assert started.parameters == {"config_path": str(lake_config), "drifted": asked}
     assert _on_disk(summary) == summary
     assert RunSummary.model_validate(summary.model_dump(mode="json")) == summary  # what a deployment's caller gets
 
 
-def test_recording_only_leaves_no_hand_off(lake_config, monkeypatch):
+def test_recording_only_leaves_no_hand_off(lake_config, training_deployment):
     _train_without_day_3(lake_config)
-    monkeypatch.setattr(handoff, "run_deployment", lambda *args, **kwargs: pytest.fail("no hand-off expected"))
-    summary = score_flow(str(lake_config), backfill=True)
+    summary = score_flow(str(lake_config), backfill=True, training_deployment=training_deployment)
     assert summary.drift_policy.partitions and summary.drift_handoff is None
+    assert _flow_runs_of(training_deployment) == []
     assert _on_disk(summary) == summary
