@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python benchmarks/memory.py --one-row-group
 	$(BIN)/python benchmarks/drift_speed.py
 	$(BIN)/python benchmarks/model_update.py
+	$(BIN)/python benchmarks/cli_latency.py
 
 bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/detection.py
