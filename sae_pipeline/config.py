@@ -99,6 +99,47 @@ class FeatureConfig(_Strict):
     max_categories: int = Field(50, ge=1)
 
 
+CalendarFeature = Literal["hour_of_day", "day_of_week"]
+
+
+class HistoryConfig(_Strict):
+    """Per-entity features from the entity's previous rows in time order: each numeric column's change since the
+    previous row and its distance from the mean of the last `window` rows in units of their spread. A partition's
+    first rows take their history from the end of the previous partition, so scores do not depend on how
+    partitions were batched into runs."""
+
+    window: int = Field(12, ge=2, le=1000)
+
+
+class ContextConfig(_Strict):
+    """Judge each row in its context (every part optional; without this section rows are scored alone).
+
+    `entity`: the column whose rows form one sequence (a host, a machine, a customer). `baseline_by`: columns whose
+    groups get their own baseline, learned at training and stored with the one model (default: the entity);
+    groups with fewer than `min_group_rows` training rows, and groups never seen, are judged against the fleet.
+    `calendar`: cyclic features of `timestamp` (default: the config's timestamp column) so that each hour or
+    weekday has its own normal. `history`: features from each entity's previous rows (needs `timestamp`).
+    """
+
+    entity: str | None = Field(None, min_length=1)
+    baseline_by: list[str] | None = None
+    timestamp: str | None = Field(None, min_length=1)
+    calendar: list[CalendarFeature] = Field(default_factory=list)
+    history: HistoryConfig | None = None
+    min_group_rows: int = Field(50, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self != ContextConfig()
+
+    @property
+    def groups(self) -> list[str]:
+        """The columns that form baseline groups ([] when there are none)."""
+        if self.baseline_by is not None:
+            return list(self.baseline_by)
+        return [self.entity] if self.entity else []
+
+
 class ModelConfig(_Strict, ModelSettings):
     """The detector's hyperparameters, as `SAEDetector` takes them: `ModelSettings` (sae_pipeline/detector_settings.py)
     declares each one's default, bounds and meaning once, for both. `None` means the detector's data-dependent
@@ -309,6 +350,7 @@ class PipelineConfig(_Strict):
     lake: LakeConfig
     columns: list[ColumnSpec]
     features: FeatureConfig = FeatureConfig()
+    context: ContextConfig = ContextConfig()
     model: ModelConfig = ModelConfig()
     thresholds: ThresholdConfig = ThresholdConfig()
     training: TrainingConfig = TrainingConfig()
@@ -330,7 +372,38 @@ class PipelineConfig(_Strict):
         if not any(column.role in MODEL_ROLES for column in self.columns):
             raise ValueError("at least one column must have role 'numeric' or 'categorical'")
         self._check_drift_overrides()
+        self._check_context()
         return self
+
+    def _check_context(self) -> None:
+        """Context columns must exist with a role that fits; calendar and history need a timestamp column."""
+        context = self.context
+        roles = {column.name: column.role for column in self.columns}
+        named = [("context.entity", context.entity)] if context.entity else []
+        named += [("context.baseline_by", name) for name in context.baseline_by or []]
+        for where, name in named:
+            if roles.get(name) not in ("identifier", "categorical"):
+                raise ValueError(
+                    f"{where}: {name!r} must be an identifier or categorical column "
+                    f"(those are: {sorted(n for n, r in roles.items() if r in ('identifier', 'categorical'))})"
+                )
+        if not (context.calendar or context.history):
+            return
+        if context.timestamp is not None and roles.get(context.timestamp) != "timestamp":
+            raise ValueError(f"context.timestamp: {context.timestamp!r} is not a column with role 'timestamp'")
+        if context.timestamp is None and len(self.columns_with_role("timestamp")) != 1:
+            raise ValueError(
+                "context.calendar and context.history need one timestamp column: declare exactly one column with "
+                "role 'timestamp' or name it in context.timestamp"
+            )
+
+    @property
+    def timestamp_column(self) -> str | None:
+        """The column that orders rows in time for context (context.timestamp, else the only timestamp column)."""
+        if self.context.timestamp:
+            return self.context.timestamp
+        stamps = self.columns_with_role("timestamp")
+        return stamps[0].name if len(stamps) == 1 else None
 
     def _check_drift_overrides(self) -> None:
         roles = {column.name: column.role for column in self.columns if column.role in MODEL_ROLES}
@@ -351,6 +424,8 @@ class PipelineConfig(_Strict):
         """A digest of every setting that shapes a trained model: when it changes, a model is trained afresh."""
         model_facing = self.model_dump(include={"columns", "features", "model", "thresholds"}, mode="json")
         model_facing["columns"] = [c for c in model_facing["columns"] if c["role"] in MODEL_ROLES]
+        if self.context.enabled:  # absent when off, so configs without context keep their models
+            model_facing["context"] = self.context.model_dump(mode="json")
         return hashlib.sha256(json.dumps(model_facing, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
