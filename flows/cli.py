@@ -31,6 +31,8 @@ from sae_pipeline.storage import LakeReadError
 
 DEFAULT_SAMPLE_CONFIG = "sample_data/telemetry.yaml"
 DEFAULT_SAMPLE_LAKE = "sample_data/telemetry"
+#: Where `demo --format delta|iceberg` writes the sample table, its config and its outputs (git-ignored).
+DEMO_TABLES_FOLDER = "outputs"
 #: Failures a user can fix (config, data, model, storage): one `error:` line and exit status 2.
 _EXPECTED_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError, RuntimeError, OSError)
 EXIT_ERROR, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 2, 1, 130
@@ -124,7 +126,7 @@ def _command_flow(args: argparse.Namespace, mode: str) -> None:
     config = load_config(args.config)  # before anything else: a config error needs nothing more
     options = {
         name: getattr(args, name)
-        for name in ("partitions", "backfill", "rescore_with", "model", "retrain")
+        for name in ("partitions", "backfill", "rescore_with", "model", "retrain", "as_of")
         if getattr(args, name, None) not in (None, False)
     }
     plan = plan_command(
@@ -134,6 +136,7 @@ def _command_flow(args: argparse.Namespace, mode: str) -> None:
         requested=options.get("partitions"),
         backfill=bool(options.get("backfill")),
         retrain=bool(options.get("retrain")),
+        as_of=options.get("as_of"),
     )
     if plan.nothing_to_do:
         recorded = (
@@ -190,17 +193,54 @@ def _command_demo(args: argparse.Namespace) -> None:
         from sae_pipeline.sample_data import generate_sample_lake
 
         generate_sample_lake(DEFAULT_SAMPLE_LAKE)
+    if args.format != "parquet":
+        args.config = str(_sample_table_config(config, args.format))
+        config = Path(args.config)
     print(f"sae-pipeline demo: validate, train, score and report on {config} with an embedded Prefect", flush=True)
     _command_flow(args, "run")
 
 
-def _command_generate(args: argparse.Namespace) -> None:
-    from sae_pipeline.sample_data import generate_sample_lake
+def _sample_table_config(sample_config: Path, table_format: str) -> Path:
+    """The sample lake as a Delta or Iceberg table under `outputs/sample-<format>/` (written once) and a copy of
+    the sample config that reads it (and, for Delta, writes Delta outputs); return the copy's path."""
+    import yaml
 
-    files = generate_sample_lake(
-        args.output, days=args.days, rows_per_day=args.rows_per_day, seed=args.seed, gradual_shift=args.gradual_shift
-    )
-    print(f"wrote {len(files)} partition(s) under {args.output}")
+    from sae_pipeline import sample_data
+
+    folder = Path(DEMO_TABLES_FOLDER) / f"sample-{table_format}"
+    raw = yaml.safe_load(sample_config.read_text())
+    keys = raw["lake"]["partition_keys"]
+    if table_format == "delta":
+        raw["lake"] = {"format": "delta", "uri": "./telemetry", "partition_keys": keys}
+        raw["output"] = {"uri": "./demo", "format": "delta"}
+    else:
+        catalog = {
+            "uri": f"sqlite:///telemetry/{sample_data.ICEBERG_CATALOG_FILE}",
+            "warehouse": f"telemetry/{sample_data.ICEBERG_WAREHOUSE}",
+        }
+        raw["lake"] = {
+            "format": "iceberg",
+            "table": sample_data.ICEBERG_TABLE,
+            "catalog": catalog,
+            "partition_keys": keys,
+        }
+        raw["output"] = {"uri": "./demo"}
+    if not (folder / "telemetry").exists():
+        sample_data.generate_sample_table(folder / "telemetry", table_format)
+    path = folder / "telemetry.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _command_generate(args: argparse.Namespace) -> None:
+    from sae_pipeline.sample_data import generate_sample_lake, generate_sample_table
+
+    options = {"days": args.days, "rows_per_day": args.rows_per_day, "seed": args.seed}
+    if args.format == "parquet":
+        count = len(generate_sample_lake(args.output, gradual_shift=args.gradual_shift, **options))
+    else:
+        count = generate_sample_table(args.output, args.format, gradual_shift=args.gradual_shift, **options)
+    print(f"wrote {count} partition(s) under {args.output}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,11 +270,23 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--rescore-with", metavar="VERSION", help="rescore every partition not yet scored by this model version"
         )
+        command.add_argument(
+            "--as-of",
+            type=int,
+            metavar="VERSION",
+            help="read the table as it was: a Delta table version or an Iceberg snapshot id",
+        )
 
     def training_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--retrain", action="store_true", help="train a new model from scratch")
 
     demo = flow_command("demo", "run the whole pipeline on the bundled sample data", DEFAULT_SAMPLE_CONFIG)
+    demo.add_argument(
+        "--format",
+        choices=("parquet", "delta", "iceberg"),
+        default="parquet",
+        help="read the sample lake as Parquet folders, a Delta table or an Iceberg table (delta also writes Delta)",
+    )
     demo.set_defaults(handler=_command_demo)
     run = flow_command("run", "train or update the model when there is new data, then score new partitions")
     scoring_options(run)
@@ -253,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--days", type=int, default=10)
     generate.add_argument("--rows-per-day", type=int, default=2000)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--format",
+        choices=("parquet", "delta", "iceberg"),
+        default="parquet",
+        help="Hive-style Parquet folders, a Delta table, or an Iceberg table in a SQLite catalog (OUTPUT/catalog.db)",
+    )
     generate.add_argument(
         "--gradual-shift",
         type=float,

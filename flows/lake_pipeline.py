@@ -35,7 +35,7 @@ from flows.handoff import (
     ensure_champion,
     start_drift_training,
 )
-from sae_pipeline import hive, pipeline, storage, updating
+from sae_pipeline import pipeline, storage, tables, updating
 from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.lease import RunLease
 from sae_pipeline.records import (
@@ -64,6 +64,9 @@ PartitionSelection = Annotated[
         description="partition names and ranges FIRST..LAST, e.g. day=2026-11-01..day=2026-11-07",
     ),
 ]
+TableVersion = Annotated[
+    int, Field(ge=0, description="Delta table version or Iceberg snapshot id to read (default: the latest)")
+]
 ModelRef = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128, description="model version, prefix or alias")
 ]
@@ -83,9 +86,9 @@ io_task = task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry
 
 
 @io_task(name="discover-partitions")
-def discover_partitions(config_path: str) -> list[PartitionRecord]:
-    """Return a record (name, URI, fingerprint) per partition of the input table."""
-    return hive.partition_records(load_config(config_path).lake)
+def discover_partitions(config_path: str, as_of: int | None = None) -> list[PartitionRecord]:
+    """Return a record (name, URI, fingerprint; table version and files) per partition of the input table."""
+    return tables.partition_records(load_config(config_path).lake, as_of)
 
 
 @task(name="train-or-update")
@@ -140,6 +143,12 @@ def score_partition(
 def write_drift_trend(config_path: str) -> str:
     """Rewrite the lake-level drift trend page from every partition's report."""
     return pipeline.write_drift_trend(load_config(config_path))
+
+
+@io_task(name="vacuum-output-tables")
+def vacuum_output_tables(config_path: str) -> int:
+    """Remove the Delta output tables' files that the current version no longer references, once old enough."""
+    return pipeline.vacuum_output_tables(load_config(config_path))
 
 
 @io_task(name="remove-partition", task_run_name="remove {name}")
@@ -255,8 +264,9 @@ class Scoring:
 
 
 @contextmanager
-def _lake_run(kind: RunKind, config_path: str) -> Iterator[LakeRun]:
-    """Take the output folder's lease for the whole run, clear what crashed writers left, list the partitions."""
+def _lake_run(kind: RunKind, config_path: str, as_of: int | None = None) -> Iterator[LakeRun]:
+    """Take the output folder's lease for the whole run, clear what crashed writers left, list the partitions (of
+    the table at `as_of`, if given)."""
     logger = get_run_logger()
     config_path = str(Path(config_path).resolve()) if "://" not in config_path else config_path
     config = load_config(config_path)
@@ -264,9 +274,9 @@ def _lake_run(kind: RunKind, config_path: str) -> Iterator[LakeRun]:
     run_id = str(flow_run.id or started_at.strftime("%Y%m%dT%H%M%S"))
     with RunLease(config.output.lease_uri, run_id, config.run.lease_ttl_seconds) as lease:
         pipeline.clear_staging(config, started_at)
-        partitions = discover_partitions(config_path)
+        partitions = discover_partitions(config_path, as_of)
         usable, refused = split_refused(partitions)  # refused keys fail without being read
-        logger.info("%d partition(s) under %s", len(usable), config.lake.uri)
+        logger.info("%d partition(s) in %s", len(usable), config.lake.location)
         yield LakeRun(kind, config_path, config, run_id, started_at, lease.token, partitions, usable, refused)
 
 
@@ -313,6 +323,7 @@ def _score(
         scoring.results, scoring.failures = _collect(futures)
     if scoring.results or scoring.plan.removed:
         write_drift_trend(run.config_path)
+        vacuum_output_tables(run.config_path)
     return scoring
 
 
@@ -392,6 +403,7 @@ def score_flow(
     training_deployment: str = TRAINING_DEPLOYMENT,
     training_timeout_s: Annotated[int, Field(ge=0)] = 4 * 3600,
     on_drift: DriftPolicyAction = "record",
+    as_of: TableVersion | None = None,
 ) -> RunSummary:
     """Score new, changed or requested partitions with the champion (or `model`); remove outputs of deleted ones.
 
@@ -400,9 +412,9 @@ def score_flow(
     training, `on_drift` either records it in the run summary (`record`) or also starts `training_deployment` on
     the drifted partitions without waiting (`start-training`): these partitions keep the scores of the current
     champion, and the next scoring runs use whatever that training promotes. Return the run summary (with the
-    hand-off in `drift_handoff`)."""
+    hand-off in `drift_handoff`). `as_of` scores a Delta or Iceberg table as it was at that version or snapshot."""
     ensure_champion(config_path, rescore_with or model, on_no_champion, training_deployment, training_timeout_s)
-    with _lake_run("score", config_path) as run:
+    with _lake_run("score", config_path, as_of) as run:
         scoring = _score(run, partitions, backfill, rescore_with, model, progress)
         request, drift_policy = _respond_to_drift(run, scoring, progress, hand_off=on_drift == "start-training")
         summary = _summarise(run, scoring=scoring, drift_policy=drift_policy)
@@ -424,10 +436,12 @@ def lake_pipeline(
     model: ModelRef | None = None,
     retrain: bool = False,
     progress: bool = False,
+    as_of: TableVersion | None = None,
 ) -> RunSummary:
     """Train-or-update then score (`mode` run), or only one of them; return the run summary. A combined run also
-    trains on the partitions whose drift the drift policy flags."""
-    with _lake_run(mode, config_path) as run:
+    trains on the partitions whose drift the drift policy flags. `as_of`: the Delta version or Iceberg snapshot
+    to read (default: the table's latest)."""
+    with _lake_run(mode, config_path, as_of) as run:
         training = _train(run, retrain, progress) if mode != "score" else None
         scoring = _score(run, partitions, backfill, rescore_with, model, progress) if mode != "train" else None
         _, drift_policy = _respond_to_drift(run, scoring, progress)

@@ -85,11 +85,63 @@ def _without_query(uri: str) -> str:
 StorageUri = Annotated[str, Field(min_length=1), AfterValidator(_without_query)]
 
 
-class LakeConfig(_Strict):
-    """The input table: a Hive-style partitioned Parquet folder (`key=value/` directories)."""
+#: How the input table is stored: Hive-style Parquet folders, a Delta Lake table, an Apache Iceberg table.
+LakeFormat = Literal["parquet", "delta", "iceberg"]
 
-    uri: StorageUri
+
+class CatalogConfig(_Strict):
+    """The Iceberg catalog that names the input table, as pyiceberg's `load_catalog(name, type=..., uri=...,
+    warehouse=..., **properties)` takes it. The default is the SQL catalog on a local SQLite file
+    (`uri: sqlite:///catalog.db`, relative to the config); `rest` and `glue` take their own properties. Secrets
+    belong in pyiceberg's environment variables (`PYICEBERG_CATALOG__<NAME>__<PROPERTY>`), never in the config."""
+
+    name: str = Field("default", min_length=1)
+    type: Literal["sql", "rest", "glue", "hive", "dynamodb"] = "sql"
+    uri: str | None = Field(None, min_length=1)
+    warehouse: str | None = Field(None, min_length=1)
+    properties: dict[str, str] = Field(default_factory=dict)
+
+    def load_properties(self) -> dict[str, str]:
+        """What `pyiceberg.catalog.load_catalog` takes after the name."""
+        known = {"type": self.type, "uri": self.uri, "warehouse": self.warehouse}
+        return {**{key: value for key, value in known.items() if value is not None}, **self.properties}
+
+
+class LakeConfig(_Strict):
+    """The input table: Hive-style Parquet folders (`key=value/` directories) at `uri` (`format: parquet`, the
+    default), a Delta Lake table at `uri` (`delta`), or the Iceberg table `table` (`namespace.name`) of `catalog`
+    (`iceberg`). `partition_keys` names the partition keys in order with their types; for Delta and Iceberg they
+    must be the table's own partition columns (Iceberg: its partition fields, e.g. `event_time_day` for a day
+    transform)."""
+
+    format: LakeFormat = "parquet"
+    uri: StorageUri | None = None
+    table: str | None = Field(None, pattern=r"^[^.\s]+(\.[^.\s]+)+$")
+    catalog: CatalogConfig | None = None
     partition_keys: dict[str, PartitionKeyType] = Field(default_factory=lambda: {"day": "date"})
+
+    @model_validator(mode="after")
+    def _check_format(self) -> LakeConfig:
+        if self.format == "iceberg":
+            if self.table is None:
+                raise ValueError("lake.format iceberg needs lake.table (namespace.table) and lake.catalog")
+            if self.uri is not None:
+                raise ValueError("lake.format iceberg names its table with lake.table and lake.catalog, not lake.uri")
+        else:
+            if self.uri is None:
+                raise ValueError(f"lake.format {self.format} needs lake.uri")
+            if self.table is not None or self.catalog is not None:
+                raise ValueError("lake.table and lake.catalog are only for lake.format iceberg")
+        return self
+
+    @property
+    def location(self) -> str:
+        """The table as error messages and logs name it."""
+        return self.uri if self.uri is not None else f"iceberg table {self.table}"
+
+    @property
+    def iceberg_catalog(self) -> CatalogConfig:
+        return self.catalog or CatalogConfig()
 
 
 class FeatureConfig(_Strict):
@@ -305,9 +357,14 @@ class DriftConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    """Output root; each kind of output lives in its own sibling folder under it."""
+    """Output root; each kind of output lives in its own sibling folder under it. `format`: the scored and
+    quarantine tables as Hive-style Parquet folders (`parquet`) or as Delta tables (`delta`), whose files no longer
+    referenced by the current version are vacuumed after each run once older than `vacuum_retention_hours`
+    (None: never vacuum)."""
 
     uri: StorageUri
+    format: Literal["parquet", "delta"] = "parquet"
+    vacuum_retention_hours: int | None = Field(168, ge=0)
 
     def _child(self, name: str) -> str:
         return f"{self.uri.rstrip('/')}/{name}"
@@ -450,6 +507,16 @@ def _resolve_relative(uri: str, config_location: str) -> str:
     return f"{scheme}://{resolved}"
 
 
+def _resolve_catalog_paths(catalog: dict, config_location: str) -> None:
+    """A SQLite catalog file (`sqlite:///catalog.db`) and a local warehouse are relative to the config's folder."""
+    uri = catalog.get("uri")
+    if isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        catalog["uri"] = "sqlite:///" + _resolve_relative(uri.removeprefix("sqlite:///"), config_location)
+    warehouse = catalog.get("warehouse")
+    if isinstance(warehouse, str) and "://" not in warehouse:
+        catalog["warehouse"] = "file://" + _resolve_relative(warehouse, config_location)
+
+
 def load_config(location: str | Path) -> PipelineConfig:
     """Read and validate a YAML config from a path or a URI (`s3://bucket/conf/pipeline.yaml`); errors name it and
     the offending field."""
@@ -469,6 +536,9 @@ def load_config(location: str | Path) -> PipelineConfig:
     for section in ("lake", "output"):
         if isinstance(raw.get(section), dict) and isinstance(raw[section].get("uri"), str):
             raw[section]["uri"] = _resolve_relative(raw[section]["uri"], location)
+    catalog = raw.get("lake", {}).get("catalog") if isinstance(raw.get("lake"), dict) else None
+    if isinstance(catalog, dict):
+        _resolve_catalog_paths(catalog, location)
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:

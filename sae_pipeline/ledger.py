@@ -38,6 +38,8 @@ class LedgerEntry(BaseModel):
     run_id: str
     reason: str
     committed_at: dt.datetime
+    #: The Delta table version or Iceberg snapshot id the partition was read at (None for Parquet folders).
+    table_version: int | None = None
 
 
 class Ledger:

@@ -30,8 +30,13 @@ PARTITION_FILE = "part-0.parquet"
 def count_rows(partition_uri: str) -> int:
     """Rows of a partition from its Parquet footers alone (no data read)."""
     fs, folder = filesystem_for(partition_uri)
+    return count_file_rows(fs, data_files(fs, folder))
+
+
+def count_file_rows(fs: pafs.FileSystem, paths: list[str]) -> int:
+    """Rows of some Parquet files from their footers alone (no data read)."""
     total = 0
-    for path in data_files(fs, folder):
+    for path in paths:
         try:
             total += pq.read_metadata(path, filesystem=fs).num_rows
         except (pa.ArrowException, OSError) as error:
@@ -76,7 +81,12 @@ def iter_partition_batches(partition_uri: str, batch_rows: int) -> Iterator[tupl
     files = data_files(fs, folder)
     if not files:
         raise LakeReadError(f"no data files in partition {partition_uri}")
-    for path in files:
+    yield from iter_file_batches(fs, files, batch_rows)
+
+
+def iter_file_batches(fs: pafs.FileSystem, paths: list[str], batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Stream Parquet files as (file path, record batch) pairs, as `iter_partition_batches` reads a partition."""
+    for path in paths:
         try:
             with fs.open_input_file(path) as handle:
                 parquet_file = pq.ParquetFile(handle)

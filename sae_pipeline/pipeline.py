@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from sae_pipeline import drift, hive, lease, parquet_io, storage
+from sae_pipeline import drift, hive, lease, parquet_io, storage, tables
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.overlap import BackgroundWriter, TableWriter, prefetched
@@ -46,6 +46,8 @@ from sae_pipeline.schema import (
     validate_frame,
 )
 from sae_pipeline.scoring import score_frame
+from sae_pipeline.tables import delta
+from sae_pipeline.tables.keys import partition_values
 from sae_pipeline.updating import unknown_model_columns
 
 logger = logging.getLogger(__name__)
@@ -92,20 +94,27 @@ def plan_scoring(
     partitions, refused = split_refused(partitions)
     refused_names = {failure.partition for failure in refused}  # still in the lake: never "removed"
     selected = select_partitions(requested, [record.name for record in partitions])
+    entries = {name: entry for name, entry in Ledger(config.output.ledger_uri).entries().items()}
     committed = {
-        name: (entry.fingerprint, entry.model_version)
-        for name, entry in Ledger(config.output.ledger_uri).entries().items()
-        if name not in refused_names
+        name: (entry.fingerprint, entry.model_version) for name, entry in entries.items() if name not in refused_names
     }
     fingerprints = {record.name: record.fingerprint for record in partitions}
-    return compare_with_ledger(fingerprints, committed, model_version, selected, backfill, rescore)
+    plan = compare_with_ledger(fingerprints, committed, model_version, selected, backfill, rescore)
+    versions = {record.name: record.version for record in partitions if record.version is not None}
+    changed = {
+        name: f"changed at table version {versions[name]} (scored at {entries[name].table_version})"
+        for name, reason in plan.to_score.items()
+        if reason == "changed" and name in versions and entries[name].table_version is not None
+    }
+    return plan.model_copy(update={"to_score": {**plan.to_score, **changed}}) if changed else plan
 
 
 def remove_partition_outputs(config: PipelineConfig, name: str) -> None:
     """Delete every output of a partition that left the lake, ledger entry last (so a crash retries the removal)."""
     output = config.output
-    for table in (output.scored_uri, output.quarantine_uri, output.drift_uri):
-        hive.delete_partition(table, name)
+    for table in (output.scored_uri, output.quarantine_uri):
+        delete_output_partition(config, table, name)
+    hive.delete_partition(output.drift_uri, name)
     Ledger(output.ledger_uri).remove(name)
     logger.info("%s left the lake: its outputs were removed", name)
 
@@ -126,7 +135,8 @@ def score_partition(
     commit first confirms that the run still holds the output folder (`lease.confirm_holder`)."""
     artifact = ModelRegistry(config.output.models_uri).load(model_version)
     accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
-    writers = PartitionWriters.open(config, partition.name)
+    commit_metadata = {"sae_pipeline.run_id": run_id, "sae_pipeline.model_version": artifact.version}
+    writers = PartitionWriters.open(config, partition, commit_metadata)
     try:
         tally = _stream_and_validate(config, partition, artifact, scored_at, writers, accumulator, progress)
         _confirm_lease(config, lease_token, f"{partition.name}: quarantined and scored rows")
@@ -141,10 +151,47 @@ def score_partition(
     return result
 
 
-def output_writer(table_uri: str, partition_name: str, staging_uri: str, schema: pa.Schema) -> TableWriter:
-    """The writer of one partition of an output table: a single Parquet file (`parquet_io.PartitionWriter`), written on
-    a background thread. Every output table is written through here: another format is another `TableWriter`."""
-    return BackgroundWriter(parquet_io.PartitionWriter(table_uri, partition_name, staging_uri, schema))
+def output_writer(
+    config: PipelineConfig, table_uri: str, partition: PartitionRecord, schema: pa.Schema, metadata: dict[str, str]
+) -> TableWriter:
+    """The writer of one partition of an output table, written on a background thread: a single Parquet file
+    (`parquet_io.PartitionWriter`), or one Delta commit replacing the partition with `metadata` in it
+    (`tables.delta.DeltaPartitionWriter`), by `output.format`. Every output table is written through here."""
+    if config.output.format == "delta":
+        key_types = dict(config.lake.partition_keys)
+        return BackgroundWriter(delta.DeltaPartitionWriter(table_uri, partition.values, key_types, schema, metadata))
+    return BackgroundWriter(parquet_io.PartitionWriter(table_uri, partition.name, config.output.staging_uri, schema))
+
+
+def delete_output_partition(config: PipelineConfig, table_uri: str, name: str) -> None:
+    """Remove one partition of an output table (a folder, or one Delta commit deleting its rows)."""
+    if config.output.format == "delta":
+        delta.delete_partition(table_uri, partition_values(name), dict(config.lake.partition_keys))
+    else:
+        hive.delete_partition(table_uri, name)
+
+
+def read_output_partition(config: PipelineConfig, table_uri: str, name: str, columns: list[str]) -> pl.DataFrame:
+    """`columns` of one partition of an output table."""
+    if config.output.format == "delta":
+        return delta.read_partition(table_uri, partition_values(name), columns)
+    return parquet_io.read_partition(storage.join_uri(table_uri, name), columns=columns)
+
+
+def vacuum_output_tables(config: PipelineConfig) -> int:
+    """Vacuum the Delta output tables (`output.vacuum_retention_hours`, see `tables.delta.vacuum`); return how many
+    files were removed. Nothing to do for Parquet outputs, whose partitions replace their one file."""
+    output = config.output
+    if output.format != "delta" or output.vacuum_retention_hours is None:
+        return 0
+    removed = [
+        file
+        for table in (output.scored_uri, output.quarantine_uri)
+        for file in delta.vacuum(table, output.vacuum_retention_hours)
+    ]
+    if removed:
+        logger.info("vacuum removed %d unreferenced file(s) from the Delta output tables", len(removed))
+    return len(removed)
 
 
 @dataclass
@@ -155,11 +202,13 @@ class PartitionWriters:
     scored: TableWriter
 
     @classmethod
-    def open(cls, config: PipelineConfig, name: str) -> PartitionWriters:
+    def open(cls, config: PipelineConfig, partition: PartitionRecord, metadata: dict[str, str]) -> PartitionWriters:
         output = config.output
         return cls(
-            quarantine=output_writer(output.quarantine_uri, name, output.staging_uri, quarantine_arrow_schema(config)),
-            scored=output_writer(output.scored_uri, name, output.staging_uri, scored_arrow_schema(config)),
+            quarantine=output_writer(
+                config, output.quarantine_uri, partition, quarantine_arrow_schema(config), metadata
+            ),
+            scored=output_writer(config, output.scored_uri, partition, scored_arrow_schema(config), metadata),
         )
 
     def abort(self) -> None:
@@ -208,7 +257,7 @@ def _stream_and_validate(
     accumulator."""
     tally = PartitionTally()
     contract = scored_output_schema(config)
-    batches = prefetched(parquet_io.iter_partition_batches(partition.uri, config.scoring.batch_rows))
+    batches = prefetched(tables.source_for(config.lake).iter_batches(partition, config.scoring.batch_rows))
     bar = {"desc": f"scoring {partition.name}", "unit": "batch", "disable": None if progress else True, "leave": False}
     for source, batch in tqdm(batches, **bar):
         tally.ignored.update(set(batch.schema.names) - set(contract.columns))
@@ -243,7 +292,7 @@ def _write_rows(
     too_many = quarantine_share_error(config, partition, tally)
     if too_many is not None:
         writers.scored.abort()
-        hive.delete_partition(config.output.scored_uri, partition.name)
+        delete_output_partition(config, config.output.scored_uri, partition.name)
         raise too_many
     return writers.scored.commit(), quarantine_uri
 
@@ -320,6 +369,7 @@ def _commit_to_ledger(config: PipelineConfig, partition: PartitionRecord, result
             run_id=run_id,
             reason=result.reason,
             committed_at=dt.datetime.now(dt.UTC),
+            table_version=partition.version,
         )
     )
 
@@ -381,7 +431,9 @@ def read_scored_labels(
         return None
     columns = pl.concat(
         [
-            parquet_io.read_partition(record.scored_uri, columns=[label, "anomaly_score", "is_anomaly"])
+            read_output_partition(
+                config, config.output.scored_uri, record.partition, [label, "anomaly_score", "is_anomaly"]
+            )
             for record in scored
         ]
     )

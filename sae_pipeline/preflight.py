@@ -13,14 +13,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pyarrow.parquet as pq
-
-from sae_pipeline import hive
+from sae_pipeline import tables
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger
 from sae_pipeline.planning import SelectionError, select_partitions
 from sae_pipeline.records import FailedPartition, PartitionRecord, RunKind, ScoringPlan, split_refused
-from sae_pipeline.storage import filesystem_for
 
 if TYPE_CHECKING:
     from sae_pipeline.updating import TrainingDecision
@@ -74,26 +71,26 @@ def check_column_types(config: PipelineConfig, partitions: list[PartitionRecord]
 
     from sae_pipeline.schema import InputSchemaError, conform_columns
 
+    source = tables.source_for(config.lake)
     step = max(1, len(partitions) // MAX_PARTITIONS_CHECKED)
     problems: Counter[str] = Counter()
     example: dict[str, str] = {}
     checked = 0
     for record in partitions[::step][:MAX_PARTITIONS_CHECKED]:
-        fs, folder = filesystem_for(record.uri)
-        files = hive.data_files(fs, folder)
-        if not files:
-            continue
         try:
-            schema = pq.read_schema(files[0], filesystem=fs)
+            found = source.read_schema(record)
         except (OSError, ValueError):  # an unreadable file fails its own partition, with its own message
             continue
+        if found is None:
+            continue
+        where, schema = found
         checked += 1
         try:
-            conform_columns(pl.from_arrow(schema.empty_table()), config, source=files[0])
+            conform_columns(pl.from_arrow(schema.empty_table()), config, source=where)
         except InputSchemaError as error:
-            problem = str(error).removeprefix(f"{files[0]}: ")
+            problem = str(error).removeprefix(f"{where}: ")
             problems[problem] += 1
-            example.setdefault(problem, files[0])
+            example.setdefault(problem, where)
     shared = [problem for problem, count in problems.items() if count == checked]
     if checked > 1 and shared:  # one broken partition is that partition's failure, reported as such
         raise InputSchemaError(
@@ -110,10 +107,12 @@ def plan_command(
     rescore_with: str | None = None,
     model: str | None = None,
     retrain: bool = False,
+    as_of: int | None = None,
 ) -> RunPlan:
-    """Everything a `run`, `train` or `score` command can check before orchestration, and what it would do.
-    Raises the same errors the flow would (config, lake, selection, schema, model) when they can be known now."""
-    records = hive.partition_records(config.lake)
+    """Everything a `run`, `train` or `score` command can check before orchestration, and what it would do (on the
+    table as it was at `as_of`, a Delta version or Iceberg snapshot, if given). Raises the same errors the flow
+    would (config, lake, selection, schema, model) when they can be known now."""
+    records = tables.partition_records(config.lake, as_of)
     usable, refused = split_refused(records)
     plan = RunPlan(partitions=usable, refused=refused)
     check_partition_selection(requested, [record.name for record in usable])

@@ -24,9 +24,12 @@ from __future__ import annotations
 import datetime
 import os
 import pathlib
+import shutil
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 SERVICES = ("api", "web", "batch", "db")
@@ -312,6 +315,18 @@ def generate_day(
     ).with_columns([pl.col(name).fill_nan(None) for name in metrics])
 
 
+def sample_days(
+    days: int, rows_per_day: int, seed: int, start: datetime.date, drift_days: int, gradual_shift: float
+) -> Iterator[tuple[datetime.date, pl.DataFrame]]:
+    """The sample lake's days and their rows, whatever format they are written in."""
+    for index in range(days):
+        day = start + datetime.timedelta(days=index)
+        if gradual_shift:
+            yield day, generate_day(day, rows_per_day, seed, drift=gradual_shift * index / max(days - 1, 1))
+        else:
+            yield day, generate_day(day, rows_per_day, seed, drifted=index >= days - drift_days)
+
+
 def generate_sample_lake(
     output_dir: str | os.PathLike,
     days: int = 10,
@@ -332,14 +347,64 @@ def generate_sample_lake(
     """
     root = pathlib.Path(output_dir)
     paths = []
-    for index in range(days):
-        day = start + datetime.timedelta(days=index)
-        if gradual_shift:
-            frame = generate_day(day, rows_per_day, seed, drift=gradual_shift * index / max(days - 1, 1))
-        else:
-            frame = generate_day(day, rows_per_day, seed, drifted=index >= days - drift_days)
+    for day, frame in sample_days(days, rows_per_day, seed, start, drift_days, gradual_shift):
         path = root / f"day={day.isoformat()}" / "part-0.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(frame.to_arrow(), path, compression="zstd")
         paths.append(path)
     return paths
+
+
+#: Where `generate_sample_table` puts an Iceberg sample: its SQLite catalog, warehouse folder and table name.
+ICEBERG_CATALOG_FILE = "catalog.db"
+ICEBERG_WAREHOUSE = "warehouse"
+ICEBERG_TABLE = "sample.telemetry"
+
+
+def generate_sample_table(
+    output_dir: str | os.PathLike,
+    table_format: str,
+    days: int = 10,
+    rows_per_day: int = 2000,
+    seed: int = 0,
+    start: datetime.date = datetime.date(2026, 11, 1),
+    drift_days: int = 2,
+    gradual_shift: float = 0.0,
+) -> int:
+    """Write the same rows as `generate_sample_lake` as a table partitioned by `day` (a date column), one commit per
+    day, and return the number of partitions. `delta`: a Delta table at `output_dir`. `iceberg`: the table
+    `sample.telemetry` of a SQL catalog on `output_dir/catalog.db`, with its files under `output_dir/warehouse`.
+    An existing sample there is replaced."""
+    root = pathlib.Path(output_dir)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    frames = (
+        frame.to_arrow().append_column("day", pa.array([day] * frame.height, pa.date32()))
+        for day, frame in sample_days(days, rows_per_day, seed, start, drift_days, gradual_shift)
+    )
+    if table_format == "delta":
+        from deltalake import write_deltalake
+
+        for table in frames:
+            write_deltalake(str(root), table, partition_by=["day"], mode="append")
+        return days
+    if table_format != "iceberg":
+        raise ValueError(f"unknown sample table format {table_format!r} (delta or iceberg)")
+    from pyiceberg.catalog import load_catalog
+
+    catalog = load_catalog(
+        "default",  # a SQL catalog keeps its tables under its name: the config's `lake.catalog.name` default
+        type="sql",
+        uri=f"sqlite:///{(root / ICEBERG_CATALOG_FILE).resolve()}",
+        warehouse=(root / ICEBERG_WAREHOUSE).resolve().as_uri(),
+    )
+    catalog.create_namespace(ICEBERG_TABLE.split(".")[0])
+    table = None
+    for arrow in frames:
+        if table is None:
+            table = catalog.create_table(ICEBERG_TABLE, schema=arrow.schema)
+            with table.update_spec() as spec:
+                spec.add_identity("day")
+        table.append(arrow)
+    return days

@@ -1,9 +1,9 @@
 """A bounded, seeded sample of valid rows from some partitions, without holding them all in memory.
 
 Training never needs the whole history: each partition contributes rows in proportion to its size (known from
-the Parquet footers without reading data) and is streamed batch by batch; each batch is validated and only its
-sampled valid rows are kept. Peak memory is one batch plus the sample, whatever the size of the lake or of a
-partition.
+Parquet footers or a table's manifests, without reading data) and is streamed batch by batch; each batch is
+validated and only its sampled valid rows are kept. Peak memory is one batch plus the sample, whatever the size
+of the lake or of a partition.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from sae_pipeline import parquet_io, storage
+from sae_pipeline import storage, tables
 from sae_pipeline.config import MODEL_ROLES, PipelineConfig
 from sae_pipeline.records import FailedPartition, PartitionRecord
 from sae_pipeline.schema import InputSchemaError, validate_frame
@@ -40,10 +40,11 @@ def sample_valid_rows(
     """
     model_columns = [column.name for column in config.columns_with_role(*MODEL_ROLES)]
     batch_rows = batch_rows or config.scoring.batch_rows
+    table = tables.source_for(config.lake)
     sizes, failed = {}, []
     for partition in partitions:
         try:
-            sizes[partition.name] = parquet_io.count_rows(partition.uri)
+            sizes[partition.name] = table.count_rows(partition)
         except storage.LakeReadError as error:
             failed.append(FailedPartition(partition=partition.name, error=str(error)))
     total = sum(sizes.values())
@@ -54,7 +55,7 @@ def sample_valid_rows(
             continue
         partition_pieces, partition_read, partition_valid = [], 0, 0
         try:
-            batches = parquet_io.iter_partition_batches(partition.uri, batch_rows)
+            batches = table.iter_batches(partition, batch_rows)
             for number, (source, batch) in enumerate(batches):
                 valid = validate_frame(pl.from_arrow(batch), config, source=source).valid.select(model_columns)
                 partition_read += batch.num_rows

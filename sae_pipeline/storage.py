@@ -76,6 +76,16 @@ def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
+def filesystem_for_files(uris: list[str]) -> tuple[pafs.FileSystem, list[str]]:
+    """One filesystem for files on the same storage (a table's data files) and their in-filesystem paths: building a
+    filesystem per file would cost a round trip per file on S3."""
+    fs, first = filesystem_for(uris[0])
+    if "://" not in uris[0]:
+        return fs, [first, *(os.path.abspath(uri) for uri in uris[1:])]
+    scheme = uris[0].split("://", 1)[0] + "://"
+    return fs, [first, *(uri.removeprefix(scheme) for uri in uris[1:])]
+
+
 def join_uri(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts)])
 
