@@ -7,8 +7,8 @@ rewrites a file in place, so any append, overwrite or delete in a partition chan
 compaction (`OPTIMIZE`), which rewrites files without changing rows: the partitions it touches are scored once more
 (same rows, same scores), a price paid rarely, in exchange for never trusting a commit's `dataChange` flag.
 
-Output partitions are written by streaming the batches into one `write_deltalake(mode="overwrite",
-predicate=<the partition's keys>)`: delta-rs writes the new files, then commits one log entry that removes the
+Output partitions are written by one `write_deltalake(mode="overwrite", predicate=<the partition's keys>)` per
+partition: delta-rs writes the new files, then commits one log entry that removes the
 partition's old files and adds the new ones. Until that entry exists readers see the previous version; a writer
 that dies before it leaves only unreferenced files, which `vacuum` removes later. On S3, delta-rs commits with
 conditional writes (`If-None-Match`), so concurrent committers (this run's partition tasks, or other writers)
@@ -21,14 +21,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import queue
-import threading
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
@@ -164,15 +164,15 @@ def output_schema(schema: pa.Schema, key_types: dict[str, str]) -> pa.Schema:
     return pa.schema([*schema, *(pa.field(key, KEY_ARROW_TYPES[kind]) for key, kind in key_types.items())])
 
 
-_END, _ABORT = object(), object()
-
-
 class DeltaPartitionWriter:
     """Write one partition of an output Delta table as one commit replacing it (see the module docstring).
 
-    Batches are streamed to delta-rs, which runs on its own thread from the first `write` and consumes them as they
-    come (at most two wait), so memory stays bounded by the batch size. `commit` ends the stream and waits for the
-    log entry; `abort` makes the stream fail, so delta-rs commits nothing. `metadata` goes into the commit."""
+    Batches are spooled to a local Parquet file, and `commit` hands that file to delta-rs in one
+    `write_deltalake` call. Streaming batches into delta-rs while they are scored deadlocked: delta-rs pulls a
+    Python stream on its few runtime threads, and with several partitions in flight each pull waited on a scoring
+    thread that waited on another partition's pull. The spool keeps memory bounded by the batch size at the price
+    of a local copy of the partition; nothing is staged on object storage. `abort` drops the spool: delta-rs never
+    sees the partition. `metadata` goes into the commit."""
 
     def __init__(
         self,
@@ -188,62 +188,47 @@ class DeltaPartitionWriter:
         self.row_schema = schema
         self.schema = output_schema(schema, key_types)
         self.metadata = metadata
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._ended = False
+        self._spool_path: str | None = None
+        self._spool: pq.ParquetWriter | None = None
 
-    def _next(self) -> object:
-        item = self._queue.get()
-        self._ended = item is _END or item is _ABORT
-        return item
+    def write(self, table: pa.Table) -> None:
+        if self._spool is None:
+            handle, self._spool_path = tempfile.mkstemp(prefix="sae-delta-", suffix=".parquet")
+            os.close(handle)
+            self._spool = pq.ParquetWriter(self._spool_path, self.schema, compression="lz4")
+        keys = partition_columns(self.values, self.key_types, table.num_rows)
+        rows = table.cast(self.row_schema)
+        self._spool.write_table(pa.Table.from_arrays([*rows.columns, *keys.values()], schema=self.schema))
 
-    def _batches(self) -> Iterator[pa.RecordBatch]:
-        while (table := self._next()) is not _END:
-            if table is _ABORT:
-                raise RuntimeError("partition write aborted")
-            keys = partition_columns(self.values, self.key_types, table.num_rows)
-            for batch in table.to_batches():
-                yield pa.RecordBatch.from_arrays([*batch.columns, *keys.values()], schema=self.schema)
-
-    def _write(self) -> None:
+    def commit(self) -> str:
+        """Publish the partition (an empty one if nothing was written): one Delta commit; return its URI."""
+        if self._spool is None:
+            self.write(self.row_schema.empty_table())
         try:
+            self._spool.close()
             ensure_table(self.table_uri, self.schema, list(self.key_types))
             write_deltalake(
                 self.table_uri,
-                pa.RecordBatchReader.from_batches(self.schema, self._batches()),
+                pads.dataset(self._spool_path, format="parquet").scanner().to_reader(),
                 mode="overwrite",
                 predicate=partition_predicate(self.values, self.key_types),
                 storage_options=storage_options(self.table_uri),
                 commit_properties=CommitProperties(custom_metadata=self.metadata),
             )
-        except BaseException as error:  # re-raised by commit (or dropped by abort)
-            self._error = error
-            while not self._ended:  # unblock the producer until it ends the stream
-                self._next()
-
-    def write(self, table: pa.Table) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._write, name="delta-writer", daemon=True)
-            self._thread.start()
-        self._queue.put(table.cast(self.row_schema))
-
-    def commit(self) -> str:
-        """Publish the partition (an empty one if nothing was written): one Delta commit; return its URI."""
-        if self._thread is None:
-            self.write(self.row_schema.empty_table())
-        self._queue.put(_END)
-        self._thread.join()
-        if self._error is not None:
-            raise LakeReadError(f"cannot commit to Delta table {self.table_uri}: {self._error}") from self._error
+        except DeltaError as error:
+            raise LakeReadError(f"cannot commit to Delta table {self.table_uri}: {error}") from error
+        finally:
+            os.remove(self._spool_path)
         return join_uri(self.table_uri, partition_name(self.values))
 
     def abort(self) -> None:
-        """Drop what was written: no commit reaches the table (its written files are left for vacuum)."""
-        if self._thread is None:
+        """Drop what was written: no commit reaches the table."""
+        if self._spool is None:
             return
-        self._queue.put(_ABORT)
-        self._thread.join()
+        try:
+            self._spool.close()
+        finally:
+            os.remove(self._spool_path)
 
 
 def ensure_table(uri: str, schema: pa.Schema, partition_by: list[str]) -> None:
