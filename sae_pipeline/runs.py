@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -57,6 +58,8 @@ class RunSummary(BaseModel):
     started_at: dt.datetime
     finished_at: dt.datetime
     output_uri: str
+    #: How the scored and quarantine tables are stored (`output.format`).
+    output_format: Literal["parquet", "delta"] = "parquet"
     message: str
     training: TrainingOutcome | None
     model_version: str | None
@@ -148,6 +151,7 @@ def build_run_summary(
         started_at=started_at,
         finished_at=dt.datetime.now(dt.UTC),
         output_uri=config.output.uri,
+        output_format=config.output.format,
         message=_message(training, len(partitions), len(plan.up_to_date), len(plan.removed), len(failed), kind)
         + _drift_message(drift_policy),
         training=training,
@@ -204,9 +208,11 @@ def format_summary(summary: RunSummary) -> str:
     lines += ["", f"outputs under {summary.output_uri}:"]
     if summary.model_uri:
         lines.append(f"  model        {summary.model_uri}")
+    kind = "a Delta table" if summary.output_format == "delta" else "Hive-style Parquet"
     lines += [
-        "  scored/      scored partitions (Hive-style Parquet)",
-        "  quarantine/  invalid rows with their reasons",
+        f"  scored/      scored partitions ({kind})",
+        "  quarantine/  invalid rows with their reasons"
+        + (" (a Delta table)" if summary.output_format == "delta" else ""),
         "  drift/       drift reports per partition (report.html, report.json) and the trend page index.html",
         f"  run summary  {'none (the run did nothing)' if summary.did_nothing else summary.summary_uri}",
     ]
