@@ -257,3 +257,16 @@ def test_errors_name_the_table_and_the_rule(tmp_path):
     parquet = _config(tmp_path, {"uri": str(tmp_path)}, {"uri": "out"})
     with pytest.raises(ValueError, match="--as-of needs lake.format delta or iceberg"):
         tables.partition_records(parquet.lake, as_of=3)
+
+
+def test_a_column_added_to_a_delta_table_reads_as_nulls_in_older_files(tmp_path):
+    uri = str(tmp_path / "evolving")
+    day = pa.array([dt.date(2026, 11, 1)] * 2, pa.date32())
+    write_deltalake(uri, pa.table({"day": day, "x": [1.0, 2.0]}), partition_by=["day"])
+    newer = pa.table({"day": day, "x": [3.0, 4.0], "y": pa.array([5, 6], pa.int64())})
+    write_deltalake(uri, newer, mode="append", schema_mode="merge")
+    config = _config(tmp_path, {"format": "delta", "uri": uri}, {"uri": "out"})
+    source = tables.source_for(config.lake)
+    [partition] = source.partition_records()
+    rows = pl.concat([pl.from_arrow(batch) for _, batch in source.iter_batches(partition, 10)]).sort("x")
+    assert rows.columns == ["x", "y"] and rows["y"].to_list() == [None, None, 5, 6]

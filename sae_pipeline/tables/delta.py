@@ -127,8 +127,15 @@ class DeltaSource:
         return path if "://" in path or path.startswith("/") else join_uri(self.lake.uri, unquote(path))
 
     def iter_batches(self, partition: PartitionRecord, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """The partition's files at the planned version; columns the table gained after a file was written read
+        as nulls in that file's rows, as every Delta reader reads them."""
+        table_schema = pa.schema(open_table(self.lake.uri, partition.version).schema().to_arrow())
         fs, paths = filesystem_for_files(partition.files or [])
-        return parquet_io.iter_file_batches(fs, paths, batch_rows)
+        for path, batch in parquet_io.iter_file_batches(fs, paths, batch_rows):
+            for field in table_schema:
+                if field.name not in batch.schema.names and field.name not in partition.values:
+                    batch = batch.append_column(field.name, pa.nulls(batch.num_rows, field.type))
+            yield path, batch
 
     def count_rows(self, partition: PartitionRecord) -> int:
         return parquet_io.count_file_rows(*filesystem_for_files(partition.files or []))
