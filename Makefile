@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python benchmarks/drift_speed.py
 	$(BIN)/python benchmarks/model_update.py
 	$(BIN)/python benchmarks/cli_latency.py
+	$(BIN)/python benchmarks/lakehouse.py
 
 bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/detection.py

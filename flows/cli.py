@@ -194,6 +194,8 @@ def _command_demo(args: argparse.Namespace) -> None:
 
         generate_sample_lake(DEFAULT_SAMPLE_LAKE)
     if args.format != "parquet":
+        if args.config != DEFAULT_SAMPLE_CONFIG:
+            raise ConfigError("demo --format applies to the bundled sample lake: set lake.format in your own config")
         args.config = str(_sample_table_config(config, args.format))
         config = Path(args.config)
     print(f"sae-pipeline demo: validate, train, score and report on {config} with an embedded Prefect", flush=True)

@@ -270,3 +270,18 @@ def test_a_column_added_to_a_delta_table_reads_as_nulls_in_older_files(tmp_path)
     [partition] = source.partition_records()
     rows = pl.concat([pl.from_arrow(batch) for _, batch in source.iter_batches(partition, 10)]).sort("x")
     assert rows.columns == ["x", "y"] and rows["y"].to_list() == [None, None, 5, 6]
+
+
+def test_the_lake_section_asks_for_what_each_format_needs(tmp_path):
+    from sae_pipeline.config import LakeConfig
+
+    with pytest.raises(ValueError, match="lake.format iceberg needs lake.table"):
+        LakeConfig(format="iceberg")
+    with pytest.raises(ValueError, match="only for lake.format iceberg"):
+        LakeConfig(uri="lake", table="a.b")
+    with pytest.raises(ValueError, match="lake.format delta needs lake.uri"):
+        LakeConfig(format="delta")
+    config = _config(
+        tmp_path, {"format": "iceberg", "table": "a.b", "catalog": {"uri": "sqlite:///c.db"}}, {"uri": "o"}
+    )
+    assert config.lake.catalog.uri == f"sqlite:///{tmp_path / 'c.db'}"

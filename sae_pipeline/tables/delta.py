@@ -141,10 +141,9 @@ class DeltaSource:
         return parquet_io.count_file_rows(*filesystem_for_files(partition.files or []))
 
     def read_schema(self, partition: PartitionRecord) -> tuple[str, pa.Schema] | None:
-        if not partition.files:
-            return None
-        fs, paths = filesystem_for_files(partition.files[:1])
-        return paths[0], pq.read_schema(paths[0], filesystem=fs)
+        """The table's schema at the planned version, without the partition columns (what `iter_batches` yields)."""
+        schema = pa.schema(open_table(self.lake.uri, partition.version).schema().to_arrow())
+        return self.lake.uri, pa.schema([field for field in schema if field.name not in partition.values])
 
 
 def partition_predicate(values: dict[str, str], key_types: dict[str, str]) -> str:
