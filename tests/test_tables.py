@@ -285,3 +285,36 @@ def test_the_lake_section_asks_for_what_each_format_needs(tmp_path):
         tmp_path, {"format": "iceberg", "table": "a.b", "catalog": {"uri": "sqlite:///c.db"}}, {"uri": "o"}
     )
     assert config.lake.catalog.uri == f"sqlite:///{tmp_path / 'c.db'}"
+
+
+def test_iceberg_day_and_hour_transforms_name_partitions_like_hive_keys(tmp_path):
+    from pyiceberg.catalog import load_catalog
+    from pyiceberg.transforms import DayTransform, HourTransform
+
+    catalog = load_catalog("default", type="sql", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/w")
+    catalog.create_namespace("ns")
+    stamps = [dt.datetime(2026, 11, 1, 5, 30), dt.datetime(2026, 11, 2, 7, 0)]
+    rows = pa.table({"event_time": pa.array(stamps, pa.timestamp("us")), "x": [1.0, 2.0]})
+    for name, transform in (("by_day", DayTransform()), ("by_hour", HourTransform())):
+        table = catalog.create_table(f"ns.{name}", schema=rows.schema)
+        with table.update_spec() as spec:
+            spec.add_field("event_time", transform)
+        table.append(rows)
+    lake = {"format": "iceberg", "catalog": {"uri": f"sqlite:///{tmp_path}/c.db"}}
+    by_day = _config(
+        tmp_path, {**lake, "table": "ns.by_day", "partition_keys": {"event_time_day": "date"}}, {"uri": "o"}
+    )
+    assert [r.name for r in tables.partition_records(by_day.lake)] == [
+        "event_time_day=2026-11-01",
+        "event_time_day=2026-11-02",
+    ]
+    by_hour = _config(tmp_path, {**lake, "table": "ns.by_hour"}, {"uri": "o"})
+    with pytest.raises(LakeReadError, match=r"set lake.partition_keys to \{event_time_hour: string\}"):
+        tables.partition_records(by_hour.lake)
+    by_hour = _config(
+        tmp_path, {**lake, "table": "ns.by_hour", "partition_keys": {"event_time_hour": "string"}}, {"uri": "o"}
+    )
+    [first, _] = tables.partition_records(by_hour.lake)
+    assert first.name == "event_time_hour=2026-11-01-05"
+    [(_, batch)] = list(tables.source_for(by_hour.lake).iter_batches(first, 10))
+    assert batch.column("x").to_pylist() == [1.0] and "event_time" in batch.schema.names
