@@ -140,7 +140,8 @@ def markdown(result: dict, command: str) -> str:
         [
             "## Lakehouse tables",
             "",
-            f"`{command}`",
+            f"`{command}` (1-minute load average {result['load_average']} when it started: compare the rows of "
+            "this table with each other, not with other sections measured on an idle machine)",
             "",
             f"Scoring one partition of {speed['rows']:,} rows x {speed['columns']} float32 columns "
             f"({speed['file_mb']} MB of Parquet) with the same champion, best of {rounds} "
@@ -175,6 +176,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sae-lakehouse-"))
     try:
         result = {
+            "load_average": f"{os.getloadavg()[0]:.1f}",  # other jobs on the machine slow both formats alike
             "throughput": throughput(workdir, args.rows, args.columns, args.rounds),
             "noop": noop_rerun(workdir, args.partitions, args.repeat),
         }
