@@ -28,6 +28,19 @@ SCORE_COLUMNS: dict[str, pl.DataType] = {
     "top_features": pl.List(pl.String()),
     "model_version": pl.String(),
     "scored_at": pl.Datetime("us", "UTC"),
+    "explanation": pl.List(
+        pl.Struct(
+            {
+                "column": pl.String(),
+                "value": pl.Float64(),
+                "typical": pl.Float64(),
+                "level": pl.String(),
+                "typical_level": pl.String(),
+                "share": pl.Float32(),
+            }
+        )
+    ),
+    "context_baseline": pl.String(),
 }
 
 
