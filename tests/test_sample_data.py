@@ -1,6 +1,7 @@
 """Tests for the synthetic fleet-telemetry lake: layout, schema, determinism and the injected ground truth."""
 
 import datetime
+import hashlib
 from pathlib import Path
 
 import polars as pl
@@ -153,3 +154,16 @@ def test_committed_sample_lake_matches_the_generator(tmp_path):
     assert written == sorted(path.relative_to(committed) for path in committed.rglob("*.parquet"))
     for relative in written:
         assert (tmp_path / relative).read_bytes() == (committed / relative).read_bytes(), relative
+
+
+#: SHA-256 over (relative path, bytes) of every file the default `generate_sample_lake` writes, taken before the
+#: context scenario was added: new scenarios must leave the telemetry lake byte-identical.
+DEFAULT_LAKE_SHA256 = "9b95189d7190d59fd43dac0cab548b3db350f12324e30306708457cdee2ea376"
+
+
+def test_default_sample_lake_is_pinned(tmp_path):
+    digest = hashlib.sha256()
+    for path in generate_sample_lake(tmp_path):
+        digest.update(path.relative_to(tmp_path).as_posix().encode())
+        digest.update(path.read_bytes())
+    assert digest.hexdigest() == DEFAULT_LAKE_SHA256
