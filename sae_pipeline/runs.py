@@ -219,4 +219,10 @@ def format_summary(summary: RunSummary) -> str:
             f"  AUC-ROC {auc}   precision {e['precision']:.3f}   recall {e['recall']:.3f}"
             f"   ({e['flagged']} flagged, {e['positives']} labelled anomalous)",
         ]
+        if e.get("normal_flagged_rate") is not None:
+            lines.append(f"  flagged among normal rows: {e['normal_flagged_rate']:.2%}")
+        if e.get("by_kind"):
+            lines.append(f"  {'recall per kind':<22}{'rows':>8}{'flagged':>8}{'recall':>8}")
+            for kind, counts in e["by_kind"].items():
+                lines.append(f"  {kind:<22}{counts['rows']:>8}{counts['flagged']:>8}{counts['recall']:>8.3f}")
     return "\n".join(lines)
