@@ -15,6 +15,12 @@ distribution, and the rows that violate it are known exactly:
 * ``drifted`` days shift the load mix the way a real fleet drifts, so drift
   monitoring can be exercised without turning every row into an anomaly.
 
+A second scenario, :func:`generate_context_lake`, is a fleet observed over
+time (every host every 10 minutes) whose anomalies are only anomalous in
+context: against the host's own normal, the hour of day, or metrics that
+usually move together. Scoring each row alone cannot find them; it is the
+lake the demo and the context features are measured on.
+
 Everything is derived from ``numpy.random.default_rng`` seeded by the caller's
 seed (and the day), so the same arguments always give the same bytes on disk.
 """
@@ -417,10 +423,6 @@ class _Hosts:
     latency_base: np.ndarray
     disk_level: np.ndarray
     temperature_offset: np.ndarray
-
-    @property
-    def count(self) -> int:
-        return self.host_id.size
 
 
 def _context_hosts(seed: int, count: int) -> _Hosts:
