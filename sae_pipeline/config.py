@@ -434,6 +434,17 @@ class PipelineConfig(_Strict):
         labels = self.columns_with_role("label")
         return labels[0].name if labels else None
 
+    @property
+    def label_kind_column(self) -> str | None:
+        """A second, string `label` column naming each anomaly's kind (e.g. `anomaly_kind`), if any: runs then
+        report recall per kind."""
+        kinds = [
+            column.name
+            for column in self.columns_with_role("label")
+            if column.type == "string" and column.name != self.label_column
+        ]
+        return kinds[0] if kinds else None
+
 
 def _resolve_relative(uri: str, config_location: str) -> str:
     """Relative paths in a config are relative to the config's folder (a local folder or a URI prefix such as

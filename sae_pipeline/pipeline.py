@@ -397,20 +397,17 @@ def write_drift_trend(config: PipelineConfig) -> str:
 
 def read_scored_labels(
     config: PipelineConfig, scored: Sequence[PartitionSummary]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Labels, scores and flags of the scored partitions, if the config names a label column (evaluation runs only:
-    it reads those three columns back)."""
-    label = config.label_column
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """Labels, scores, flags and (with a kind column) anomaly kinds of the scored partitions, if the config names a
+    label column (evaluation runs only: it reads those columns back)."""
+    label, kind = config.label_column, config.label_kind_column
     if label is None or not scored:
         return None
-    columns = pl.concat(
-        [
-            parquet_io.read_partition(record.scored_uri, columns=[label, "anomaly_score", "is_anomaly"])
-            for record in scored
-        ]
-    )
+    wanted = [label, "anomaly_score", "is_anomaly"] + ([kind] if kind else [])
+    columns = pl.concat([parquet_io.read_partition(record.scored_uri, columns=wanted) for record in scored])
     return (
         columns.get_column(label).fill_null(False).cast(pl.Boolean).to_numpy(),
         columns.get_column("anomaly_score").to_numpy(),
         columns.get_column("is_anomaly").to_numpy(),
+        columns.get_column(kind).to_numpy() if kind else None,
     )
