@@ -103,12 +103,13 @@ CalendarFeature = Literal["hour_of_day", "day_of_week"]
 
 
 class HistoryConfig(_Strict):
-    """Per-entity features from the entity's previous rows in time order: each numeric column's change since the
-    previous row and its distance from the mean of the last `window` rows in units of their spread. A partition's
-    first rows take their history from the end of the previous partition, so scores do not depend on how
-    partitions were batched into runs."""
+    """Per-entity features from the entity's previous rows in time order: each numeric column's distance from its
+    median over the entity's last `window` rows, in units of the group's spread (a median over a window several
+    times longer than an incident, so the rows after an incident are judged against the normal, not the incident).
+    A partition's first rows take their history from the end of the previous partition, so scores do not depend
+    on how partitions were batched into runs."""
 
-    window: int = Field(12, ge=2, le=1000)
+    window: int = Field(36, ge=2, le=1000)
 
 
 class ContextConfig(_Strict):

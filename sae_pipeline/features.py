@@ -1,7 +1,7 @@
 """Turning table columns into model inputs, with fitted state that round-trips through JSON.
 
 `TabularEncoder` maps a validated frame to a numeric matrix: numerics (raw, or relative to their group's and
-calendar bucket's normal when the config has a `context`), each entity's distance from its recent mean (context
+calendar bucket's normal when the config has a `context`), each entity's distance from its recent median (context
 `history`), a missing-indicator column for nullable numerics, one-hot categoricals whose rare and unseen levels
 share an "other" column (an unseen category at scoring time is evidence, so it must land somewhere the model can
 see it), and cyclic calendar features. A null is imputed and marked as a missing cell (`EncodedRows.missing`): the
@@ -121,6 +121,10 @@ class TabularEncoder:
         return [column.name for column in self._categorical]
 
     @property
+    def _nullable_categoricals(self) -> list[str]:
+        return [column.name for column in self._categorical if column.nullable]
+
+    @property
     def relative(self) -> bool:
         """Whether numerics are encoded relative to their baseline (context groups or calendar) instead of raw."""
         return bool(self.context.groups or self.context.calendar)
@@ -132,7 +136,7 @@ class TabularEncoder:
 
     @property
     def input_columns(self) -> list[str]:
-        """Every column `encode` reads: the model columns, the context's group and time columns, recent means."""
+        """Every column `encode` reads: the model columns, the context's group and time columns, recent medians."""
         names = [column.name for column in self.columns if column.role in ("numeric", "categorical")]
         names += [name for name in self.context.groups if name not in names]
         if self.context.entity and self.context.entity not in names:
@@ -151,7 +155,10 @@ class TabularEncoder:
         self.indicator_columns_ = [column.name for column in self._numeric if column.nullable]
         self.categories_, self.typical_levels_ = {}, {}
         for column in self._categorical:
-            counts = self._levels(frame, column.name).value_counts(sort=True, name="count")
+            levels = self._levels(frame, column.name)
+            if column.nullable:  # its nulls are missing cells, or, where rare, "other": never a level of their own
+                levels = levels.filter(levels != MISSING_LEVEL)
+            counts = levels.value_counts(sort=True, name="count")
             self.typical_levels_[column.name] = counts.get_column(column.name)[0]
             kept = counts.filter(pl.col("count") >= self.settings.min_category_frequency * frame.height).head(
                 self.settings.max_categories
@@ -162,7 +169,7 @@ class TabularEncoder:
         self.baselines_ = GroupBaselines(
             self.context.groups,
             self.numeric_columns,
-            self.indicator_columns_,
+            self.indicator_columns_ + self._nullable_categoricals,
             self.context.min_group_rows,
             self.context.calendar,
             self.timestamp,
@@ -216,12 +223,26 @@ class TabularEncoder:
             recent = frame.select(self.recent_columns).cast(pl.Float64).to_numpy().reshape(numeric.shape)
             blocks.append((values - recent) / spreads)
             missing.append(np.isnan(blocks[-1]))
-        blocks.append(self.baselines_.rare_nulls(frame, groups).astype(np.float64))
+        rare_nulls = self.baselines_.rare_nulls(frame, groups)
+        blocks.append(rare_nulls[:, : len(self.indicator_columns_)].astype(np.float64))
         blocks.append(self._categorical_block(frame))
         blocks.append(self._calendar_block(frame))
         missing += [np.zeros(block.shape, dtype=bool) for block in blocks[len(missing) :]]
         matrix = np.nan_to_num(np.concatenate(blocks, axis=1).astype(np.float32), nan=0.0)
-        return EncodedRows(matrix, np.concatenate(missing, axis=1), baseline, groups)
+        missing = np.concatenate(missing, axis=1)
+        self._mark_usual_categorical_nulls(frame, matrix, missing, rare_nulls[:, len(self.indicator_columns_) :])
+        return EncodedRows(matrix, missing, baseline, groups)
+
+    def _mark_usual_categorical_nulls(
+        self, frame: pl.DataFrame, matrix: np.ndarray, missing: np.ndarray, rare_nulls: np.ndarray
+    ) -> None:
+        """A null in a nullable categorical at its group's usual rate is a missing cell: its one-hot features are
+        left to the detector to fill (in place). A rare one stays in the "other" level, as evidence."""
+        for number, name in enumerate(self._nullable_categoricals):
+            usual = frame.get_column(name).is_null().to_numpy() & ~rare_nulls[:, number]
+            features = [index for index, source in enumerate(self.feature_sources_) if source == name]
+            matrix[np.ix_(usual, features)] = 0.0
+            missing[np.ix_(usual, features)] = True
 
     def _medians(self) -> np.ndarray:
         return np.array([self.numeric_medians_[name] for name in self.numeric_columns])

@@ -243,7 +243,7 @@ def _score_valid(
     tally: PartitionTally,
 ) -> None:
     """Score valid rows, hand them to the scored writer and the drift accumulator, and count them. The output keeps
-    the input columns only (recent means added for history are model inputs, not output)."""
+    the input columns only (recent medians added for history are model inputs, not output)."""
     result = score_frame(valid, artifact, config.scoring.top_features, scored_at)
     scored = result.frame.drop([name for name in result.frame.columns if name.endswith(context.RECENT_SUFFIX)])
     if tally.rows_scored == 0:

@@ -86,7 +86,7 @@ def model_input_columns(config: PipelineConfig) -> list[str]:
 
 def _valid_batches(config: PipelineConfig, partition: PartitionRecord, batch_rows: int):
     """(rows read, their valid rows) batch by batch; with context history, the whole partition as one batch with
-    its recent means (history needs the partition's rows in time order)."""
+    its recent medians (history needs the partition's rows in time order)."""
     batches = parquet_io.iter_partition_batches(partition.uri, batch_rows)
     valid = (
         (batch.num_rows, validate_frame(pl.from_arrow(batch), config, source=source).valid) for source, batch in batches

@@ -3,7 +3,7 @@
 One model serves the whole fleet. Context enters as conditioning computed before the model sees a row: numeric
 values are expressed relative to what is normal for the row's group (and hour, with a calendar), with the group
 statistics learned at training and stored with the model (`baselines`); the calendar adds cyclic time features
-(`calendar`); history adds each value's distance from the entity's recent mean (`history`, which reads the end of
+(`calendar`); history adds each value's distance from the entity's recent median (`history`, which reads the end of
 the previous partition so that a partition scores the same however runs batch it).
 """
 

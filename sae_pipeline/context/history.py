@@ -1,7 +1,8 @@
 """Each entity's recent history: the mean of its previous rows, continued across partition boundaries.
 
-For each numeric column, `<column>__recent` is the mean of the non-null values among the entity's previous
-`window` rows, in time order (ties kept in file order). A partition's first rows take their history from the end of the
+For each numeric column, `<column>__recent` is the median of the non-null values among the entity's previous
+`window` rows, in time order (ties kept in file order): a median, so that the rows after a short incident are
+judged against the entity's normal rather than against the incident. A partition's first rows take their history from the end of the
 previous partition (`partition_tail`), so a partition scores the same whether it is scored alone, in a backfill,
 on another worker or again later: its history depends only on the lake, never on what else the run read.
 """
@@ -18,7 +19,7 @@ from sae_pipeline.schema import InputSchemaError, validate_frame
 
 logger = logging.getLogger(__name__)
 
-#: Suffix of the column holding a numeric column's recent mean.
+#: Suffix of the column holding a numeric column's recent median.
 RECENT_SUFFIX = "__recent"
 _ORDER = "__history_order"
 
@@ -39,7 +40,7 @@ def with_recent_means(
     timestamp: str,
     window: int,
 ) -> pl.DataFrame:
-    """`frame` (row order kept) plus `<column>__recent` for each numeric column (null for an entity's first row
+    """`frame` (row order kept) plus `<column>__recent` (recent median) for each numeric column (null for an entity's first row
     ever seen). `tail`: the end of the previous partition (`partition_tail`), or None."""
     pieces = [frame.with_row_index(_ORDER).with_columns(pl.col(_ORDER).cast(pl.Int64))]
     if tail is not None and tail.height:
@@ -49,13 +50,14 @@ def with_recent_means(
     combined = pl.concat(pieces, how="diagonal")
     over = _sequence_key(entity)
     recent = [
-        pl.col(c).cast(pl.Float64).shift(1).rolling_mean(window, min_samples=1).alias(recent_column(c))
+        pl.col(c).cast(pl.Float64).shift(1).rolling_median(window, min_samples=1).alias(recent_column(c))
         for c in numeric_columns
     ]
     if over:
         recent = [expression.over(over) for expression in recent]
     ordered = combined.sort([*over, timestamp, _ORDER], nulls_last=False).with_columns(recent)
-    return ordered.filter(pl.col(_ORDER) >= 0).sort(_ORDER).drop(_ORDER)
+    recent_names = [recent_column(c) for c in numeric_columns]
+    return ordered.filter(pl.col(_ORDER) >= 0).sort(_ORDER).select([*frame.columns, *recent_names])
 
 
 def partition_tail(frame: pl.DataFrame, entity: str | None, timestamp: str, window: int) -> pl.DataFrame:
@@ -87,7 +89,7 @@ def previous_tail(config: PipelineConfig, previous_uri: str | None) -> pl.DataFr
 
 
 def with_history(config: PipelineConfig, valid: pl.DataFrame, previous_uri: str | None) -> pl.DataFrame:
-    """A partition's valid rows with the recent means the encoder reads (unchanged without `context.history`)."""
+    """A partition's valid rows with the recent medians the encoder reads (unchanged without `context.history`)."""
     history, timestamp = config.context.history, config.timestamp_column
     if history is None or timestamp is None:
         return valid
