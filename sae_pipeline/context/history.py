@@ -2,9 +2,10 @@
 
 For each numeric column, `<column>__recent` is the median of the non-null values among the entity's previous
 `window` rows, in time order (ties kept in file order): a median, so that the rows after a short incident are
-judged against the entity's normal rather than against the incident. A partition's first rows take their history from the end of the
-previous partition (`partition_tail`), so a partition scores the same whether it is scored alone, in a backfill,
-on another worker or again later: its history depends only on the lake, never on what else the run read.
+judged against the entity's normal rather than against the incident. A partition's first rows take their history
+from the end of the previous partition (`partition_tail`), so a partition scores the same whether it is scored
+alone, in a backfill, on another worker or again later: its history depends only on the lake, never on what else
+the run read.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def with_recent_means(
     timestamp: str,
     window: int,
 ) -> pl.DataFrame:
-    """`frame` (row order kept) plus `<column>__recent` (recent median) for each numeric column (null for an entity's first row
-    ever seen). `tail`: the end of the previous partition (`partition_tail`), or None."""
+    """`frame` (row order kept) plus `<column>__recent` (recent median) for each numeric column (null for an
+    entity's first row ever seen). `tail`: the end of the previous partition (`partition_tail`), or None."""
     pieces = [frame.with_row_index(_ORDER).with_columns(pl.col(_ORDER).cast(pl.Int64))]
     if tail is not None and tail.height:
         earlier = tail.select([*_sequence_key(entity), timestamp, *numeric_columns])
