@@ -34,16 +34,18 @@ class Record(BaseModel):
 
 class PartitionRecord(Record):
     """One partition of the input table: its folder `name` (as spelled on storage, e.g. `day=2026-11-01`), `uri`,
-    decoded key `values`, and the `fingerprint` of its files. A partition whose key values were refused has an
-    `error` (naming its folder) and no fingerprint: nothing reads it. A partition of a Delta or Iceberg table
-    also carries the table `version` it was planned at (Delta version, Iceberg snapshot id) and its live data
-    `files` there, so whoever reads it, on whichever machine, reads that version."""
+    decoded key `values`, the `fingerprint` of its files, and `previous_uri`, the partition before it in key order
+    (where context history continues from). A partition whose key values were refused has an `error` (naming its
+    folder) and no fingerprint: nothing reads it. A partition of a Delta or Iceberg table also carries the table
+    `version` it was planned at (Delta version, Iceberg snapshot id) and its live data `files` there, so whoever
+    reads it, on whichever machine, reads that version."""
 
     name: str
     uri: str
     values: dict[str, str]
     fingerprint: str | None = None
     error: str | None = None
+    previous_uri: str | None = None
     version: int | None = None
     files: list[str] | None = None
 

@@ -28,6 +28,13 @@ class TableSource(Protocol):
         """The partition's rows as (source file, batch) pairs of at most `batch_rows` rows, without its keys."""
         ...
 
+    def iter_previous_batches(
+        self, partition: PartitionRecord, batch_rows: int
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """The rows of the partition before `partition` (its `previous_uri`), at the version `partition` was planned
+        at, like `iter_batches`; nothing when it has none (context history continues from them)."""
+        ...
+
     def count_rows(self, partition: PartitionRecord) -> int:
         """The partition's rows from metadata alone (footers or manifests)."""
         ...

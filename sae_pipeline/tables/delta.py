@@ -37,7 +37,13 @@ from sae_pipeline import hive, parquet_io
 from sae_pipeline.config import LakeConfig
 from sae_pipeline.records import PartitionRecord
 from sae_pipeline.storage import LakeReadError, filesystem_for_files, join_uri
-from sae_pipeline.tables.keys import check_table_keys, partition_name, table_partition_record
+from sae_pipeline.tables.keys import (
+    chain_previous,
+    check_table_keys,
+    partition_name,
+    partition_values,
+    table_partition_record,
+)
 
 #: Arrow types of partition columns, by their `lake.partition_keys` type.
 KEY_ARROW_TYPES = {"date": pa.date32(), "int": pa.int64(), "string": pa.string()}
@@ -77,6 +83,11 @@ def _key_text(value: object) -> str:
     return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
+def _fingerprint(files: list[tuple[str, int]]) -> str:
+    """A digest of a partition's live files (path, size): Delta never rewrites a file in place."""
+    return hashlib.sha256("\n".join(sorted(f"{path}:{size}" for path, size in files)).encode()).hexdigest()[:32]
+
+
 class DeltaSource:
     """A Delta table's partitions at one version, read from the live files the log lists."""
 
@@ -84,30 +95,37 @@ class DeltaSource:
         self.lake = lake
 
     def partition_records(self, as_of: int | None = None) -> list[PartitionRecord]:
-        uri = self.lake.uri
-        table = open_table(uri, as_of)
+        table = open_table(self.lake.uri, as_of)
         self._check_readable(table)
         schema = pa.schema(table.schema().to_arrow())
         keys = list(table.metadata().partition_columns)
         check_table_keys(self.lake, keys, {key: _key_type(schema.field(key).type) for key in keys})
-        actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-        if not actions:
-            raise LakeReadError(f"Delta table {uri} has no data files at version {table.version()}")
+        live = self._live_files(table, keys)
+        if not live:
+            raise LakeReadError(f"Delta table {self.lake.uri} has no data files at version {table.version()}")
+        return chain_previous(
+            [
+                table_partition_record(
+                    self.lake,
+                    self.lake.uri,
+                    dict(zip(keys, values)),
+                    files=sorted(self._file_uri(path) for path, _ in found),
+                    fingerprint=_fingerprint(found),
+                    version=table.version(),
+                )
+                for values, found in sorted(live.items())
+            ]
+        )
+
+    @staticmethod
+    def _live_files(table: DeltaTable, keys: list[str]) -> dict[tuple[str, ...], list[tuple[str, int]]]:
+        """The log's live files (path, size) by partition values, at the table's version."""
         files: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
-        for action in actions:
-            values = tuple(_key_text(action[f"partition.{key}"]) for key in keys)
-            files[values].append((action["path"], action["size_bytes"]))
-        return [
-            table_partition_record(
-                self.lake,
-                uri,
-                dict(zip(keys, values)),
-                files=sorted(self._file_uri(path) for path, _ in found),
-                fingerprint=hashlib.sha256("\n".join(sorted(f"{p}:{s}" for p, s in found)).encode()).hexdigest()[:32],
-                version=table.version(),
+        for action in pa.table(table.get_add_actions(flatten=True)).to_pylist():
+            files[tuple(_key_text(action[f"partition.{key}"]) for key in keys)].append(
+                (action["path"], action["size_bytes"])
             )
-            for values, found in sorted(files.items())
-        ]
+        return files
 
     def _check_readable(self, table: DeltaTable) -> None:
         protocol = table.protocol()
@@ -127,13 +145,30 @@ class DeltaSource:
         return path if "://" in path or path.startswith("/") else join_uri(self.lake.uri, unquote(path))
 
     def iter_batches(self, partition: PartitionRecord, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """The partition's files at the planned version; columns the table gained after a file was written read
-        as nulls in that file's rows, as every Delta reader reads them."""
-        table_schema = pa.schema(open_table(self.lake.uri, partition.version).schema().to_arrow())
-        fs, paths = filesystem_for_files(partition.files or [])
+        return self._read(partition.files or [], partition.version, partition.values, batch_rows)
+
+    def iter_previous_batches(
+        self, partition: PartitionRecord, batch_rows: int
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        if partition.previous_uri is None:
+            return iter(())
+        table = open_table(self.lake.uri, partition.version)
+        values = partition_values(partition.previous_uri.removeprefix(self.lake.uri.rstrip("/") + "/"))
+        found = self._live_files(table, list(values)).get(tuple(values.values()), [])
+        return self._read([self._file_uri(path) for path, _ in found], partition.version, values, batch_rows)
+
+    def _read(
+        self, files: list[str], version: int | None, values: dict[str, str], batch_rows: int
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Files of one partition at `version`; columns the table gained after a file was written read as nulls in
+        that file's rows, as every Delta reader reads them."""
+        if not files:
+            return
+        table_schema = pa.schema(open_table(self.lake.uri, version).schema().to_arrow())
+        fs, paths = filesystem_for_files(files)
         for path, batch in parquet_io.iter_file_batches(fs, paths, batch_rows):
             for field in table_schema:
-                if field.name not in batch.schema.names and field.name not in partition.values:
+                if field.name not in batch.schema.names and field.name not in values:
                     batch = batch.append_column(field.name, pa.nulls(batch.num_rows, field.type))
             yield path, batch
 

@@ -23,7 +23,7 @@ from sae_pipeline.config import LakeConfig
 from sae_pipeline.hive import HIVE_DEFAULT_PARTITION
 from sae_pipeline.records import PartitionRecord
 from sae_pipeline.storage import LakeReadError
-from sae_pipeline.tables.keys import check_table_keys, table_partition_record
+from sae_pipeline.tables.keys import chain_previous, check_table_keys, partition_values, table_partition_record
 
 EPOCH = dt.datetime(1970, 1, 1)
 
@@ -95,15 +95,11 @@ class IcebergSource:
         if transform_hours := [name for name, transform, _, _ in keys if transform == "hour"]:
             suggested.update(dict.fromkeys(transform_hours, "string"))
         check_table_keys(self.lake, [name for name, *_ in keys], suggested)
-        found: dict[tuple, list] = defaultdict(list)
-        for task in table.scan(snapshot_id=snapshot_id).plan_files():
-            partition = task.file.partition
-            values = tuple(_key_text(transform, kind, partition[i]) for i, (_, transform, _, kind) in enumerate(keys))
-            found[values].append(task)
+        found = self._planned(table, snapshot_id, keys)
         if not found:
             raise LakeReadError(f"Iceberg table {self.lake.table} has no data files at snapshot {snapshot_id}")
         records = []
-        for values, tasks in sorted(found.items(), key=lambda item: tuple(value or "" for value in item[0])):
+        for values, tasks in sorted(found.items()):
             listing = sorted(
                 f"{task.file.file_path}:{task.file.file_size_in_bytes}:{task.file.record_count}:"
                 + ",".join(sorted(delete.file_path for delete in task.delete_files))
@@ -113,16 +109,27 @@ class IcebergSource:
                 table_partition_record(
                     self.lake,
                     table.location(),
-                    {
-                        name: HIVE_DEFAULT_PARTITION if value is None else value
-                        for (name, *_), value in zip(keys, values)
-                    },
+                    dict(zip([name for name, *_ in keys], values)),
                     files=sorted(task.file.file_path for task in tasks),
                     fingerprint=hashlib.sha256("\n".join(listing).encode()).hexdigest()[:32],
                     version=snapshot_id,
                 )
             )
-        return records
+        return chain_previous(records)
+
+    @staticmethod
+    def _planned(table, snapshot_id: int, keys: list[tuple[str, str, str, str]]) -> dict[tuple[str, ...], list]:
+        """The snapshot's file scan tasks (data files with their delete files) by partition values, from its
+        manifests."""
+        found: dict[tuple[str, ...], list] = defaultdict(list)
+        for task in table.scan(snapshot_id=snapshot_id).plan_files():
+            partition = task.file.partition
+            values = tuple(
+                HIVE_DEFAULT_PARTITION if (text := _key_text(transform, kind, partition[i])) is None else text
+                for i, (_, transform, _, kind) in enumerate(keys)
+            )
+            found[values].append(task)
+        return found
 
     def _tasks(self, partition: PartitionRecord):
         """(table, scan, the partition's file scan tasks) at the snapshot the record was planned at."""
@@ -132,9 +139,25 @@ class IcebergSource:
         return table, scan, [task for task in scan.plan_files() if task.file.file_path in files]
 
     def iter_batches(self, partition: PartitionRecord, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+        table, scan, tasks = self._tasks(partition)
+        return self._read(table, scan, tasks, batch_rows)
+
+    def iter_previous_batches(
+        self, partition: PartitionRecord, batch_rows: int
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        if partition.previous_uri is None:
+            return iter(())
+        table = self._table()
+        values = tuple(
+            partition_values(partition.previous_uri.removeprefix(table.location().rstrip("/") + "/")).values()
+        )
+        tasks = self._planned(table, partition.version, self._keys(table)).get(values, [])
+        return self._read(table, table.scan(snapshot_id=partition.version), tasks, batch_rows)
+
+    def _read(self, table, scan, tasks: list, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Rows of some file scan tasks through pyiceberg's Arrow reader, without identity-partition columns."""
         from pyiceberg.io.pyarrow import ArrowScan
 
-        table, scan, tasks = self._tasks(partition)
         dropped = {source for _, transform, source, _ in self._keys(table) if transform == "identity"}
         reader = ArrowScan(table.metadata, table.io, scan.projection(), scan.row_filter)
         for task in tasks:

@@ -57,3 +57,16 @@ def table_partition_record(
         logger.warning("%s", error)
         return PartitionRecord(**found, error=error.replace("partition folder", "partition", 1))
     return PartitionRecord(**found, files=files, fingerprint=fingerprint)
+
+
+def chain_previous(records: list[PartitionRecord]) -> list[PartitionRecord]:
+    """`records` (in key order) with each usable one's `previous_uri`: the usable partition before it, where context
+    history continues from (as `hive.partition_records` links Parquet folders)."""
+    linked, previous = [], None
+    for record in records:
+        if record.refused:
+            linked.append(record)
+            continue
+        linked.append(record.model_copy(update={"previous_uri": previous}))
+        previous = record.uri
+    return linked

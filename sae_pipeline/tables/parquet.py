@@ -30,6 +30,13 @@ class ParquetSource:
     def iter_batches(self, partition: PartitionRecord, batch_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
         return parquet_io.iter_partition_batches(partition.uri, batch_rows)
 
+    def iter_previous_batches(
+        self, partition: PartitionRecord, batch_rows: int
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        if partition.previous_uri is None:
+            return iter(())
+        return parquet_io.iter_partition_batches(partition.previous_uri, batch_rows)
+
     def count_rows(self, partition: PartitionRecord) -> int:
         return parquet_io.count_rows(partition.uri)
 
