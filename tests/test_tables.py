@@ -96,6 +96,10 @@ def _check_incremental_run(config: PipelineConfig, change, threads: int = 1) -> 
     assert {entry.table_version for entry in entries.values()} == {new}
     assert entries[DAYS[0]].reason.startswith("changed at table version")
     assert [result.rows_in for result in results] == [250, 120]
+    first, second = after  # context history continues from the previous partition, at the same version
+    source = tables.source_for(config.lake)
+    assert first.previous_uri is None and second.previous_uri == first.uri
+    assert sum(batch.num_rows for _, batch in source.iter_previous_batches(second, 100)) == 250
     return old, new
 
 
