@@ -94,7 +94,7 @@ def plan_scoring(
     partitions, refused = split_refused(partitions)
     refused_names = {failure.partition for failure in refused}  # still in the lake: never "removed"
     selected = select_partitions(requested, [record.name for record in partitions])
-    entries = {name: entry for name, entry in Ledger(config.output.ledger_uri).entries().items()}
+    entries = Ledger(config.output.ledger_uri).entries()
     committed = {
         name: (entry.fingerprint, entry.model_version) for name, entry in entries.items() if name not in refused_names
     }
