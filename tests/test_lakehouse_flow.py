@@ -88,3 +88,15 @@ def test_the_command_line_names_a_missing_table_and_a_wrong_as_of_in_one_line(tm
     error = _one_error(run_cli("score", "--config", str(config), "--as-of", "7"))
     assert error.startswith(f"error: cannot read Delta table {tmp_path / 'lake'} at version 7:")
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_sample_writes_a_scenario_as_an_iceberg_table(tmp_path):
+    output = tmp_path / "sample"
+    result = run_cli(
+        "generate-sample", "--format", "iceberg", "--days", "2", "--rows-per-day", "50", "--output", str(output)
+    )
+    assert result.returncode == 0 and result.stdout.strip() == f"wrote 2 partition(s) under {output}", result.stderr
+    catalog = {"uri": f"sqlite:///{output}/catalog.db"}
+    config = _write_config(tmp_path, {"format": "iceberg", "table": ICEBERG_TABLE, "catalog": catalog}, {"uri": "out"})
+    records = tables.partition_records(load_config(config).lake)
+    assert [record.name for record in records] == ["day=2026-11-01", "day=2026-11-02"]
