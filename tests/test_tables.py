@@ -258,6 +258,11 @@ def test_errors_name_the_table_and_the_rule(tmp_path):
     with pytest.raises(LakeReadError, match="cannot reach Iceberg catalog 'default' \\(sql at sqlite:"):
         tables.partition_records(config.lake)
 
+    rest = {"type": "rest", "uri": "http://127.0.0.1:9"}  # nothing listens on the discard port
+    config = _config(tmp_path, {"format": "iceberg", "table": "a.b", "catalog": rest}, {"uri": "out"})
+    with pytest.raises(LakeReadError, match=r"cannot reach Iceberg catalog 'default' \(rest at http://127.0.0.1:9\)"):
+        tables.partition_records(config.lake)
+
     parquet = _config(tmp_path, {"uri": str(tmp_path)}, {"uri": "out"})
     with pytest.raises(ValueError, match="--as-of needs lake.format delta or iceberg"):
         tables.partition_records(parquet.lake, as_of=3)
