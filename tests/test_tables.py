@@ -29,6 +29,7 @@ from sae_pipeline.sample_data import ICEBERG_TABLE, generate_day, generate_sampl
 from sae_pipeline.schema import scored_output_schema
 from sae_pipeline.storage import LakeReadError
 from sae_pipeline.tables import delta
+from sae_pipeline.tables.iceberg import catalog_properties
 from tests.conftest import SAMPLE_CONFIG, moto_s3
 
 DAYS = ["day=2026-11-01", "day=2026-11-02", "day=2026-11-03"]
@@ -151,6 +152,7 @@ def test_a_writer_killed_mid_commit_leaves_the_delta_output_at_its_previous_vers
         import os, signal, types, pyarrow as pa, pyarrow.dataset
         from deltalake import DeltaTable
         from sae_pipeline.tables import delta
+from sae_pipeline.tables.iceberg import catalog_properties
 
         class Dying:  # the spool as delta-rs reads it, killing the process once delta-rs is inside the commit
             def __init__(self, path, format):
@@ -190,23 +192,24 @@ def test_vacuum_removes_only_files_the_current_version_does_not_need(delta_lake)
     assert DeltaTable(uri).to_pyarrow_table().num_rows == rows
 
 
-def test_iceberg_source_rescoring_only_changed_partitions(tmp_path_factory):
+def _change_iceberg(config: PipelineConfig) -> None:
+    """Append to the first day, overwrite the second, delete the third (three snapshots)."""
     from pyiceberg.catalog import load_catalog
     from pyiceberg.expressions import EqualTo
 
+    settings = config.lake.iceberg_catalog
+    table = load_catalog(settings.name, **catalog_properties(settings)).load_table(config.lake.table)
+    table.append(_rows(DAYS[0], 50, seed=7))
+    table.overwrite(_rows(DAYS[1], 120, seed=8), overwrite_filter=EqualTo("day", "2026-11-02"))
+    table.delete(EqualTo("day", "2026-11-03"))
+
+
+def test_iceberg_source_rescoring_only_changed_partitions(tmp_path_factory):
     root = tmp_path_factory.mktemp("iceberg")
     generate_sample_table(root / "lake", "iceberg", days=3, rows_per_day=200)
     catalog = {"uri": "sqlite:///lake/catalog.db", "warehouse": "lake/warehouse"}
     config = _config(root, {"format": "iceberg", "table": ICEBERG_TABLE, "catalog": catalog}, {"uri": "out"})
-
-    def change() -> None:
-        settings = config.lake.iceberg_catalog
-        table = load_catalog(settings.name, **settings.load_properties()).load_table(ICEBERG_TABLE)
-        table.append(_rows(DAYS[0], 50, seed=7))
-        table.overwrite(_rows(DAYS[1], 120, seed=8), overwrite_filter=EqualTo("day", "2026-11-02"))
-        table.delete(EqualTo("day", "2026-11-03"))
-
-    old, _ = _check_incremental_run(config, change)
+    old, _ = _check_incremental_run(config, lambda: _change_iceberg(config))
     scored = pl.scan_parquet(config.output.scored_uri, hive_partitioning=True).collect()
     assert "day" in scored.columns and scored.height == sum(
         entry.rows_scored for entry in Ledger(config.output.ledger_uri).entries().values()
@@ -215,6 +218,23 @@ def test_iceberg_source_rescoring_only_changed_partitions(tmp_path_factory):
     assert [record.name for record in then] == DAYS
     with pytest.raises(LakeReadError, match="has no such snapshot"):
         tables.partition_records(config.lake, as_of=12345)
+
+
+def test_iceberg_on_s3_with_a_sqlite_catalog(tmp_path):
+    from pyiceberg.catalog import load_catalog
+
+    with moto_s3("icelake"):
+        catalog = {"uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": "s3://icelake/warehouse"}
+        lake = {"format": "iceberg", "table": "sample.telemetry", "catalog": catalog}
+        config = _config(tmp_path, lake, {"uri": "s3://icelake/out"})
+        writer = load_catalog("default", **catalog_properties(config.lake.iceberg_catalog))
+        writer.create_namespace("sample")
+        table = writer.create_table("sample.telemetry", schema=_rows(DAYS[0], 1, 0).schema)
+        with table.update_spec() as spec:
+            spec.add_identity("day")
+        for day in DAYS:
+            table.append(_rows(day, 200, seed=0))
+        _check_incremental_run(config, lambda: _change_iceberg(config))
 
 
 def test_delta_on_s3_with_concurrent_partition_commits(tmp_path):

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 
 import pyarrow as pa
 
-from sae_pipeline.config import LakeConfig
+from sae_pipeline.config import CatalogConfig, LakeConfig
 from sae_pipeline.hive import HIVE_DEFAULT_PARTITION
 from sae_pipeline.records import PartitionRecord
 from sae_pipeline.storage import LakeReadError
@@ -39,6 +40,16 @@ def _key_text(transform: str, source_type: str, value: object) -> str | None:
     return str(value)
 
 
+def catalog_properties(settings: CatalogConfig) -> dict[str, str]:
+    """What `load_catalog` takes: the configured properties, and the S3 endpoint of the AWS environment unless they
+    set one (pyiceberg's file IO would otherwise go to AWS, where pyarrow, boto3 and delta-rs follow the
+    environment)."""
+    properties = settings.load_properties()
+    if "s3.endpoint" not in properties and os.environ.get("AWS_ENDPOINT_URL"):
+        properties["s3.endpoint"] = os.environ["AWS_ENDPOINT_URL"]
+    return properties
+
+
 class IcebergSource:
     """An Iceberg table's partitions at one snapshot, through the configured catalog."""
 
@@ -52,7 +63,7 @@ class IcebergSource:
         settings = self.lake.iceberg_catalog
         where = f"Iceberg catalog {settings.name!r} ({settings.type}{' at ' + settings.uri if settings.uri else ''})"
         try:
-            catalog = load_catalog(settings.name, **settings.load_properties())
+            catalog = load_catalog(settings.name, **catalog_properties(settings))
             return catalog.load_table(self.lake.table)
         except (NoSuchTableError, NoSuchNamespaceError):
             raise LakeReadError(f"no Iceberg table {self.lake.table} in {where}") from None
