@@ -152,7 +152,6 @@ def test_a_writer_killed_mid_commit_leaves_the_delta_output_at_its_previous_vers
         import os, signal, types, pyarrow as pa, pyarrow.dataset
         from deltalake import DeltaTable
         from sae_pipeline.tables import delta
-from sae_pipeline.tables.iceberg import catalog_properties
 
         class Dying:  # the spool as delta-rs reads it, killing the process once delta-rs is inside the commit
             def __init__(self, path, format):
