@@ -17,9 +17,10 @@ The score of a row is the mean over features of two per-feature terms, both in r
 features it ranks first are the ones that make the row unusual. `density_weight=0` gives the pure reconstruction
 score (scaled by s_rec). The score depends only on that row and the fitted state.
 
-`threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and `score_pvalues`
-gives each row's empirical p-value against the same split. There is deliberately no `score_samples`:
-scikit-learn gives that name the opposite sign convention.
+`threshold_` is set split-conformally on a held-out validation split (`sae_pipeline.thresholds`: the k-th largest
+validation score, k = floor(contamination x (n + 1))), and `score_pvalues` gives each row's empirical p-value
+against the same split, so a row is flagged exactly when its p-value is at most k / (n + 1) <= contamination.
+There is deliberately no `score_samples`: scikit-learn gives that name the opposite sign convention.
 
 `to_files` / `from_files` turn a fitted detector into named files (safetensors arrays + a JSON manifest, never a
 pickle) and back; `save` / `load` keep them in a local folder. Storing them elsewhere is the caller's business

@@ -28,6 +28,7 @@ from sae_pipeline.registry import (
     new_model_version,
 )
 from sae_pipeline.sampling import RowSample, sample_valid_rows
+from sae_pipeline.thresholds import fpr_band
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +133,18 @@ def evaluation_metrics(artifact: ModelArtifact, frame: pl.DataFrame) -> dict[str
 
 
 def _metrics(artifact: ModelArtifact, scores: np.ndarray) -> dict[str, float]:
+    """The comparison numbers, and the band (`fpr_band`) the model's threshold guarantees on rows like the rows it
+    was calibrated on."""
     kept = scores[scores <= np.quantile(scores, _COMPARISON_TRIM_QUANTILE)]
+    band = fpr_band(artifact.detector.validation_scores_.size, artifact.detector.contamination)
     return {
         "trimmed_mean_score": float(kept.mean()),
         "flagged_rate": float((scores > artifact.detector.threshold_).mean()),
         "threshold": float(artifact.detector.threshold_),
         "evaluation_rows": float(scores.size),
+        "calibration_rows": float(band.n_calibration),
+        "expected_fpr_low": band.low,
+        "expected_fpr_high": band.high,
     }
 
 
@@ -150,9 +157,10 @@ def promotion_decision(config: PipelineConfig, challenger: dict, champion: dict 
         return True, "no comparable champion" if champion is None else "promotion policy is always"
     target = config.thresholds.target_fpr
     score_ok = challenger["trimmed_mean_score"] <= champion["trimmed_mean_score"] * (1 + policy.score_tolerance)
+    # Both rates are counts over the same rows: 1e-12 only keeps equal distances (2/600 and 4/600 around 3/600) equal.
     rate_ok = (
         abs(challenger["flagged_rate"] - target)
-        <= abs(champion["flagged_rate"] - target) + policy.flagged_rate_tolerance
+        <= abs(champion["flagged_rate"] - target) + policy.flagged_rate_tolerance + 1e-12
     )
     numbers = (
         f"score {challenger['trimmed_mean_score']:.4g} vs champion {champion['trimmed_mean_score']:.4g}, "
