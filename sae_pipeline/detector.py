@@ -209,7 +209,8 @@ class SAEDetector(BaseEstimator):
         """A new detector that starts from this one's weights and scaling and trains `max_steps` more steps on X.
 
         For models that follow drifting data: the feature scaling is kept (so the weights keep their meaning);
-        the code caps, kNN reference, score scales, threshold and p-value reference are recomputed from X.
+        the code caps, kNN reference, score scales, threshold and p-value reference are recomputed from X (its
+        validation split; `add_calibration_rows` adds rows held out before).
         """
         self._check_fitted()
         if max_steps < 1:
@@ -259,9 +260,23 @@ class SAEDetector(BaseEstimator):
             _spread(gaps[val_rows].mean(dim=1).cpu().numpy()) if gaps is not None else 1.0,
         )
         self.decision_scores_ = row_scores(self._combine(residuals, gaps))
-        validation_scores = self.decision_scores_[val_rows]
-        self.validation_scores_ = np.sort(validation_scores)
-        self.threshold_ = threshold_at_fpr(validation_scores, settings.contamination)
+        self._calibrate(self.decision_scores_[val_rows])
+
+    def add_calibration_rows(self, X) -> SAEDetector:
+        """Add held-out rows this detector never trained on (e.g. an update's evaluation split of the newest rows)
+        to the validation rows its threshold and p-values are calibrated on. Returns self.
+
+        More calibration rows narrow the band the flagged rate lies in (`sae_pipeline.thresholds.fpr_band`), and
+        recent ones keep the threshold on the data that will be scored next.
+        """
+        self._check_fitted()
+        self._calibrate(np.concatenate([self.validation_scores_, self.decision_function(X)]))
+        return self
+
+    def _calibrate(self, scores: np.ndarray) -> None:
+        """Set the threshold and the p-value reference from held-out scores (the one place both are set)."""
+        self.validation_scores_ = np.sort(scores)
+        self.threshold_ = threshold_at_fpr(scores, self.settings_.contamination)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
 
     def _fit_reference(self, scaled: torch.Tensor, train_rows: np.ndarray, rng) -> np.ndarray:

@@ -39,6 +39,15 @@ def threshold_at_fpr(reference_scores: np.ndarray, target_fpr: float) -> float:
     return float(np.partition(reference_scores, reference_scores.size - k)[reference_scores.size - k])
 
 
+def flagged_leaving_one_out(calibration_scores: np.ndarray, scores: np.ndarray, target_fpr: float) -> np.ndarray:
+    """Whether each of `scores`, each itself one of the `calibration_scores`, is flagged by the threshold set on the
+    other calibration rows: an out-of-sample flag for rows that helped set the threshold (their flagged share is
+    then an honest estimate of the rate on fresh rows, as for rows never seen)."""
+    reference = np.sort(np.asarray(calibration_scores, dtype=np.float64))
+    others_at_least = reference.size - np.searchsorted(reference, np.asarray(scores, dtype=np.float64), "left") - 1
+    return others_at_least < calibration_rank(reference.size - 1, target_fpr)
+
+
 def empirical_pvalues(reference_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """P(reference score >= score), with the +1 correction so a p-value is never 0: (1 + #{ref >= s}) / (n + 1)."""
     reference = np.sort(np.asarray(reference_scores, dtype=np.float64))
