@@ -168,7 +168,8 @@ class TrainingConfig(_Strict):
     A first model trains on a seeded sample of at most `max_rows` valid rows. Later runs that see new or changed
     training partitions fine-tune the champion for `update_steps` steps on the new rows plus up to `replay_rows`
     earlier training rows kept with the model (so old normal behaviour is not forgotten); `evaluation_fraction`
-    of the new rows is held out to compare the update with the champion.
+    of the new rows is held out to compare the update with the champion, and then joins the rows its threshold is
+    calibrated on.
     """
 
     partitions: list[str] | None = None

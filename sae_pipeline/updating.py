@@ -3,7 +3,10 @@
 `decide_training` looks at the champion, the newest version and the training partitions' fingerprints and says
 whether to train from scratch, fine-tune the champion on what is new, or do nothing. `train_or_update` carries the
 decision out, saves a new immutable version and promotes it only if it is no worse than the champion on the same
-held-out recent rows (see `PromotionConfig`). Every decision comes back as a small record with its numbers.
+held-out recent rows (see `PromotionConfig`): never further from the target false-positive rate. Each version's
+threshold is calibrated on every row it never trained on, those held-out rows included (`_artifact`), which states
+the band its flagged rate stays in (`sae_pipeline.thresholds.fpr_band`). Every decision comes back as a small
+record with its numbers.
 """
 
 from __future__ import annotations
