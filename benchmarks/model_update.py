@@ -72,11 +72,17 @@ def _timed_train_or_update(config_path: Path, retrain: bool = False) -> tuple[Tr
     return record, time.perf_counter() - started
 
 
+def _flagged(artifact, config, frame) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged, labelled anomaly) for one model on a frame's valid rows, scored as the pipeline scores them."""
+    valid = validate_frame(frame, config, source="judged rows").valid
+    encoded = artifact.encoder.encode(valid)
+    scores = artifact.detector.decision_function(encoded.matrix, encoded.missing)
+    return scores > artifact.detector.threshold_, valid.get_column("label_is_anomaly").to_numpy()
+
+
 def _rates(artifact, config, frame) -> dict:
     """False-positive rate on normal rows and recall on labelled anomalies of one model on one day's valid rows."""
-    valid = validate_frame(frame, config, source="evaluation day").valid
-    flagged = artifact.detector.decision_function(artifact.encoder.transform(valid)) > artifact.detector.threshold_
-    labels = valid.get_column("label_is_anomaly").to_numpy()
+    flagged, labels = _flagged(artifact, config, frame)
     return {
         "version": artifact.version,
         "false_positive_rate": float(flagged[~labels].mean()),
@@ -86,10 +92,8 @@ def _rates(artifact, config, frame) -> dict:
 
 def _flags(artifact, config, frame) -> dict:
     """One version's flags on one frame: shares flagged, and whether the share is in its stated band."""
-    valid = validate_frame(frame, config, source="judged rows").valid
-    flagged = artifact.detector.decision_function(artifact.encoder.transform(valid)) > artifact.detector.threshold_
-    labels = valid.get_column("label_is_anomaly").to_numpy()
-    band = fpr_band(artifact.detector.validation_scores_.size, config.thresholds.target_fpr, n_rows=valid.height)
+    flagged, labels = _flagged(artifact, config, frame)
+    band = fpr_band(artifact.detector.validation_scores_.size, config.thresholds.target_fpr, n_rows=flagged.size)
     return {
         "flagged_rate": float(flagged.mean()),
         "normal_flagged_rate": float(flagged[~labels].mean()),

@@ -1,10 +1,11 @@
-"""From anomaly scores to decisions: a threshold at a target false-positive rate, p-values, and the band the
-false-positive rate of fresh rows is guaranteed to fall in.
+"""From anomaly scores to decisions: a threshold at a target false-positive rate, p-values (empirical in the body,
+with a fitted exponential tail so the strongest anomalies still rank), and the band the false-positive rate of
+fresh rows is guaranteed to fall in.
 
 Both are calibrated on held-out scores (rows the model was not fitted on), the split-conformal way: with n
 calibration scores, the threshold is the k-th largest of them, k = floor(target_fpr * (n + 1)) (at least 1).
-A row is then flagged exactly when its p-value (1 + #{calibration >= score}) / (n + 1) is at most k / (n + 1) <=
-target_fpr. For a fresh row exchangeable with the calibration rows (data like the training data), the chance of
+A row is then flagged exactly when its empirical (conformal) p-value (1 + #{calibration >= score}) / (n + 1) is at
+most k / (n + 1) <= target_fpr (`tail_pvalues` differs from it only in the top 5%, to keep ranking). For a fresh row exchangeable with the calibration rows (data like the training data), the chance of
 being flagged is itself random, through the calibration draw: it follows Beta(k, n + 1 - k), whose mean
 k / (n + 1) is at most the target, and whose spread, about sqrt(target_fpr / n), is why a threshold set on few
 rows misses the target (`fpr_band`). The flags in m fresh rows then follow BetaBinomial(m, k, n + 1 - k).
@@ -53,6 +54,31 @@ def empirical_pvalues(reference_scores: np.ndarray, scores: np.ndarray) -> np.nd
     reference = np.sort(np.asarray(reference_scores, dtype=np.float64))
     at_least = reference.size - np.searchsorted(reference, np.asarray(scores, dtype=np.float64), side="left")
     return (1.0 + at_least) / (reference.size + 1.0)
+
+
+#: Share of the reference (at least `_MIN_TAIL_ROWS` rows) whose excess over its lower edge fits the tail.
+_TAIL_SHARE = 0.05
+_MIN_TAIL_ROWS = 10
+
+
+def tail_pvalues(reference_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Empirical p-values (`empirical_pvalues`) in the body; above the reference's top 5 %, an exponential tail
+    fitted to the excesses of those top scores, which keeps ranking past the largest reference score (where
+    empirical p-values all floor at 1/(n+1)). Decreasing in the score, always in (0, 1]."""
+    reference = np.sort(np.asarray(reference_scores, dtype=np.float64))
+    scores = np.asarray(scores, dtype=np.float64)
+    pvalues = empirical_pvalues(reference, scores)
+    n_tail = min(reference.size, max(_MIN_TAIL_ROWS, int(np.ceil(_TAIL_SHARE * reference.size))))
+    if reference.size < _MIN_TAIL_ROWS:
+        return pvalues
+    edge = reference[-n_tail]
+    scale = float((reference[-n_tail:] - edge).mean())
+    if not scale > 0:
+        return pvalues
+    in_tail = scores > edge
+    tail = (n_tail / (reference.size + 1.0)) * np.exp(-(scores[in_tail] - edge) / scale)
+    pvalues[in_tail] = np.maximum(tail, np.finfo(np.float64).tiny)
+    return pvalues
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,8 @@ def _split_evaluation(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[
 def evaluation_metrics(artifact: ModelArtifact, frame: pl.DataFrame, calibrated_on: bool = False) -> dict[str, float]:
     """Trimmed mean anomaly score and flagged rate of a model on held-out rows (`calibrated_on`: rows that are
     among its calibration rows, each then judged by the threshold of the others)."""
-    return _metrics(artifact, artifact.detector.decision_function(artifact.encoder.transform(frame)), calibrated_on)
+    encoded = artifact.encoder.encode(frame)
+    return _metrics(artifact, artifact.detector.decision_function(encoded.matrix, encoded.missing), calibrated_on)
 
 
 def _metrics(artifact: ModelArtifact, scores: np.ndarray, calibrated_on: bool) -> dict[str, float]:
@@ -315,7 +316,8 @@ def _artifact(
     on: its validation split plus the `held_out` rows, the newest ones (more rows, a narrower band; recent rows, a
     threshold for the data scored next). The drift reference then holds the same scores and threshold."""
     if held_out.height:
-        detector.add_calibration_rows(encoder.transform(held_out))
+        encoded = encoder.encode(held_out)
+        detector.add_calibration_rows(encoded.matrix, encoded.missing)
     created_at = dt.datetime.now(dt.UTC)
     metadata = PipelineModelMetadata(
         model_version=new_model_version(created_at),
@@ -358,8 +360,9 @@ def _trained(
     progress: bool,
 ) -> ModelArtifact:
     """A model trained from scratch on `frame`."""
-    encoder = TabularEncoder(config.columns, config.features).fit(frame)
-    detector = detector_from_config(config, progress).fit(encoder.transform(frame))
+    encoder = TabularEncoder(config.columns, config.features, config.context, config.timestamp_column).fit(frame)
+    encoded = encoder.encode(frame)
+    detector = detector_from_config(config, progress).fit(encoded.matrix, missing=encoded.missing)
     return _artifact(
         config,
         encoder,
@@ -385,12 +388,13 @@ def _updated(
     """The champion fine-tuned on the new rows plus its replay sample; its feature encoding is kept (a new
     category falls into the "other" level and shows in the drift report)."""
     unknown_model_columns(champion, config)
-    model_columns = [column.name for column in champion.encoder.columns if column.role in MODEL_ROLES]
+    model_columns = champion.encoder.input_columns
     replay = (
         champion.replay.select(model_columns) if champion.replay is not None else new_rows.head(0).select(model_columns)
     )
     frame = pl.concat([new_rows.select(model_columns), replay], how="vertical_relaxed")
-    detector = champion.detector.fine_tuned(champion.encoder.transform(frame), config.training.update_steps)
+    encoded = champion.encoder.encode(frame)
+    detector = champion.detector.fine_tuned(encoded.matrix, config.training.update_steps, missing=encoded.missing)
     detector.verbose = progress
     parent = champion.metadata
     replay_pool = pl.concat([replay, new_rows.select(model_columns)], how="vertical_relaxed")

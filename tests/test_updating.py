@@ -109,7 +109,8 @@ def test_calibration_holds_after_an_update_on_data_like_the_training_data(tmp_pa
         validate_frame(generate_day(datetime.date(2036, 11, 1 + i), 5_000, seed=0), config, source="fresh").valid
         for i in range(3)
     )
-    flagged = version.detector.decision_function(version.encoder.transform(fresh)) > version.detector.threshold_
+    encoded = version.encoder.encode(fresh)
+    flagged = version.detector.decision_function(encoded.matrix, encoded.missing) > version.detector.threshold_
     n_calibration = version.detector.validation_scores_.size
     band = fpr_band(n_calibration, 0.01, n_rows=fresh.height)
     assert band.contains(flagged.mean()), (flagged.mean(), band)
