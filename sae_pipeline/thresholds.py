@@ -5,10 +5,11 @@ fresh rows is guaranteed to fall in.
 Both are calibrated on held-out scores (rows the model was not fitted on), the split-conformal way: with n
 calibration scores, the threshold is the k-th largest of them, k = floor(target_fpr * (n + 1)) (at least 1).
 A row is then flagged exactly when its empirical (conformal) p-value (1 + #{calibration >= score}) / (n + 1) is at
-most k / (n + 1) <= target_fpr (`tail_pvalues` differs from it only in the top 5%, to keep ranking). For a fresh row exchangeable with the calibration rows (data like the training data), the chance of
-being flagged is itself random, through the calibration draw: it follows Beta(k, n + 1 - k), whose mean
-k / (n + 1) is at most the target, and whose spread, about sqrt(target_fpr / n), is why a threshold set on few
-rows misses the target (`fpr_band`). The flags in m fresh rows then follow BetaBinomial(m, k, n + 1 - k).
+most k / (n + 1) <= target_fpr (`tail_pvalues` differs from it only in the top 5%, to keep ranking). For a fresh
+row exchangeable with the calibration rows (data like the training data), the chance of being flagged is itself
+random, through the calibration draw: it follows Beta(k, n + 1 - k), whose mean k / (n + 1) is at most the target,
+and whose spread, about sqrt(target_fpr / n), is why a threshold set on few rows misses the target (`fpr_band`).
+The flags in m fresh rows then follow BetaBinomial(m, k, n + 1 - k).
 """
 
 from __future__ import annotations
