@@ -91,7 +91,7 @@ def test_calibration_holds_after_an_update_on_data_like_the_training_data(tmp_pa
     raw["lake"]["uri"] = str(tmp_path / "lake")
     raw["output"]["uri"] = str(tmp_path / "out")
     raw["training"] = {"partitions": None, "max_rows": 200_000}
-    raw["model"] = {"max_steps": 150, "seed": 0}  # calibration holds whatever the fit; keep it quick
+    raw["model"] = {"max_steps": 150, "batch_size": 256, "seed": 0}  # calibration holds whatever the fit
     raw["thresholds"]["target_fpr"] = 0.01
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(tmp_path / "config.yaml")
