@@ -360,18 +360,16 @@ class SAEDetector(BaseEstimator):
 
     @torch.no_grad()
     def _impute(self, scaled: torch.Tensor, mask: np.ndarray | None) -> torch.Tensor:
-        """`scaled` with its missing cells replaced by the model's reconstruction of their rows."""
+        """`scaled` with its missing cells replaced by the model's reconstruction of their rows. Every row goes
+        through the model, not only those with missing cells: a product over a handful of rows takes another
+        kernel, whose rounding would make a row's score depend on how rows were batched."""
         if mask is None:
             return scaled
-        rows = torch.as_tensor(np.flatnonzero(mask.any(axis=1)), device=scaled.device)
-        cells = torch.as_tensor(mask[rows.cpu().numpy()], device=scaled.device)
-        filled = scaled[rows]
+        cells = torch.as_tensor(mask, device=scaled.device)
         self.model_.eval()
         for _ in range(_IMPUTE_PASSES):
-            reconstructions = torch.cat([self.model_(chunk)[0] for chunk in filled.split(_SCORE_CHUNK)])
-            filled = torch.where(cells, reconstructions, filled)
-        scaled = scaled.clone()
-        scaled[rows] = filled
+            reconstructions = torch.cat([self.model_(chunk)[0] for chunk in scaled.split(_SCORE_CHUNK)])
+            scaled = torch.where(cells, reconstructions, scaled)
         return scaled
 
     def _prepared(self, X, missing) -> tuple[torch.Tensor, np.ndarray | None]:

@@ -249,10 +249,28 @@ def _score_valid(
     if tally.rows_scored == 0:
         scored_output_schema(config).validate(scored.head(1000))
     writers.scored.write(scored.to_arrow())
-    accumulator.update(valid, scores=result.scores, flagged=result.flagged, codes=result.codes)
+    accumulator.update(
+        valid, scores=result.scores, flagged=result.flagged, codes=result.codes, groups=_group_batch(artifact, valid)
+    )
     tally.rows_valid += valid.height
     tally.rows_scored += scored.height
     tally.rows_flagged += int(result.flagged.sum())
+
+
+def _group_batch(artifact: ModelArtifact, valid: pl.DataFrame) -> drift.GroupBatch | None:
+    """The batch's rows by context group, for the drift report's per-group rates (None without groups)."""
+    baselines = artifact.encoder.baselines_
+    if baselines is None or not baselines.group_columns:
+        return None
+    rows, status = baselines.lookup(valid)
+    nulls = valid.select([pl.col(c).is_null() for c in baselines.nullable_columns]).to_numpy()
+    return drift.GroupBatch(
+        keys=baselines.group_keys(valid),
+        baseline=status,
+        nullable_columns=baselines.nullable_columns,
+        nulls=nulls.reshape(valid.height, len(baselines.nullable_columns)),
+        usual_null_rates=baselines.group_null_rates(rows),
+    )
 
 
 def _write_rows(
