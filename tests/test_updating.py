@@ -86,7 +86,7 @@ def test_calibration_holds_after_an_update_on_data_like_the_training_data(tmp_pa
     from sae_pipeline.thresholds import fpr_band
     from sae_pipeline.updating import train_or_update
 
-    generate_sample_lake(tmp_path / "all", days=3, rows_per_day=2_000, drift_days=0)
+    generate_sample_lake(tmp_path / "all", days=3, rows_per_day=1_500, drift_days=0)
     raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
     raw["lake"]["uri"] = str(tmp_path / "lake")
     raw["output"]["uri"] = str(tmp_path / "out")
@@ -106,7 +106,7 @@ def test_calibration_holds_after_an_update_on_data_like_the_training_data(tmp_pa
 
     version = ModelRegistry(config.output.models_uri).load(update.model_version)
     fresh = pl.concat(
-        validate_frame(generate_day(datetime.date(2036, 11, 1 + i), 5_000, seed=0), config, source="fresh").valid
+        validate_frame(generate_day(datetime.date(2036, 11, 1 + i), 4_000, seed=0), config, source="fresh").valid
         for i in range(3)
     )
     encoded = version.encoder.encode(fresh)
