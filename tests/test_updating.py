@@ -112,6 +112,7 @@ def test_calibration_holds_after_an_update_on_data_like_the_training_data(tmp_pa
     encoded = version.encoder.encode(fresh)
     flagged = version.detector.decision_function(encoded.matrix, encoded.missing) > version.detector.threshold_
     n_calibration = version.detector.validation_scores_.size
+    assert n_calibration > round(0.2 * version.metadata.training_rows)  # the held-out newest rows joined its split
     band = fpr_band(n_calibration, 0.01, n_rows=fresh.height)
     assert band.contains(flagged.mean()), (flagged.mean(), band)
     assert band.high < 0.02  # a band that says something at this many calibration rows
