@@ -23,3 +23,44 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, flagged: np.ndarra
         "precision": float(precision_score(labels, flagged, zero_division=0)),
         "recall": float(recall_score(labels, flagged, zero_division=0)),
     }
+
+
+def label_incidents(labels: np.ndarray, entities: np.ndarray | None = None) -> np.ndarray:
+    """Number each incident: a run of consecutive anomalous rows of one entity.
+
+    Rows must be in time order within each entity; rows of other entities may come in between (a fleet's rows
+    interleaved by time), and partition boundaries play no part, so a run that crosses one stays one incident.
+
+    Returns
+    -------
+    incidents : ndarray of shape (n_rows,)
+        The incident number (0, 1, ...) of each anomalous row, -1 for normal rows.
+    """
+    labels = np.asarray(labels).astype(bool)
+    entities = np.zeros(labels.size, dtype=int) if entities is None else np.asarray(entities)
+    order = np.argsort(entities, kind="stable")  # each entity's rows together, still in time order
+    ordered, owners = labels[order], entities[order]
+    continues = np.zeros(labels.size, dtype=bool)
+    continues[1:] = ordered[:-1] & (owners[1:] == owners[:-1])
+    starts = ordered & ~continues
+    incidents = np.full(labels.size, -1)
+    incidents[order] = np.where(ordered, np.cumsum(starts) - 1, -1)
+    return incidents
+
+
+def incidents_surfaced(
+    labels: np.ndarray, scores: np.ndarray, entities: np.ndarray | None = None, budget: float = 0.01
+) -> float | None:
+    """The share of labelled incidents with at least one alert when the top `budget` of rows by score are flagged.
+
+    An incident is a run of consecutive anomalous rows of one entity (`label_incidents`). Exactly
+    round(budget x rows) rows are flagged (at least one), ties broken by row order. One budget covers all the rows
+    given: pass one entity's rows for a per-entity budget, a fleet's for a fleet-wide one. None without incidents.
+    """
+    incidents = label_incidents(labels, entities)
+    count = incidents.max() + 1
+    if count == 0:
+        return None
+    flagged = np.argsort(-np.asarray(scores, dtype=float), kind="stable")[: max(1, round(budget * incidents.size))]
+    surfaced = np.unique(incidents[flagged])
+    return float((surfaced >= 0).sum() / count)
