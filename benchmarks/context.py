@@ -101,7 +101,9 @@ class PipelineRun:
 def write_daily_partitions(frame: pl.DataFrame, root: Path, time_column: str) -> list[str]:
     """Write `frame` as `day=YYYY-MM-DD/part-0.parquet` partitions of `root` (the key only in the folder name)."""
     names = []
-    for (day,), rows in frame.sort(time_column).group_by(pl.col(time_column).dt.date(), maintain_order=True):
+    for (day,), rows in frame.sort(time_column, maintain_order=True).group_by(
+        pl.col(time_column).dt.date(), maintain_order=True
+    ):
         names.append(f"day={day.isoformat()}")
         (root / names[-1]).mkdir(parents=True, exist_ok=True)
         pq.write_table(rows.to_arrow(), root / names[-1] / "part-0.parquet", compression="zstd")
@@ -437,6 +439,11 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def _yaml(value: dict) -> str:
+    """A config section as it reads in YAML: `{entity: machine, history: {window: 12}}`."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip()
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
@@ -478,7 +485,7 @@ def smd_markdown(smd: dict) -> list[str]:
         f"every day; metrics on the test rows. Incidents surfaced: the share of labelled incidents (runs of "
         f"anomalous test rows of one machine) with an alert among the top {smd['alert_budget']:.0%} of test rows by "
         f"score (per machine: 1% of that machine's rows; fleet: one budget over all machines' rows, "
-        f"{fleet_incidents} incidents). Context on: `{smd['context']}`. IForest and kNN as in "
+        f"{fleet_incidents} incidents). Context on: `context: {_yaml(smd['context'])}`. IForest and kNN as in "
         f"`benchmarks/detection.py`, fitted on the same train rows. Per machine: mean (worst, machine). "
         f"Flagged rate: the pipeline's own `is_anomaly` on the test rows (target_fpr {target:.0%}). "
         f"{smd['seconds']:.0f} s.",
@@ -506,7 +513,7 @@ def scenario_markdown(scenario: dict) -> list[str]:
         "### The context scenario",
         "",
         f"`sample_data`'s context scenario, trained on {len(scenario['training_days'])} days, judged on the days "
-        f"after them at target_fpr {target:.1%}; context on: `{scenario['contexts']['context on']}`. "
+        f"after them at target_fpr {target:.1%}; context on: `context: {_yaml(scenario['contexts']['context on'])}`. "
         f"{scenario['seconds']:.0f} s.",
         "",
         "| | context off | context on |",
@@ -528,6 +535,7 @@ def nulls_markdown(nulls: dict) -> list[str]:
         f"| {name} | {rates['rows']:,} | {_percent(rates['rate'])} |" for name, rates in nulls["flag_rates"].items()
     ]
     ratio = nulls["expected_null_ratio"]
+    ratio_text = "–" if ratio is None else f"{ratio:.1f}"
     return [
         "### Expected nulls",
         "",
@@ -541,7 +549,7 @@ def nulls_markdown(nulls: dict) -> list[str]:
         "|---|---:|---:|",
         *rows,
         "",
-        f"**{_number(ratio)}x**: rows with an expected null (`payment_method`) are flagged at this multiple of the "
+        f"**{ratio_text}x**: rows with an expected null (`payment_method`) are flagged at this multiple of the "
         "other normal rows (target: at most 2x).",
     ]
 
@@ -557,7 +565,7 @@ def throughput_markdown(throughput: dict) -> list[str]:
         f"Scoring one day of a generated fleet ({throughput['rows']:,} rows x {throughput['columns']} float32 "
         f"columns, {throughput['hosts']} hosts; the model trained on the day before) through `score_partition`, "
         f"best of {len(throughput['scoring_seconds']['with context'])} interleaved rounds, torch on "
-        f"{throughput['torch_threads']} threads; context: `{throughput['contexts']['with context']}`.",
+        f"{throughput['torch_threads']} threads; `context: {_yaml(throughput['contexts']['with context'])}`.",
         "",
         "| config | seconds | rows/s |",
         "|---|---:|---:|",
