@@ -47,7 +47,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from benchmarks.detection import make_methods, smd_split  # noqa: E402
+from benchmarks.detection import Method, make_methods, smd_split  # noqa: E402
 from benchmarks.lake_scale import score_once, train_champion, write_config, write_partition  # noqa: E402
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
 from sae_pipeline import hive, parquet_io, sample_data  # noqa: E402
@@ -191,6 +191,7 @@ def smd_frame(data_dir: Path, machine: str) -> pl.DataFrame:
 
 
 def smd_lake(frame: pl.DataFrame, root: Path) -> Lake:
+    """Write SMD rows (one machine's or a fleet's) as daily partitions; the days before `SMD_TEST_START` train."""
     names = write_daily_partitions(frame, root, "minute")
     training = [name for name in names if name < f"day={SMD_TEST_START.date().isoformat()}"]
     return Lake(root, declared_columns(root, identifiers=("machine",), labels=("label",)), training)
@@ -211,12 +212,12 @@ def smd_pipeline_metrics(run: PipelineRun) -> dict:
     }
 
 
-def reference_metrics(data_dir: Path, machine: str) -> dict:
-    """IsolationForest and kNN (as `benchmarks/detection.py` runs them) fitted on the train rows, judged on the test
-    rows."""
+def reference_metrics(data_dir: Path, machine: str, methods: list[Method]) -> dict:
+    """Reference methods (IsolationForest and kNN as `benchmarks/detection.py` runs them) fitted on the train rows,
+    judged on the test rows."""
     split = smd_split(data_dir / "smd", machine)
     metrics = {}
-    for method in make_methods(["iforest", "knn"], {}):
+    for method in methods:
         model = method.build(0)
         model.fit(split.X_train)
         metrics[method.name] = ranking_metrics(split.y_test, np.asarray(method.score(model, split.X_test)))
@@ -235,6 +236,7 @@ def summarise_machines(per_machine: dict[str, dict]) -> dict:
 
 
 def run_smd(workdir: Path, data_dir: Path, machines: list[str] | None, max_rows: int) -> dict:
+    """Each machine's lake, context off and on, with IForest and kNN beside; then every machine in one fleet lake."""
     available = sorted(path.name.removesuffix(".txt.gz") for path in (data_dir / "smd" / "train").glob("*.txt.gz"))
     if not available:
         return {"skipped": f"no SMD data under {data_dir / 'smd'}"}
@@ -243,7 +245,8 @@ def run_smd(workdir: Path, data_dir: Path, machines: list[str] | None, max_rows:
         raise SystemExit(f"unknown SMD machines {unknown}; known: {available}")
     machines = machines or available
     contexts = {"context off": None, "context on": SMD_CONTEXT}
-    per_machine = {f"SAE, {name}": {} for name in contexts} | {"IForest": {}, "kNN": {}}
+    references = make_methods(["iforest", "knn"], {})  # kNN needs PyOD (the `bench` extra)
+    per_machine = {f"SAE, {name}": {} for name in contexts} | {method.name: {} for method in references}
     frames = []
     for machine in machines:
         frames.append(smd_frame(data_dir, machine))
@@ -251,14 +254,12 @@ def run_smd(workdir: Path, data_dir: Path, machines: list[str] | None, max_rows:
         for name, context in contexts.items():
             run = run_pipeline(workdir / "smd" / machine / name.replace(" ", "-"), lake, context, max_rows)
             per_machine[f"SAE, {name}"][machine] = smd_pipeline_metrics(run)
-        for method, metrics in reference_metrics(data_dir, machine).items():
+        for method, metrics in reference_metrics(data_dir, machine, references).items():
             per_machine[method][machine] = metrics
-        print(
-            f"smd {machine}: "
-            + ", ".join(f"{k} {v[machine]['incidents_surfaced']:.2f}" for k, v in per_machine.items() if machine in v),
-            file=sys.stderr,
-            flush=True,
+        surfaced = ", ".join(
+            f"{method} {rows[machine]['incidents_surfaced']:.2f}" for method, rows in per_machine.items()
         )
+        print(f"smd {machine}: incidents surfaced {surfaced}", file=sys.stderr, flush=True)
     fleet_lake = smd_lake(pl.concat(frames).sort("minute", "machine"), workdir / "smd" / "fleet" / "lake")
     fleet = {}
     for name, context in contexts.items():
@@ -291,6 +292,7 @@ def context_scenario_lake(root: Path) -> Lake | None:
 
 
 def run_scenario(workdir: Path, max_rows: int) -> dict:
+    """The context scenario's lake, context off and on, judged on the days after the training days."""
     lake = context_scenario_lake(workdir / "scenario" / "lake")
     if lake is None:
         return {"skipped": "sae_pipeline.sample_data has no context scenario yet (generate_context_lake)"}
@@ -347,6 +349,7 @@ def orders_frame(days: int, rows_per_day: int, seed: int = 0) -> pl.DataFrame:
 
 
 def run_nulls(workdir: Path, max_rows: int) -> dict:
+    """The orders lake with the default config: flag rates of normal rows with and without expected nulls."""
     root = workdir / "orders" / "lake"
     names = write_daily_partitions(orders_frame(ORDERS_DAYS, ORDERS_ROWS_PER_DAY), root, "order_time")
     lake = Lake(root, declared_columns(root, (), labels=("label_is_anomaly",)), names[:ORDERS_TRAINING_DAYS])
@@ -375,6 +378,7 @@ def run_nulls(workdir: Path, max_rows: int) -> dict:
 
 
 def flag_rate(rows: pl.DataFrame) -> dict:
+    """How many rows, and the share of them that the pipeline flagged."""
     return {"rows": rows.height, "rate": float(rows.get_column("is_anomaly").mean()) if rows.height else None}
 
 
