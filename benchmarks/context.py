@@ -52,7 +52,12 @@ from benchmarks.lake_scale import score_once, train_champion, write_config, writ
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
 from sae_pipeline import hive, parquet_io, sample_data  # noqa: E402
 from sae_pipeline.config import PipelineConfig, load_config  # noqa: E402
-from sae_pipeline.evaluation import incidents_surfaced, label_incidents  # noqa: E402
+from sae_pipeline.evaluation import (  # noqa: E402
+    alerts_at_budget,
+    incidents_surfaced,
+    label_incidents,
+    share_surfaced,
+)
 
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 PARTS = ("smd", "scenario", "nulls", "throughput")
@@ -198,17 +203,27 @@ def smd_lake(frame: pl.DataFrame, root: Path) -> Lake:
 
 
 def smd_pipeline_metrics(run: PipelineRun) -> dict:
-    """Metrics on the test rows, with one alert budget over all of them, and the pipeline's own flags."""
+    """Metrics on the test rows, with one alert budget over all of them, and the pipeline's own flags; `by_machine`:
+    each machine's share of its incidents surfaced under that one budget and its flagged rate of normal rows."""
     test = run.scored.filter(pl.col("label").is_not_null()).sort("machine", "minute")
-    flagged = test.get_column("is_anomaly").to_numpy()
-    labels = test.get_column("label").to_numpy()
+    flagged, labels = test.get_column("is_anomaly").to_numpy(), test.get_column("label").to_numpy()
+    scores, machines = test.get_column("anomaly_score").to_numpy(), test.get_column("machine").to_numpy()
+    incidents, alerts = label_incidents(labels, machines), alerts_at_budget(scores, ALERT_BUDGET)
+    by_machine = {
+        machine: {
+            "incidents_surfaced": share_surfaced(incidents[rows], alerts[rows]),
+            "flagged_rate_normal": float(flagged[rows & ~labels].mean()),
+        }
+        for machine, rows in ((machine, machines == machine) for machine in np.unique(machines))
+    }
     return {
-        **ranking_metrics(labels, test.get_column("anomaly_score").to_numpy(), test.get_column("machine").to_numpy()),
+        **ranking_metrics(labels, scores, machines),
         "flagged_rate": float(flagged.mean()),
         "flagged_rate_normal": float(flagged[~labels].mean()),
         "target_fpr": run.config.thresholds.target_fpr,
         "train_seconds": run.train_seconds,
         "score_seconds": run.score_seconds,
+        "by_machine": by_machine,
     }
 
 
@@ -475,11 +490,17 @@ def smd_markdown(smd: dict) -> list[str]:
         f"| per machine, {method} | {' | '.join(mean_worst(summary, key) for key in RANKING + FLAGGED)} |"
         for method, summary in smd["per_machine_summary"].items()
     ]
-    summary_rows += [
-        f"| fleet (one model), {method} | {' | '.join(_number(metrics[key]) for key in RANKING)} | "
-        f"{' | '.join(_percent(metrics[key]) for key in FLAGGED)} |"
-        for method, metrics in smd["fleet"].items()
-    ]
+    for method, metrics in smd["fleet"].items():
+        by_machine = summarise_machines(metrics["by_machine"])
+        surfaced, normal = by_machine.get("incidents_surfaced"), by_machine["flagged_rate_normal"]
+        cells = [
+            _number(metrics["auc_roc"]),
+            _number(metrics["average_precision"]),
+            f"{metrics['incidents_surfaced']:.3f} (worst machine {surfaced['worst']:.3f}, {surfaced['worst_at']})",
+            _percent(metrics["flagged_rate"]),
+            f"{metrics['flagged_rate_normal']:.2%} (max {normal['worst']:.2%}, {normal['worst_at']})",
+        ]
+        summary_rows.append(f"| fleet (one model), {method} | {' | '.join(cells)} |")
     methods = list(smd["per_machine"])
     machine_rows = []
     for machine in smd["machines"]:
@@ -498,7 +519,8 @@ def smd_markdown(smd: dict) -> list[str]:
         f"anomalous test rows of one machine) with an alert among the top {smd['alert_budget']:.0%} of test rows by "
         f"score (per machine: 1% of that machine's rows; fleet: one budget over all machines' rows, "
         f"{fleet_incidents} incidents). Context on: `context: {_yaml(smd['context'])}`. IForest and kNN as in "
-        f"`benchmarks/detection.py`, fitted on the same train rows. Per machine: mean (worst, machine). "
+        f"`benchmarks/detection.py`, fitted on the same train rows. Per machine: mean (worst, machine); fleet: "
+        f"all machines together (the worst machine's share of its incidents under the fleet's one budget). "
         f"Flagged: the share of test rows, and of normal test rows, that the pipeline's own `is_anomaly` flags "
         f"(target_fpr {target:.0%}). {smd['seconds']:.0f} s.",
         "",
@@ -571,7 +593,7 @@ def throughput_markdown(throughput: dict) -> list[str]:
         f"Scoring one day of a generated fleet ({throughput['rows']:,} rows x {throughput['columns']} float32 "
         f"columns, {throughput['hosts']} hosts; the model trained on the day before) through `score_partition`, "
         f"best of {len(throughput['scoring_seconds']['with context'])} interleaved rounds, torch on "
-        f"{throughput['torch_threads']} threads; `context: {_yaml(throughput['contexts']['with context'])}`.",
+        f"{throughput['torch_threads']} thread(s); `context: {_yaml(throughput['contexts']['with context'])}`.",
         "",
         "| config | seconds | rows/s |",
         "|---|---:|---:|",

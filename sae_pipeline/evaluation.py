@@ -48,19 +48,31 @@ def label_incidents(labels: np.ndarray, entities: np.ndarray | None = None) -> n
     return incidents
 
 
+def alerts_at_budget(scores: np.ndarray, budget: float) -> np.ndarray:
+    """Flags of the top `budget` share of rows by score: exactly round(budget x rows) rows (at least one), ties
+    broken by row order."""
+    scores = np.asarray(scores, dtype=float)
+    alerts = np.zeros(scores.size, dtype=bool)
+    alerts[np.argsort(-scores, kind="stable")[: max(1, round(budget * scores.size))]] = True
+    return alerts
+
+
+def share_surfaced(incidents: np.ndarray, alerts: np.ndarray) -> float | None:
+    """The share of the incidents present in these rows (`label_incidents` numbers) with at least one alert; None
+    without incidents."""
+    present = np.unique(incidents[incidents >= 0])
+    if present.size == 0:
+        return None
+    return float(np.isin(present, incidents[alerts]).mean())
+
+
 def incidents_surfaced(
     labels: np.ndarray, scores: np.ndarray, entities: np.ndarray | None = None, budget: float = 0.01
 ) -> float | None:
     """The share of labelled incidents with at least one alert when the top `budget` of rows by score are flagged.
 
-    An incident is a run of consecutive anomalous rows of one entity (`label_incidents`). Exactly
-    round(budget x rows) rows are flagged (at least one), ties broken by row order. One budget covers all the rows
-    given: pass one entity's rows for a per-entity budget, a fleet's for a fleet-wide one. None without incidents.
+    An incident is a run of consecutive anomalous rows of one entity (`label_incidents`); the alerts are
+    `alerts_at_budget`. One budget covers all the rows given: pass one entity's rows for a per-entity budget, a
+    fleet's for a fleet-wide one. None without incidents.
     """
-    incidents = label_incidents(labels, entities)
-    count = incidents.max() + 1
-    if count == 0:
-        return None
-    flagged = np.argsort(-np.asarray(scores, dtype=float), kind="stable")[: max(1, round(budget * incidents.size))]
-    surfaced = np.unique(incidents[flagged])
-    return float((surfaced >= 0).sum() / count)
+    return share_surfaced(label_incidents(labels, entities), alerts_at_budget(scores, budget))

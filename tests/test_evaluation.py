@@ -1,6 +1,6 @@
 import numpy as np
 
-from sae_pipeline.evaluation import incidents_surfaced, label_incidents
+from sae_pipeline.evaluation import alerts_at_budget, incidents_surfaced, label_incidents, share_surfaced
 
 
 def test_incidents_are_runs_of_one_entity_across_partition_boundaries():
@@ -29,3 +29,8 @@ def test_incidents_surfaced_counts_incidents_with_one_flagged_row():
     assert incidents_surfaced(labels, scores, entities, budget=0.01) == 1 / 3  # two rows flagged
     assert incidents_surfaced(labels, scores, entities, budget=0.015) == 2 / 3  # three rows
     assert incidents_surfaced(np.zeros(5), np.arange(5.0)) is None
+    # Under that one budget, each entity's own share: a's second incident (row 50) has no alert.
+    incidents, alerts = label_incidents(labels, entities), alerts_at_budget(scores, 0.015)
+    assert alerts.sum() == 3
+    assert share_surfaced(incidents[:100], alerts[:100]) == 1 / 2
+    assert share_surfaced(incidents[100:], alerts[100:]) == 1.0
