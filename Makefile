@@ -57,7 +57,7 @@ bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/neighbour_search.py
 
 # Judging rows in their context (issue 18): SMD per machine and as a fleet, the context scenario, expected nulls,
-# the cost of context. The SMD part reads ../shared/data (skipped with a note without it); about 9 min on 2 shared cores.
+# the cost of context. The SMD part reads ../shared/data (skipped with a note without it); 7-14 min on 2 shared cores.
 bench-context: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/context.py
 
