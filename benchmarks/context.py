@@ -11,7 +11,7 @@ section, so this script measures a new context feature without changing.
    per machine, context off vs on (`SMD_CONTEXT`), with IsolationForest and kNN fitted and scored on the same rows
    for reference; (b) the fleet: every machine in one lake (`machine` the identifier column), one model, one
    fleet-wide alert budget. Metrics: AUC-ROC, average precision, incidents surfaced at a 1% alert budget
-   (`sae_pipeline.evaluation.incidents_surfaced`: per machine, 1% of its test rows; for the fleet, 1% of all of
+   (`sae_pipeline.incidents.incidents_surfaced`: per machine, 1% of its test rows; for the fleet, 1% of all of
    them) and the pipeline's own flagged rate against its `target_fpr`.
 2. The context scenario of `sae_pipeline.sample_data` (skipped when this checkout's generator has none): recall at
    `target_fpr` per anomaly kind and the flagged rate of normal rows on the days after the training days.
@@ -52,7 +52,7 @@ from benchmarks.lake_scale import score_once, train_champion, write_config, writ
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
 from sae_pipeline import hive, parquet_io, sample_data  # noqa: E402
 from sae_pipeline.config import PipelineConfig, load_config  # noqa: E402
-from sae_pipeline.evaluation import (  # noqa: E402
+from sae_pipeline.incidents import (  # noqa: E402
     alerts_at_budget,
     incidents_surfaced,
     label_incidents,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from sae_pipeline.evaluation import alerts_at_budget, incidents_surfaced, label_incidents, share_surfaced
+from sae_pipeline.incidents import alerts_at_budget, incidents_surfaced, label_incidents, share_surfaced
 
 
 def test_incidents_are_runs_of_one_entity_across_partition_boundaries():
