@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from sae_pipeline.config import ConfigError, PipelineConfig, load_config
@@ -29,8 +30,32 @@ from sae_pipeline.registry.errors import MissingChampionError
 from sae_pipeline.schema import InputSchemaError
 from sae_pipeline.storage import LakeReadError
 
-DEFAULT_SAMPLE_CONFIG = "sample_data/telemetry.yaml"
-DEFAULT_SAMPLE_LAKE = "sample_data/telemetry"
+
+@dataclass(frozen=True)
+class SampleScenario:
+    """A bundled sample: the config the demo runs, the lake it reads, the `sae_pipeline.sample_data` function that
+    writes that lake, and the `generate-sample` options that function takes."""
+
+    config: str
+    lake: str
+    generator: str
+    options: tuple[str, ...]
+
+
+SAMPLE_SCENARIOS = {
+    # A fleet over time whose anomalies are only anomalous in context; the demo's default.
+    "context": SampleScenario("sample_data/fleet.yaml", "sample_data/fleet", "generate_context_lake", ("days", "seed")),
+    # Rows scored alone: spikes, broken correlations, rare categories, invalid rows and two drifted days.
+    "telemetry": SampleScenario(
+        "sample_data/telemetry.yaml",
+        "sample_data/telemetry",
+        "generate_sample_lake",
+        ("days", "rows_per_day", "seed", "gradual_shift"),
+    ),
+}
+#: `generate-sample` options passed on to a scenario's generator when given (its defaults apply otherwise).
+_GENERATE_OPTIONS = ("days", "rows_per_day", "seed", "gradual_shift")
+
 #: Failures a user can fix (config, data, model, storage): one `error:` line and exit status 2.
 _EXPECTED_ERRORS = (ConfigError, InputSchemaError, LakeReadError, ValueError, RuntimeError, OSError)
 EXIT_ERROR, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 2, 1, 130
@@ -183,37 +208,47 @@ def _print_summary(summary) -> None:
 
 
 def _command_demo(args: argparse.Namespace) -> None:
+    args.config = args.config or SAMPLE_SCENARIOS[args.scenario].config
     config = Path(args.config)
     if not config.exists():
         raise ConfigError(f"{config} not found: run the demo from a checkout of sae-pipeline or pass --config")
-    if args.config == DEFAULT_SAMPLE_CONFIG and not Path(DEFAULT_SAMPLE_LAKE).exists():
-        from sae_pipeline.sample_data import generate_sample_lake
-
-        generate_sample_lake(DEFAULT_SAMPLE_LAKE)
+    for scenario in SAMPLE_SCENARIOS.values():
+        if args.config == scenario.config and not Path(scenario.lake).exists():
+            _write_sample(scenario, scenario.lake, {})
     print(f"sae-pipeline demo: validate, train, score and report on {config} with an embedded Prefect", flush=True)
     _command_flow(args, "run")
 
 
-def _command_generate(args: argparse.Namespace) -> None:
-    from sae_pipeline.sample_data import generate_sample_lake
+def _write_sample(scenario: SampleScenario, output: str, options: dict) -> list[Path]:
+    """Write `scenario`'s lake under `output` (its generator's defaults for the options not given)."""
+    from sae_pipeline import sample_data
 
-    files = generate_sample_lake(
-        args.output, days=args.days, rows_per_day=args.rows_per_day, seed=args.seed, gradual_shift=args.gradual_shift
-    )
-    print(f"wrote {len(files)} partition(s) under {args.output}")
+    return getattr(sample_data, scenario.generator)(output, **options)
+
+
+def _command_generate(args: argparse.Namespace) -> None:
+    scenario = SAMPLE_SCENARIOS[args.scenario]
+    given = {name: value for name in _GENERATE_OPTIONS if (value := getattr(args, name)) is not None}
+    refused = sorted(set(given) - set(scenario.options))
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise ValueError(f"generate-sample --scenario {args.scenario} does not take {flags}")
+    output = args.output or scenario.lake
+    files = _write_sample(scenario, output, given)
+    print(f"wrote {len(files)} partition(s) under {output}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae-pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def flow_command(name: str, help_text: str, default_config: str | None = None) -> argparse.ArgumentParser:
+    def flow_command(name: str, help_text: str, config_help: str | None = None) -> argparse.ArgumentParser:
+        """A command that runs the pipeline; `config_help` makes `--config` optional and says what it defaults to."""
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
             "--config",
-            required=default_config is None,
-            default=default_config,
-            help="YAML config: a path or an s3:// URI",
+            required=config_help is None,
+            help="YAML config: a path or an s3:// URI" + (f" (default: {config_help})" if config_help else ""),
         )
         command.add_argument("--no-progress", action="store_true", help="hide progress bars")
         command.add_argument("--verbose", action="store_true", help="show Prefect's logs and full tracebacks")
@@ -234,7 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     def training_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--retrain", action="store_true", help="train a new model from scratch")
 
-    demo = flow_command("demo", "run the whole pipeline on the bundled sample data", DEFAULT_SAMPLE_CONFIG)
+    demo = flow_command("demo", "run the whole pipeline on a bundled sample lake", "the scenario's config")
+    demo.add_argument(
+        "--scenario",
+        choices=sorted(SAMPLE_SCENARIOS),
+        default="context",
+        help="which sample lake (default: context); written on first use",
+    )
     demo.set_defaults(handler=_command_demo)
     run = flow_command("run", "train or update the model when there is new data, then score new partitions")
     scoring_options(run)
@@ -248,17 +289,22 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", help="model version, unique version prefix or alias (default: champion)")
     score.set_defaults(handler=lambda a: _command_flow(a, "score"))
 
-    generate = commands.add_parser("generate-sample", help="write the synthetic telemetry lake")
-    generate.add_argument("--output", default=DEFAULT_SAMPLE_LAKE)
-    generate.add_argument("--days", type=int, default=10)
-    generate.add_argument("--rows-per-day", type=int, default=2000)
-    generate.add_argument("--seed", type=int, default=0)
+    generate = commands.add_parser("generate-sample", help="write a synthetic sample lake")
+    generate.add_argument(
+        "--scenario",
+        choices=sorted(SAMPLE_SCENARIOS),
+        default="telemetry",
+        help="telemetry (default): rows scored alone; context: a fleet of hosts over time",
+    )
+    generate.add_argument("--output", help="default: the scenario's folder under sample_data/")
+    generate.add_argument("--days", type=int, help="default 10")
+    generate.add_argument("--rows-per-day", type=int, help="telemetry only; default 2000")
+    generate.add_argument("--seed", type=int, help="default 0")
     generate.add_argument(
         "--gradual-shift",
         type=float,
-        default=0.0,
         metavar="INTENSITY",
-        help="drift a little every day, up to INTENSITY times the drifted days' shift on the last day",
+        help="telemetry only: drift a little every day, up to INTENSITY times the drifted days' shift on the last day",
     )
     generate.set_defaults(handler=_command_generate)
     add_models_command(commands)

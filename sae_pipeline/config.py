@@ -103,12 +103,13 @@ CalendarFeature = Literal["hour_of_day", "day_of_week"]
 
 
 class HistoryConfig(_Strict):
-    """Per-entity features from the entity's previous rows in time order: each numeric column's change since the
-    previous row and its distance from the mean of the last `window` rows in units of their spread. A partition's
-    first rows take their history from the end of the previous partition, so scores do not depend on how
-    partitions were batched into runs."""
+    """Per-entity features from the entity's previous rows in time order: each numeric column's distance from its
+    median over the entity's last `window` rows, in units of the group's spread (a median over a window several
+    times longer than an incident, so the rows after an incident are judged against the normal, not the incident).
+    A partition's first rows take their history from the end of the previous partition, so scores do not depend
+    on how partitions were batched into runs."""
 
-    window: int = Field(12, ge=2, le=1000)
+    window: int = Field(36, ge=2, le=1000)
 
 
 class ContextConfig(_Strict):
@@ -433,6 +434,17 @@ class PipelineConfig(_Strict):
         """The ground-truth column used only to evaluate a run (first `label` column), if any."""
         labels = self.columns_with_role("label")
         return labels[0].name if labels else None
+
+    @property
+    def label_kind_column(self) -> str | None:
+        """A second, string `label` column naming each anomaly's kind (e.g. `anomaly_kind`), if any: runs then
+        report recall per kind."""
+        kinds = [
+            column.name
+            for column in self.columns_with_role("label")
+            if column.type == "string" and column.name != self.label_column
+        ]
+        return kinds[0] if kinds else None
 
 
 def _resolve_relative(uri: str, config_location: str) -> str:

@@ -17,6 +17,10 @@ The score of a row is the mean over features of two per-feature terms, both in r
 features it ranks first are the ones that make the row unusual. `density_weight=0` gives the pure reconstruction
 score (scaled by s_rec). The score depends only on that row and the fitted state.
 
+Cells whose value is unknown (`missing`, a boolean mask beside X: nulls the caller imputed) are filled with the
+model's own reconstruction before scoring, and their terms are set to the mean of the row's known terms: a missing
+value is no evidence either way, and it does not distort the other columns' residuals.
+
 `threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and `score_pvalues`
 gives each row's empirical p-value against the same split. There is deliberately no `score_samples`:
 scikit-learn gives that name the opposite sign convention.
@@ -54,13 +58,15 @@ from sae_pipeline.model_files import (
     parse_manifest,
 )
 from sae_pipeline.neighbours import fit_cells, neighbour_gaps
-from sae_pipeline.thresholds import empirical_pvalues, threshold_at_fpr
+from sae_pipeline.thresholds import tail_pvalues, threshold_at_fpr
 from sae_pipeline.training import row_errors, train_sae
 
 #: Scaled inputs are clipped to this magnitude so that absurd values give a large, finite score, never inf/NaN.
 INPUT_CLIP = 1e4
 _MIN_ROWS = 10
 _SCORE_CHUNK = 65_536
+#: Reconstruction passes that fill missing cells (the second sees the first's fill).
+_IMPUTE_PASSES = 2
 _DEFAULTS = DetectorSettings()
 
 
@@ -71,6 +77,28 @@ def _spread(values: np.ndarray) -> float:
         if np.isfinite(candidate) and candidate > 1e-12:
             return float(candidate)
     return 1.0
+
+
+def missing_mask(missing, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`missing` as a boolean array of `shape`, or None when no cell is missing."""
+    if missing is None:
+        return None
+    mask = np.asarray(missing, dtype=bool)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"missing has shape {mask.shape}, X has shape {tuple(shape)}")
+    return mask if mask.any() else None
+
+
+def fill_missing_terms(terms: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Set each missing cell's term to the mean of its row's known terms (in place; rows with no known cell keep
+    theirs), so the row's score is the mean over what is known."""
+    if mask is None:
+        return terms
+    rows = np.flatnonzero(mask.any(axis=1) & ~mask.all(axis=1))
+    known = ~mask[rows]
+    means = (terms[rows] * known).sum(axis=1) / known.sum(axis=1)
+    terms[rows] = np.where(known, terms[rows], means[:, None])
+    return terms
 
 
 def row_scores(terms: np.ndarray) -> np.ndarray:
@@ -183,8 +211,8 @@ class SAEDetector(BaseEstimator):
         k = self.settings_.k or int(np.clip(n_features // 4, 1, 32))
         return n_latents, min(k, n_latents)
 
-    def fit(self, X, y=None) -> SAEDetector:
-        """Fit on unlabelled rows (`y` is ignored, as in PyOD). Returns self.
+    def fit(self, X, y=None, missing=None) -> SAEDetector:
+        """Fit on unlabelled rows (`y` is ignored, as in PyOD; `missing`: see module doc). Returns self.
 
         Raises ValueError naming every invalid parameter (the bounds of `DetectorSettings`).
         """
@@ -201,10 +229,11 @@ class SAEDetector(BaseEstimator):
             torch.manual_seed(self.settings_.random_state)
             self.model_ = SparseAutoencoder(X.shape[1], n_latents, self.settings_.sparsity, k).to(self.device_)
         scaled = self._to_tensor(X)
-        self._train_and_calibrate(scaled, train_rows, val_rows, rng, self.settings_.max_steps)
+        mask = missing_mask(missing, X.shape)
+        self._train_and_calibrate(scaled, train_rows, val_rows, rng, self.settings_.max_steps, mask)
         return self
 
-    def fine_tuned(self, X, max_steps: int) -> SAEDetector:
+    def fine_tuned(self, X, max_steps: int, missing=None) -> SAEDetector:
         """A new detector that starts from this one's weights and scaling and trains `max_steps` more steps on X.
 
         For models that follow drifting data: the feature scaling is kept (so the weights keep their meaning);
@@ -219,7 +248,8 @@ class SAEDetector(BaseEstimator):
         tuned = copy.deepcopy(self)
         tuned.settings_ = DetectorSettings.of(tuned.get_params())
         train_rows, val_rows, rng = tuned._split(X.shape[0])
-        tuned._train_and_calibrate(tuned._to_tensor(X), train_rows, val_rows, rng, max_steps)
+        mask = missing_mask(missing, X.shape)
+        tuned._train_and_calibrate(tuned._to_tensor(X), train_rows, val_rows, rng, max_steps, mask)
         return tuned
 
     def _split(self, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
@@ -236,9 +266,10 @@ class SAEDetector(BaseEstimator):
         val_rows: np.ndarray,
         rng: np.random.Generator,
         max_steps: int,
+        mask: np.ndarray | None,
     ) -> None:
         """Train `model_` in place, cap its codes, keep the kNN reference, and set the score scales, the scores,
-        the threshold and the p-value reference."""
+        the threshold and the p-value reference (missing cells filled and left out of the scores)."""
         settings = self.settings_
         schedule = settings.model_copy(update={"max_steps": max_steps})
         self.model_.code_cap.fill_(float("inf"))  # a fine-tune starts uncapped; the cap is re-measured below
@@ -248,6 +279,7 @@ class SAEDetector(BaseEstimator):
         if settings.code_cap_quantile is not None:
             self.model_.cap_codes_at_quantile(train, settings.code_cap_quantile)
 
+        scaled = self._impute(scaled, mask)
         residuals = self._reconstruction_residuals(scaled)
         reference_rows = self._fit_reference(scaled, train_rows, rng)
         in_reference = torch.full((scaled.shape[0],), -1, dtype=torch.long)
@@ -257,7 +289,7 @@ class SAEDetector(BaseEstimator):
             _spread(residuals[val_rows].mean(dim=1).cpu().numpy()),
             _spread(gaps[val_rows].mean(dim=1).cpu().numpy()) if gaps is not None else 1.0,
         )
-        self.decision_scores_ = row_scores(self._combine(residuals, gaps))
+        self.decision_scores_ = row_scores(fill_missing_terms(self._combine(residuals, gaps), mask))
         validation_scores = self.decision_scores_[val_rows]
         self.validation_scores_ = np.sort(validation_scores)
         self.threshold_ = threshold_at_fpr(validation_scores, settings.contamination)
@@ -308,15 +340,36 @@ class SAEDetector(BaseEstimator):
         self.model_.eval()
         return row_errors(self.model_, scaled)
 
-    def _terms(self, scaled: torch.Tensor) -> np.ndarray:
-        return self._combine(self._reconstruction_residuals(scaled), self._gaps(scaled))
+    @torch.no_grad()
+    def _impute(self, scaled: torch.Tensor, mask: np.ndarray | None) -> torch.Tensor:
+        """`scaled` with its missing cells replaced by the model's reconstruction of their rows. Every row goes
+        through the model, not only those with missing cells: a product over a handful of rows takes another
+        kernel, whose rounding would make a row's score depend on how rows were batched."""
+        if mask is None:
+            return scaled
+        cells = torch.as_tensor(mask, device=scaled.device)
+        self.model_.eval()
+        for _ in range(_IMPUTE_PASSES):
+            reconstructions = torch.cat([self.model_(chunk)[0] for chunk in scaled.split(_SCORE_CHUNK)])
+            scaled = torch.where(cells, reconstructions, scaled)
+        return scaled
 
-    def decision_function(self, X) -> np.ndarray:
+    def _prepared(self, X, missing) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Scaled rows with missing cells imputed, and the missing mask (None when nothing is missing)."""
+        X = as_matrix(X)
+        mask = missing_mask(missing, X.shape)
+        return self._impute(self._to_tensor(X), mask), mask
+
+    def _terms(self, X, missing) -> np.ndarray:
+        scaled, mask = self._prepared(X, missing)
+        return fill_missing_terms(self._combine(self._reconstruction_residuals(scaled), self._gaps(scaled)), mask)
+
+    def decision_function(self, X, missing=None) -> np.ndarray:
         """Anomaly scores, shape (n_samples,): the row means of `feature_residuals`, higher = more anomalous."""
         self._check_fitted()
-        return row_scores(self._terms(self._to_tensor(as_matrix(X))))
+        return row_scores(self._terms(X, missing))
 
-    def feature_residuals(self, X) -> np.ndarray:
+    def feature_residuals(self, X, missing=None) -> np.ndarray:
         """Per-feature score terms, shape (n_samples, n_features); row means are the scores.
 
         Each term is the feature's squared reconstruction residual / s_rec plus density_weight x its squared gap
@@ -324,13 +377,13 @@ class SAEDetector(BaseEstimator):
         that make the row unusual.
         """
         self._check_fitted()
-        return self._terms(self._to_tensor(as_matrix(X)))
+        return self._terms(X, missing)
 
     @torch.no_grad()
-    def terms_and_codes(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def terms_and_codes(self, X, missing=None) -> tuple[np.ndarray, np.ndarray]:
         """`feature_residuals` and `transform` of the same rows from one forward pass (what scoring needs)."""
         self._check_fitted()
-        scaled = self._to_tensor(as_matrix(X))
+        scaled, mask = self._prepared(X, missing)
         self.model_.eval()
         residuals, codes = [], []
         for start in range(0, scaled.shape[0], _SCORE_CHUNK):
@@ -340,19 +393,20 @@ class SAEDetector(BaseEstimator):
             codes.append(code)
         if not residuals:
             return np.zeros((0, self.n_features_in_)), np.zeros((0, self.model_.n_latents), dtype=np.float32)
-        terms = self._combine(torch.cat(residuals), self._gaps(scaled))
+        terms = fill_missing_terms(self._combine(torch.cat(residuals), self._gaps(scaled)), mask)
         return terms, torch.cat(codes).cpu().numpy()
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, missing=None) -> np.ndarray:
         """0/1 labels, shape (n_samples,): 1 where the score exceeds `threshold_`."""
-        return (self.decision_function(X) > self.threshold_).astype(int)
+        return (self.decision_function(X, missing) > self.threshold_).astype(int)
 
-    def score_pvalues(self, X=None, scores: np.ndarray | None = None) -> np.ndarray:
-        """Empirical p-values against held-out validation scores (small = unusual); pass X or its scores."""
+    def score_pvalues(self, X=None, scores: np.ndarray | None = None, missing=None) -> np.ndarray:
+        """P-values against held-out validation scores (small = unusual), with a fitted tail beyond the largest
+        ones so they keep ranking (`thresholds.tail_pvalues`); pass X (and its `missing` mask) or its scores."""
         self._check_fitted()
         if scores is None:
-            scores = self.decision_function(X)
-        return empirical_pvalues(self.validation_scores_, scores)
+            scores = self.decision_function(X, missing)
+        return tail_pvalues(self.validation_scores_, scores)
 
     @torch.no_grad()
     def transform(self, X) -> np.ndarray:

@@ -1,18 +1,27 @@
 """Turning table columns into model inputs, with fitted state that round-trips through JSON.
 
-`TabularEncoder` maps a validated frame to a numeric matrix: median imputation plus a missing-indicator column
-for nullable numerics, and one-hot categoricals whose rare and unseen levels share an "other" column (an
-unseen category at scoring time is evidence, so it must land somewhere the model can see it).
+`TabularEncoder` maps a validated frame to a numeric matrix: numerics (raw, or relative to their group's and
+calendar bucket's normal when the config has a `context`), each entity's distance from its recent median (context
+`history`), a missing-indicator column for nullable numerics, one-hot categoricals whose rare and unseen levels
+share an "other" column (an unseen category at scoring time is evidence, so it must land somewhere the model can
+see it), and cyclic calendar features. A null is imputed and marked as a missing cell (`EncodedRows.missing`): the
+detector fills it with its own reconstruction and leaves it out of the score, so a null at its usual rate is no
+evidence; only a null where its group almost never has one turns on the indicator.
 `RobustScaler` centres each feature on its median and divides by a robust spread; the detector owns one so that
 it works on raw numeric matrices too. Rows are never normalised individually: a row's scale is anomaly evidence.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
-from sae_pipeline.config import ColumnSpec, FeatureConfig
+from sae_pipeline.config import ColumnSpec, ContextConfig, FeatureConfig
+from sae_pipeline.context import GroupBaselines
+from sae_pipeline.context.baselines import calendar_buckets
+from sae_pipeline.context.history import recent_column
 
 OTHER_LEVEL = "__other__"
 MISSING_LEVEL = "__missing__"
@@ -61,17 +70,39 @@ class RobustScaler:
         return scaler
 
 
+@dataclass
+class EncodedRows:
+    """A frame encoded for the model: `matrix` (n_rows, n_features) float32; `missing`, the cells whose value was
+    null and is imputed (None for models saved before missing cells were tracked); `baseline`, each row's
+    `context.BASELINE_*` status (None without baseline groups); `groups`, each row's index into the baselines."""
+
+    matrix: np.ndarray
+    missing: np.ndarray | None = None
+    baseline: np.ndarray | None = None
+    groups: np.ndarray | None = None
+
+
 class TabularEncoder:
     """Encode numeric and categorical columns of a polars frame into a float32 matrix.
 
     Fitted state: `numeric_medians_` (for imputation), `indicator_columns_` (nullable numerics that get a
-    missing-indicator feature), `categories_` (kept levels per categorical column), and `feature_names_` with
-    `feature_sources_` (the input column each feature comes from, used to explain scores).
+    missing-indicator feature), `categories_` (kept levels per categorical column), `typical_levels_` (each
+    categorical's most common level), `baselines_` (per-group statistics, `context.GroupBaselines`; None in models
+    saved before context existed), and `feature_names_` with `feature_sources_` (the input column each feature
+    comes from, used to explain scores).
     """
 
-    def __init__(self, columns: list[ColumnSpec], settings: FeatureConfig | None = None):
+    def __init__(
+        self,
+        columns: list[ColumnSpec],
+        settings: FeatureConfig | None = None,
+        context: ContextConfig | None = None,
+        timestamp: str | None = None,
+    ):
         self.columns = columns
         self.settings = settings or FeatureConfig()
+        self.context = context or ContextConfig()
+        self.timestamp = timestamp if (self.context.calendar or self.context.history) else None
 
     @property
     def _numeric(self) -> list[ColumnSpec]:
@@ -89,6 +120,31 @@ class TabularEncoder:
     def categorical_columns(self) -> list[str]:
         return [column.name for column in self._categorical]
 
+    @property
+    def _nullable_categoricals(self) -> list[str]:
+        return [column.name for column in self._categorical if column.nullable]
+
+    @property
+    def relative(self) -> bool:
+        """Whether numerics are encoded relative to their baseline (context groups or calendar) instead of raw."""
+        return bool(self.context.groups or self.context.calendar)
+
+    @property
+    def recent_columns(self) -> list[str]:
+        """The `__recent` columns (`context.with_recent_means`) the frame must carry when history is on."""
+        return [recent_column(name) for name in self.numeric_columns] if self.context.history else []
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Every column `encode` reads: the model columns, the context's group and time columns, recent medians."""
+        names = [column.name for column in self.columns if column.role in ("numeric", "categorical")]
+        names += [name for name in self.context.groups if name not in names]
+        if self.context.entity and self.context.entity not in names:
+            names.append(self.context.entity)
+        if self.timestamp:
+            names.append(self.timestamp)
+        return names + self.recent_columns
+
     def fit(self, frame: pl.DataFrame) -> TabularEncoder:
         if frame.height == 0:
             raise ValueError("cannot fit features on an empty frame")
@@ -97,17 +153,27 @@ class TabularEncoder:
             median = frame.get_column(column.name).cast(pl.Float64).median()
             self.numeric_medians_[column.name] = float(median) if median is not None else 0.0
         self.indicator_columns_ = [column.name for column in self._numeric if column.nullable]
-        self.categories_ = {}
+        self.categories_, self.typical_levels_ = {}, {}
         for column in self._categorical:
-            counts = (
-                self._levels(frame, column.name)
-                .value_counts(sort=True, name="count")
-                .filter(pl.col("count") >= self.settings.min_category_frequency * frame.height)
-                .head(self.settings.max_categories)
+            levels = self._levels(frame, column.name)
+            if column.nullable:  # its nulls are missing cells, or, where rare, "other": never a level of their own
+                levels = levels.filter(levels != MISSING_LEVEL)
+            counts = levels.value_counts(sort=True, name="count")
+            self.typical_levels_[column.name] = counts.get_column(column.name)[0]
+            kept = counts.filter(pl.col("count") >= self.settings.min_category_frequency * frame.height).head(
+                self.settings.max_categories
             )
             self.categories_[column.name] = sorted(
-                level for level in counts.get_column(column.name) if level != OTHER_LEVEL
+                level for level in kept.get_column(column.name) if level != OTHER_LEVEL
             )
+        self.baselines_ = GroupBaselines(
+            self.context.groups,
+            self.numeric_columns,
+            self.indicator_columns_ + self._nullable_categoricals,
+            self.context.min_group_rows,
+            self.context.calendar,
+            self.timestamp,
+        ).fit(frame)
         self._index_features()
         return self
 
@@ -116,6 +182,9 @@ class TabularEncoder:
         for column in self._numeric:
             names.append(column.name)
             sources.append(column.name)
+        for column in self._numeric if self.context.history else []:
+            names.append(recent_column(column.name))
+            sources.append(column.name)
         for name in self.indicator_columns_:
             names.append(f"{name}__missing")
             sources.append(name)
@@ -123,6 +192,9 @@ class TabularEncoder:
             for level in [*self.categories_[column.name], OTHER_LEVEL]:
                 names.append(f"{column.name}={level}")
                 sources.append(column.name)
+        for feature in self.context.calendar:
+            names += [f"{self.timestamp}:{feature}_sin", f"{self.timestamp}:{feature}_cos"]
+            sources += [self.timestamp, self.timestamp]
         self.feature_names_ = names
         self.feature_sources_ = sources
 
@@ -132,9 +204,84 @@ class TabularEncoder:
 
     def transform(self, frame: pl.DataFrame) -> np.ndarray:
         """Return an array of shape (n_rows, n_features) in `feature_names_` order."""
+        return self.encode(frame).matrix
+
+    def encode(self, frame: pl.DataFrame) -> EncodedRows:
+        """The model's view of `frame`: its matrix, which cells were null, and each row's baseline (see
+        `EncodedRows`)."""
         if not hasattr(self, "feature_names_"):
             raise NotFittedError("TabularEncoder is not fitted")
-        # Same order as `_index_features` (the column specs), whatever order the JSON state listed keys in.
+        if self.baselines_ is None:
+            return EncodedRows(self._legacy_matrix(frame))
+        groups, baseline = self.baselines_.lookup(frame)
+        numeric, spreads = self._numeric_block(frame, groups)
+        blocks, missing = [numeric], [np.isnan(numeric)]
+        if not self.relative:  # raw values start from the median; relative ones from 0, the baseline itself
+            numeric[missing[0]] = np.broadcast_to(self._medians(), numeric.shape)[missing[0]]
+        if self.context.history:
+            values = frame.select(self.numeric_columns).cast(pl.Float64).to_numpy().reshape(numeric.shape)
+            recent = frame.select(self.recent_columns).cast(pl.Float64).to_numpy().reshape(numeric.shape)
+            blocks.append((values - recent) / spreads)
+            missing.append(np.isnan(blocks[-1]))
+        rare_nulls = self.baselines_.rare_nulls(frame, groups)
+        blocks.append(rare_nulls[:, : len(self.indicator_columns_)].astype(np.float64))
+        blocks.append(self._categorical_block(frame))
+        blocks.append(self._calendar_block(frame))
+        missing += [np.zeros(block.shape, dtype=bool) for block in blocks[len(missing) :]]
+        matrix = np.nan_to_num(np.concatenate(blocks, axis=1).astype(np.float32), nan=0.0)
+        missing = np.concatenate(missing, axis=1)
+        self._mark_usual_categorical_nulls(frame, matrix, missing, rare_nulls[:, len(self.indicator_columns_) :])
+        return EncodedRows(matrix, missing, baseline, groups)
+
+    def _mark_usual_categorical_nulls(
+        self, frame: pl.DataFrame, matrix: np.ndarray, missing: np.ndarray, rare_nulls: np.ndarray
+    ) -> None:
+        """A null in a nullable categorical at its group's usual rate is a missing cell: its one-hot features are
+        left to the detector to fill (in place). A rare one stays in the "other" level, as evidence."""
+        for number, name in enumerate(self._nullable_categoricals):
+            usual = frame.get_column(name).is_null().to_numpy() & ~rare_nulls[:, number]
+            features = [index for index, source in enumerate(self.feature_sources_) if source == name]
+            matrix[np.ix_(usual, features)] = 0.0
+            missing[np.ix_(usual, features)] = True
+
+    def _medians(self) -> np.ndarray:
+        return np.array([self.numeric_medians_[name] for name in self.numeric_columns])
+
+    def _numeric_block(self, frame: pl.DataFrame, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(numeric features with NaN where null: raw values imputed later, or values relative to each row's
+        baseline; the spread of each row's baseline, which scales its history features)."""
+        spreads = self.baselines_.spreads(groups)
+        if self.relative:
+            return self.baselines_.relative(frame, groups), spreads
+        values = frame.select(self.numeric_columns).cast(pl.Float64).to_numpy()
+        return values.reshape(frame.height, len(self.numeric_columns)), spreads
+
+    def _categorical_block(self, frame: pl.DataFrame) -> np.ndarray:
+        expressions = []
+        for column in self._categorical:
+            name, levels = column.name, self.categories_[column.name]
+            level = pl.col(name).cast(pl.String).fill_null(MISSING_LEVEL)
+            expressions += [(level == value).cast(pl.Float64).alias(f"{name}={value}") for value in levels]
+            expressions.append((~level.is_in(levels)).cast(pl.Float64).alias(f"{name}={OTHER_LEVEL}"))
+        if not expressions:
+            return np.zeros((frame.height, 0))
+        return frame.select(expressions).to_numpy()
+
+    def _calendar_block(self, frame: pl.DataFrame) -> np.ndarray:
+        """sin and cos of each calendar feature's phase (hour of day, weekday): midnight sits next to 23:00."""
+        columns = []
+        for feature in self.context.calendar:
+            timestamps = frame.get_column(self.timestamp)
+            if feature == "hour_of_day":
+                phase = (timestamps.dt.hour() + timestamps.dt.minute() / 60.0).cast(pl.Float64).to_numpy() / 24.0
+            else:
+                phase = calendar_buckets(timestamps, feature) / 7.0
+            angle = 2 * np.pi * np.nan_to_num(phase)
+            columns += [np.sin(angle), np.cos(angle)]
+        return np.stack(columns, axis=1) if columns else np.zeros((frame.height, 0))
+
+    def _legacy_matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """The encoding of models saved before context: median-imputed raw numerics, a 0/1 indicator per null."""
         medians = self.numeric_medians_
         expressions = [
             pl.col(c.name).cast(pl.Float64).fill_null(medians[c.name]).fill_nan(medians[c.name]) for c in self._numeric
@@ -142,27 +289,44 @@ class TabularEncoder:
         expressions += [
             pl.col(name).is_null().cast(pl.Float64).alias(f"{name}__missing") for name in self.indicator_columns_
         ]
-        for column in self._categorical:
-            name, levels = column.name, self.categories_[column.name]
-            level = pl.col(name).cast(pl.String).fill_null(MISSING_LEVEL)
-            expressions += [(level == value).cast(pl.Float64).alias(f"{name}={value}") for value in levels]
-            expressions.append((~level.is_in(levels)).cast(pl.Float64).alias(f"{name}={OTHER_LEVEL}"))
-        return frame.select(expressions).to_numpy().astype(np.float32, copy=False)
+        matrix = frame.select(expressions).to_numpy() if expressions else np.zeros((frame.height, 0))
+        return np.concatenate([matrix, self._categorical_block(frame)], axis=1).astype(np.float32)
+
+    def explained_values(self, frame: pl.DataFrame, encoded: EncodedRows) -> tuple[np.ndarray, np.ndarray]:
+        """(each numeric column's value, its typical value for the row's baseline and calendar bucket), both of
+        shape (n_rows, n_numeric) in `numeric_columns` order: what an explanation shows beside a column's name."""
+        values = frame.select(self.numeric_columns).cast(pl.Float64).to_numpy().reshape(frame.height, -1)
+        if self.baselines_ is None:
+            return values, np.broadcast_to(self._medians(), values.shape)
+        return values, self.baselines_.expected(frame, encoded.groups)
 
     def to_dict(self) -> dict:
         return {
             "columns": [column.model_dump() for column in self.columns],
             "settings": self.settings.model_dump(),
+            "context": self.context.model_dump(mode="json"),
+            "timestamp": self.timestamp,
             "numeric_medians": self.numeric_medians_,
             "indicator_columns": self.indicator_columns_,
             "categories": self.categories_,
+            "typical_levels": self.typical_levels_,
+            "baselines": self.baselines_.to_dict() if self.baselines_ is not None else None,
         }
 
     @classmethod
     def from_dict(cls, state: dict) -> TabularEncoder:
-        encoder = cls([ColumnSpec(**column) for column in state["columns"]], FeatureConfig(**state["settings"]))
+        """Rebuild a fitted encoder; states saved before context existed load without baselines (legacy encoding)."""
+        encoder = cls(
+            [ColumnSpec(**column) for column in state["columns"]],
+            FeatureConfig(**state["settings"]),
+            ContextConfig(**state.get("context", {})),
+            state.get("timestamp"),
+        )
         encoder.numeric_medians_ = dict(state["numeric_medians"])
         encoder.indicator_columns_ = list(state["indicator_columns"])
         encoder.categories_ = {name: list(levels) for name, levels in state["categories"].items()}
+        encoder.typical_levels_ = dict(state.get("typical_levels", {}))
+        baselines = state.get("baselines")
+        encoder.baselines_ = GroupBaselines.from_dict(baselines) if baselines is not None else None
         encoder._index_features()
         return encoder

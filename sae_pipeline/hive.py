@@ -190,7 +190,7 @@ def partition_records(lake: LakeConfig) -> list[PartitionRecord]:
             f"{suggest_partition_keys(lake.uri)}"
         )
     key_types = dict(lake.partition_keys)
-    records = []
+    records, previous_uri = [], None
     for partition in partitions:
         found = {"name": partition.name, "uri": partition.uri, "values": dict(partition.values)}
         error = partition_error(partition, key_types)
@@ -198,5 +198,7 @@ def partition_records(lake: LakeConfig) -> list[PartitionRecord]:
             logger.warning("%s", error)
             records.append(PartitionRecord(**found, error=error))
         else:
-            records.append(PartitionRecord(**found, fingerprint=partition_fingerprint(partition.uri)))
+            fingerprint = partition_fingerprint(partition.uri)
+            records.append(PartitionRecord(**found, fingerprint=fingerprint, previous_uri=previous_uri))
+            previous_uri = partition.uri
     return records

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from sae_pipeline import drift, hive, lease, parquet_io, storage
+from sae_pipeline import context, drift, hive, lease, parquet_io, storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.overlap import BackgroundWriter, TableWriter, prefetched
@@ -205,11 +205,13 @@ def _stream_and_validate(
 ) -> PartitionTally:
     """Read the partition batch by batch (the next batch is read while this one is scored); validate each batch,
     hand its quarantined rows and its scored valid rows to the writers, and feed the valid rows to the drift
-    accumulator."""
+    accumulator. With context history the valid rows are scored once the whole partition is read (history needs
+    them in time order, and the end of the previous partition)."""
     tally = PartitionTally()
     contract = scored_output_schema(config)
     batches = prefetched(parquet_io.iter_partition_batches(partition.uri, config.scoring.batch_rows))
     bar = {"desc": f"scoring {partition.name}", "unit": "batch", "disable": None if progress else True, "leave": False}
+    waiting_for_history = []
     for source, batch in tqdm(batches, **bar):
         tally.ignored.update(set(batch.schema.names) - set(contract.columns))
         outcome = validate_frame(pl.from_arrow(batch), config, source=source)
@@ -220,15 +222,55 @@ def _stream_and_validate(
         tally.rows_quarantined += outcome.quarantined.height
         if outcome.valid.is_empty():  # every row of this batch was quarantined: nothing to score
             continue
-        result = score_frame(outcome.valid, artifact, config.scoring.top_features, scored_at)
-        if tally.rows_scored == 0:
-            contract.validate(result.frame.head(1000))
-        writers.scored.write(result.frame.to_arrow())
-        accumulator.update(outcome.valid, scores=result.scores, flagged=result.flagged, codes=result.codes)
-        tally.rows_valid += outcome.valid.height
-        tally.rows_scored += result.frame.height
-        tally.rows_flagged += int(result.flagged.sum())
+        if config.context.history is not None:
+            waiting_for_history.append(outcome.valid)
+            continue
+        _score_valid(config, outcome.valid, artifact, scored_at, writers, accumulator, tally)
+    if waiting_for_history:
+        valid = context.with_history(config, pl.concat(waiting_for_history), partition.previous_uri)
+        for rows in valid.iter_slices(config.scoring.batch_rows):
+            _score_valid(config, rows, artifact, scored_at, writers, accumulator, tally)
     return tally
+
+
+def _score_valid(
+    config: PipelineConfig,
+    valid: pl.DataFrame,
+    artifact: ModelArtifact,
+    scored_at: dt.datetime,
+    writers: PartitionWriters,
+    accumulator: drift.DriftAccumulator,
+    tally: PartitionTally,
+) -> None:
+    """Score valid rows, hand them to the scored writer and the drift accumulator, and count them. The output keeps
+    the input columns only (recent medians added for history are model inputs, not output)."""
+    result = score_frame(valid, artifact, config.scoring.top_features, scored_at)
+    scored = result.frame.drop([name for name in result.frame.columns if name.endswith(context.RECENT_SUFFIX)])
+    if tally.rows_scored == 0:
+        scored_output_schema(config).validate(scored.head(1000))
+    writers.scored.write(scored.to_arrow())
+    accumulator.update(
+        valid, scores=result.scores, flagged=result.flagged, codes=result.codes, groups=_group_batch(artifact, valid)
+    )
+    tally.rows_valid += valid.height
+    tally.rows_scored += scored.height
+    tally.rows_flagged += int(result.flagged.sum())
+
+
+def _group_batch(artifact: ModelArtifact, valid: pl.DataFrame) -> drift.GroupBatch | None:
+    """The batch's rows by context group, for the drift report's per-group rates (None without groups)."""
+    baselines = artifact.encoder.baselines_
+    if baselines is None or not baselines.group_columns:
+        return None
+    rows, status = baselines.lookup(valid)
+    nulls = valid.select([pl.col(c).is_null() for c in baselines.nullable_columns]).to_numpy()
+    return drift.GroupBatch(
+        keys=baselines.group_keys(valid),
+        baseline=status,
+        nullable_columns=baselines.nullable_columns,
+        nulls=nulls.reshape(valid.height, len(baselines.nullable_columns)),
+        usual_null_rates=baselines.group_null_rates(rows),
+    )
 
 
 def _write_rows(
@@ -373,20 +415,17 @@ def write_drift_trend(config: PipelineConfig) -> str:
 
 def read_scored_labels(
     config: PipelineConfig, scored: Sequence[PartitionSummary]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Labels, scores and flags of the scored partitions, if the config names a label column (evaluation runs only:
-    it reads those three columns back)."""
-    label = config.label_column
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """Labels, scores, flags and (with a kind column) anomaly kinds of the scored partitions, if the config names a
+    label column (evaluation runs only: it reads those columns back)."""
+    label, kind = config.label_column, config.label_kind_column
     if label is None or not scored:
         return None
-    columns = pl.concat(
-        [
-            parquet_io.read_partition(record.scored_uri, columns=[label, "anomaly_score", "is_anomaly"])
-            for record in scored
-        ]
-    )
+    wanted = [label, "anomaly_score", "is_anomaly"] + ([kind] if kind else [])
+    columns = pl.concat([parquet_io.read_partition(record.scored_uri, columns=wanted) for record in scored])
     return (
         columns.get_column(label).fill_null(False).cast(pl.Boolean).to_numpy(),
         columns.get_column("anomaly_score").to_numpy(),
         columns.get_column("is_anomaly").to_numpy(),
+        columns.get_column(kind).to_numpy() if kind else None,
     )

@@ -34,14 +34,16 @@ class Record(BaseModel):
 
 class PartitionRecord(Record):
     """One partition of the input table: its folder `name` (as spelled on storage, e.g. `day=2026-11-01`), `uri`,
-    decoded key `values`, and the `fingerprint` of its files. A partition whose key values were refused has an
-    `error` (naming its folder) and no fingerprint: nothing reads it."""
+    decoded key `values`, the `fingerprint` of its files, and `previous_uri`, the partition before it in key order
+    (where context history continues from). A partition whose key values were refused has an `error` (naming its
+    folder) and no fingerprint: nothing reads it."""
 
     name: str
     uri: str
     values: dict[str, str]
     fingerprint: str | None = None
     error: str | None = None
+    previous_uri: str | None = None
 
     @property
     def refused(self) -> bool:

@@ -36,6 +36,7 @@ __all__ = [
     "RowAccountingError",
     "RunSummary",
     "build_run_summary",
+    "format_evaluation",
     "format_summary",
     "write_run_summary",
 ]
@@ -211,12 +212,24 @@ def format_summary(summary: RunSummary) -> str:
         f"  run summary  {'none (the run did nothing)' if summary.did_nothing else summary.summary_uri}",
     ]
     if summary.evaluation:
-        e = summary.evaluation
-        auc = "n/a" if e["auc_roc"] is None else f"{e['auc_roc']:.3f}"
-        lines += [
-            "",
-            f"against ground-truth labels (never seen by the model), {e['rows']} rows scored in this run:",
-            f"  AUC-ROC {auc}   precision {e['precision']:.3f}   recall {e['recall']:.3f}"
-            f"   ({e['flagged']} flagged, {e['positives']} labelled anomalous)",
-        ]
+        lines += ["", *format_evaluation(summary.evaluation)]
     return "\n".join(lines)
+
+
+def format_evaluation(evaluation: dict) -> list[str]:
+    """The run summary's `evaluation` as terminal lines: overall quality, then the flagged rate on normal rows (to
+    compare with `target_fpr`) and recall per anomaly kind where the summary has them (older summaries do not)."""
+    e = evaluation
+    auc = "n/a" if e["auc_roc"] is None else f"{e['auc_roc']:.3f}"
+    lines = [
+        f"against ground-truth labels (never seen by the model), {e['rows']} rows scored in this run:",
+        f"  AUC-ROC {auc}   precision {e['precision']:.3f}   recall {e['recall']:.3f}"
+        f"   ({e['flagged']} flagged, {e['positives']} labelled anomalous)",
+    ]
+    if e.get("normal_flagged_rate") is not None:
+        lines.append(f"  flagged among normal rows: {e['normal_flagged_rate']:.2%}")
+    if e.get("by_kind"):
+        lines.append(f"  {'recall per kind':<22}{'rows':>8}{'flagged':>8}{'recall':>8}")
+        for kind, counts in e["by_kind"].items():
+            lines.append(f"  {kind:<22}{counts['rows']:>8}{counts['flagged']:>8}{counts['recall']:>8.3f}")
+    return lines

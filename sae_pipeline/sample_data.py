@@ -15,6 +15,12 @@ distribution, and the rows that violate it are known exactly:
 * ``drifted`` days shift the load mix the way a real fleet drifts, so drift
   monitoring can be exercised without turning every row into an anomaly.
 
+A second scenario, :func:`generate_context_lake`, is a fleet observed over
+time (every host every 10 minutes) whose anomalies are only anomalous in
+context: against the host's own normal, the hour of day, or metrics that
+usually move together. Scoring each row alone cannot find them; it is the
+lake the demo and the context features are measured on.
+
 Everything is derived from ``numpy.random.default_rng`` seeded by the caller's
 seed (and the day), so the same arguments always give the same bytes on disk.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import datetime
 import os
 import pathlib
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -154,13 +161,16 @@ def _normal_rows(rng: np.random.Generator, service: np.ndarray, hour_of_day: np.
     }
 
 
-def _inject_spikes(rng: np.random.Generator, metrics: dict, rows: np.ndarray) -> None:
-    """Blow up one metric by 5-20x and leave the rest of the row untouched."""
-    columns = rng.choice(len(SPIKE_COLUMNS), size=rows.size)
+def _inject_spikes(
+    rng: np.random.Generator, metrics: dict, rows: np.ndarray, columns: tuple[str, ...] = SPIKE_COLUMNS
+) -> None:
+    """Blow up one of `columns` by 5-20x per row and leave the rest of the row untouched."""
+    picks = rng.choice(len(columns), size=rows.size)
     factors = rng.uniform(5.0, 20.0, size=rows.size)
-    for row, column, factor in zip(rows, columns, factors):
-        metrics[SPIKE_COLUMNS[column]][row] *= factor
-    metrics["error_rate"][rows] = np.minimum(metrics["error_rate"][rows], 1.0)
+    for row, pick, factor in zip(rows, picks, factors):
+        metrics[columns[pick]][row] *= factor
+    if "error_rate" in columns:
+        metrics["error_rate"][rows] = np.minimum(metrics["error_rate"][rows], 1.0)
 
 
 def _inject_broken_correlation(
@@ -239,6 +249,16 @@ def _inject_invalid(rng: np.random.Generator, metrics: dict, rows: np.ndarray, h
             metrics["temperature_c"][row] = np.inf
 
 
+def _sensor_gaps(rng: np.random.Generator, metrics: dict, is_labelled: np.ndarray) -> None:
+    """Null disk and temperature readings at their normal rates (NaN until the frame is built).
+
+    Gaps only hit healthy rows, so every labelled row stays fully observable.
+    """
+    rows = is_labelled.size
+    metrics["disk_io_mbps"][~is_labelled & (rng.random(rows) < DISK_GAP_RATE)] = np.nan
+    metrics["temperature_c"][~is_labelled & (rng.random(rows) < TEMPERATURE_GAP_RATE)] = np.nan
+
+
 def generate_day(
     day: datetime.date, rows: int, seed: int, drifted: bool = False, drift: float | None = None
 ) -> pl.DataFrame:
@@ -291,9 +311,7 @@ def generate_day(
     _inject_rare_category(rng, metrics, np.flatnonzero(kind == "rare_category"), host_id, region, service_name)
     _inject_invalid(rng, metrics, invalid_rows, host_id)
 
-    # Sensor gaps only hit healthy rows, so every labelled row stays fully observable.
-    metrics["disk_io_mbps"][~is_labelled & (rng.random(rows) < DISK_GAP_RATE)] = np.nan
-    metrics["temperature_c"][~is_labelled & (rng.random(rows) < TEMPERATURE_GAP_RATE)] = np.nan
+    _sensor_gaps(rng, metrics, is_labelled)
 
     day_start = np.datetime64(day, "us")
     decimals = {"error_rate": 4}
@@ -338,8 +356,217 @@ def generate_sample_lake(
             frame = generate_day(day, rows_per_day, seed, drift=gradual_shift * index / max(days - 1, 1))
         else:
             frame = generate_day(day, rows_per_day, seed, drifted=index >= days - drift_days)
-        path = root / f"day={day.isoformat()}" / "part-0.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(frame.to_arrow(), path, compression="zstd")
-        paths.append(path)
+        paths.append(_write_partition(root, day, frame))
+    return paths
+
+
+def _write_partition(root: pathlib.Path, day: datetime.date, frame: pl.DataFrame) -> pathlib.Path:
+    """Write one day as ``day=YYYY-MM-DD/part-0.parquet`` under `root` (the key only in the folder name)."""
+    path = root / f"day={day.isoformat()}" / "part-0.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(frame.to_arrow(), path, compression="zstd")
+    return path
+
+
+# The context scenario: a fleet observed over time, whose anomalies are only anomalous in context.
+
+CONTEXT_HOSTS = 48
+CONTEXT_CADENCE_MINUTES = 10
+CONTEXT_SERVICES = ("api", "web", "db")
+CONTEXT_SERVICE_SHARE = np.array([0.40, 0.35, 0.25])
+CONTEXT_REQUEST_LEVEL = np.array([120.0, 80.0, 40.0])  # requests/s at mean load, before the host's own factor
+CONTEXT_LATENCY_BASE = np.array([40.0, 90.0, 15.0])  # ms at mean load, before the host's own factor
+CONTEXT_DISK_LEVEL = np.array([5.0, 3.0, 100.0])  # Mbps at mean load, before the host's own factor
+AGENT_VERSIONS = ("7.50", "7.51", "7.52")
+AGENT_VERSION_GAP_RATE = 0.02  # the monitoring agent sometimes omits its version: an expected null
+HOT_HOST_SHARE = 0.15  # hosts whose CPU idles far above the rest of the fleet, always
+HOT_HOST_CPU = 35.0
+HOT_HOST_TEMPERATURE = 6.0
+
+CONTEXT_ANOMALY_KINDS = ("entity_offset", "wrong_hour", "decoupled", "spike")
+CONTEXT_SPIKE_COLUMNS = ("latency_ms", "disk_io_mbps")
+INCIDENT_ROWS = (3, 12)  # consecutive readings of one host: 30 minutes to 2 hours at the 10-minute cadence
+ENTITY_OFFSET_SIGMAS = (5.0, 6.0)  # how far `entity_offset` moves memory, in units of the host's own spread
+NIGHT_HOURS = 5.0  # `wrong_hour` incidents lie within 00:00-05:00 ...
+DAYTIME_HOURS = (13.0, 17.0)  # ... with the load of these hours
+
+CONTEXT_SCHEMA = {
+    "event_time": pl.Datetime("us"),
+    "host_id": pl.String,
+    "service": pl.String,
+    "agent_version": pl.String,
+    "requests_per_s": pl.Float64,
+    "cpu_pct": pl.Float64,
+    "mem_pct": pl.Float64,
+    "latency_ms": pl.Float64,
+    "disk_io_mbps": pl.Float64,
+    "temperature_c": pl.Float64,
+    "label_is_anomaly": pl.Boolean,
+    "anomaly_kind": pl.String,
+}
+
+_CONTEXT_STREAM = 1  # keeps the context scenario's random streams apart from the telemetry lake's
+
+
+@dataclass(frozen=True)
+class _Hosts:
+    """Each host's own normal: its service, agent, levels and spreads (fixed for the whole lake)."""
+
+    host_id: np.ndarray
+    service: np.ndarray
+    agent_version: np.ndarray
+    request_level: np.ndarray
+    cpu_idle: np.ndarray
+    cpu_span: np.ndarray
+    mem_level: np.ndarray
+    mem_spread: np.ndarray
+    latency_base: np.ndarray
+    disk_level: np.ndarray
+    temperature_offset: np.ndarray
+
+
+def _context_hosts(seed: int, count: int) -> _Hosts:
+    """Draw `count` hosts whose normals differ by more than any one host varies (some always run hot)."""
+    rng = np.random.default_rng([seed, _CONTEXT_STREAM])
+    service = rng.choice(len(CONTEXT_SERVICES), size=count, p=CONTEXT_SERVICE_SHARE)
+    hot = np.zeros(count, dtype=bool)
+    hot[rng.permutation(count)[: round(HOT_HOST_SHARE * count)]] = True
+    return _Hosts(
+        host_id=np.array([f"host-{index:03d}" for index in range(count)], dtype=object),
+        service=np.array(CONTEXT_SERVICES, dtype=object)[service],
+        agent_version=np.array(AGENT_VERSIONS, dtype=object)[rng.integers(0, len(AGENT_VERSIONS), count)],
+        request_level=CONTEXT_REQUEST_LEVEL[service] * rng.lognormal(0.0, 0.4, count),
+        cpu_idle=rng.uniform(5.0, 15.0, count) + HOT_HOST_CPU * hot,
+        cpu_span=rng.uniform(20.0, 35.0, count),
+        mem_level=rng.uniform(30.0, 80.0, count),
+        mem_spread=rng.uniform(1.0, 2.0, count),
+        latency_base=CONTEXT_LATENCY_BASE[service] * rng.lognormal(0.0, 0.3, count),
+        disk_level=CONTEXT_DISK_LEVEL[service] * rng.lognormal(0.0, 0.3, count),
+        temperature_offset=rng.normal(0.0, 2.0, count) + HOT_HOST_TEMPERATURE * hot,
+    )
+
+
+def _context_latency(hosts: _Hosts, host: np.ndarray, load: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Latency follows the host's relative load (0.58x its base at the night trough, 1.42x at the peak)."""
+    return hosts.latency_base[host] * (0.3 + 0.7 * load) * noise
+
+
+def _context_metrics(rng: np.random.Generator, hosts: _Hosts, host: np.ndarray, load: np.ndarray) -> dict:
+    """Healthy readings: requests follow the load, CPU, latency and disk follow requests, temperature follows CPU."""
+    n = host.size
+    requests = hosts.request_level[host] * load * rng.lognormal(0.0, 0.08, n)
+    relative_load = requests / hosts.request_level[host]
+    cpu = np.clip(hosts.cpu_idle[host] + hosts.cpu_span[host] * relative_load + rng.normal(0.0, 2.0, n), 0.0, 100.0)
+    return {
+        "requests_per_s": requests,
+        "cpu_pct": cpu,
+        "mem_pct": hosts.mem_level[host] + hosts.mem_spread[host] * rng.normal(0.0, 1.0, n),
+        "latency_ms": _context_latency(hosts, host, relative_load, rng.lognormal(0.0, 0.05, n)),
+        "disk_io_mbps": hosts.disk_level[host] * (0.6 + 0.4 * relative_load) * rng.lognormal(0.0, 0.15, n),
+        "temperature_c": 24.0 + hosts.temperature_offset[host] + 0.3 * cpu + rng.normal(0.0, 0.8, n),
+    }
+
+
+def _incident_rows(rng: np.random.Generator, hosts: int, readings: int, incidents: dict[str, int]) -> np.ndarray:
+    """Label runs of consecutive readings of one host (one incident per host at most) with their kind.
+
+    Rows are ordered reading by reading, host by host within a reading, so host h's reading r is row
+    ``r * hosts + h``. `wrong_hour` incidents lie within the night; the others anywhere in the day.
+    """
+    kinds = [kind for kind, count in incidents.items() for _ in range(count)]
+    kind = np.full(hosts * readings, None, dtype=object)
+    night_readings = int(NIGHT_HOURS * 60 / CONTEXT_CADENCE_MINUTES)
+    lengths = rng.integers(INCIDENT_ROWS[0], INCIDENT_ROWS[1] + 1, size=len(kinds))
+    for incident_kind, host, length in zip(kinds, rng.permutation(hosts)[: len(kinds)], lengths):
+        window = night_readings if incident_kind == "wrong_hour" else readings
+        first = rng.integers(0, window - length + 1)
+        kind[(first + np.arange(length)) * hosts + host] = incident_kind
+    return kind
+
+
+def _shift_memory_within_fleet(
+    rng: np.random.Generator, metrics: dict, rows: np.ndarray, hosts: _Hosts, host: np.ndarray
+) -> None:
+    """`entity_offset`: move each incident's memory 5-6 of its host's own spreads toward the fleet's median, so
+    the value is far from the host's normal but ordinary for the fleet."""
+    toward_median = np.sign(np.median(hosts.mem_level) - hosts.mem_level[host[rows]])
+    incident_host, per_row = np.unique(host[rows], return_inverse=True)
+    sigmas = rng.uniform(*ENTITY_OFFSET_SIGMAS, size=incident_host.size)[per_row]
+    metrics["mem_pct"][rows] += toward_median * sigmas * hosts.mem_spread[host[rows]]
+
+
+def generate_context_day(
+    day: datetime.date, seed: int, incidents: dict[str, int], hosts: int = CONTEXT_HOSTS
+) -> pl.DataFrame:
+    """One day of a fleet's readings, every host every 10 minutes, with `incidents[kind]` labelled incidents.
+
+    Anomalies are consistent readings in the wrong context: `entity_offset` (memory 5-6 of the host's own spreads
+    away from its normal, within the fleet's range), `wrong_hour` (the host's afternoon load, with everything
+    that follows from it, at night), `decoupled` (CPU follows requests but latency follows the opposite end of
+    the day's load) and, as a control that needs no context, `spike` (latency or disk 5-20x). The day's random
+    stream is seeded from ``(seed, day)`` and the fleet from `seed`, so a day can be regenerated on its own.
+    """
+    fleet = _context_hosts(seed, hosts)
+    rng = np.random.default_rng([seed, day.toordinal(), _CONTEXT_STREAM])
+    readings = 24 * 60 // CONTEXT_CADENCE_MINUTES
+    host = np.tile(np.arange(hosts), readings)
+    # Host h reports h seconds after each 10-minute mark, so rows in this order are sorted by time.
+    offsets = np.repeat(np.arange(readings), hosts) * CONTEXT_CADENCE_MINUTES * 60_000_000 + host * 1_000_000
+    load = _relative_load(offsets / _MICROS_PER_HOUR)
+
+    kind = _incident_rows(rng, hosts, readings, incidents)
+    wrong_hour = np.flatnonzero(kind == "wrong_hour")
+    load[wrong_hour] = _relative_load(rng.uniform(*DAYTIME_HOURS, size=wrong_hour.size))
+    metrics = _context_metrics(rng, fleet, host, load)
+
+    decoupled = np.flatnonzero(kind == "decoupled")
+    opposite_load = np.where(load[decoupled] >= 1.0, _relative_load(3.0), _relative_load(15.0))
+    noise = rng.lognormal(0.0, 0.05, decoupled.size)
+    metrics["latency_ms"][decoupled] = _context_latency(fleet, host[decoupled], opposite_load, noise)
+    _shift_memory_within_fleet(rng, metrics, np.flatnonzero(kind == "entity_offset"), fleet, host)
+    _inject_spikes(rng, metrics, np.flatnonzero(kind == "spike"), CONTEXT_SPIKE_COLUMNS)
+
+    is_labelled = np.array([name is not None for name in kind])
+    _sensor_gaps(rng, metrics, is_labelled)
+    agent_version = fleet.agent_version[host].copy()
+    agent_version[~is_labelled & (rng.random(host.size) < AGENT_VERSION_GAP_RATE)] = None
+
+    return pl.DataFrame(
+        {
+            "event_time": np.datetime64(day, "us") + offsets.astype("timedelta64[us]"),
+            "host_id": fleet.host_id[host].tolist(),
+            "service": fleet.service[host].tolist(),
+            "agent_version": agent_version.tolist(),
+            **{name: np.round(values, 2) for name, values in metrics.items()},
+            "label_is_anomaly": is_labelled,
+            "anomaly_kind": kind.tolist(),
+        },
+        schema=CONTEXT_SCHEMA,
+    ).with_columns([pl.col(name).fill_nan(None) for name in metrics])
+
+
+def generate_context_lake(
+    output_dir: str | os.PathLike,
+    days: int = 10,
+    seed: int = 0,
+    start: datetime.date = datetime.date(2026, 11, 1),
+    clean_days: int = 7,
+    incidents_per_kind: int = 6,
+    hosts: int = CONTEXT_HOSTS,
+) -> list[pathlib.Path]:
+    """Write the context scenario's ``days`` Hive partitions and return their paths.
+
+    The first `clean_days` days (the ones to train on) hold one incident each, of each kind in turn: a small,
+    natural contamination. Every later day holds `incidents_per_kind` incidents of every kind. Files are
+    overwritten and byte-for-byte reproducible for the same arguments.
+    """
+    root = pathlib.Path(output_dir)
+    paths = []
+    for index in range(days):
+        day = start + datetime.timedelta(days=index)
+        if index < clean_days:
+            incidents = {CONTEXT_ANOMALY_KINDS[index % len(CONTEXT_ANOMALY_KINDS)]: 1}
+        else:
+            incidents = dict.fromkeys(CONTEXT_ANOMALY_KINDS, incidents_per_kind)
+        paths.append(_write_partition(root, day, generate_context_day(day, seed, incidents, hosts)))
     return paths

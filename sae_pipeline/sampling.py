@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from sae_pipeline import parquet_io, storage
-from sae_pipeline.config import MODEL_ROLES, PipelineConfig
+from sae_pipeline.config import PipelineConfig
+from sae_pipeline.context import with_history
+from sae_pipeline.features import TabularEncoder
 from sae_pipeline.records import FailedPartition, PartitionRecord
 from sae_pipeline.schema import InputSchemaError, validate_frame
 
@@ -33,12 +35,13 @@ def sample_valid_rows(
 ) -> RowSample:
     """Up to `max_rows` valid rows drawn from `partitions`, reproducibly.
 
-    Only the columns the model reads are kept, so partitions that differ in other columns still combine. A
+    Only the columns the model reads are kept (with context: the group and time columns and each entity's recent
+    means, computed over the whole partition first), so partitions that differ in other columns still combine. A
     partition that cannot be read or fails the schema is left out and listed in `failed` (the model is trained
     without it, and the next update tries it again). `batch_rows`: rows per streamed batch (default
     `scoring.batch_rows`).
     """
-    model_columns = [column.name for column in config.columns_with_role(*MODEL_ROLES)]
+    model_columns = model_input_columns(config)
     batch_rows = batch_rows or config.scoring.batch_rows
     sizes, failed = {}, []
     for partition in partitions:
@@ -54,12 +57,11 @@ def sample_valid_rows(
             continue
         partition_pieces, partition_read, partition_valid = [], 0, 0
         try:
-            batches = parquet_io.iter_partition_batches(partition.uri, batch_rows)
-            for number, (source, batch) in enumerate(batches):
-                valid = validate_frame(pl.from_arrow(batch), config, source=source).valid.select(model_columns)
-                partition_read += batch.num_rows
+            for number, (read, valid) in enumerate(_valid_batches(config, partition, batch_rows)):
+                valid = valid.select(model_columns)
+                partition_read += read
                 partition_valid += valid.height
-                quota = min(valid.height, math.ceil(share * batch.num_rows))
+                quota = min(valid.height, math.ceil(share * read))
                 partition_pieces.append(
                     valid if quota == valid.height else valid.sample(quota, seed=seed + index + number)
                 )
@@ -75,3 +77,25 @@ def sample_valid_rows(
     failed_names = {failure.partition for failure in failed}
     used = [partition.name for partition in partitions if partition.name not in failed_names]
     return RowSample(sample, rows_read, rows_valid, used, failed)
+
+
+def model_input_columns(config: PipelineConfig) -> list[str]:
+    """The columns a model trained with this config reads (`TabularEncoder.input_columns`)."""
+    return TabularEncoder(config.columns, config.features, config.context, config.timestamp_column).input_columns
+
+
+def _valid_batches(config: PipelineConfig, partition: PartitionRecord, batch_rows: int):
+    """(rows read, their valid rows) batch by batch; with context history, the whole partition as one batch with
+    its recent medians (history needs the partition's rows in time order)."""
+    batches = parquet_io.iter_partition_batches(partition.uri, batch_rows)
+    valid = (
+        (batch.num_rows, validate_frame(pl.from_arrow(batch), config, source=source).valid) for source, batch in batches
+    )
+    if config.context.history is None:
+        yield from valid
+        return
+    read, pieces = 0, []
+    for rows, frame in valid:
+        read += rows
+        pieces.append(frame)
+    yield read, with_history(config, pl.concat(pieces), partition.previous_uri)

@@ -28,7 +28,22 @@ SCORE_COLUMNS: dict[str, pl.DataType] = {
     "top_features": pl.List(pl.String()),
     "model_version": pl.String(),
     "scored_at": pl.Datetime("us", "UTC"),
+    "explanation": pl.List(
+        pl.Struct(
+            {
+                "column": pl.String(),
+                "value": pl.Float64(),
+                "typical": pl.Float64(),
+                "level": pl.String(),
+                "typical_level": pl.String(),
+                "share": pl.Float32(),
+            }
+        )
+    ),
+    "context_baseline": pl.String(),
 }
+#: Null where it does not apply: `context_baseline` without baseline groups in the config.
+NULLABLE_SCORE_COLUMNS = ("context_baseline",)
 
 
 class InputSchemaError(ValueError):
@@ -213,5 +228,8 @@ def scored_output_schema(config: PipelineConfig) -> pa.DataFrameSchema:
         "anomaly_score": [_finite_check(), pa.Check.ge(0)],
         "anomaly_pvalue": [pa.Check.gt(0), pa.Check.le(1)],
     }
-    scores = {name: pa.Column(dtype, checks=score_checks.get(name, [])) for name, dtype in SCORE_COLUMNS.items()}
+    scores = {
+        name: pa.Column(dtype, checks=score_checks.get(name, []), nullable=name in NULLABLE_SCORE_COLUMNS)
+        for name, dtype in SCORE_COLUMNS.items()
+    }
     return pa.DataFrameSchema({**input_schema(config).columns, **scores}, name=f"{config.name}-scored", strict=False)

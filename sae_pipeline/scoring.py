@@ -1,9 +1,12 @@
 """Scoring a batch of validated rows: the input columns plus the scored-output contract columns.
 
-Besides the score, each row says *why* it scored high: `top_features` names the input columns with the largest
-reconstruction residuals (one-hot and missing-indicator features are summed back into their source column, so
-the names are the columns a data engineer knows). Everything is vectorised per batch: the explanation column is
-built as an Arrow list from index arrays, never from Python lists.
+Besides the score, each row says *why* it scored high. `top_features` names the input columns with the largest
+share of the score (one-hot, missing-indicator and history features are summed back into their source column, so
+the names are the columns a data engineer knows); `explanation` gives, for each of them, the row's value, the
+typical value for the row's baseline (its group and calendar bucket, with a context), for categoricals the level
+and the most common level, and the column's share of the score. `context_baseline` says which baseline judged the
+row. Everything is vectorised per batch: list columns are built as Arrow arrays from index arrays, never from
+Python lists.
 """
 
 from __future__ import annotations
@@ -14,23 +17,32 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sae_pipeline.detector import row_scores
+from sae_pipeline.features import EncodedRows, TabularEncoder
 from sae_pipeline.registry import ModelArtifact
 from sae_pipeline.schema import SCORE_COLUMNS
 
 
-def top_features(residuals: np.ndarray, feature_sources: list[str], k: int) -> pa.ListArray:
-    """For each row, the `k` source columns with the largest summed squared residuals, largest first."""
+def source_terms(terms: np.ndarray, feature_sources: list[str]) -> tuple[list[str], np.ndarray]:
+    """(the distinct source columns in feature order, each row's summed terms per source column)."""
     sources = list(dict.fromkeys(feature_sources))
-    membership = np.zeros((len(feature_sources), len(sources)), dtype=residuals.dtype)
+    membership = np.zeros((len(feature_sources), len(sources)), dtype=terms.dtype)
     membership[np.arange(len(feature_sources)), [sources.index(name) for name in feature_sources]] = 1.0
-    per_source = residuals @ membership  # a new array: the ranking below may overwrite it
-    k = min(k, len(sources))
-    order = _largest_first(per_source, k)
-    names = pa.array(sources, type=pa.large_string()).take(pa.array(order.ravel()))
-    offsets = pa.array(np.arange(0, order.size + 1, k, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, names)
+    return sources, terms @ membership
+
+
+def top_features(residuals: np.ndarray, feature_sources: list[str], k: int) -> pa.ListArray:
+    """For each row, the `k` source columns with the largest summed terms, largest first."""
+    sources, per_source = source_terms(residuals, feature_sources)
+    order = _largest_first(per_source, min(k, len(sources)))
+    return _as_lists(pa.array(sources, type=pa.large_string()).take(pa.array(order.ravel())), order.shape[1])
+
+
+def _as_lists(flat: pa.Array, k: int) -> pa.ListArray:
+    """Rows of `k` consecutive entries of `flat`."""
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, k, dtype=np.int32)), flat)
 
 
 def _largest_first(values: np.ndarray, k: int) -> np.ndarray:
@@ -44,29 +56,93 @@ def _largest_first(values: np.ndarray, k: int) -> np.ndarray:
     return order
 
 
+def explain(
+    terms: np.ndarray, encoder: TabularEncoder, frame: pl.DataFrame, encoded: EncodedRows, k: int
+) -> tuple[pa.ListArray, pa.ListArray]:
+    """(`top_features`, `explanation`) of each row: its `k` source columns with the largest share of its score."""
+    sources, per_source = source_terms(terms, encoder.feature_sources_)
+    totals = per_source.sum(axis=1, dtype=np.float64)
+    order = _largest_first(per_source.copy(), min(k, len(sources)))
+    k = order.shape[1]
+    flat_order = pa.array(order.ravel())
+    names = pa.array(sources, type=pa.large_string()).take(flat_order)
+    share = np.take_along_axis(per_source, order, axis=1) / np.where(totals > 0, totals, 1.0)[:, None]
+
+    values, typical = encoder.explained_values(frame, encoded)
+    numeric_of_source = np.array(
+        [encoder.numeric_columns.index(s) if s in encoder.numeric_columns else -1 for s in sources]
+    )
+    numeric = numeric_of_source[order]
+    rows = np.arange(frame.height)[:, None]
+    picked = np.clip(numeric, 0, None)
+    value = np.where(numeric >= 0, values[rows, picked] if values.size else np.nan, np.nan)
+    usual = np.where(numeric >= 0, typical[rows, picked] if typical.size else np.nan, np.nan)
+    level, usual_level = _levels(encoder, frame, sources, order)
+    details = pa.StructArray.from_arrays(
+        [
+            names,
+            pa.array(value.ravel(), from_pandas=True),
+            pa.array(usual.ravel(), from_pandas=True),
+            level,
+            usual_level,
+            pa.array(share.ravel().astype(np.float32)),
+        ],
+        names=["column", "value", "typical", "level", "typical_level", "share"],
+    )
+    return _as_lists(names, k), _as_lists(details, k)
+
+
+def _levels(
+    encoder: TabularEncoder, frame: pl.DataFrame, sources: list[str], order: np.ndarray
+) -> tuple[pa.Array, pa.Array]:
+    """(the row's level, the column's most common level) where the explained column is categorical, else null;
+    flattened row-major like `order`."""
+    n_rows, k = order.shape
+    empty = pa.nulls(n_rows, type=pa.large_string())
+    by_position = [[empty, empty] for _ in range(k)]
+    for name in encoder.categorical_columns:
+        column = frame.get_column(name).cast(pl.String).to_arrow().cast(pa.large_string())
+        usual = pa.scalar(encoder.typical_levels_.get(name), type=pa.large_string())
+        for position in range(k):
+            chosen = pa.array(order[:, position] == sources.index(name))
+            level, most_common = by_position[position]
+            by_position[position] = [pc.if_else(chosen, column, level), pc.if_else(chosen, usual, most_common)]
+    interleave = pa.array((np.arange(k)[None, :] * n_rows + np.arange(n_rows)[:, None]).ravel())
+    flattened = []
+    for field in range(2):
+        stacked = pa.concat_arrays([by_position[position][field] for position in range(k)])
+        flattened.append(stacked.take(interleave))
+    return flattened[0], flattened[1]
+
+
 @dataclass
 class ScoredBatch:
     frame: pl.DataFrame  # the input columns plus `SCORE_COLUMNS`
     scores: np.ndarray
     flagged: np.ndarray
     codes: np.ndarray  # the SAE's sparse codes, for latent-usage drift
+    baseline: np.ndarray | None  # each row's `context.BASELINE_*` status, None without baseline groups
 
 
 def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored_at: dt.datetime) -> ScoredBatch:
-    """Score validated rows: `anomaly_score`, `anomaly_pvalue`, `is_anomaly`, `top_features`, `model_version`,
-    `scored_at` appended to `frame` (see `schema.SCORE_COLUMNS`)."""
+    """Score validated rows: the `schema.SCORE_COLUMNS` appended to `frame`."""
     detector = artifact.detector
-    features = artifact.encoder.transform(frame)
-    residuals, codes = detector.terms_and_codes(features)
+    encoded = artifact.encoder.encode(frame)
+    residuals, codes = detector.terms_and_codes(encoded.matrix, encoded.missing)
     scores = row_scores(residuals)
     flagged = scores > detector.threshold_
-    explanations = pl.from_arrow(top_features(residuals, artifact.encoder.feature_sources_, top_k))
+    names, details = explain(residuals, artifact.encoder, frame, encoded, top_k)
+    baseline = (
+        pl.Series("context_baseline", encoded.baseline, dtype=pl.String) if encoded.baseline is not None else None
+    )
     scored = frame.with_columns(
         pl.Series("anomaly_score", scores),
         pl.Series("anomaly_pvalue", detector.score_pvalues(scores=scores)),
         pl.Series("is_anomaly", flagged),
-        explanations.alias("top_features"),
+        pl.from_arrow(names).alias("top_features"),
         pl.lit(artifact.version).alias("model_version"),
         pl.lit(scored_at).alias("scored_at"),
+        pl.from_arrow(details).alias("explanation"),
+        baseline if baseline is not None else pl.lit(None, dtype=pl.String).alias("context_baseline"),
     ).with_columns([pl.col(name).cast(dtype) for name, dtype in SCORE_COLUMNS.items()])
-    return ScoredBatch(scored, scores, flagged, codes)
+    return ScoredBatch(scored, scores, flagged, codes, encoded.baseline)

@@ -128,7 +128,8 @@ def _split_evaluation(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[
 
 def evaluation_metrics(artifact: ModelArtifact, frame: pl.DataFrame) -> dict[str, float]:
     """Trimmed mean anomaly score and flagged rate of a model on held-out rows."""
-    return _metrics(artifact, artifact.detector.decision_function(artifact.encoder.transform(frame)))
+    encoded = artifact.encoder.encode(frame)
+    return _metrics(artifact, artifact.detector.decision_function(encoded.matrix, encoded.missing))
 
 
 def _metrics(artifact: ModelArtifact, scores: np.ndarray) -> dict[str, float]:
@@ -324,8 +325,9 @@ def _trained(
     config: PipelineConfig, frame: pl.DataFrame, partitions: list[PartitionRecord], progress: bool
 ) -> ModelArtifact:
     """A model trained from scratch on `frame`."""
-    encoder = TabularEncoder(config.columns, config.features).fit(frame)
-    detector = detector_from_config(config, progress).fit(encoder.transform(frame))
+    encoder = TabularEncoder(config.columns, config.features, config.context, config.timestamp_column).fit(frame)
+    encoded = encoder.encode(frame)
+    detector = detector_from_config(config, progress).fit(encoded.matrix, missing=encoded.missing)
     metadata = _metadata_for(
         config,
         encoder,
@@ -349,12 +351,13 @@ def _updated(
     """The champion fine-tuned on the new rows plus its replay sample; its feature encoding is kept (a new
     category falls into the "other" level and shows in the drift report)."""
     unknown_model_columns(champion, config)
-    model_columns = [column.name for column in champion.encoder.columns if column.role in MODEL_ROLES]
+    model_columns = champion.encoder.input_columns
     replay = (
         champion.replay.select(model_columns) if champion.replay is not None else new_rows.head(0).select(model_columns)
     )
     frame = pl.concat([new_rows.select(model_columns), replay], how="vertical_relaxed")
-    detector = champion.detector.fine_tuned(champion.encoder.transform(frame), config.training.update_steps)
+    encoded = champion.encoder.encode(frame)
+    detector = champion.detector.fine_tuned(encoded.matrix, config.training.update_steps, missing=encoded.missing)
     detector.verbose = progress
     parent = champion.metadata
     metadata = _metadata_for(

@@ -26,14 +26,17 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 SAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "sample_data" / "telemetry.yaml"
 
 
-def write_lake_config(root: Path, days: int = 3, rows_per_day: int = 600, **model) -> Path:
-    """Generate a small telemetry lake under `root` and a config for it (fast model settings by default)."""
+def write_lake_config(root: Path, days: int = 3, rows_per_day: int = 600, context: dict | None = None, **model) -> Path:
+    """Generate a small telemetry lake under `root` and a config for it (fast model settings by default), with
+    `context` as the config's context section if given."""
     generate_sample_lake(root / "lake", days=days, rows_per_day=rows_per_day, drift_days=1)
     config = yaml.safe_load(SAMPLE_CONFIG.read_text())
     config["lake"]["uri"] = str(root / "lake")
     config["output"]["uri"] = str(root / "out")
     config["training"] = {"partitions": None, "max_rows": 200_000}
     config["model"] = {"max_steps": 300, "seed": 0, **model}
+    if context is not None:
+        config["context"] = context
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

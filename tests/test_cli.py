@@ -79,6 +79,17 @@ def test_generate_sample_writes_partitions(tmp_path):
     assert pl.scan_parquet(tmp_path / "lake", hive_partitioning=True).collect().height == 400
 
 
+def test_generate_sample_writes_the_context_scenario_and_refuses_telemetry_options(tmp_path):
+    result = run_cli("generate-sample", "--scenario", "context", "--output", str(tmp_path / "fleet"), "--days", "1")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "fleet" / "day=2026-11-01" / "part-0.parquet").exists()
+    refused = run_cli(
+        "generate-sample", "--scenario", "context", "--output", str(tmp_path / "x"), "--rows-per-day", "9"
+    )
+    assert refused.returncode == 2 and "--rows-per-day" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_failed_partitions_are_reported_from_the_run_summary_of_the_error():
     """`PartitionFailures.summary` is the run's `RunSummary`: the `error:` line names its first failed partition."""
     import argparse

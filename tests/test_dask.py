@@ -25,6 +25,7 @@ from tests.conftest import write_lake_config
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 DAYS = 4
+CONTEXT = {"entity": "host_id", "min_group_rows": 5, "calendar": ["hour_of_day"], "history": {"window": 4}}
 #: Columns that say when a row was scored, not what its score is.
 RUN_SPECIFIC = ["scored_at"]
 
@@ -39,8 +40,9 @@ def dask_client():
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, prefect_harness) -> tuple[Path, str, RunSummary]:
-    """A lake scored in the run's own thread pool: (config path, model version, run summary)."""
-    config = write_lake_config(tmp_path_factory.mktemp("reference"), days=DAYS, rows_per_day=600)
+    """A lake scored in the run's own thread pool: (config path, model version, run summary). With a context whose
+    history crosses partition boundaries: on workers, each partition reads its predecessor's end itself."""
+    config = write_lake_config(tmp_path_factory.mktemp("reference"), days=DAYS, rows_per_day=600, context=CONTEXT)
     version = lake_pipeline(str(config), mode="train").training.model_version
     return config, version, lake_pipeline(str(config), mode="score")
 

@@ -20,6 +20,7 @@ from sae_pipeline.drift import (
     SCHEMA_VERSION,
     DriftAccumulator,
     DriftReport,
+    GroupBatch,
     ReferenceVersionError,
     build_reference,
     compare_to_reference,
@@ -753,3 +754,42 @@ def test_reference_from_another_release_is_refused(reference):
     old_style = {key: value for key, value in reference.items() if key != "version"}  # models trained before
     with pytest.raises(ReferenceVersionError):
         compare_to_reference(old_style, make_frame(seed=1))
+
+
+def test_flagged_rates_by_group_rank_the_group_that_moved_first_whatever_the_batches(reference):
+    """One host flags 30% of its rows while the fleet's rate is near the target: the report names it first, and
+    says which groups were judged against the fleet."""
+    frame = make_frame(seed=1, n=3000)
+    hosts = np.array([f"h{i % 30}" for i in range(frame.height)])
+    rows_of_host = np.arange(frame.height) // 30  # each host's rows counted 0, 1, 2, ...
+    flagged = (np.random.default_rng(3).random(frame.height) < 0.01) | ((hosts == "h7") & (rows_of_host % 3 == 0))
+    baseline = np.where(hosts == "h29", "fleet:new_group", np.where(hosts == "h28", "fleet:few_rows", "own"))
+    nulls = (np.arange(frame.height) % 50 == 0)[:, None]
+
+    def accumulated(batch_rows: int) -> dict:
+        accumulator = DriftAccumulator(reference)
+        for start in range(0, frame.height, batch_rows):
+            rows = slice(start, start + batch_rows)
+            groups = GroupBatch(
+                keys=pl.Series(hosts[rows]),
+                baseline=baseline[rows],
+                nullable_columns=["amount"],
+                nulls=nulls[rows],
+                usual_null_rates=np.full((len(hosts[rows]), 1), 0.02),
+            )
+            accumulator.update(frame[rows], flagged=flagged[rows], groups=groups)
+        return accumulator.report(partition="day=1", expected_anomaly_rate=0.01)
+
+    report = accumulated(3000)
+    assert report["groups"] == accumulated(700)["groups"]  # batches add up
+    groups = report["groups"]
+    assert groups["n_groups"] == 30 and groups["baselines"] == {"fleet:few_rows": 1, "fleet:new_group": 1, "own": 28}
+    assert groups["new_groups"] == ["h29"] and groups["few_rows_groups"] == ["h28"]
+    top = groups["top"][0]
+    assert top["group"] == "h7" and top["n_rows"] == 100 and top["rate"] > 0.3 and top["z_score"] > 10
+    assert top["usual_null_shares"] == {"amount": 0.02}
+    page = render_html(report)
+    assert "Anomaly rate by group" in page and "h7" in page
+    trend = render_trend([report, {**report, "partition": "day=2"}])
+    assert "Groups that moved most" in trend
+    assert render_html(compare_to_reference(reference, frame)).count("Anomaly rate by group") == 0

@@ -74,19 +74,32 @@ def test_fitted_state(encoder):
     assert encoder.categories_ == {"country": ["DE", "ES", "FR"]}  # XX is rarer than 5 %
 
 
-def test_transform_imputes_medians_and_sets_missing_indicator(encoder):
+def test_nulls_are_imputed_with_medians_and_marked_missing(encoder):
     frame = pl.DataFrame(
         {"amount": [None, 2.0], "retries": [None, 5], "disk": [None, 10.0], "country": ["FR", "DE"]},
         schema={"amount": pl.Float64, "retries": pl.Int64, "disk": pl.Float64, "country": pl.String},
     )
-    X = encoder.transform(frame)
+    encoded = encoder.encode(frame)
+    X = encoded.matrix
     assert X.dtype == np.float32
     assert X.shape == (2, len(encoder.feature_names_))
     assert column(encoder, X, "amount").tolist() == [4.5, 2.0]
     assert column(encoder, X, "retries").tolist() == [1.0, 5.0]
     assert column(encoder, X, "disk").tolist() == [encoder.numeric_medians_["disk"], 10.0]
-    assert column(encoder, X, "disk__missing").tolist() == [1.0, 0.0]
+    # The detector fills these cells itself and leaves them out of the score.
+    missing = dict(zip(encoder.feature_names_, encoded.missing.T))
+    assert [name for name, cells in missing.items() if cells[0]] == ["amount", "retries", "disk"]
+    assert not encoded.missing[1].any()
+    # disk is null in 2% of the training rows: a null there is usual, so its indicator stays off.
+    assert column(encoder, X, "disk__missing").tolist() == [0.0, 0.0]
     assert not np.isnan(X).any()
+
+
+def test_only_a_null_rarer_than_usual_turns_on_the_indicator():
+    columns = [ColumnSpec(name="x", type="float", role="numeric", nullable=True)]
+    never_null = TabularEncoder(columns).fit(pl.DataFrame({"x": np.arange(5000, dtype=float)}))
+    X = never_null.transform(pl.DataFrame({"x": [None, 1.0]}, schema={"x": pl.Float64}))
+    assert X[:, never_null.feature_names_.index("x__missing")].tolist() == [1.0, 0.0]
 
 
 def test_transform_one_hot_with_other_for_unseen_rare_and_null_levels(encoder):
@@ -150,7 +163,8 @@ def test_all_null_numeric_column_imputes_zero():
     frame = pl.DataFrame({"x": [None, None]}, schema={"x": pl.Float64})
     encoder = TabularEncoder(columns).fit(frame)
     assert encoder.numeric_medians_ == {"x": 0.0}
-    assert encoder.transform(frame).tolist() == [[0.0, 1.0], [0.0, 1.0]]
+    # Always null in training: a null is its usual state, no evidence.
+    assert encoder.transform(frame).tolist() == [[0.0, 0.0], [0.0, 0.0]]
 
 
 def test_round_trip_through_json_gives_identical_transform(encoder):

@@ -46,6 +46,10 @@ def test_run_writes_contracted_outputs_and_conserves_rows(lake_config):
         assert "<html" in report_html.read_text()[:200].lower()
     assert (Path(config.output.drift_uri) / "index.html").exists()
     assert summary.evaluation["auc_roc"] > 0.8
+    # anomaly_kind is a second, string label column: recall per kind (invalid rows were quarantined, not scored).
+    by_kind = summary.evaluation["by_kind"]
+    assert set(by_kind) == {"spike", "broken_correlation", "rare_category"}
+    assert sum(kind["rows"] for kind in by_kind.values()) == summary.evaluation["positives"]
 
     model = load_model(summary.model_uri)
     assert model.metadata.trained_on == [p.partition for p in summary.partitions]

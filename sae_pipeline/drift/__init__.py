@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 #: Public name -> the module of this package that defines it.
 _EXPORTS = {
     "DriftAccumulator": "accumulator",
+    "GroupBatch": "groups",
     "ReferenceVersionError": "accumulator",
     "compare_to_reference": "accumulator",
     "NULL_CATEGORY": "common",
@@ -68,6 +69,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ provides the same names
     from sae_pipeline.drift.accumulator import DriftAccumulator, ReferenceVersionError, compare_to_reference
     from sae_pipeline.drift.common import NULL_CATEGORY, OTHER_CATEGORY, UNSEEN_CATEGORY
+    from sae_pipeline.drift.groups import GroupBatch
     from sae_pipeline.drift.html import render_html
     from sae_pipeline.drift.markdown import render_markdown
     from sae_pipeline.drift.policy import policy_wants_training

@@ -24,6 +24,7 @@ from sae_pipeline.drift.anomaly_rate import anomaly_rate_section
 from sae_pipeline.drift.columns import categorical_column, configured_test, numeric_column
 from sae_pipeline.drift.common import fraction, require_columns
 from sae_pipeline.drift.counts import NumericCounts, counts_for
+from sae_pipeline.drift.groups import GroupBatch, GroupCounts
 from sae_pipeline.drift.quarantine import quarantine_section
 from sae_pipeline.drift.reference import REFERENCE_VERSION
 from sae_pipeline.drift.report import SCHEMA_VERSION, overall_status, validate_report
@@ -56,6 +57,7 @@ class DriftAccumulator:
         self._latent_fire = np.zeros(n_latents, dtype=np.int64)
         self._latent_total = np.zeros(n_latents)
         self._latent_rows = 0
+        self._groups: GroupCounts | None = None
 
     def update(
         self,
@@ -63,8 +65,10 @@ class DriftAccumulator:
         scores: np.ndarray | None = None,
         flagged: np.ndarray | None = None,
         codes: np.ndarray | None = None,
+        groups: GroupBatch | None = None,
     ) -> DriftAccumulator:
-        """Add one record batch: its rows, and optionally per-row anomaly scores, anomaly flags and SAE codes."""
+        """Add one record batch: its rows, and optionally per-row anomaly scores, anomaly flags, SAE codes and
+        context groups (these need `flagged`)."""
         require_columns(batch, list(self._columns))
         for label, per_row in (("scores", scores), ("flagged", flagged), ("codes", codes)):
             if per_row is not None and len(per_row) != batch.height:
@@ -86,6 +90,9 @@ class DriftAccumulator:
             self._latent_fire += fire
             self._latent_total += total
             self._latent_rows += len(codes)
+        if groups is not None and flagged is not None:
+            self._groups = self._groups or GroupCounts(groups.nullable_columns)
+            self._groups.update(groups, flagged)
         return self
 
     def report(
@@ -134,6 +141,7 @@ class DriftAccumulator:
             "anomalies": anomalies,
             "latents": self._latent_section(),
             "quarantine": quarantine_section(quarantined_rows, quarantine_reasons, self._n_rows),
+            "groups": self._groups.section(expected_anomaly_rate) if self._groups else None,
         }
         return validate_report(report)
 

@@ -75,6 +75,7 @@ def render_html(report: dict, max_plots: int = 6) -> str:
         _column_table(report),
         _column_figures(report, max_plots),
         _score_section(report),
+        _group_section(report),
         _latent_section(report),
         _quarantine_section(report),
     ]
@@ -333,6 +334,38 @@ def _latent_section(report: dict) -> str:
         f"<figure><figcaption>Each dot is a latent; off the diagonal = used more or less than in the reference"
         f"</figcaption>{chart}</figure><figure><figcaption>Largest shifts</figcaption>{table}</figure></div></section>"
     )
+
+
+def _group_section(report: dict) -> str:
+    """Flagged rates by context group, the groups that moved most first; new and few-rows groups named."""
+    groups = report.get("groups")
+    if not groups:
+        return ""
+    counts = ", ".join(f"{count:,} {status}" for status, count in groups["baselines"].items())
+    notes = [f"{groups['n_groups']:,} group(s) by baseline: {counts}."]
+    for key, label in (("new_groups", "New (judged against the fleet)"), ("few_rows_groups", "Few training rows")):
+        if groups[key]:
+            notes.append(f"{label}: {', '.join(groups[key])}.")
+    rows = []
+    for entry in groups["top"]:
+        unusual_nulls = [
+            f"{name} {100 * share:.1f}% (usual {100 * entry['usual_null_shares'][name]:.1f}%)"
+            for name, share in entry["null_shares"].items()
+            if share or entry["usual_null_shares"][name]
+        ]
+        high = entry["z_score"] is not None and entry["z_score"] > 3
+        rows.append(
+            f'<tr class="{"drifted" if high else ""}"><td>{escape(entry["group"])}</td>'
+            f'<td>{escape(entry["baseline"])}</td><td class="num">{entry["n_rows"]:,}</td>'
+            f'<td class="num">{entry["n_flagged"]:,}</td><td class="num">{100 * entry["rate"]:.2f}%</td>'
+            f'<td class="num">{svg.format_number(entry["z_score"])}</td>'
+            f"<td>{escape('; '.join(unusual_nulls))}</td></tr>"
+        )
+    table = (
+        "<table><tr><th>Group</th><th>Baseline</th><th>Rows</th><th>Flagged</th><th>Rate</th>"
+        f"<th>z vs target</th><th>Null shares</th></tr>{''.join(rows)}</table>"
+    )
+    return f'<section id="groups"><h2>Anomaly rate by group</h2><p>{escape(" ".join(notes))}</p>{table}</section>'
 
 
 def _quarantine_section(report: dict) -> str:

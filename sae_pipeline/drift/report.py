@@ -11,6 +11,7 @@ Schema version 1, top level: ``schema_version``, ``partition``, ``n_rows``, ``re
 ("ok" | "moderate" | "major"), ``columns`` (name -> :class:`ColumnDrift`, most drifted first), ``scores``
 (anomaly-score drift), ``anomalies`` (anomaly rate vs target FPR), ``latents`` (SAE latent usage) and
 ``quarantine`` (quarantined rows and reasons); the last four are null when their input was not given.
+``groups`` (flagged rates by context group, :class:`GroupRates`) is present with a context that forms groups.
 ``method`` takes the names of the registered drift tests (:mod:`.stattests`), in registration order.
 """
 
@@ -159,6 +160,31 @@ class Quarantine(_Schema):
     columns: dict[str, ColumnQuarantine]
 
 
+class GroupRate(_Schema):
+    """One context group's flagged rate (``z_score``: its distance from the target in binomial standard errors),
+    its baseline (``own``, ``fleet:few_rows``, ``fleet:new_group``) and its null shares beside its usual ones."""
+
+    group: str
+    baseline: str
+    n_rows: int
+    n_flagged: int
+    rate: float
+    z_score: float | None
+    null_shares: dict[str, float]
+    usual_null_shares: dict[str, float]
+
+
+class GroupRates(_Schema):
+    """Flagged rates by context group (``top``: the groups whose rate moved most first), and which groups were
+    judged against the fleet's baseline because they are new or had too few training rows."""
+
+    n_groups: int
+    baselines: dict[str, int]
+    new_groups: list[str]
+    few_rows_groups: list[str]
+    top: list[GroupRate]
+
+
 class DriftReport(_Schema):
     schema_version: Literal[1]
     partition: str
@@ -176,6 +202,7 @@ class DriftReport(_Schema):
     anomalies: AnomalyRate | None
     latents: LatentUsage | None
     quarantine: Quarantine | None
+    groups: GroupRates | None = None
 
 
 def validate_report(report: dict) -> dict:

@@ -81,9 +81,36 @@ def render_trend(
         f"<section><h2>Anomaly rate</h2>{rate}</section>"
         f"<section><h2>Anomaly score quantiles</h2>{score_chart}</section>"
         f"<section><h2>Partitions</h2>{table}</section>"
+        f"{_group_trend(reports)}"
         f"<footer>{len(reports)} report(s) · written by sae-pipeline</footer></main>"
     )
     return page(title, body)
+
+
+def _group_trend(reports: list[dict], limit: int = 15) -> str:
+    """The context groups whose flagged rate moved most in any partition, with their peak and latest rates."""
+    peaks: dict[str, dict] = {}
+    for report in reports:
+        for entry in (report.get("groups") or {}).get("top", []):
+            seen = peaks.setdefault(entry["group"], {"z": None, "latest": None})
+            seen["latest"] = (report["partition"], entry["rate"], entry["baseline"])
+            if entry["z_score"] is not None and (seen["z"] is None or entry["z_score"] > seen["z"]):
+                seen.update(z=entry["z_score"], peak=(report["partition"], entry["rate"]))
+    if not peaks:
+        return ""
+    ranked = sorted(peaks.items(), key=lambda item: -(item[1]["z"] or 0.0))[:limit]
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{escape(seen['latest'][2])}</td>"
+        f'<td class="num">{_percent(seen["peak"][1]) if "peak" in seen else "n/a"}</td>'
+        f"<td>{escape(seen['peak'][0]) if 'peak' in seen else ''}</td>"
+        f'<td class="num">{svg.format_number(seen["z"])}</td>'
+        f'<td class="num">{_percent(seen["latest"][1])}</td></tr>'
+        for name, seen in ranked
+    )
+    return (
+        '<section id="groups"><h2>Groups that moved most</h2><table><tr><th>Group</th><th>Baseline</th>'
+        f"<th>Peak rate</th><th>In</th><th>Peak z vs target</th><th>Latest rate</th></tr>{rows}</table></section>"
+    )
 
 
 def _percent(value: float | None) -> str:
