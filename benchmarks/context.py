@@ -52,6 +52,7 @@ from benchmarks.lake_scale import score_once, train_champion, write_config, writ
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
 from sae_pipeline import hive, parquet_io, sample_data  # noqa: E402
 from sae_pipeline.config import PipelineConfig, load_config  # noqa: E402
+from sae_pipeline.evaluation import detection_metrics  # noqa: E402
 from sae_pipeline.incidents import (  # noqa: E402
     alerts_at_budget,
     incidents_surfaced,
@@ -322,13 +323,18 @@ def run_scenario(workdir: Path, max_rows: int) -> dict:
 
 
 def kind_recalls(scored: pl.DataFrame) -> dict:
-    """Recall per anomaly kind and the flagged rate of normal rows."""
-    kinds = scored.filter(pl.col("label_is_anomaly")).group_by("anomaly_kind").agg(pl.col("is_anomaly").mean())
-    normal = scored.filter(~pl.col("label_is_anomaly")).get_column("is_anomaly")
+    """Recall per anomaly kind and the flagged rate of normal rows (`evaluation.detection_metrics`)."""
+    labels = scored.get_column("label_is_anomaly").to_numpy()
+    metrics = detection_metrics(
+        labels,
+        scored.get_column("anomaly_score").to_numpy(),
+        scored.get_column("is_anomaly").to_numpy(),
+        scored.get_column("anomaly_kind").to_numpy(),
+    )
     return {
-        "recall": dict(sorted(zip(kinds.get_column("anomaly_kind"), kinds.get_column("is_anomaly")))),
-        "flagged_rate_normal": float(normal.mean()),
-        "normal_rows": normal.len(),
+        "recall": {kind: cell["recall"] for kind, cell in metrics["by_kind"].items()},
+        "flagged_rate_normal": metrics["normal_flagged_rate"],
+        "normal_rows": int((~labels).sum()),
     }
 
 
