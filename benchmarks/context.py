@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +161,15 @@ def run_pipeline(workdir: Path, lake: Lake, context: dict | None, max_rows: int)
     return PipelineRun(scored, config, trained - started, time.perf_counter() - trained)
 
 
+def crash_safe(measure: Callable[[], dict]) -> dict:
+    """One configuration's measurement; a crash becomes its `error` (traceback printed) and the benchmark goes on."""
+    try:
+        return measure()
+    except Exception as error:  # noqa: BLE001 - one configuration's crash must not end the run
+        traceback.print_exc()
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
 def after_training(run: PipelineRun, lake: Lake) -> pl.DataFrame:
     """The scored rows of the days after the last training day (by the config's timestamp column)."""
     last = dt.date.fromisoformat(max(lake.training).removeprefix("day="))
@@ -268,8 +279,10 @@ def run_smd(workdir: Path, data_dir: Path, machines: list[str] | None, max_rows:
         frames.append(smd_frame(data_dir, machine))
         lake = smd_lake(frames[-1], workdir / "smd" / machine / "lake")
         for name, context in contexts.items():
-            run = run_pipeline(workdir / "smd" / machine / name.replace(" ", "-"), lake, context, max_rows)
-            per_machine[f"SAE, {name}"][machine] = smd_pipeline_metrics(run)
+            folder = workdir / "smd" / machine / name.replace(" ", "-")
+            per_machine[f"SAE, {name}"][machine] = crash_safe(
+                lambda: smd_pipeline_metrics(run_pipeline(folder, lake, context, max_rows))  # noqa: B023
+            )
         for method, metrics in reference_metrics(data_dir, machine, references).items():
             per_machine[method][machine] = metrics
         surfaced = ", ".join(
@@ -279,8 +292,10 @@ def run_smd(workdir: Path, data_dir: Path, machines: list[str] | None, max_rows:
     fleet_lake = smd_lake(pl.concat(frames).sort("minute", "machine"), workdir / "smd" / "fleet" / "lake")
     fleet = {}
     for name, context in contexts.items():
-        run = run_pipeline(workdir / "smd" / "fleet" / name.replace(" ", "-"), fleet_lake, context, max_rows)
-        fleet[f"SAE, {name}"] = smd_pipeline_metrics(run)
+        folder = workdir / "smd" / "fleet" / name.replace(" ", "-")
+        fleet[f"SAE, {name}"] = crash_safe(
+            lambda: smd_pipeline_metrics(run_pipeline(folder, fleet_lake, context, max_rows))  # noqa: B023
+        )
     return {
         "machines": machines,
         "context": SMD_CONTEXT,
@@ -497,6 +512,9 @@ def smd_markdown(smd: dict) -> list[str]:
         for method, summary in smd["per_machine_summary"].items()
     ]
     for method, metrics in smd["fleet"].items():
+        if "error" in metrics:
+            summary_rows.append(f"| fleet (one model), {method} | crashed: {metrics['error']} | | | | |")
+            continue
         by_machine = summarise_machines(metrics["by_machine"])
         surfaced, normal = by_machine.get("incidents_surfaced"), by_machine["flagged_rate_normal"]
         cells = [
@@ -512,7 +530,9 @@ def smd_markdown(smd: dict) -> list[str]:
     for machine in smd["machines"]:
         first = smd["per_machine"][methods[0]][machine]
         cells = [
-            f"{_number(rows[machine]['incidents_surfaced'])} / {rows[machine]['average_precision']:.3f}"
+            f"{_number(rows[machine].get('incidents_surfaced'))} / {_number(rows[machine].get('average_precision'))}"
+            if "error" not in rows[machine]
+            else "crashed"
             for rows in smd["per_machine"].values()
         ]
         machine_rows.append(f"| {machine} | {first['incidents']} | {' | '.join(cells)} |")
@@ -648,7 +668,10 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
     add_output_options(parser)
     args = parser.parse_args()
-    publish(run(args), args, "context", markdown)
+    result = run(args)
+    publish(result, args, "context", markdown)
+    if '"error": ' in json.dumps(result):
+        raise SystemExit("some configurations crashed: their errors are in the JSON and the tables")
 
 
 if __name__ == "__main__":
