@@ -473,7 +473,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         for name in args.parts:
             started = time.perf_counter()
-            result[name] = parts[name]()
+            result[name] = crash_safe(parts[name])
             result[name]["seconds"] = time.perf_counter() - started
             print(f"{name}: {result[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
     finally:
@@ -653,7 +653,10 @@ def markdown(result: dict, command: str) -> str:
     ]
     for name, part in result.items():
         lines += ["", f"### {TITLES[name]}", ""]
-        lines += [f"Skipped: {part['skipped']}."] if "skipped" in part else RENDERERS[name](part)
+        if "skipped" in part or "error" in part:
+            lines.append(f"Skipped: {part['skipped']}." if "skipped" in part else f"Crashed: `{part['error']}`.")
+        else:
+            lines += RENDERERS[name](part)
     return "\n".join(lines)
 
 
