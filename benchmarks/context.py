@@ -68,12 +68,12 @@ ALERT_BUDGET = 0.01
 
 #: Context of the SMD runs: each machine is a sequence, judged against its own baseline and its last 12 minutes.
 #: The timestamps are synthetic (SMD does not say when it was recorded), so there are no calendar features.
-SMD_CONTEXT = {"entity": "machine", "history": {"window": 12}}
+SMD_CONTEXT = {"entity": "machine", "history": {}}
 #: Every machine's test rows start at this midnight and its training rows end there.
 SMD_TEST_START = dt.datetime(2026, 1, 1)
 
 #: Context of the scenario and of the throughput runs: everything the config offers.
-FULL_CONTEXT = {"calendar": ["hour_of_day", "day_of_week"], "history": {"window": 12}}
+FULL_CONTEXT = {"calendar": ["hour_of_day", "day_of_week"], "history": {}}
 SCENARIO_DAYS, SCENARIO_TRAINING_DAYS = 10, 7
 
 ORDERS_DAYS, ORDERS_TRAINING_DAYS, ORDERS_ROWS_PER_DAY = 14, 7, 20_000

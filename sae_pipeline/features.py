@@ -215,9 +215,10 @@ class TabularEncoder:
             return EncodedRows(self._legacy_matrix(frame))
         groups, baseline = self.baselines_.lookup(frame)
         numeric, spreads = self._numeric_block(frame, groups)
-        blocks, missing = [numeric], [np.isnan(numeric)]
+        missing = [np.isnan(numeric)]
         if not self.relative:  # raw values start from the median; relative ones from 0, the baseline itself
-            numeric[missing[0]] = np.broadcast_to(self._medians(), numeric.shape)[missing[0]]
+            numeric = np.where(missing[0], self._medians(), numeric)
+        blocks = [numeric]
         if self.context.history:
             values, recent = float_values(frame, self.numeric_columns), float_values(frame, self.recent_columns)
             blocks.append((values - recent) / spreads)
