@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 PREFECT_PORT ?= 4242
 export PREFECT_PORT
 
-.PHONY: install lint demo test bench bench-detect clean deploy-local deploy-smoke deploy-stop
+.PHONY: install lint demo test bench bench-detect bench-context clean deploy-local deploy-smoke deploy-stop
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,11 @@ bench: install
 bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/detection.py
 	$(BIN)/python benchmarks/neighbour_search.py
+
+# Judging rows in their context (issue 18): SMD per machine and as a fleet, the context scenario, expected nulls,
+# the cost of context. The SMD part reads ../shared/data (skipped with a note without it); 7-14 min on 2 shared cores.
+bench-context: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/context.py
 
 deploy-local: install
 	$(BIN)/python deployments/local.py up

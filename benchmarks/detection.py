@@ -185,7 +185,8 @@ def _read_matrix(path: Path) -> np.ndarray:
 
 
 @functools.cache
-def _smd_split(root: Path, machine: str) -> Split:
+def smd_split(root: Path, machine: str) -> Split:
+    """One SMD machine: its `train/` rows, its `test/` rows and their labels, in time order."""
     return Split(
         _read_matrix(root / "train" / f"{machine}.txt.gz"),
         _read_matrix(root / "test" / f"{machine}.txt.gz"),
@@ -195,7 +196,7 @@ def _smd_split(root: Path, machine: str) -> Split:
 
 def _smd_protocol_split(root: Path, machine: str, seed: int, protocol: Protocol) -> Split:
     """contaminated: the dataset's own train/ -> test/; clean and lake: `split_labelled` on the labelled test/ rows."""
-    split = _smd_split(root, machine)
+    split = smd_split(root, machine)
     if protocol.name == "contaminated":
         return split
     return split_labelled(split.X_test, split.y_test, seed, protocol)

@@ -1,7 +1,8 @@
 """Shared set-up of the lake-scale benchmarks: a wide synthetic partition, its config and a trained champion.
 
 The partition has `columns` float32 columns with a low-rank structure (8 hidden factors plus noise, so an SAE has
-something to learn) and is written chunk by chunk, so generating a partition larger than memory stays cheap.
+something to learn) and is written chunk by chunk, so generating a partition larger than memory stays cheap. A
+partition of a fleet also has `host` and `event_time` columns, so that a config can judge rows in their context.
 """
 
 from __future__ import annotations
@@ -20,39 +21,68 @@ from sae_pipeline.records import PartitionRecord, PartitionResult
 
 _FACTORS = 8
 _CHUNK_ROWS = 262_144
+#: The columns of a fleet's partition besides the metrics, as the config declares them.
+FLEET_COLUMNS = [
+    {"name": "host", "type": "string", "role": "identifier"},
+    {"name": "event_time", "type": "datetime", "role": "timestamp"},
+]
 
 
 def column_names(columns: int) -> list[str]:
     return [f"metric_{index:02d}" for index in range(columns)]
 
 
-def write_partition(folder: Path, rows: int, columns: int, seed: int = 0, one_row_group: bool = False) -> Path:
+def write_partition(
+    folder: Path,
+    rows: int,
+    columns: int,
+    seed: int = 0,
+    one_row_group: bool = False,
+    hosts: int = 0,
+    day: dt.date | None = None,
+) -> Path:
     """Write `rows` x `columns` float32 rows to `folder/part-0.parquet`: row groups of 256k rows, or the whole file
-    as one row group (what pyarrow before 15 wrote by default, up to 64M rows)."""
+    as one row group (what pyarrow before 15 wrote by default, up to 64M rows). With `hosts`, rows are a fleet's
+    readings spread evenly over `day`: `host` takes each of `hosts` in turn and `event_time` grows (`FLEET_COLUMNS`)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     loadings = rng.normal(size=(_FACTORS, columns)).astype(np.float32)
     names = column_names(columns)
     schema = pa.schema([(name, pa.float32()) for name in names])
+    if hosts:
+        schema = pa.schema([("host", pa.string()), ("event_time", pa.timestamp("us")), *schema])
+        host_names = np.array([f"host-{index:04d}" for index in range(hosts)], dtype=object)
+        step_us = 86_400_000_000 // rows
     chunks = []
     for start in range(0, rows, _CHUNK_ROWS):
         n = min(_CHUNK_ROWS, rows - start)
         factors = rng.normal(size=(n, _FACTORS)).astype(np.float32)
         values = factors @ loadings + 0.1 * rng.normal(size=(n, columns)).astype(np.float32)
-        chunks.append(pa.table(dict(zip(names, values.T)), schema=schema))
+        table = dict(zip(names, values.T))
+        if hosts:
+            index = np.arange(start, start + n)
+            table["host"] = host_names[index % hosts]
+            table["event_time"] = np.datetime64(day, "us") + (index * step_us).astype("timedelta64[us]")
+        chunks.append(pa.table(table, schema=schema))
     path = folder / "part-0.parquet"
     row_group_rows = rows if one_row_group else _CHUNK_ROWS
     pq.write_table(pa.concat_tables(chunks), path, row_group_size=max(row_group_rows, 1), compression="zstd")
     return path
 
 
-def write_config(workdir: Path, lake: Path, columns: int, model: dict | None = None) -> Path:
+def write_config(
+    workdir: Path, lake: Path, columns: int, model: dict | None = None, fleet: bool = False, context: dict | None = None
+) -> Path:
+    """The config of a lake written by `write_partition` (`fleet`: with `hosts`), with a `model` and `context`
+    section."""
+    metrics = [{"name": name, "type": "float32", "role": "numeric"} for name in column_names(columns)]
     raw = {
         "name": "lake-scale-benchmark",
         "lake": {"uri": str(lake), "partition_keys": {"day": "date"}},
-        "columns": [{"name": name, "type": "float32", "role": "numeric"} for name in column_names(columns)],
+        "columns": (FLEET_COLUMNS if fleet else []) + metrics,
         "output": {"uri": str(workdir / "out")},
         "model": model or {},
+        **({"context": context} if context else {}),
     }
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -208,8 +208,9 @@ class ModelConfig(_Strict, ModelSettings):
 
 
 class ThresholdConfig(_Strict):
-    """Rows whose score exceeds the (1 - target_fpr) quantile of held-out validation scores are flagged;
-    `target_fpr` is the detector's `contamination`, with its bounds."""
+    """Rows scoring above the k-th largest of n held-out validation scores, k = floor(target_fpr x (n + 1)), are
+    flagged (split-conformal, `sae_pipeline.thresholds`); `target_fpr` is the detector's `contamination`, with its
+    bounds."""
 
     target_fpr: float = setting_field("contamination")
 
@@ -220,7 +221,8 @@ class TrainingConfig(_Strict):
     A first model trains on a seeded sample of at most `max_rows` valid rows. Later runs that see new or changed
     training partitions fine-tune the champion for `update_steps` steps on the new rows plus up to `replay_rows`
     earlier training rows kept with the model (so old normal behaviour is not forgotten); `evaluation_fraction`
-    of the new rows is held out to compare the update with the champion.
+    of the new rows is held out to compare the update with the champion, and then joins the rows its threshold is
+    calibrated on.
     """
 
     partitions: list[str] | None = None
@@ -235,13 +237,15 @@ class PromotionConfig(_Strict):
 
     `no_worse`: its trimmed mean anomaly score on the held-out recent rows is at most the champion's times
     (1 + `score_tolerance`), and its flagged rate there is no further from the target false-positive rate than
-    the champion's plus `flagged_rate_tolerance`. `always` promotes every new version; `manual` never does
-    (use `sae-pipeline models promote`). `error_tolerance`, the former name of `score_tolerance`, is still read.
+    the champion's plus `flagged_rate_tolerance` (default 0: never further; an absolute slack such as the former
+    default 0.01 is twice a target of 0.5% and let a candidate flagging 1.00% replace one flagging 0.33%).
+    `always` promotes every new version; `manual` never does (use `sae-pipeline models promote`).
+    `error_tolerance`, the former name of `score_tolerance`, is still read.
     """
 
     policy: Literal["no_worse", "always", "manual"] = "no_worse"
     score_tolerance: float = Field(0.05, ge=0, validation_alias=AliasChoices("score_tolerance", "error_tolerance"))
-    flagged_rate_tolerance: float = Field(0.01, ge=0, le=1)
+    flagged_rate_tolerance: float = Field(0.0, ge=0, le=1)
 
 
 class RegistryConfig(_Strict):

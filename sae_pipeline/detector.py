@@ -21,9 +21,11 @@ Cells whose value is unknown (`missing`, a boolean mask beside X: nulls the call
 model's own reconstruction before scoring, and their terms are set to the mean of the row's known terms: a missing
 value is no evidence either way, and it does not distort the other columns' residuals.
 
-`threshold_` is the (1 - contamination) quantile of scores on a held-out validation split, and `score_pvalues`
-gives each row's empirical p-value against the same split. There is deliberately no `score_samples`:
-scikit-learn gives that name the opposite sign convention.
+`threshold_` is set split-conformally on a held-out validation split (`sae_pipeline.thresholds`: the k-th largest
+validation score, k = floor(contamination x (n + 1))), so a row is flagged exactly when its empirical p-value against
+that split is at most k / (n + 1) <= contamination; `score_pvalues` gives each row's p-value against the same split
+(with a fitted tail past its top scores). There is deliberately no `score_samples`: scikit-learn gives that name the
+opposite sign convention.
 
 `to_files` / `from_files` turn a fitted detector into named files (safetensors arrays + a JSON manifest, never a
 pickle) and back; `save` / `load` keep them in a local folder. Storing them elsewhere is the caller's business
@@ -237,7 +239,8 @@ class SAEDetector(BaseEstimator):
         """A new detector that starts from this one's weights and scaling and trains `max_steps` more steps on X.
 
         For models that follow drifting data: the feature scaling is kept (so the weights keep their meaning);
-        the code caps, kNN reference, score scales, threshold and p-value reference are recomputed from X.
+        the code caps, kNN reference, score scales, threshold and p-value reference are recomputed from X (its
+        validation split; `add_calibration_rows` adds rows held out before).
         """
         self._check_fitted()
         if max_steps < 1:
@@ -290,9 +293,24 @@ class SAEDetector(BaseEstimator):
             _spread(gaps[val_rows].mean(dim=1).cpu().numpy()) if gaps is not None else 1.0,
         )
         self.decision_scores_ = row_scores(fill_missing_terms(self._combine(residuals, gaps), mask))
-        validation_scores = self.decision_scores_[val_rows]
-        self.validation_scores_ = np.sort(validation_scores)
-        self.threshold_ = threshold_at_fpr(validation_scores, settings.contamination)
+        self._calibrate(self.decision_scores_[val_rows])
+
+    def add_calibration_rows(self, X, missing=None) -> SAEDetector:
+        """Add held-out rows this detector never trained on (e.g. an update's evaluation split of the newest rows;
+        `missing`: see module doc) to the validation rows its threshold and p-values are calibrated on. Returns
+        self.
+
+        More calibration rows narrow the band the flagged rate lies in (`sae_pipeline.thresholds.fpr_band`), and
+        recent ones keep the threshold on the data that will be scored next.
+        """
+        self._check_fitted()
+        self._calibrate(np.concatenate([self.validation_scores_, self.decision_function(X, missing)]))
+        return self
+
+    def _calibrate(self, scores: np.ndarray) -> None:
+        """Set the threshold and the p-value reference from held-out scores (the one place both are set)."""
+        self.validation_scores_ = np.sort(scores)
+        self.threshold_ = threshold_at_fpr(scores, self.settings_.contamination)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
 
     def _fit_reference(self, scaled: torch.Tensor, train_rows: np.ndarray, rng) -> np.ndarray:

@@ -125,7 +125,8 @@ class DetectorSettings(ModelSettings):
         0.01,
         gt=0,
         lt=0.5,
-        description="Expected anomaly share; `threshold_` is the (1 - contamination) quantile of validation scores.",
+        description="Expected anomaly share; `threshold_` flags about this share of rows like the validation rows "
+        "(split-conformal: the k-th largest validation score, k = floor(contamination x (n + 1))).",
     )
     random_state: int = Field(
         0, ge=0, le=MAX_SEED, description="Seeds the split, the initialisation, the batches and the kNN index."

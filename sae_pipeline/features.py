@@ -20,7 +20,7 @@ import polars as pl
 
 from sae_pipeline.config import ColumnSpec, ContextConfig, FeatureConfig
 from sae_pipeline.context import GroupBaselines
-from sae_pipeline.context.baselines import calendar_buckets
+from sae_pipeline.context.baselines import calendar_buckets, float_values
 from sae_pipeline.context.history import recent_column
 
 OTHER_LEVEL = "__other__"
@@ -215,12 +215,12 @@ class TabularEncoder:
             return EncodedRows(self._legacy_matrix(frame))
         groups, baseline = self.baselines_.lookup(frame)
         numeric, spreads = self._numeric_block(frame, groups)
-        blocks, missing = [numeric], [np.isnan(numeric)]
+        missing = [np.isnan(numeric)]
         if not self.relative:  # raw values start from the median; relative ones from 0, the baseline itself
-            numeric[missing[0]] = np.broadcast_to(self._medians(), numeric.shape)[missing[0]]
+            numeric = np.where(missing[0], self._medians(), numeric)
+        blocks = [numeric]
         if self.context.history:
-            values = frame.select(self.numeric_columns).cast(pl.Float64).to_numpy().reshape(numeric.shape)
-            recent = frame.select(self.recent_columns).cast(pl.Float64).to_numpy().reshape(numeric.shape)
+            values, recent = float_values(frame, self.numeric_columns), float_values(frame, self.recent_columns)
             blocks.append((values - recent) / spreads)
             missing.append(np.isnan(blocks[-1]))
         rare_nulls = self.baselines_.rare_nulls(frame, groups)
@@ -253,8 +253,7 @@ class TabularEncoder:
         spreads = self.baselines_.spreads(groups)
         if self.relative:
             return self.baselines_.relative(frame, groups), spreads
-        values = frame.select(self.numeric_columns).cast(pl.Float64).to_numpy()
-        return values.reshape(frame.height, len(self.numeric_columns)), spreads
+        return float_values(frame, self.numeric_columns), spreads
 
     def _categorical_block(self, frame: pl.DataFrame) -> np.ndarray:
         expressions = []
@@ -295,7 +294,7 @@ class TabularEncoder:
     def explained_values(self, frame: pl.DataFrame, encoded: EncodedRows) -> tuple[np.ndarray, np.ndarray]:
         """(each numeric column's value, its typical value for the row's baseline and calendar bucket), both of
         shape (n_rows, n_numeric) in `numeric_columns` order: what an explanation shows beside a column's name."""
-        values = frame.select(self.numeric_columns).cast(pl.Float64).to_numpy().reshape(frame.height, -1)
+        values = float_values(frame, self.numeric_columns)
         if self.baselines_ is None:
             return values, np.broadcast_to(self._medians(), values.shape)
         return values, self.baselines_.expected(frame, encoded.groups)

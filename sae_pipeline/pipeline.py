@@ -312,12 +312,13 @@ def _group_batch(artifact: ModelArtifact, valid: pl.DataFrame) -> drift.GroupBat
     if baselines is None or not baselines.group_columns:
         return None
     rows, status = baselines.lookup(valid)
-    nulls = valid.select([pl.col(c).is_null() for c in baselines.nullable_columns]).to_numpy()
+    nullable = baselines.nullable_columns
+    nulls = valid.select([pl.col(c).is_null() for c in nullable]).to_numpy() if nullable else None
     return drift.GroupBatch(
         keys=baselines.group_keys(valid),
         baseline=status,
-        nullable_columns=baselines.nullable_columns,
-        nulls=nulls.reshape(valid.height, len(baselines.nullable_columns)),
+        nullable_columns=nullable,
+        nulls=nulls if nulls is not None else np.zeros((valid.height, 0), dtype=bool),
         usual_null_rates=baselines.group_null_rates(rows),
     )
 

@@ -3,7 +3,10 @@
 `decide_training` looks at the champion, the newest version and the training partitions' fingerprints and says
 whether to train from scratch, fine-tune the champion on what is new, or do nothing. `train_or_update` carries the
 decision out, saves a new immutable version and promotes it only if it is no worse than the champion on the same
-held-out recent rows (see `PromotionConfig`). Every decision comes back as a small record with its numbers.
+held-out recent rows (see `PromotionConfig`): never further from the target false-positive rate. Each version's
+threshold is calibrated on every row it never trained on, those held-out rows included (`_artifact`), which states
+the band its flagged rate stays in (`sae_pipeline.thresholds.fpr_band`). Every decision comes back as a small
+record with its numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sae_pipeline.registry import (
     new_model_version,
 )
 from sae_pipeline.sampling import RowSample, sample_valid_rows
+from sae_pipeline.thresholds import flagged_leaving_one_out, fpr_band
 
 logger = logging.getLogger(__name__)
 
@@ -126,19 +130,31 @@ def _split_evaluation(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[
     return frame[order[n_eval:]], frame[order[:n_eval]]
 
 
-def evaluation_metrics(artifact: ModelArtifact, frame: pl.DataFrame) -> dict[str, float]:
-    """Trimmed mean anomaly score and flagged rate of a model on held-out rows."""
+def evaluation_metrics(artifact: ModelArtifact, frame: pl.DataFrame, calibrated_on: bool = False) -> dict[str, float]:
+    """Trimmed mean anomaly score and flagged rate of a model on held-out rows (`calibrated_on`: rows that are
+    among its calibration rows, each then judged by the threshold of the others)."""
     encoded = artifact.encoder.encode(frame)
-    return _metrics(artifact, artifact.detector.decision_function(encoded.matrix, encoded.missing))
+    return _metrics(artifact, artifact.detector.decision_function(encoded.matrix, encoded.missing), calibrated_on)
 
 
-def _metrics(artifact: ModelArtifact, scores: np.ndarray) -> dict[str, float]:
+def _metrics(artifact: ModelArtifact, scores: np.ndarray, calibrated_on: bool) -> dict[str, float]:
+    """The comparison numbers, and the band (`fpr_band`) the model's threshold guarantees on rows like the rows it
+    was calibrated on."""
+    detector = artifact.detector
     kept = scores[scores <= np.quantile(scores, _COMPARISON_TRIM_QUANTILE)]
+    band = fpr_band(detector.validation_scores_.size, detector.contamination)
+    if calibrated_on:
+        flagged = flagged_leaving_one_out(detector.validation_scores_, scores, detector.contamination)
+    else:
+        flagged = scores > detector.threshold_
     return {
         "trimmed_mean_score": float(kept.mean()),
-        "flagged_rate": float((scores > artifact.detector.threshold_).mean()),
+        "flagged_rate": float(flagged.mean()),
         "threshold": float(artifact.detector.threshold_),
         "evaluation_rows": float(scores.size),
+        "calibration_rows": float(band.n_calibration),
+        "expected_fpr_low": band.low,
+        "expected_fpr_high": band.high,
     }
 
 
@@ -151,9 +167,10 @@ def promotion_decision(config: PipelineConfig, challenger: dict, champion: dict 
         return True, "no comparable champion" if champion is None else "promotion policy is always"
     target = config.thresholds.target_fpr
     score_ok = challenger["trimmed_mean_score"] <= champion["trimmed_mean_score"] * (1 + policy.score_tolerance)
+    # Both rates are counts over the same rows: 1e-12 only keeps equal distances (2/600 and 4/600 around 3/600) equal.
     rate_ok = (
         abs(challenger["flagged_rate"] - target)
-        <= abs(champion["flagged_rate"] - target) + policy.flagged_rate_tolerance
+        <= abs(champion["flagged_rate"] - target) + policy.flagged_rate_tolerance + 1e-12
     )
     numbers = (
         f"score {challenger['trimmed_mean_score']:.4g} vs champion {champion['trimmed_mean_score']:.4g}, "
@@ -194,9 +211,9 @@ def train_or_update(
 
     started = dt.datetime.now(dt.UTC)
     if decision.action == "update":
-        artifact = _updated(config, champion, learn, chosen, progress)
+        artifact = _updated(config, champion, learn, held_out, chosen, progress)
     else:
-        artifact = _trained(config, learn, chosen, progress)
+        artifact = _trained(config, learn, held_out, chosen, progress)
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
     champion_metrics, promoted, why = _judge(config, artifact, champion, held_out)
     model_uri, removed = _register(config, registry, artifact, promoted, why)
@@ -241,13 +258,14 @@ def _judge(
     config: PipelineConfig, artifact: ModelArtifact, champion: ModelArtifact | None, held_out: pl.DataFrame
 ) -> tuple[dict | None, bool, str]:
     """Record the new version's validation metrics and apply the promotion policy: against the champion on the
-    same held-out rows when their scores compare, else on the version's own validation rows. Returns (the
-    champion's metrics or None, promoted, why)."""
+    same held-out rows when their scores compare, else on the version's own calibration rows. The held-out rows
+    are among the new version's calibration rows (`_artifact`), so its flags there are left-one-out: out of
+    sample, as the champion's are. Returns (the champion's metrics or None, promoted, why)."""
     champion_metrics = _comparable_metrics(config, champion, held_out)
     if champion_metrics is None:
-        artifact.metadata.validation_metrics = _metrics(artifact, artifact.detector.validation_scores_)
+        artifact.metadata.validation_metrics = _metrics(artifact, artifact.detector.validation_scores_, True)
     else:
-        artifact.metadata.validation_metrics = evaluation_metrics(artifact, held_out)
+        artifact.metadata.validation_metrics = evaluation_metrics(artifact, held_out, calibrated_on=True)
     promoted, why = promotion_decision(config, artifact.metadata.validation_metrics, champion_metrics)
     return champion_metrics, promoted, why
 
@@ -285,11 +303,23 @@ def _replay(config: PipelineConfig, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sample(n_rows, seed=config.model.seed)
 
 
-def _metadata_for(
-    config: PipelineConfig, encoder: TabularEncoder, detector: SAEDetector, frame: pl.DataFrame, **lineage
-) -> PipelineModelMetadata:
+def _artifact(
+    config: PipelineConfig,
+    encoder: TabularEncoder,
+    detector: SAEDetector,
+    frame: pl.DataFrame,
+    held_out: pl.DataFrame,
+    replay: pl.DataFrame,
+    **lineage,
+) -> ModelArtifact:
+    """A new version of `detector`, trained on `frame`. Its threshold is calibrated on every row it never trained
+    on: its validation split plus the `held_out` rows, the newest ones (more rows, a narrower band; recent rows, a
+    threshold for the data scored next). The drift reference then holds the same scores and threshold."""
+    if held_out.height:
+        encoded = encoder.encode(held_out)
+        detector.add_calibration_rows(encoded.matrix, encoded.missing)
     created_at = dt.datetime.now(dt.UTC)
-    return PipelineModelMetadata(
+    metadata = PipelineModelMetadata(
         model_version=new_model_version(created_at),
         created_at=created_at,
         config_name=config.name,
@@ -301,6 +331,7 @@ def _metadata_for(
         config_hash=config.model_hash(),
         **lineage,
     )
+    return ModelArtifact(detector=detector, encoder=encoder, metadata=metadata, replay=replay)
 
 
 def _drift_reference(
@@ -322,29 +353,35 @@ def _drift_reference(
 
 
 def _trained(
-    config: PipelineConfig, frame: pl.DataFrame, partitions: list[PartitionRecord], progress: bool
+    config: PipelineConfig,
+    frame: pl.DataFrame,
+    held_out: pl.DataFrame,
+    partitions: list[PartitionRecord],
+    progress: bool,
 ) -> ModelArtifact:
     """A model trained from scratch on `frame`."""
     encoder = TabularEncoder(config.columns, config.features, config.context, config.timestamp_column).fit(frame)
     encoded = encoder.encode(frame)
     detector = detector_from_config(config, progress).fit(encoded.matrix, missing=encoded.missing)
-    metadata = _metadata_for(
+    return _artifact(
         config,
         encoder,
         detector,
         frame,
+        held_out,
+        _replay(config, frame),
         trained_on=[p.name for p in partitions],
         data_fingerprints=_fingerprints(partitions),
         training_kind="train",
         parent_version=None,
     )
-    return ModelArtifact(detector=detector, encoder=encoder, metadata=metadata, replay=_replay(config, frame))
 
 
 def _updated(
     config: PipelineConfig,
     champion: ModelArtifact,
     new_rows: pl.DataFrame,
+    held_out: pl.DataFrame,
     partitions: list[PartitionRecord],
     progress: bool,
 ) -> ModelArtifact:
@@ -360,17 +397,16 @@ def _updated(
     detector = champion.detector.fine_tuned(encoded.matrix, config.training.update_steps, missing=encoded.missing)
     detector.verbose = progress
     parent = champion.metadata
-    metadata = _metadata_for(
+    replay_pool = pl.concat([replay, new_rows.select(model_columns)], how="vertical_relaxed")
+    return _artifact(
         config,
         champion.encoder,
         detector,
         frame,
+        held_out,
+        _replay(config, replay_pool),
         trained_on=sorted(set(parent.trained_on) | {p.name for p in partitions}),
         data_fingerprints={**parent.data_fingerprints, **_fingerprints(partitions)},
         training_kind="update",
         parent_version=parent.model_version,
-    )
-    replay_pool = pl.concat([replay, new_rows.select(model_columns)], how="vertical_relaxed")
-    return ModelArtifact(
-        detector=detector, encoder=champion.encoder, metadata=metadata, replay=_replay(config, replay_pool)
     )

@@ -193,3 +193,14 @@ def test_a_partition_scores_the_same_alone_as_in_a_backfill(tmp_path):
     backfill = scored("backfill", records)
     assert alone.equals(backfill)
     assert alone.get_column("context_baseline").is_not_null().all()
+
+
+def test_a_context_on_columns_that_are_never_null_or_only_categorical():
+    frame = fleet(rows_per_host=100).with_columns(pl.col("disk").fill_null(10.0), pl.col("plan").fill_null("a"))
+    required = [column.model_copy(update={"nullable": False}) for column in COLUMNS]
+    context = ContextConfig(entity="host", min_group_rows=10, history={"window": 4})
+    for columns in (required, [c for c in required if c.role != "numeric"]):
+        encoder = TabularEncoder(columns, context=context, timestamp="at").fit(frame)
+        encoded = encoder.encode(with_recent_means(frame, None, encoder.numeric_columns, "host", "at", 4))
+        assert encoded.matrix.shape == (frame.height, len(encoder.feature_names_))
+        assert set(encoded.baseline.tolist()) == {BASELINE_OWN}

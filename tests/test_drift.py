@@ -30,7 +30,6 @@ from sae_pipeline.drift import (
     render_trend,
     report_json_schema,
 )
-from sae_pipeline.drift.anomaly_rate import binomial_upper_pvalue
 from sae_pipeline.drift.binning import Binner, reference_edges
 from sae_pipeline.drift.columns import equal_frequency_groups, resolve_test
 from sae_pipeline.drift.stattests import (
@@ -47,6 +46,7 @@ from sae_pipeline.drift.stattests.jensenshannon import jensenshannon
 from sae_pipeline.drift.stattests.ks import ks_from_counts
 from sae_pipeline.drift.stattests.psi import psi
 from sae_pipeline.drift.stattests.wasserstein import normalised_wasserstein, wasserstein_from_bins
+from sae_pipeline.thresholds import flags_upper_pvalue
 
 N_ROWS = 20_000
 NUMERIC = ["amount", "latency"]
@@ -193,10 +193,14 @@ def test_psi_by_hand():
     assert psi(reference_fractions, current_fractions) == pytest.approx(by_hand)
 
 
-def test_binomial_pvalue_matches_scipy():
-    assert binomial_upper_pvalue(70, 5_000, 0.01) == pytest.approx(
+def test_flag_count_pvalue_matches_scipy():
+    """Binomial for an exact threshold; beta-binomial (wider) for one calibrated on n held-out rows."""
+    assert flags_upper_pvalue(70, 5_000, 0.01) == pytest.approx(
         stats.binomtest(70, 5_000, 0.01, alternative="greater").pvalue
     )
+    calibrated = flags_upper_pvalue(70, 5_000, 0.01, n_calibration=2_000)
+    assert calibrated == pytest.approx(stats.betabinom.sf(69, 5_000, 20, 1_981))
+    assert calibrated > flags_upper_pvalue(70, 5_000, 0.01)
 
 
 def test_psi_deciles_are_equal_frequency_groups(reference):
@@ -472,8 +476,28 @@ def test_anomaly_rate_binomial_test(reference, n_flagged, exceeds):
         "anomalies"
     ]
     assert anomalies["observed_rate"] == pytest.approx(n_flagged / n)
-    assert anomalies["p_value"] == pytest.approx(stats.binomtest(n_flagged, n, 0.01, alternative="greater").pvalue)
+    assert anomalies["calibration_rows"] == N_ROWS  # the reference's held-out scores set its threshold
+    assert anomalies["p_value"] == pytest.approx(flags_upper_pvalue(n_flagged, n, 0.01, n_calibration=N_ROWS))
     assert anomalies["anomaly_rate_exceeds_expected"] is exceeds
+
+
+@pytest.mark.parametrize("n_flagged", [50, 60, 250])
+def test_header_and_anomaly_rate_card_agree(reference, n_flagged):
+    """No green "no drift" header over a red anomaly-rate card: when the anomaly rate alone is above what the target
+    explains, the header says so (and is amber); otherwise it does not mention it. 60 of 5,000 rows at a 1% target
+    with a threshold set on 20,000 rows is calibration noise, 250 is not."""
+    n = 5_000
+    flagged = np.arange(n) < n_flagged
+    report = compare_to_reference(reference, make_frame(seed=0, n=n), flagged=flagged, expected_anomaly_rate=0.01)
+    too_high = report["anomalies"]["anomaly_rate_exceeds_expected"]
+    assert too_high is (n_flagged == 250) and report["n_drifted_columns"] == 0
+    html = render_html(report)
+    header = html[html.index("<header") : html.index("</header>")]
+    card = html[html.index('<div class="label">Anomaly rate') - 20 : html.index('<div class="label">Anomaly rate')]
+    assert ('class="verdict warn"' in header) is too_high and ('class="verdict ok"' in header) is not too_high
+    assert ("anomaly rate 5.00% is above what the target 1.00% explains" in header) is too_high
+    assert ('class="card bad"' in card) is too_high
+    assert ("anomaly rate" in render_markdown(report).splitlines()[2]) is too_high
 
 
 def test_score_section_against_validation_scores(reference):

@@ -123,13 +123,14 @@ def test_transform_one_hot_with_other_for_unseen_rare_and_null_levels(encoder):
     assert (one_hot.sum(axis=1) == 1).all()  # exactly one level is hot per row
 
 
-def test_frequent_nulls_in_categorical_become_their_own_level():
+def test_usual_nulls_in_a_nullable_categorical_are_missing_cells_not_a_level():
     columns = [ColumnSpec(name="c", type="string", role="categorical", nullable=True)]
     frame = pl.DataFrame({"c": ["a"] * 6 + [None] * 4})
     encoder = TabularEncoder(columns, FeatureConfig(min_category_frequency=0.1)).fit(frame)
-    assert encoder.categories_ == {"c": ["__missing__", "a"]}
-    X = encoder.transform(pl.DataFrame({"c": [None, "a", "b"]}, schema={"c": pl.String}))
-    assert X.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert encoder.categories_ == {"c": ["a"]}
+    encoded = encoder.encode(pl.DataFrame({"c": [None, "a", "b"]}, schema={"c": pl.String}))
+    assert encoded.matrix.tolist() == [[0, 0], [1, 0], [0, 1]]  # the null is left to the detector to fill
+    assert encoded.missing.tolist() == [[True, True], [False, False], [False, False]]
 
 
 def test_max_categories_keeps_most_frequent_levels():

@@ -299,5 +299,5 @@ def test_fleet_config_describes_the_context_lake():
     config = load_config(Path(__file__).resolve().parents[1] / "sample_data" / "fleet.yaml")
     assert [column.name for column in config.columns] == list(CONTEXT_SCHEMA)
     assert config.context.entity == "host_id" and config.context.calendar == ["hour_of_day"]
-    assert config.context.history.window == 12
+    assert config.context.history.window == 36
     assert (config.label_column, config.label_kind_column) == ("label_is_anomaly", "anomaly_kind")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 import yaml
 
@@ -10,8 +11,9 @@ from sae_pipeline.updating import promotion_decision
 from tests.conftest import SAMPLE_CONFIG
 
 
-def _config(**promotion) -> PipelineConfig:
+def _config(target_fpr: float = 0.01, **promotion) -> PipelineConfig:
     raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
+    raw["thresholds"]["target_fpr"] = target_fpr
     raw["registry"] = {"promotion": promotion}
     return PipelineConfig.model_validate(raw)
 
@@ -55,6 +57,68 @@ def test_score_tolerance_is_also_read_under_its_former_name():
     challenger = {"trimmed_mean_score": 0.12, "flagged_rate": 0.012}
     assert _config(error_tolerance=0.25).registry.promotion.score_tolerance == 0.25
     assert promotion_decision(_config(error_tolerance=0.25), challenger, CHAMPION)[0] is True
+
+
+def test_a_candidate_further_from_the_target_is_never_promoted():
+    """The measured case: a champion flagging 0.33% and a candidate flagging 1.00% at a 0.5% target. The former
+    absolute tolerance of 1 point let it through; by default nothing further from the target is promoted, and an
+    equal distance on the other side of the target is no worse."""
+    config = _config(target_fpr=0.005)
+    champion = {"trimmed_mean_score": 0.10, "flagged_rate": 2 / 600}
+    further = {"trimmed_mean_score": 0.09, "flagged_rate": 6 / 600}
+    promoted, why = promotion_decision(config, further, champion)
+    assert not promoted and "flagged rate" in why and "1.00% vs 0.33%" in why
+    assert promotion_decision(config, {**further, "flagged_rate": 4 / 600}, champion)[0] is True
+    assert promotion_decision(_config(0.005, flagged_rate_tolerance=0.01), further, champion)[0] is True
+
+
+def test_calibration_holds_after_an_update_on_data_like_the_training_data(tmp_path):
+    """Train, update on a new day of the same distribution, then flag fresh rows of that distribution (the same
+    fleet, another day's random stream): their flagged share lies in the band the update's calibration rows state
+    (`fpr_band`), recorded with its metrics."""
+    import datetime
+
+    from sae_pipeline import hive
+    from sae_pipeline.config import load_config
+    from sae_pipeline.registry import ModelRegistry
+    from sae_pipeline.sample_data import generate_day, generate_sample_lake
+    from sae_pipeline.schema import validate_frame
+    from sae_pipeline.thresholds import fpr_band
+    from sae_pipeline.updating import train_or_update
+
+    generate_sample_lake(tmp_path / "all", days=3, rows_per_day=1_500, drift_days=0)
+    raw = yaml.safe_load(SAMPLE_CONFIG.read_text())
+    raw["lake"]["uri"] = str(tmp_path / "lake")
+    raw["output"]["uri"] = str(tmp_path / "out")
+    raw["training"] = {"partitions": None, "max_rows": 200_000}
+    raw["model"] = {"max_steps": 150, "batch_size": 256, "seed": 0}  # calibration holds whatever the fit
+    raw["thresholds"]["target_fpr"] = 0.01
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "config.yaml")
+    days = sorted((tmp_path / "all").iterdir())
+    (tmp_path / "lake").mkdir()
+    for day in days[:2]:
+        day.rename(tmp_path / "lake" / day.name)
+    assert train_or_update(config, hive.partition_records(config.lake)).action == "train"
+    days[2].rename(tmp_path / "lake" / days[2].name)
+    update = train_or_update(config, hive.partition_records(config.lake))
+    assert update.action == "update"
+
+    version = ModelRegistry(config.output.models_uri).load(update.model_version)
+    fresh = pl.concat(
+        validate_frame(generate_day(datetime.date(2036, 11, 1 + i), 4_000, seed=0), config, source="fresh").valid
+        for i in range(3)
+    )
+    encoded = version.encoder.encode(fresh)
+    flagged = version.detector.decision_function(encoded.matrix, encoded.missing) > version.detector.threshold_
+    n_calibration = version.detector.validation_scores_.size
+    assert n_calibration > round(0.2 * version.metadata.training_rows)  # the held-out newest rows joined its split
+    band = fpr_band(n_calibration, 0.01, n_rows=fresh.height)
+    assert band.contains(flagged.mean()), (flagged.mean(), band)
+    assert band.high < 0.02  # a band that says something at this many calibration rows
+    metrics = update.challenger_metrics
+    assert metrics["calibration_rows"] == n_calibration
+    assert metrics["expected_fpr_low"] < 0.01 < metrics["expected_fpr_high"]
 
 
 def test_changed_model_settings_retrain_and_take_over_without_a_score_comparison(tmp_path):

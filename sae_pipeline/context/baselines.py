@@ -39,6 +39,13 @@ def robust_spread(q25: np.ndarray, q75: np.ndarray, std: np.ndarray) -> np.ndarr
     return np.where(spread > 1e-12, spread, 1.0)
 
 
+def float_values(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    """The named columns as float64 (NaN for nulls), shape (n_rows, len(names)), also when names is empty."""
+    if not names:
+        return np.zeros((frame.height, 0))
+    return frame.select(names).cast(pl.Float64).to_numpy().reshape(frame.height, len(names))
+
+
 def calendar_buckets(timestamps: pl.Series, feature: CalendarFeature) -> np.ndarray:
     """The bucket of each timestamp: hour 0-23 or weekday 0-6 (Monday 0); -1 where the timestamp is null."""
     parts = timestamps.dt.hour() if feature == "hour_of_day" else timestamps.dt.weekday() - 1
@@ -113,23 +120,28 @@ class GroupBaselines:
             "null_rates": nulls / max(frame.height, 1),
         }
 
+    @staticmethod
+    def _matrix(groups: pl.DataFrame, names: list[str]) -> np.ndarray:
+        """The named per-group statistics as an array of shape (n_groups, len(names)), also when names is empty."""
+        if not names:
+            return np.zeros((groups.height, 0))
+        return groups.select(names).cast(pl.Float64).to_numpy().reshape(groups.height, len(names))
+
     def _group_medians(self, groups: pl.DataFrame, fleet: np.ndarray) -> np.ndarray:
-        values = groups.select([f"{c}__median" for c in self.numeric_columns]).cast(pl.Float64).to_numpy()
-        return np.where(np.isnan(values), fleet[None], values).reshape(groups.height, len(self.numeric_columns))
+        values = self._matrix(groups, [f"{c}__median" for c in self.numeric_columns])
+        return np.where(np.isnan(values), fleet[None], values)
 
     def _group_spreads(self, groups: pl.DataFrame, fleet: np.ndarray) -> np.ndarray:
         def column(suffix: str) -> np.ndarray:
-            names = [f"{c}__{suffix}" for c in self.numeric_columns]
-            return groups.select(names).cast(pl.Float64).to_numpy().reshape(groups.height, len(names))
+            return self._matrix(groups, [f"{c}__{suffix}" for c in self.numeric_columns])
 
         spread = robust_spread(column("q25"), column("q75"), column("std"))
         return np.maximum(spread, _MIN_SPREAD_SHARE * fleet[None])
 
     def _group_null_rates(self, groups: pl.DataFrame, fleet: np.ndarray) -> np.ndarray:
-        nulls = groups.select([f"{c}__nulls" for c in self.nullable_columns]).cast(pl.Float64).to_numpy()
+        nulls = self._matrix(groups, [f"{c}__nulls" for c in self.nullable_columns])
         rows = groups.get_column("__rows").cast(pl.Float64).to_numpy()[:, None]
-        prior = _NULL_RATE_PRIOR_ROWS
-        return ((nulls + prior * fleet[None]) / (rows + prior)).reshape(groups.height, len(self.nullable_columns))
+        return (nulls + _NULL_RATE_PRIOR_ROWS * fleet[None]) / (rows + _NULL_RATE_PRIOR_ROWS)
 
     def _fit_profiles(self, frame: pl.DataFrame) -> None:
         """Fleet-wide medians of the group-relative values per calendar bucket, each fitted on what the previous
@@ -171,9 +183,7 @@ class GroupBaselines:
         return rows, status
 
     def _standardised(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
-        values = frame.select(self.numeric_columns).cast(pl.Float64).to_numpy()
-        values = values.reshape(frame.height, len(self.numeric_columns))
-        return (values - self.medians_[rows]) / self.spreads_[rows]
+        return (float_values(frame, self.numeric_columns) - self.medians_[rows]) / self.spreads_[rows]
 
     @staticmethod
     def _profile_values(profile: np.ndarray, buckets: np.ndarray) -> np.ndarray:
@@ -202,9 +212,10 @@ class GroupBaselines:
     def rare_nulls(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
         """Boolean (n_rows, n_nullable): nulls in groups whose usual null rate for that column is below
         `RARE_NULL_RATE` (the only nulls that are evidence)."""
+        if not self.nullable_columns:
+            return np.zeros((frame.height, 0), dtype=bool)
         nulls = frame.select([pl.col(c).is_null() for c in self.nullable_columns]).to_numpy()
-        nulls = nulls.reshape(frame.height, len(self.nullable_columns))
-        return nulls & (self.null_rates_[rows] < RARE_NULL_RATE)
+        return nulls.reshape(frame.height, len(self.nullable_columns)) & (self.null_rates_[rows] < RARE_NULL_RATE)
 
     def group_null_rates(self, rows: np.ndarray) -> np.ndarray:
         return self.null_rates_[rows]

@@ -120,7 +120,11 @@ class DriftAccumulator:
         anomalies = None
         if self._saw_flags:
             anomalies = anomaly_rate_section(
-                self._n_rows, self._n_flagged, expected_anomaly_rate, settings.anomaly_rate_alpha
+                self._n_rows,
+                self._n_flagged,
+                expected_anomaly_rate,
+                settings.anomaly_rate_alpha,
+                calibration_rows=self._calibration_rows(),
             )
         report = {
             "schema_version": SCHEMA_VERSION,
@@ -144,6 +148,11 @@ class DriftAccumulator:
             "groups": self._groups.section(expected_anomaly_rate) if self._groups else None,
         }
         return validate_report(report)
+
+    def _calibration_rows(self) -> int | None:
+        """How many held-out scores the reference's threshold was calibrated on (None: no calibrated threshold)."""
+        scores = self.reference.get("scores")
+        return scores["n_rows"] if scores and self.reference.get("threshold") is not None else None
 
     def _latent_section(self) -> dict | None:
         reference = self.reference.get("latents")

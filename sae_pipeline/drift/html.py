@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 
 from sae_pipeline.drift import svg
-from sae_pipeline.drift.report import verdict
+from sae_pipeline.drift.report import anomaly_rate_too_high, verdict
 from sae_pipeline.drift.stattests import get_stattest, registered_stattests
 
 #: Shared page style (also used by the trend page).
@@ -66,6 +66,8 @@ def render_html(report: dict, max_plots: int = 6) -> str:
     """The self-contained HTML page of one report.json dict; ``max_plots`` drifted columns get a large picture."""
     name = report["partition"] or "(unnamed partition)"
     tone = "drift" if report["dataset_drift"] else ("warn" if report["n_drifted_columns"] else "ok")
+    if tone == "ok" and anomaly_rate_too_high(report):
+        tone = "warn"  # never a green header over a red anomaly-rate card
     header = (
         f'<header class="verdict {tone}" id="verdict"><h1>Drift report · {escape(name)}</h1>'
         f'<p>{escape(verdict(report))}</p><p class="sub">{escape(_sub_verdict(report))}</p></header>'
@@ -88,12 +90,6 @@ def render_html(report: dict, max_plots: int = 6) -> str:
 
 def _sub_verdict(report: dict) -> str:
     notes = []
-    anomalies = report.get("anomalies")
-    if anomalies and anomalies["anomaly_rate_exceeds_expected"]:
-        notes.append(
-            f"Anomaly rate {100 * anomalies['observed_rate']:.2f}% is above the target "
-            f"{100 * anomalies['expected_rate']:.2f}%."
-        )
     scores = report.get("scores")
     if scores and scores["drifted"]:
         notes.append("Anomaly scores drifted.")
@@ -102,13 +98,16 @@ def _sub_verdict(report: dict) -> str:
         notes.append("SAE latent usage drifted.")
     if notes:
         return " ".join(notes)
+    too_high = anomaly_rate_too_high(report)  # the verdict line above says so
     measured = [
         label
         for key, label in (("scores", "anomaly scores"), ("anomalies", "the anomaly rate"), ("latents", "latent usage"))
-        if report.get(key)
+        if report.get(key) and not (key == "anomalies" and too_high)
     ]
     if not measured:
-        return "Only the input columns were compared (no scores, anomaly flags or latent codes given)."
+        return (
+            "" if too_high else "Only the input columns were compared (no scores, anomaly flags or latent codes given)."
+        )
     return "Nothing unusual in " + ", ".join(measured) + "."
 
 
@@ -132,16 +131,15 @@ def _cards(report: dict) -> str:
     if anomalies:
         note = "no target given"
         if anomalies["expected_rate"] is not None:
-            note = (
-                f"target {100 * anomalies['expected_rate']:.2f}%, binomial p = "
-                f"{svg.format_number(anomalies['p_value'])}"
-            )
+            note = f"target {100 * anomalies['expected_rate']:.2f}%, p = {svg.format_number(anomalies['p_value'])}"
+            if anomalies.get("calibration_rows"):
+                note += f" (threshold set on {anomalies['calibration_rows']:,} rows)"
         cards.append(
             _card(
                 "Anomaly rate",
                 f"{100 * anomalies['observed_rate']:.2f}%",
                 note,
-                anomalies["anomaly_rate_exceeds_expected"],
+                anomaly_rate_too_high(report),
             )
         )
     scores = report.get("scores")

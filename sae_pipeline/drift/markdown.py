@@ -52,8 +52,7 @@ def _secondary_lines(report: dict) -> list[str]:
         if anomalies["expected_rate"] is not None:
             judged = "above" if anomalies["anomaly_rate_exceeds_expected"] else "consistent with"
             sentence += (
-                f", {judged} the target {_percent(anomalies['expected_rate'])} "
-                f"(binomial p = {_number(anomalies['p_value'])})"
+                f", {judged} the target {_percent(anomalies['expected_rate'])} (p = {_number(anomalies['p_value'])})"
             )
         lines.append(sentence + ".")
     latents = report.get("latents")

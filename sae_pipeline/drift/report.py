@@ -103,12 +103,14 @@ class ScoreDrift(_Schema):
 
 
 class AnomalyRate(_Schema):
-    """Observed anomaly rate; one-sided exact binomial test against the target FPR (``expected_rate``)."""
+    """Observed anomaly rate; one-sided exact test against the target FPR (``expected_rate``): beta-binomial for a
+    threshold calibrated on ``calibration_rows`` held-out rows when the reference says so, else binomial."""
 
     n_rows: int
     n_flagged: int
     observed_rate: float
     expected_rate: float | None
+    calibration_rows: int | None = None
     ratio_to_expected: float | None
     z_score: float | None
     p_value: float | None
@@ -223,8 +225,16 @@ def overall_status(dataset_drift: bool, n_drifted_columns: int) -> str:
     return "moderate" if n_drifted_columns else "ok"
 
 
+def anomaly_rate_too_high(report: dict) -> bool:
+    """Whether the partition flags more rows than the target explains: the anomaly-rate card is red, and the
+    header says so (and is not green) even when no column drifted."""
+    anomalies = report.get("anomalies")
+    return bool(anomalies and anomalies["anomaly_rate_exceeds_expected"])
+
+
 def verdict(report: dict) -> str:
-    """One sentence a person reads first: dataset drift or not, with the drifted share and the threshold."""
+    """What a person reads first: dataset drift or not, with the drifted share and the threshold; and the anomaly
+    rate when it alone is above what the target explains."""
     head = "Dataset drift detected" if report["dataset_drift"] else "No dataset drift"
     sentence = (
         f"{head}: {report['n_drifted_columns']} of {report['n_columns']} columns drifted "
@@ -233,4 +243,12 @@ def verdict(report: dict) -> str:
     if report["drifted_columns"]:
         names = report["drifted_columns"]
         sentence += ": " + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return sentence + "."
+    sentence += "."
+    if anomaly_rate_too_high(report):
+        anomalies = report["anomalies"]
+        sentence += (
+            f" {'But the' if not report['n_drifted_columns'] else 'The'} anomaly rate "
+            f"{100 * anomalies['observed_rate']:.2f}% is above what the target {100 * anomalies['expected_rate']:.2f}% "
+            f"explains (p = {anomalies['p_value']:.2g})."
+        )
+    return sentence
