@@ -4,7 +4,7 @@ A flow passes these between its tasks (Prefect hashes and, with result persisten
 hundred bytes), and the run summary (`runs.RunSummary`) is made of them. Every record refuses unknown fields, so a
 misspelt or forgotten field fails where the record is made, not where it is read.
 
-- `PartitionRecord`: one partition of the input table as discovered (`hive.partition_records`).
+- `PartitionRecord`: one partition of the input table as discovered (`tables.partition_records`).
 - `FailedPartition`: a partition that failed, and why (refused keys, unreadable, invalid, too much quarantined).
 - `ScoringModel`: the model a scoring run uses (`pipeline.scoring_model`).
 - `ScoringPlan`: what a scoring run has to do (`pipeline.plan_scoring`).
