@@ -7,6 +7,7 @@ are rejected so that a typo fails loudly instead of being silently ignored.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import posixpath
@@ -443,11 +444,13 @@ class PipelineConfig(_Strict):
         roles = {column.name: column.role for column in self.columns}
         named = [("context.entity", context.entity)] if context.entity else []
         named += [("context.baseline_by", name) for name in context.baseline_by or []]
+        groupable = sorted(n for n, r in roles.items() if r in ("identifier", "categorical"))
         for where, name in named:
             if roles.get(name) not in ("identifier", "categorical"):
+                close = difflib.get_close_matches(name, groupable, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 raise ValueError(
-                    f"{where}: {name!r} must be an identifier or categorical column "
-                    f"(those are: {sorted(n for n, r in roles.items() if r in ('identifier', 'categorical'))})"
+                    f"{where}: {name!r} must be an identifier or categorical column ({hint}those are: {groupable})"
                 )
         if not (context.calendar or context.history):
             return

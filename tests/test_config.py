@@ -412,3 +412,29 @@ def test_storage_uris_with_query_options_are_refused_naming_the_environment(tmp_
     ) as error:
         load_config(write_config(tmp_path, config))
     assert "secret_key" not in str(error.value)  # config errors never echo values: they may carry secrets
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        (
+            {"entity": "countyr"},
+            r"context.entity: 'countyr' must be an identifier or categorical column \(did you mean 'country'\?",
+        ),
+        ({"baseline_by": ["amount"]}, r"context.baseline_by: 'amount' must be an identifier or categorical column"),
+        ({"calendar": ["hour_of_day"]}, r"context.calendar and context.history need one timestamp column"),
+        ({"history": {"window": 1}}, r"context.history.window"),
+        ({"calendar": ["hour"]}, r"context.calendar"),
+    ],
+)
+def test_a_wrong_context_is_one_line_naming_the_setting(tmp_path, context, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, minimal_config(context=context)))
+
+
+def test_the_context_enters_the_model_hash_only_when_set():
+    plain = PipelineConfig.model_validate(minimal_config())
+    assert PipelineConfig.model_validate(minimal_config(context={})).model_hash() == plain.model_hash()
+    assert (
+        PipelineConfig.model_validate(minimal_config(context={"entity": "country"})).model_hash() != plain.model_hash()
+    )
