@@ -104,8 +104,9 @@ class _Interruption:
             advice = self.resume_advice() if callable(self.resume_advice) else self.resume_advice
         except Exception:  # the advice is a courtesy: an unreadable ledger must not turn Ctrl-C into a traceback
             advice = "committed partitions are kept"
-        print(f"error: interrupted; {advice}", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        # Straight to file descriptor 2: while a flow runs, sys.stderr may be a wrapper whose buffer os._exit drops.
+        os.write(2, f"error: interrupted; {advice}\n".encode())
         os._exit(EXIT_INTERRUPTED)
 
 

@@ -45,7 +45,7 @@ from sae_pipeline.schema import (
     scored_output_schema,
     validate_frame,
 )
-from sae_pipeline.scoring import score_frame
+from sae_pipeline.scoring import ScoredBatch, score_frame
 from sae_pipeline.tables import delta
 from sae_pipeline.tables.keys import partition_values
 from sae_pipeline.updating import unknown_model_columns
@@ -299,27 +299,31 @@ def _score_valid(
         scored_output_schema(config).validate(scored.head(1000))
     writers.scored.write(scored.to_arrow())
     accumulator.update(
-        valid, scores=result.scores, flagged=result.flagged, codes=result.codes, groups=_group_batch(artifact, valid)
+        valid,
+        scores=result.scores,
+        flagged=result.flagged,
+        codes=result.codes,
+        groups=_group_batch(artifact, valid, result),
     )
     tally.rows_valid += valid.height
     tally.rows_scored += scored.height
     tally.rows_flagged += int(result.flagged.sum())
 
 
-def _group_batch(artifact: ModelArtifact, valid: pl.DataFrame) -> drift.GroupBatch | None:
-    """The batch's rows by context group, for the drift report's per-group rates (None without groups)."""
+def _group_batch(artifact: ModelArtifact, valid: pl.DataFrame, scored: ScoredBatch) -> drift.GroupBatch | None:
+    """The batch's rows by context group, for the drift report's per-group rates (None without groups); each row's
+    baseline comes from scoring."""
     baselines = artifact.encoder.baselines_
-    if baselines is None or not baselines.group_columns:
+    if baselines is None or scored.baseline is None:
         return None
-    rows, status = baselines.lookup(valid)
     nullable = baselines.nullable_columns
     nulls = valid.select([pl.col(c).is_null() for c in nullable]).to_numpy() if nullable else None
     return drift.GroupBatch(
         keys=baselines.group_keys(valid),
-        baseline=status,
+        baseline=scored.baseline,
         nullable_columns=nullable,
         nulls=nulls if nulls is not None else np.zeros((valid.height, 0), dtype=bool),
-        usual_null_rates=baselines.group_null_rates(rows),
+        usual_null_rates=baselines.group_null_rates(scored.groups),
     )
 
 

@@ -25,19 +25,34 @@ from sae_pipeline.registry import ModelArtifact
 from sae_pipeline.schema import SCORE_COLUMNS
 
 
-def source_terms(terms: np.ndarray, feature_sources: list[str]) -> tuple[list[str], np.ndarray]:
-    """(the distinct source columns in feature order, each row's summed terms per source column)."""
+@dataclass
+class RankedSources:
+    """Each row's source columns by their summed score terms: `sources` (distinct, in feature order),
+    `per_source` (n_rows, n_sources) and `order` (n_rows, k): the columns of the `k` largest, largest first."""
+
+    sources: list[str]
+    per_source: np.ndarray
+    order: np.ndarray
+
+    def names(self) -> pa.Array:
+        """The ranked columns' names, row after row (n_rows x k entries)."""
+        return pa.array(self.sources, type=pa.large_string()).take(pa.array(self.order.ravel()))
+
+
+def rank_sources(terms: np.ndarray, feature_sources: list[str], k: int) -> RankedSources:
+    """Sum each row's terms per source column (one-hot, indicator and history features into their column) and
+    rank the columns."""
     sources = list(dict.fromkeys(feature_sources))
     membership = np.zeros((len(feature_sources), len(sources)), dtype=terms.dtype)
     membership[np.arange(len(feature_sources)), [sources.index(name) for name in feature_sources]] = 1.0
-    return sources, terms @ membership
+    per_source = terms @ membership
+    return RankedSources(sources, per_source, _largest_first(per_source.copy(), min(k, len(sources))))
 
 
 def top_features(residuals: np.ndarray, feature_sources: list[str], k: int) -> pa.ListArray:
     """For each row, the `k` source columns with the largest summed terms, largest first."""
-    sources, per_source = source_terms(residuals, feature_sources)
-    order = _largest_first(per_source, min(k, len(sources)))
-    return _as_lists(pa.array(sources, type=pa.large_string()).take(pa.array(order.ravel())), order.shape[1])
+    ranked = rank_sources(residuals, feature_sources, k)
+    return _as_lists(ranked.names(), ranked.order.shape[1])
 
 
 def _as_lists(flat: pa.Array, k: int) -> pa.ListArray:
@@ -60,12 +75,11 @@ def explain(
     terms: np.ndarray, encoder: TabularEncoder, frame: pl.DataFrame, encoded: EncodedRows, k: int
 ) -> tuple[pa.ListArray, pa.ListArray]:
     """(`top_features`, `explanation`) of each row: its `k` source columns with the largest share of its score."""
-    sources, per_source = source_terms(terms, encoder.feature_sources_)
+    ranked = rank_sources(terms, encoder.feature_sources_, k)
+    sources, per_source, order = ranked.sources, ranked.per_source, ranked.order
     totals = per_source.sum(axis=1, dtype=np.float64)
-    order = _largest_first(per_source.copy(), min(k, len(sources)))
     k = order.shape[1]
-    flat_order = pa.array(order.ravel())
-    names = pa.array(sources, type=pa.large_string()).take(flat_order)
+    names = ranked.names()
     share = np.take_along_axis(per_source, order, axis=1) / np.where(totals > 0, totals, 1.0)[:, None]
 
     values, typical = encoder.explained_values(frame, encoded)
@@ -122,6 +136,7 @@ class ScoredBatch:
     flagged: np.ndarray
     codes: np.ndarray  # the SAE's sparse codes, for latent-usage drift
     baseline: np.ndarray | None  # each row's `context.BASELINE_*` status, None without baseline groups
+    groups: np.ndarray | None  # each row's baseline (an index into the encoder's baselines), None for old models
 
 
 def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored_at: dt.datetime) -> ScoredBatch:
@@ -145,4 +160,4 @@ def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored
         pl.from_arrow(details).alias("explanation"),
         baseline if baseline is not None else pl.lit(None, dtype=pl.String).alias("context_baseline"),
     ).with_columns([pl.col(name).cast(dtype) for name, dtype in SCORE_COLUMNS.items()])
-    return ScoredBatch(scored, scores, flagged, codes, encoded.baseline)
+    return ScoredBatch(scored, scores, flagged, codes, encoded.baseline, encoded.groups)
