@@ -76,10 +76,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.reporting import BENCHMARKS_MD, update_section  # noqa: E402
+from benchmarks.selection import NEAR, leave_sets_out, risk  # noqa: E402
 
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 DEFAULT_OUTPUT = PROJECT_ROOT / "benchmarks" / "results" / "detection.json"  # -> detection-PROTOCOL.json
-PEERS = ("IForest", "kNN")  # the best peer of a set is the better of these two
+PEERS = ("IForest", "kNN", "ECOD", "AutoEncoder")  # those that ran; "best peer" is the best of them
+DEFAULT_CANDIDATES = PROJECT_ROOT / "benchmarks" / "candidates.json"
 GROUPS = ("adbench", "smd", "nsl_kdd")
 NSL_KDD_ATTACK_SHARE = 0.05
 NSL_KDD_CATEGORICALS = ("protocol_type", "service", "flag")
@@ -345,8 +347,14 @@ def _pyod_autoencoder(seed: int):
     return AutoEncoder(random_state=seed, verbose=0)  # defaults: 10 epochs, batch 32, hidden [64, 32]
 
 
-def make_methods(wanted: list[str], sae_params: dict) -> list[Method]:
-    """The methods to run, in table order; PyOD ones are skipped with a note when PyOD is not installed."""
+def candidate_name(name: str) -> str:
+    """The method name of a candidate SAE setting in results (`SAE[name]`)."""
+    return f"SAE[{name}]"
+
+
+def make_methods(wanted: list[str], sae_params: dict, candidates: dict[str, dict] | None = None) -> list[Method]:
+    """The methods to run, in table order, then one SAE per candidate setting (its parameters over `sae_params`);
+    PyOD ones are skipped with a note when PyOD is not installed."""
 
     def decision(model, X):
         return model.decision_function(X)
@@ -372,7 +380,16 @@ def make_methods(wanted: list[str], sae_params: dict) -> list[Method]:
         except ImportError:
             print(f"NOTE: pyod is not installed (pip install -e '.[bench]'): skipping {sorted(pyod_methods)}")
             wanted = [name for name in wanted if name not in pyod_methods]
-    return [methods[name] for name in wanted]
+    extra = [
+        Method(
+            candidate_name(name),
+            lambda seed, params=params: SAEDetector(**{**sae_params, **params, "random_state": seed}),
+            decision,
+            _sae_samples,
+        )
+        for name, params in (candidates or {}).items()
+    ]
+    return [methods[name] for name in wanted] + extra
 
 
 def run_cell(method: Method, split: Split, seed: int) -> dict:
@@ -483,32 +500,38 @@ def summarise(results: list[dict], datasets: list[Dataset], methods: list[str]) 
         return float(np.mean(values)) if values else None
 
     groups = {g: [d.name for d in datasets if d.group == g and d.name in complete] for g in GROUPS}
-    ranks = [rankdata([-per_dataset[name][m]["auc_roc"] for m in methods]) for name in complete]
+    ranked = [m for m in methods if not m.startswith(candidate_name(""))]  # candidates are ranked by the selection
+    ranks = [rankdata([-per_dataset[name][m]["auc_roc"] for m in ranked]) for name in complete]
     per_method = {
         method: {
             "mean_auc_roc": mean_over(complete, method, "auc_roc"),
             "mean_average_precision": mean_over(complete, method, "average_precision"),
-            "mean_rank": float(np.mean([r[i] for r in ranks])) if ranks else None,
+            "mean_rank": float(np.mean([r[ranked.index(method)] for r in ranks]))
+            if ranks and method in ranked
+            else None,
             **{f"mean_auc_roc_{g}": mean_over(names, method, "auc_roc") for g, names in groups.items() if names},
             **throughput([r for r in results if r["method"] == method and r.get("train_samples")]),
         }
-        for i, method in enumerate(methods)
+        for method in methods
     }
     summary = {"complete_datasets": complete, "per_dataset": per_dataset, "per_method": per_method}
-    for peer in ("IForest", "best peer"):
-        names = PEERS if peer == "best peer" else (peer,)
-        if not ({"SAE", *names} <= set(methods)):
+    peers = [name for name in PEERS if name in methods]
+    rows = [row for row in per_dataset.values() if {"SAE", *peers} <= set(row)]
+    for key, names in (("sae_vs_best_peer_of_set", peers), ("sae_vs_iforest", ["IForest"])):
+        if "SAE" not in methods or not set(names) <= set(methods):
             continue
-        rows = [row for row in per_dataset.values() if {"SAE", *names} <= set(row)]
         diffs = [row["SAE"]["auc_roc"] - max(row[name]["auc_roc"] for name in names) for row in rows]
-        summary[f"sae_vs_{peer.lower().replace(' ', '_')}"] = {
+        summary[key] = {
             "win": sum(d >= TIE for d in diffs),
             "tie": sum(abs(d) < TIE for d in diffs),
             "loss": sum(d <= -TIE for d in diffs),
         }
-    peer_means = [per_method[name]["mean_auc_roc"] for name in PEERS if name in per_method]
-    if "SAE" in per_method and peer_means and None not in peer_means and per_method["SAE"]["mean_auc_roc"] is not None:
-        best = max(PEERS, key=lambda name: per_method[name]["mean_auc_roc"] if name in per_method else -1)
+    if "SAE" in methods and peers and rows:
+        summary["risk"] = risk(
+            np.array([row["SAE"]["auc_roc"] for row in rows]),
+            {name: np.array([row[name]["auc_roc"] for row in rows]) for name in peers},
+        )
+        best = max(peers, key=lambda name: per_method[name]["mean_auc_roc"])
         summary["best_peer"] = {
             "method": best,
             "mean_auc_roc": per_method[best]["mean_auc_roc"],
@@ -636,15 +659,20 @@ def header_lines(meta: dict) -> list[str]:
     ]
 
 
+def shown_methods(meta: dict) -> list[str]:
+    """The methods of the per-protocol tables: every method but the candidate settings (see the selection)."""
+    return [name for name in meta["methods"] if name not in meta.get("candidates", [])]
+
+
 def dataset_table(payload: dict) -> list[str]:
-    methods, per_dataset = payload["meta"]["methods"], payload["summary"]["per_dataset"]
+    methods, per_dataset = shown_methods(payload["meta"]), payload["summary"]["per_dataset"]
     lines = [
         "| dataset | train rows | features | train anomalies | test anomalies | " + " | ".join(methods) + " |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(methods),
     ]
     for info in payload["datasets"]:
         row = per_dataset[info["name"]]
-        best = max((v["auc_roc"] for v in row.values()), default=None)
+        best = max((row[m]["auc_roc"] for m in methods if m in row), default=None)
         cells = []
         for method in methods:
             value = row.get(method, {}).get("auc_roc")
@@ -659,7 +687,7 @@ def dataset_table(payload: dict) -> list[str]:
 
 
 def summary_lines(payload: dict) -> list[str]:
-    methods, summary = payload["meta"]["methods"], payload["summary"]
+    methods, summary = shown_methods(payload["meta"]), payload["summary"]
     per_method, complete = summary["per_method"], summary["complete_datasets"]
     left_out = [info["name"] for info in payload["datasets"] if info["name"] not in complete]
     lines = [
@@ -688,8 +716,9 @@ def summary_lines(payload: dict) -> list[str]:
             f"**SAE mean AUC-ROC {per_method['SAE']['mean_auc_roc']:.3f} vs best peer ({best['method']}) "
             f"{best['mean_auc_roc']:.3f}: {best['sae_gap']:+.3f}.**  "
         )
+    peers = [name for name in PEERS if name in methods]
     for key, label in (
-        ("sae_vs_best_peer", "the better of IForest and kNN on each set"),
+        ("sae_vs_best_peer_of_set", f"the best of {', '.join(peers)} on each set"),
         ("sae_vs_iforest", "IForest"),
     ):
         if key in summary:
@@ -698,7 +727,19 @@ def summary_lines(payload: dict) -> list[str]:
                 f"SAE vs {label}, per-dataset mean AUC-ROC (tie = |diff| < {TIE}): "
                 f"{record['win']} wins, {record['tie']} ties, {record['loss']} losses.  "
             )
+    if "risk" in summary:
+        lines.append(risk_line(summary["risk"]) + "  ")
     return lines + [""]
+
+
+def risk_line(record: dict) -> str:
+    """The per-set risk of `selection.risk` in words."""
+    return (
+        f"Risk: worst per-set loss vs IForest {record.get('worst_loss_vs_iforest', float('nan')):+.3f}, vs the best "
+        "peer of "
+        f"the set {record['worst_loss_vs_best_peer_of_set']:+.3f}; within {NEAR} of the best peer of the set on "
+        f"{record['share_near_best_peer_of_set']:.0%} of the sets."
+    )
 
 
 def throughput_lines(per_method: dict, ratio: float | None = None, loop_ratio: float | None = None) -> list[str]:
@@ -747,6 +788,94 @@ def crash_lines(results: list[dict]) -> list[str]:
     ]
 
 
+def selection_payload(payloads: dict[str, dict], candidates: dict[str, dict], halvings: int) -> dict:
+    """Leave-sets-out selection among the defaults and the candidates, from the per-protocol results."""
+    any_payload = next(iter(payloads.values()))
+    methods = any_payload["meta"]["methods"]
+    auc = {
+        protocol: {
+            method: {
+                name: row[method]["auc_roc"] for name, row in payload["summary"]["per_dataset"].items() if method in row
+            }
+            for method in methods
+        }
+        for protocol, payload in payloads.items()
+    }
+    names = ["SAE", *(candidate_name(name) for name in candidates)]
+    groups = {info["name"]: info["group"] for info in any_payload["datasets"]}
+    peers = [name for name in PEERS if name in methods]
+    result = leave_sets_out(auc, names, peers, groups, n_halvings=halvings)
+    all_sets = {
+        protocol: {name: float(np.mean([auc[protocol][name][d] for d in result["datasets"]])) for name in names + peers}
+        for protocol in auc
+    }
+    settings = {"SAE": {}, **{candidate_name(name): params for name, params in candidates.items()}}
+    return {"meta": any_payload["meta"], "selection": result, "all_sets_mean_auc_roc": all_sets, "settings": settings}
+
+
+def render_selection(payload: dict) -> str:
+    """The BENCHMARKS.md section of the leave-sets-out selection."""
+    meta, result, all_sets = payload["meta"], payload["selection"], payload["all_sets_mean_auc_roc"]
+    protocols = list(result["protocols"])
+    peers = list(next(iter(result["protocols"].values()))["peer_mean_auc_roc"])
+    lines = [
+        "## Detection benchmark: leave-sets-out selection of the defaults",
+        "",
+        f"Generated by `benchmarks/detection.py` on {meta['date']} from the runs of the protocol sections above.  ",
+        f"Command: `{meta['command']}`  ",
+        (
+            f"{len(result['datasets'])} datasets in {result['units']} units (each ADBench set and NSL-KDD one unit, "
+            f"the SMD machines one unit); {result['n_halvings']} seeded halvings of the units. On each halving the "
+            "setting with the best mean AUC-ROC on the selection half (mean over the protocols) is chosen and "
+            "scored on the other half only (`benchmarks/selection.py`). The numbers below are means over halvings "
+            "of the held-out half: what a default chosen this way gets on datasets it was not chosen on."
+        ),
+        "",
+        "| protocol | SAE, chosen leave-sets-out | " + " | ".join(peers) + " | SAE − best peer | halvings ≥ best peer "
+        f"| worst loss vs IForest | worst loss vs best peer of set | sets within {NEAR} of best peer of set |",
+        "|---|---:|" + "---:|" * len(peers) + "---:|---:|---:|---:|---:|",
+    ]
+    for protocol in protocols:
+        row = result["protocols"][protocol]
+        lines.append(
+            f"| {protocol} | **{row['mean_auc_roc']:.3f}** | "
+            + " | ".join(f"{row['peer_mean_auc_roc'][p]:.3f}" for p in peers)
+            + f" | {row['gap_to_best_peer']:+.3f} | {row['share_of_halvings_at_or_above_best_peer']:.0%} | "
+            f"{row['worst_loss_vs_iforest'] or float('nan'):+.3f} | {row['worst_loss_vs_best_peer_of_set']:+.3f} | "
+            f"{row['share_near_best_peer_of_set']:.0%} |"
+        )
+    chosen = ", ".join(f"`{name}` {count}" for name, count in result["chosen"].items())
+    lines += [
+        "",
+        f"Chosen per halving: {chosen}. Chosen on all sets: `{result['chosen_on_all_sets']}` (`SAE` = the shipped "
+        "defaults).",
+        "",
+        "All-sets mean AUC-ROC of every setting (selected and reported on the same sets, so optimistic):",
+        "",
+        "| setting | parameters | " + " | ".join(protocols) + " | mean |",
+        "|---|---|" + "---:|" * (len(protocols) + 1),
+    ]
+    for name, params in payload["settings"].items():
+        values = [all_sets[p][name] for p in protocols]
+        lines.append(
+            f"| `{name}` | `{json.dumps(params)}` | "
+            + " | ".join(f"{v:.3f}" for v in values)
+            + f" | {np.mean(values):.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def publish_selection(payloads: dict[str, dict], candidates: dict[str, dict], args: argparse.Namespace) -> None:
+    payload = selection_payload(payloads, candidates, args.halvings)
+    output = output_path(args.output, "selection")
+    output.write_text(json.dumps(payload, indent=2))
+    section = render_selection(payload)
+    print("\n" + section)
+    if not args.no_markdown:
+        update_section("detection-selection", section)
+    print(f"wrote {output}")
+
+
 # --- main -----------------------------------------------------------------------------------------------------
 
 
@@ -777,6 +906,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch intra-op threads (default 1, like the other single-threaded methods; 0 = torch default)",
     )
     parser.add_argument("--no-probe", action="store_true", help="skip the 100k x 30 SAE timing probe")
+    parser.add_argument(
+        "--selection",
+        choices=["none", "leave-sets-out"],
+        default="none",
+        help="also fit every candidate setting of --candidates and report leave-sets-out selection (selection.py)",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=Path,
+        default=DEFAULT_CANDIDATES,
+        help="JSON object {name: SAEDetector keyword arguments} of the settings to choose among (with the defaults)",
+    )
+    parser.add_argument("--halvings", type=int, default=50, help="random halvings of the datasets for the selection")
     return parser.parse_args(argv)
 
 
@@ -818,11 +960,14 @@ def main(argv: list[str] | None = None) -> int:
     datasets = select_datasets(discover_datasets(args.data_dir.resolve()), args.datasets)
     if not datasets:
         raise SystemExit(f"no datasets found under {args.data_dir}")
-    methods = make_methods(args.methods, args.sae_params)
+    candidates = json.loads(args.candidates.read_text()) if args.selection == "leave-sets-out" else {}
+    if candidates and "sae" not in args.methods:
+        raise SystemExit("--selection leave-sets-out needs the sae method: the defaults are always a candidate")
+    methods = make_methods(args.methods, args.sae_params, candidates)
     print(f"{len(datasets)} datasets x {len(methods)} methods x {len(args.seeds)} seeds x protocols {args.protocol}")
     probe = {"skipped": True} if args.no_probe else timing_probe(args.sae_params)
     print(f"timing probe: {probe}", flush=True)
-    crashes = []
+    crashes, payloads = [], {}
     for name in args.protocol:
         started = time.perf_counter()
         protocol = Protocol(name, args.train_contamination)
@@ -837,6 +982,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_rows": max_rows,
             "max_test_rows": max_test_rows,
             "methods": [m.name for m in methods],
+            "candidates": [candidate_name(name) for name in candidates],
             "data_dir": str(args.data_dir.resolve()),
         }
         output = output_path(args.output, name)
@@ -854,6 +1000,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"updated {BENCHMARKS_MD}")
         print(f"wrote {output}")
         crashes += [r for r in results if "error" in r]
+        payloads[name] = payload
+    if candidates:
+        publish_selection(payloads, candidates, args)
     if crashes:
         print(f"\n!!! {len(crashes)} CRASHED CELLS (see the errors above and in the report) !!!", file=sys.stderr)
     return 1 if crashes else 0
