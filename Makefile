@@ -54,7 +54,7 @@ bench: install
 	$(BIN)/python benchmarks/lakehouse.py
 
 bench-detect: $(VENV)/.installed-bench
-	$(BIN)/python benchmarks/detection.py
+	$(BIN)/python benchmarks/detection.py --selection leave-sets-out
 	$(BIN)/python benchmarks/neighbour_search.py
 
 # Judging rows in their context (issue 18): SMD per machine and as a fleet, the context scenario, expected nulls,

@@ -47,6 +47,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from sklearn.base import BaseEstimator
+from sklearn.ensemble import IsolationForest
 
 from sae_pipeline.detector_settings import DetectorSettings, Sparsity, numpydoc_parameters
 from sae_pipeline.features import NotFittedError, RobustScaler
@@ -70,6 +71,10 @@ _SCORE_CHUNK = 65_536
 #: Reconstruction passes that fill missing cells (the second sees the first's fill).
 _IMPUTE_PASSES = 2
 _DEFAULTS = DetectorSettings()
+#: The isolation forest of `isolation_trim`: rows per tree and trees. Few rows per tree keep a cluster of anomalies
+#: from hiding in numbers: a tree sees only a few of its members, which a few splits cut off together.
+_ISOLATION_SAMPLES = 32
+_ISOLATION_TREES = 100
 
 
 def _spread(values: np.ndarray) -> float:
@@ -179,6 +184,7 @@ class SAEDetector(BaseEstimator):
         density_weight: float = _DEFAULTS.density_weight,
         n_neighbors: int = _DEFAULTS.n_neighbors,
         reference_rows: int = _DEFAULTS.reference_rows,
+        isolation_trim: float = _DEFAULTS.isolation_trim,
         exact_neighbours: bool = _DEFAULTS.exact_neighbours,
         contamination: float = _DEFAULTS.contamination,
         device: str = _DEFAULTS.device,
@@ -202,6 +208,7 @@ class SAEDetector(BaseEstimator):
         self.density_weight = density_weight
         self.n_neighbors = n_neighbors
         self.reference_rows = reference_rows
+        self.isolation_trim = isolation_trim
         self.exact_neighbours = exact_neighbours
         self.contamination = contamination
         self.device = device
@@ -276,9 +283,10 @@ class SAEDetector(BaseEstimator):
         settings = self.settings_
         schedule = settings.model_copy(update={"max_steps": max_steps})
         self.model_.code_cap.fill_(float("inf"))  # a fine-tune starts uncapped; the cap is re-measured below
+        train_rows, n_isolated = self._without_isolated(scaled, train_rows)
         train, validation = scaled[train_rows], scaled[val_rows]
         report = train_sae(self.model_, train, validation, schedule, settings.random_state, progress=settings.verbose)
-        self.training_report_ = report.to_dict()
+        self.training_report_ = {**report.to_dict(), "isolated_rows_left_out": n_isolated}
         if settings.code_cap_quantile is not None:
             self.model_.cap_codes_at_quantile(train, settings.code_cap_quantile)
 
@@ -294,6 +302,29 @@ class SAEDetector(BaseEstimator):
         )
         self.decision_scores_ = row_scores(fill_missing_terms(self._combine(residuals, gaps), mask))
         self._calibrate(self.decision_scores_[val_rows])
+
+    def _without_isolated(self, scaled: torch.Tensor, train_rows: np.ndarray) -> tuple[np.ndarray, int]:
+        """`train_rows` less the `isolation_trim` share that an isolation forest isolates most easily, and how many
+        rows that left out.
+
+        The kNN term judges a row by its nearest training rows, so a cluster of anomalies in the history makes the
+        next ones look dense, hence normal, and the SAE learns to reconstruct them. Isolation works the other way
+        round: a small group far from the bulk is cut off by few random splits, however tight it is.
+        """
+        share = self.settings_.isolation_trim
+        if share == 0 or train_rows.size < _MIN_ROWS:
+            return train_rows, 0
+        rows = scaled[train_rows].cpu().numpy()
+        forest = IsolationForest(
+            n_estimators=_ISOLATION_TREES,
+            max_samples=min(_ISOLATION_SAMPLES, rows.shape[0]),
+            random_state=self.settings_.random_state,
+            n_jobs=1,
+        ).fit(rows)
+        isolation = -forest.score_samples(rows)
+        n_left_out = int(share * train_rows.size)
+        kept = np.argsort(isolation, kind="stable")[: train_rows.size - n_left_out]
+        return train_rows[np.sort(kept)], n_left_out
 
     def add_calibration_rows(self, X, missing=None) -> SAEDetector:
         """Add held-out rows this detector never trained on (e.g. an update's evaluation split of the newest rows;

@@ -107,6 +107,15 @@ class ModelSettings(TrainingSettings):
         description="At most this many training rows (a seeded subsample) are kept as the kNN reference; they are "
         "saved with the model.",
     )
+    isolation_trim: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="Share of training rows that an isolation forest (100 trees, fitted on the scaled training "
+        "rows) isolates most easily, left out of training and of the kNN reference: anomalies in the history, "
+        "clustered ones included, then look unusual to both terms. Scoring costs nothing more. Chosen "
+        "leave-sets-out with the other defaults (BENCHMARKS.md).",
+    )
     exact_neighbours: bool = Field(
         False,
         description="Compare each row with every reference row. By default, on a CPU, references of 4,096 rows or "

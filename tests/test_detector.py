@@ -122,6 +122,7 @@ def test_extreme_values_score_finite(fitted):
         {"max_steps": 0},
         {"k": 0},
         {"trim_fraction": 1.0},
+        {"isolation_trim": 0.5},
         {"density_weight": -1.0},
         {"density_weight": float("nan")},
         {"n_neighbors": 0},
@@ -337,6 +338,42 @@ def test_density_term_finds_anomalies_reconstruction_cannot():
     reconstruction_only = SAEDetector(**FAST, density_weight=0.0).fit(X)
     assert roc_auc_score(y, default.decision_scores_) >= 0.95
     assert roc_auc_score(y, default.decision_scores_) > roc_auc_score(y, reconstruction_only.decision_scores_)
+
+
+def planted_cluster(share: float, seed: int = 0, n: int = 3000, d: int = 12):
+    """Correlated normal rows whose history holds a tight cluster of anomalies (`share` of the training rows), and
+    fresh rows to score: 1,000 normal ones and 50 more from the cluster (labels 1)."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(d, d)) / np.sqrt(d)
+    centre = 3.0 * np.sign(rng.normal(size=d)) * rng.uniform(0.5, 1.0, d)
+    n_cluster = int(share * n)
+    history = np.vstack([rng.normal(size=(n - n_cluster, d)) @ mixing, centre + 0.05 * rng.normal(size=(n_cluster, d))])
+    fresh = np.vstack([rng.normal(size=(1000, d)) @ mixing, centre + 0.05 * rng.normal(size=(50, d))])
+    return history, fresh, np.r_[np.zeros(1000), np.ones(50)], centre
+
+
+@pytest.mark.parametrize("share", [0.01, 0.04, 0.08])
+def test_a_tight_cluster_of_anomalies_in_the_history_still_ranks_above_normal_rows(share):
+    """Robustness floor: anomalies that recur as a tight group look dense to the kNN term and get reconstructed once
+    the SAE has seen them; leaving out what an isolation forest isolates first keeps them anomalous."""
+    history, fresh, labels, _ = planted_cluster(share)
+    assert roc_auc_score(labels, SAEDetector(**FAST).fit(history).decision_function(fresh)) >= 0.99
+
+
+def test_without_isolation_trim_a_planted_cluster_looks_normal():
+    """The failure the default guards against (measured: AUC 0.0 at 4% with `isolation_trim=0`)."""
+    history, fresh, labels, _ = planted_cluster(0.04)
+    assert roc_auc_score(labels, SAEDetector(**FAST, isolation_trim=0.0).fit(history).decision_function(fresh)) < 0.5
+
+
+def test_isolation_trim_leaves_isolated_rows_out_of_training_and_reference():
+    history, _, _, centre = planted_cluster(0.04)
+    detector = SAEDetector(**FAST, isolation_trim=0.1).fit(history)
+    n_train = history.shape[0] - round(detector.validation_fraction * history.shape[0])
+    assert detector.training_report_["isolated_rows_left_out"] == int(0.1 * n_train)
+    scaled_centre = torch.as_tensor(detector.scaler_.transform(centre[None, :]), dtype=torch.float32)
+    assert torch.cdist(detector.reference_, scaled_centre).min() > 1.0  # no cluster member is a reference row
+    assert SAEDetector(**FAST, isolation_trim=0.0).fit(history).training_report_["isolated_rows_left_out"] == 0
 
 
 def test_version_1_model_folders_still_load_and_score_by_reconstruction(fitted, tmp_path):
