@@ -60,3 +60,23 @@ def test_test_row_cap_keeps_the_anomaly_rate():
     assert capped.X_train.shape[0] == 1000 and capped.capped_from == 4500
     assert capped.X_test.shape[0] == pytest.approx(2000, abs=2) and capped.test_capped_from == 5500
     assert capped.y_test.mean() == pytest.approx(split.y_test.mean(), abs=0.002)
+
+
+def test_selection_section_reports_held_out_numbers_for_every_protocol():
+    names = [f"set{i}" for i in range(6)] + ["smd/machine-1-1", "smd/machine-1-2"]
+    groups = {name: "smd" if name.startswith("smd") else "adbench" for name in names}
+    methods = ["SAE", "IForest", "kNN", detection.candidate_name("wide")]
+    payloads = {}
+    for protocol, shift in (("clean", 0.0), ("contaminated", -0.1)):
+        values = {"SAE": 0.9 + shift, "IForest": 0.8, "kNN": 0.85, detection.candidate_name("wide"): 0.7}
+        payloads[protocol] = {
+            "meta": {"date": "today", "command": "python benchmarks/detection.py", "methods": methods},
+            "datasets": [{"name": name, "group": groups[name]} for name in names],
+            "summary": {"per_dataset": {name: {m: {"auc_roc": v} for m, v in values.items()} for name in names}},
+        }
+    payload = detection.selection_payload(payloads, {"wide": {"n_latents": 64}}, halvings=8)
+    assert payload["selection"]["chosen"] == {"SAE": 8}
+    text = detection.render_selection(payload)
+    assert "| clean | **0.900** | 0.800 | 0.850 | +0.050 | 100% |" in text
+    assert "| contaminated | **0.800** | 0.800 | 0.850 | -0.050 | 0% |" in text
+    assert '`SAE[wide]` | `{"n_latents": 64}`' in text
