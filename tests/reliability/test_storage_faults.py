@@ -12,7 +12,6 @@ OSError kinds, naming the object.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import polars as pl
@@ -163,14 +162,12 @@ def test_permanent_failure_fails_clearly_and_keeps_committed_partitions(moto, tm
     )
     with FaultProxy(moto, [Fault(403, "PUT", rf"^/{BUCKET}/out/scored/", times=None)]) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
-        started = dt.datetime.now()
         with pytest.raises(PartitionFailures) as failed:
             lake_pipeline(config_path)
-        elapsed = (dt.datetime.now() - started).total_seconds()
     message = str(failed.value)
     assert "day=2026-11-03" in message and re.search(r"ACCESS_DENIED|Access Denied", message), message
     assert "key 'out/scored/" in message, message  # the object the store refused, not only the partition
-    assert proxy.injected() == 1 and elapsed < 30  # forbidden is neither re-sent nor retried
+    assert proxy.injected() == 1  # forbidden is neither re-sent nor retried (a retry would reach the proxy again)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{moto}")
     assert set(Ledger(config.output.ledger_uri).entries()) == {"day=2026-11-01", "day=2026-11-02"}
     after = _read(config.output.scored_uri)
