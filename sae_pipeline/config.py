@@ -389,13 +389,13 @@ class IncidentsConfig(_Strict):
 
     Flagged rows of one entity (`context.entity`, else the identifier column) belong to one incident while each is
     at most `gap` after the previous one in time (the timestamp column), across partition boundaries; without a
-    timestamp column, while they are at most `gap_rows` rows apart in row order. An incident's pattern is its
-    `pattern_features` most frequent explaining columns. An incident reviewed `normal` suppresses later incidents of
-    the same entity with the same pattern that start within `suppress_for` of its end."""
+    timestamp column, while they are at most `gap_rows` rows apart in row order. An incident's pattern is the first
+    `pattern_features` of the columns that explain it most. An incident reviewed `normal` suppresses later incidents
+    of the same entity with the same pattern that start within `suppress_for` of its end."""
 
     gap: Duration = "1h"
     gap_rows: int = Field(1, ge=1)
-    pattern_features: int = Field(3, ge=1)
+    pattern_features: int = Field(2, ge=1)
     suppress_for: Duration = "7d"
 
 

@@ -3,9 +3,11 @@
 An incident is a run of flagged rows of one entity, each at most `incidents.gap` after the previous one (or, without
 a timestamp column, at most `incidents.gap_rows` rows after it, counting across the partition boundary), whichever
 partitions they were scored in. Its id is a hash of the entity and its first row's key, so it survives reruns,
-rescoring and retraining (it changes only when an earlier row joins the incident). Status: `open` until reviewed,
-`closed` once it has a verdict, `suppressed` when an incident of the same entity with the same pattern (its most
-frequent explaining columns) was reviewed `normal` and ended at most `incidents.suppress_for` before it started.
+rescoring and retraining (it changes only when an earlier row joins the incident). Its `top_features` are the
+columns that explain most of its rows (`scoring.top_features` of them, most frequent first, then highest ranked in
+the rows); its pattern is the first `incidents.pattern_features` of those. Status: `open` until reviewed, `closed`
+once it has a verdict, `suppressed` when an incident of the same entity with the same pattern was reviewed `normal`
+and ended at most `incidents.suppress_for` before it started (without a timestamp column: whenever).
 """
 
 from __future__ import annotations
@@ -77,19 +79,20 @@ def assign_incidents(flagged: pl.DataFrame, config: PipelineConfig, order: list[
         number: incident_id(entity, key)
         for number, entity, key in firsts.select("_number", "incident_entity", "row_key").iter_rows()
     }
-    return rows.with_columns(pl.col("_number").replace_strict(ids, return_dtype=pl.String).alias("incident_id"))
+    number = pl.col("_number").replace_strict(ids, return_dtype=pl.String) if ids else pl.lit(None, dtype=pl.String)
+    return rows.with_columns(number.alias("incident_id"))
 
 
 def summarise_incidents(rows: pl.DataFrame, config: PipelineConfig) -> pl.DataFrame:
     """One row per incident of `assign_incidents`' rows: where, when, how bad and why (before reviews)."""
-    n_features = config.incidents.pattern_features
+    n_features = config.scoring.top_features
     features = (
-        rows.select("incident_id", "top_features", "_rank", "row_position")
-        .explode("top_features")
+        rows.select("incident_id", "top_features", pl.int_ranges(pl.col("top_features").list.len()).alias("_place"))
+        .explode("top_features", "_place")
         .drop_nulls("top_features")
         .group_by("incident_id", "top_features")
-        .agg(pl.len().alias("_count"))
-        .sort(["incident_id", "_count", "top_features"], descending=[False, True, False])
+        .agg(pl.len().alias("_count"), pl.col("_place").mean())
+        .sort(["incident_id", "_count", "_place", "top_features"], descending=[False, True, False, False])
         .group_by("incident_id", maintain_order=True)
         .agg(pl.col("top_features").head(n_features))
     )
@@ -127,19 +130,24 @@ def apply_reviews(incidents: pl.DataFrame, reviews: pl.DataFrame, config: Pipeli
     )
     normal = verdicts.filter(pl.col("verdict") == "normal")
     window = parse_duration(config.incidents.suppress_for)
+    size = config.incidents.pattern_features
+
+    def pattern(features: list[str] | None) -> tuple[str, ...]:
+        return tuple(sorted((features or [])[:size]))
+
     suppressed_by: dict[str, str] = {}
     if normal.height:
         patterns: dict[tuple, list[tuple[str, dt.datetime | None]]] = {}
-        for reviewed_id, entity, pattern, end in normal.select(
+        for reviewed_id, entity, features, end in normal.select(
             "incident_id", "entity", "pattern", "incident_end"
         ).iter_rows():
-            patterns.setdefault((entity, tuple(sorted(pattern or []))), []).append((reviewed_id, end))
+            patterns.setdefault((entity, pattern(features)), []).append((reviewed_id, end))
         for this_id, entity, features, start, verdict in judged.select(
             "incident_id", "entity", "top_features", "start", "verdict"
         ).iter_rows():
             if verdict is not None:
                 continue
-            for reviewed_id, end in patterns.get((entity, tuple(sorted(features or []))), []):
+            for reviewed_id, end in patterns.get((entity, pattern(features)), []):
                 if reviewed_id == this_id:
                     continue
                 if start is None or end is None or dt.timedelta(0) <= start - end <= window:

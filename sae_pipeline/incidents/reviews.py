@@ -193,7 +193,7 @@ def import_verdicts(config: PipelineConfig, path: str, incidents: pl.DataFrame, 
     return counts[0], counts[1]
 
 
-def precision_by_version(config: PipelineConfig, incidents: pl.DataFrame) -> dict[str, tuple[int, int]]:
+def precision_by_version(incidents: pl.DataFrame) -> dict[str, tuple[int, int]]:
     """Per model version (the one that flagged most of each incident's rows): (incidents reviewed `anomaly`,
     incidents reviewed) among the incidents of the table with a verdict."""
     reviewed = incidents.filter(pl.col("verdict").is_not_null())
