@@ -242,7 +242,9 @@ class PromotionConfig(_Strict):
     (1 + `score_tolerance`), and its flagged rate there is no further from the target false-positive rate than
     the champion's plus `flagged_rate_tolerance` (default 0: never further; an absolute slack such as the former
     default 0.01 is twice a target of 0.5% and let a candidate flagging 1.00% replace one flagging 0.33%).
-    `always` promotes every new version; `manual` never does (use `sae-pipeline models promote`).
+    Under `no_worse` a version that flags more of the rows reviewers marked `normal` than the champion is never
+    promoted (`sae-pipeline review`). `always` promotes every new version; `manual` never does (use
+    `sae-pipeline models promote`).
     `error_tolerance`, the former name of `score_tolerance`, is still read.
     """
 

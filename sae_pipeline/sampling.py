@@ -17,7 +17,7 @@ from sae_pipeline import storage, tables
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.context import with_history
 from sae_pipeline.features import TabularEncoder
-from sae_pipeline.incidents.keys import row_key_expr
+from sae_pipeline.incidents.keys import positions, row_key_expr
 from sae_pipeline.records import FailedPartition, PartitionRecord
 from sae_pipeline.schema import InputSchemaError, validate_frame
 
@@ -70,7 +70,7 @@ def sample_valid_rows(
             for number, (read, valid) in enumerate(_valid_batches(config, partition, batch_rows)):
                 position, partition_valid = partition_valid, partition_valid + valid.height
                 if excluded:  # keys count positions among every valid row of the partition, as scoring does
-                    keys = valid.select(row_key_expr(config, partition.name, position)).to_series()
+                    keys = valid.select(row_key_expr(config, partition.name, positions(position))).to_series()
                     keep = ~keys.is_in(list(excluded))
                     partition_excluded += valid.height - int(keep.sum())
                     valid = valid.filter(keep)

@@ -23,7 +23,7 @@ from sae_pipeline.config import MODEL_ROLES, PipelineConfig
 from sae_pipeline.detector import SAEDetector
 from sae_pipeline.features import TabularEncoder
 from sae_pipeline.incidents.reviews import confirmed_anomaly_keys
-from sae_pipeline.incidents.training import without_confirmed_anomalies
+from sae_pipeline.incidents.training import reviewed_normal_rows, without_confirmed_anomalies
 from sae_pipeline.records import ModelTrained, PartitionRecord, TrainingOutcome, TrainingSkipped
 from sae_pipeline.registry import (
     ModelArtifact,
@@ -275,7 +275,31 @@ def _judge(
     else:
         artifact.metadata.validation_metrics = evaluation_metrics(artifact, held_out, calibrated_on=True)
     promoted, why = promotion_decision(config, artifact.metadata.validation_metrics, champion_metrics)
+    if promoted and champion is not None and config.registry.promotion.policy == "no_worse":
+        refusal = reviewed_normal_refusal(artifact, champion, reviewed_normal_rows(config))
+        if refusal is not None:
+            promoted, why = False, refusal
     return champion_metrics, promoted, why
+
+
+def reviewed_normal_refusal(challenger: ModelArtifact, champion: ModelArtifact, rows: pl.DataFrame) -> str | None:
+    """Why `challenger` may not replace `champion`: it flags more of the rows reviewers marked `normal` (None when
+    it flags no more, or when either model cannot read the rows: columns it needs are not recorded with them)."""
+    if not rows.height:
+        return None
+    counts = []
+    for artifact in (challenger, champion):
+        if not set(artifact.encoder.input_columns) <= set(rows.columns):
+            return None
+        encoded = artifact.encoder.encode(rows)
+        flags = artifact.detector.decision_function(encoded.matrix, encoded.missing) > artifact.detector.threshold_
+        counts.append(int(flags.sum()))
+    if counts[0] <= counts[1]:
+        return None
+    return (
+        f"flags more rows reviewed normal than the champion: {counts[0]} vs {counts[1]} of {rows.height} "
+        "(sae-pipeline review)"
+    )
 
 
 def _register(

@@ -13,6 +13,7 @@ import yaml
 from sae_pipeline import pipeline, tables, updating
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.incidents import build, contract, flagged, reviews
+from sae_pipeline.incidents.training import reviewed_normal_rows
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.registry import ModelRegistry
 from sae_pipeline.runs import format_model_state, stale_partitions
@@ -313,3 +314,28 @@ def test_incident_and_review_tables_on_s3(tmp_path):
         reviews.mark(config, incidents, rows, "anomaly", row_keys=["day=2026-11-02#0"])
         assert reviews.read_reviews(config).get_column("verdict").to_list() == ["normal", "anomaly"]
         assert build.write_incidents(config).closed == 1
+
+
+def test_promotion_refuses_a_candidate_that_flags_more_rows_reviewed_normal(scored_lake, tmp_path):
+    config = load_config(_copy(scored_lake, tmp_path))
+    registry = ModelRegistry(config.output.models_uri)
+    before = registry.load(registry.champion())  # learned before the pattern existed: flags all of it
+    # A batch job that is normal for this host: the same pattern every 5 minutes for most of a day, reviewed normal.
+    _add_outage(
+        Path(config.lake.uri), [dt.datetime(2026, 11, 1, 0, 0) + dt.timedelta(minutes=5 * i) for i in range(150)]
+    )
+    _score_all(config, before.version, ["day=2026-11-01"])
+    build.write_incidents(config)
+    incidents, rows = build.read_incidents(config), build.incident_rows(config)
+    for incident in _outage_incidents(config).get_column("incident_id"):
+        reviews.mark(config, incidents, rows, "normal", incident=incident)
+    normal = reviewed_normal_rows(config)
+    assert normal.height == 150 + len(OUTAGE)
+
+    after = registry.load(
+        updating.train_or_update(config, tables.partition_records(config.lake), retrain=True).model_version
+    )
+
+    refusal = updating.reviewed_normal_refusal(before, after, normal)
+    assert refusal is not None and refusal.startswith("flags more rows reviewed normal than the champion: ")
+    assert updating.reviewed_normal_refusal(after, before, normal) is None

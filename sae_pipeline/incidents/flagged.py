@@ -15,7 +15,7 @@ import polars as pl
 from sae_pipeline import hive, parquet_io, storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.incidents.contract import FLAGGED_COLUMNS, arrow_schema
-from sae_pipeline.incidents.keys import entity_expr, with_row_keys
+from sae_pipeline.incidents.keys import entity_expr, positions, row_key_expr
 from sae_pipeline.schema import SCORE_COLUMNS, input_dtypes
 
 logger = logging.getLogger(__name__)
@@ -29,8 +29,9 @@ def flagged_columns(config: PipelineConfig) -> dict[str, pl.DataType]:
 def flagged_rows(scored: pl.DataFrame, config: PipelineConfig, partition: str, first_position: int) -> pl.DataFrame:
     """The flagged rows of a batch of scored rows of `partition` (positions among its valid rows from
     `first_position`), with their keys; `partition_rows` is filled in when the partition is written."""
-    keyed = with_row_keys(scored, config, partition, first_position).filter(pl.col("is_anomaly"))
-    return keyed.with_columns(
+    rows = scored.with_columns(positions(first_position).alias("row_position")).filter(pl.col("is_anomaly"))
+    return rows.with_columns(
+        row_key_expr(config, partition, pl.col("row_position")).alias("row_key"),
         entity_expr(config).alias("incident_entity"),
         pl.lit(partition, dtype=pl.String).alias("source_partition"),
         pl.lit(None, dtype=pl.Int64).alias("partition_rows"),

@@ -21,9 +21,8 @@ def entity_expr(config: PipelineConfig) -> pl.Expr:
     return pl.col(column).cast(pl.String) if column else pl.lit(None, dtype=pl.String)
 
 
-def row_key_expr(config: PipelineConfig, partition: str, first_position: int = 0) -> pl.Expr:
-    """Each row's key, for rows of `partition` whose positions among its valid rows start at `first_position`."""
-    position = pl.int_range(pl.len(), dtype=pl.Int64) + first_position
+def row_key_expr(config: PipelineConfig, partition: str, position: pl.Expr) -> pl.Expr:
+    """Each row's key, for rows of `partition` whose positions among its valid rows are `position`."""
     by_position = pl.lit(f"{partition}#") + position.cast(pl.String)
     stamp = config.timestamp_column
     if stamp is None:
@@ -32,9 +31,6 @@ def row_key_expr(config: PipelineConfig, partition: str, first_position: int = 0
     return pl.when(pl.col(stamp).is_not_null()).then(by_time).otherwise(by_position)
 
 
-def with_row_keys(frame: pl.DataFrame, config: PipelineConfig, partition: str, first_position: int = 0) -> pl.DataFrame:
-    """`frame` (valid rows of `partition`, in read order) with `row_key` and `row_position` columns."""
-    return frame.with_columns(
-        row_key_expr(config, partition, first_position).alias("row_key"),
-        (pl.int_range(pl.len(), dtype=pl.Int64) + first_position).alias("row_position"),
-    )
+def positions(first_position: int) -> pl.Expr:
+    """The positions of a batch's rows among the partition's valid rows, the first being `first_position`."""
+    return pl.int_range(pl.len(), dtype=pl.Int64) + first_position

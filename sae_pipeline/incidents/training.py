@@ -15,6 +15,7 @@ from sae_pipeline.config import PipelineConfig
 from sae_pipeline.incidents.build import committed_partitions
 from sae_pipeline.incidents.flagged import flagged_columns, read_flagged
 from sae_pipeline.incidents.keys import TIME_FORMAT, entity_expr
+from sae_pipeline.incidents.reviews import read_reviews, row_verdicts
 
 logger = logging.getLogger(__name__)
 
@@ -38,3 +39,12 @@ def without_confirmed_anomalies(config: PipelineConfig, replay: pl.DataFrame, co
     if kept.height < replay.height:
         logger.info("%d replayed row(s) left out: a review confirmed them anomalous", replay.height - kept.height)
     return kept
+
+
+def reviewed_normal_rows(config: PipelineConfig) -> pl.DataFrame:
+    """The flagged rows of the committed partitions whose latest verdict is `normal` (all flagged-table columns)."""
+    verdicts = row_verdicts(read_reviews(config))
+    keys = verdicts.filter(pl.col("verdict") == "normal").get_column("row_key").to_list()
+    if not keys:
+        return pl.DataFrame()
+    return read_flagged(config, committed_partitions(config)).filter(pl.col("row_key").is_in(keys))
