@@ -339,3 +339,24 @@ def test_promotion_refuses_a_candidate_that_flags_more_rows_reviewed_normal(scor
     refusal = updating.reviewed_normal_refusal(before, after, normal)
     assert refusal is not None and refusal.startswith("flags more rows reviewed normal than the champion: ")
     assert updating.reviewed_normal_refusal(after, before, normal) is None
+
+
+def test_without_a_timestamp_rows_are_keyed_by_position_alike_in_scoring_and_training(scored_lake, tmp_path):
+    path = _copy(scored_lake, tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["columns"] = [column for column in raw["columns"] if column["role"] != "timestamp"]
+    raw["scoring"]["batch_rows"] = 97  # positions run on across batches, in scoring and in training samples alike
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    registry = ModelRegistry(config.output.models_uri)
+    _score_all(config, registry.champion(), ["day=2026-11-01"])
+    keys = build.incident_rows(config).filter(pl.col("source_partition") == "day=2026-11-01").get_column("row_key")
+    assert keys.str.starts_with("day=2026-11-01#").all() and keys.len() >= 2
+
+    from sae_pipeline.sampling import sample_valid_rows
+
+    day = [record for record in tables.partition_records(config.lake) if record.name == "day=2026-11-01"]
+    sample = sample_valid_rows(config, day, 100_000, seed=0, batch_rows=97, excluded=set(keys))
+    assert sample.rows_excluded == keys.len()
+    assert sample.frame.height == sample.rows_valid - keys.len()
+    assert sample.frame.filter(pl.col("latency_ms") == 60_000.0).height == 0  # the outage rows were flagged
