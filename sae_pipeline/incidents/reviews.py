@@ -193,11 +193,12 @@ def import_verdicts(config: PipelineConfig, path: str, incidents: pl.DataFrame, 
     return counts[0], counts[1]
 
 
-def precision_by_version(incidents: pl.DataFrame) -> dict[str, tuple[int, int]]:
-    """Per model version (the one that flagged most of each incident's rows): (incidents reviewed `anomaly`,
-    incidents reviewed) among the incidents of the table with a verdict."""
-    reviewed = incidents.filter(pl.col("verdict").is_not_null())
-    counted = reviewed.group_by("model_version").agg(
+def precision_by_version(reviews: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per model version (the one that flagged most of an incident's rows when it was reviewed): (incidents whose
+    latest verdict is `anomaly`, incidents reviewed). From the review table, so incidents that a later rescoring no
+    longer flags still count for the version that raised them."""
+    verdicts = incident_verdicts(reviews).drop_nulls("model_version")
+    counted = verdicts.group_by("model_version").agg(
         (pl.col("verdict") == "anomaly").sum().alias("confirmed"), pl.len().alias("reviewed")
     )
     return {version: (int(ok), int(total)) for version, ok, total in counted.iter_rows()}

@@ -23,10 +23,9 @@ def _registry(args: argparse.Namespace) -> ModelRegistry:
 
 def _reviewed_precision(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
     """Per model version: (incidents reviewed `anomaly`, incidents reviewed), from the incidents table."""
-    from sae_pipeline.incidents.build import read_incidents
-    from sae_pipeline.incidents.reviews import precision_by_version
+    from sae_pipeline.incidents.reviews import precision_by_version, read_reviews
 
-    return precision_by_version(read_incidents(load_config(args.config)))
+    return precision_by_version(read_reviews(load_config(args.config)))
 
 
 def _precision(counts: tuple[int, int] | None) -> str:
