@@ -360,3 +360,14 @@ def test_without_a_timestamp_rows_are_keyed_by_position_alike_in_scoring_and_tra
     assert sample.rows_excluded == keys.len()
     assert sample.frame.height == sample.rows_valid - keys.len()
     assert sample.frame.filter(pl.col("latency_ms") == 60_000.0).height == 0  # the outage rows were flagged
+
+
+def test_a_partition_that_left_the_lake_leaves_the_incidents(scored_lake, tmp_path):
+    config = load_config(_copy(scored_lake, tmp_path))
+
+    pipeline.remove_partition_outputs(config, "day=2026-11-02")
+    build.write_incidents(config)
+
+    assert not (Path(config.output.flagged_uri) / "day=2026-11-02").exists()
+    outage = _outage_incidents(config).row(0, named=True)
+    assert outage["partitions"] == ["day=2026-11-01"] and outage["rows"] == 2
