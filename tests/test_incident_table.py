@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
+from flows.cli import main
 from sae_pipeline import pipeline, tables, updating
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.incidents import build, contract, flagged, reviews
@@ -136,7 +137,7 @@ def test_rerun_and_rescore_replace_a_partitions_contribution(scored_lake, tmp_pa
     assert "sae-pipeline score --config pipeline.yaml --rescore-with champion" in lines[-1]
 
 
-def test_rows_marked_anomalous_never_reach_the_next_training(scored_lake, tmp_path):
+def test_rows_marked_anomalous_never_reach_the_next_training(scored_lake, tmp_path, capsys):
     path = _copy(scored_lake, tmp_path)
     config = load_config(path)
     incident_id = _outage_incidents(config).item(0, "incident_id")
@@ -163,11 +164,11 @@ def test_rows_marked_anomalous_never_reach_the_next_training(scored_lake, tmp_pa
     replayed = without_confirmed_anomalies(config, lake_rows, set(keys))
     assert lake_rows.filter(outage_rows).height == len(OUTAGE)
     assert replayed.height == lake_rows.height - len(OUTAGE) and replayed.filter(outage_rows).height == 0
-    listing = run_cli("models", "list", "--config", str(path))
-    assert "100% of 1" in listing.stdout, listing.stdout
+    assert main(["models", "list", "--config", str(path)]) == 0
+    assert "100% of 1" in capsys.readouterr().out
 
 
-def test_an_incident_reviewed_normal_suppresses_the_same_pattern_of_the_same_entity(scored_lake, tmp_path):
+def test_an_incident_reviewed_normal_suppresses_the_same_pattern_of_the_same_entity(scored_lake, tmp_path, capsys):
     path = _copy(scored_lake, tmp_path)
     config = load_config(path)
     incidents = build.read_incidents(config)
@@ -195,8 +196,9 @@ def test_an_incident_reviewed_normal_suppresses_the_same_pattern_of_the_same_ent
     assert outage.get_column("status").to_list() == ["closed", "suppressed"]
     assert outage.item(1, "suppressed_by") == outage.item(0, "incident_id")
     assert counts.suppressed == 1 and counts.new_suppressed == 1
-    listing = run_cli("review", "list", "--config", str(path))
-    assert outage.item(1, "incident_id") not in listing.stdout  # not raised again
+    assert main(["review", "list", "--config", str(path)]) == 0
+    listing = capsys.readouterr().out
+    assert "open incident(s)" in listing and outage.item(1, "incident_id") not in listing  # not raised again
 
     # Outside the window it is raised again.
     raw = yaml.safe_load(path.read_text())
@@ -206,23 +208,22 @@ def test_an_incident_reviewed_normal_suppresses_the_same_pattern_of_the_same_ent
     assert _outage_incidents(load_config(path)).sort("start").item(1, "status") == "open"
 
 
-def test_a_bad_review_import_gives_one_line_naming_file_row_and_column(scored_lake, tmp_path):
+def test_a_bad_review_import_gives_one_line_naming_file_row_and_column(scored_lake, tmp_path, capsys):
     path = _copy(scored_lake, tmp_path)
     config = load_config(path)
     incident_id = _outage_incidents(config).item(0, "incident_id")
     bad = tmp_path / "verdicts.csv"
     bad.write_text(f"incident_id,verdict,note\n{incident_id},anomaly,ok\n{incident_id},maybe,unsure\n")
 
-    result = run_cli("review", "import", "--config", str(path), str(bad))
+    assert main(["review", "import", "--config", str(path), str(bad)]) == 2
 
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {bad}: row 2, column verdict: 'maybe' is not a verdict; use one of: normal, anomaly"
     ]
     assert reviews.read_reviews(config).height == 0  # all or nothing
     good = tmp_path / "verdicts.parquet"
     pl.DataFrame({"row_key": [f"{HOST}@2026-11-01T23:30:00"], "verdict": ["anomaly"]}).write_parquet(good)
-    assert run_cli("review", "import", "--config", str(path), str(good)).returncode == 0
+    assert main(["review", "import", "--config", str(path), str(good)]) == 0
     assert reviews.confirmed_anomaly_keys(config) == {f"{HOST}@2026-11-01T23:30:00"}
 
 
