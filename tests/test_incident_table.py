@@ -372,3 +372,23 @@ def test_a_partition_that_left_the_lake_leaves_the_incidents(scored_lake, tmp_pa
     assert not (Path(config.output.flagged_uri) / "day=2026-11-02").exists()
     outage = _outage_incidents(config).row(0, named=True)
     assert outage["partitions"] == ["day=2026-11-01"] and outage["rows"] == 2
+
+
+def test_a_verdict_given_while_a_run_holds_the_output_is_kept_for_that_runs_rebuild(scored_lake, tmp_path, capsys):
+    import json
+    import socket
+
+    path = _copy(scored_lake, tmp_path)
+    config = load_config(path)
+    incident_id = _outage_incidents(config).item(0, "incident_id")
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).isoformat()
+    holder = {"token": "t", "run_id": "other", "host": socket.gethostname(), "pid": 1, "expires_at": expires}
+    Path(config.output.lease_uri).write_text(json.dumps(holder))  # a live process of this machine holds it
+
+    assert main(["review", "mark", "--config", str(path), incident_id, "normal"]) == 0
+
+    assert "a run holds the output folder" in capsys.readouterr().out
+    assert reviews.read_reviews(config).get_column("incident_id").to_list() == [incident_id]
+    assert _outage_incidents(config).item(0, "status") == "open"  # until that run rebuilds the table
+    Path(config.output.lease_uri).unlink()
+    assert build.write_incidents(config).closed == 1
