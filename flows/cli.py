@@ -1,4 +1,4 @@
-"""`sae-pipeline` command line: demo, run, train, score, models, generate-sample.
+"""`sae-pipeline` command line: demo, run, train, score, models, review, generate-sample.
 
 `run`, `train`, `score` and `demo` first check and plan without Prefect (`sae_pipeline.preflight`): a wrong
 config, lake layout, `--partitions` value, column type or model is reported in a second or two, and a run with
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sae_pipeline.config import ConfigError, PipelineConfig, load_config
+from sae_pipeline.incidents.commands import add_review_command
 from sae_pipeline.lease import RunLease
 from sae_pipeline.preflight import committed_since, plan_command
 from sae_pipeline.registry.commands import add_models_command
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.set_defaults(handler=_command_generate)
     add_models_command(commands)
+    add_review_command(commands)
     return parser
 
 

@@ -35,13 +35,14 @@ from flows.handoff import (
     ensure_champion,
     start_drift_training,
 )
-from sae_pipeline import pipeline, storage, tables, updating
+from sae_pipeline import incidents, pipeline, storage, tables, updating
 from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.lease import RunLease
 from sae_pipeline.records import (
     DriftPolicyOutcome,
     DriftRequest,
     FailedPartition,
+    IncidentCounts,
     PartitionRecord,
     PartitionResult,
     RunKind,
@@ -143,6 +144,12 @@ def score_partition(
 def write_drift_trend(config_path: str) -> str:
     """Rewrite the lake-level drift trend page from every partition's report."""
     return pipeline.write_drift_trend(load_config(config_path))
+
+
+@io_task(name="write-incidents")
+def write_incidents(config_path: str) -> IncidentCounts:
+    """Regroup the committed partitions' flagged rows into incidents and rewrite the incidents table."""
+    return incidents.write_incidents(load_config(config_path))
 
 
 @io_task(name="vacuum-output-tables")
@@ -261,6 +268,7 @@ class Scoring:
     plan: ScoringPlan
     results: list[PartitionResult] = field(default_factory=list)
     failures: list[FailedPartition] = field(default_factory=list)
+    incidents: IncidentCounts | None = None
 
 
 @contextmanager
@@ -323,6 +331,7 @@ def _score(
         scoring.results, scoring.failures = _collect(futures)
     if scoring.results or scoring.plan.removed:
         write_drift_trend(run.config_path)
+        scoring.incidents = write_incidents(run.config_path)
         vacuum_output_tables(run.config_path)
     return scoring
 
@@ -359,6 +368,8 @@ def _summarise(
         scored=scoring.results if scoring else [],
         failed=run.refused + (scoring.failures if scoring else []),
         drift_policy=drift_policy,
+        incidents=scoring.incidents if scoring else None,
+        config_path=run.config_path,
     )
     write_run_summary(summary)
     return summary

@@ -7,10 +7,12 @@ are rejected so that a typo fails loudly instead of being silently ignored.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import json
 import posixpath
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -240,7 +242,9 @@ class PromotionConfig(_Strict):
     (1 + `score_tolerance`), and its flagged rate there is no further from the target false-positive rate than
     the champion's plus `flagged_rate_tolerance` (default 0: never further; an absolute slack such as the former
     default 0.01 is twice a target of 0.5% and let a candidate flagging 1.00% replace one flagging 0.33%).
-    `always` promotes every new version; `manual` never does (use `sae-pipeline models promote`).
+    Under `no_worse` a version that flags more of the rows reviewers marked `normal` than the champion is never
+    promoted (`sae-pipeline review`). `always` promotes every new version; `manual` never does (use
+    `sae-pipeline models promote`).
     `error_tolerance`, the former name of `score_tolerance`, is still read.
     """
 
@@ -362,6 +366,41 @@ class DriftConfig(_Strict):
         return self
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`30s`, `15m`, `1h`, `2d`, `1w` as a timedelta; raises ValueError naming the accepted forms."""
+    match = _DURATION.match(str(text))
+    if match is None:
+        raise ValueError("expected a duration such as 30m, 1h, 2d or 1w")
+    return dt.timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _duration(text: str) -> str:
+    parse_duration(text)
+    return text.strip()
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class IncidentsConfig(_Strict):
+    """How flagged rows become incidents (`sae_pipeline.incidents`).
+
+    Flagged rows of one entity (`context.entity`, else the identifier column) belong to one incident while each is
+    at most `gap` after the previous one in time (the timestamp column), across partition boundaries; without a
+    timestamp column, while they are at most `gap_rows` rows apart in row order. An incident's pattern is the first
+    `pattern_features` of the columns that explain it most. An incident reviewed `normal` suppresses later incidents
+    of the same entity with the same pattern that start within `suppress_for` of its end."""
+
+    gap: Duration = "1h"
+    gap_rows: int = Field(1, ge=1)
+    pattern_features: int = Field(2, ge=1)
+    suppress_for: Duration = "7d"
+
+
 class OutputConfig(_Strict):
     """Output root; each kind of output lives in its own sibling folder under it. `format`: the scored and
     quarantine tables as Hive-style Parquet folders (`parquet`) or as Delta tables (`delta`), whose files no longer
@@ -400,6 +439,18 @@ class OutputConfig(_Strict):
         return self._child("runs")
 
     @property
+    def flagged_uri(self) -> str:
+        return self._child("flagged")
+
+    @property
+    def incidents_uri(self) -> str:
+        return self._child("incidents")
+
+    @property
+    def reviews_uri(self) -> str:
+        return self._child("reviews")
+
+    @property
     def staging_uri(self) -> str:
         return self._child("_staging")
 
@@ -419,6 +470,7 @@ class PipelineConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     scoring: ScoringConfig = ScoringConfig()
     drift: DriftConfig = DriftConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
     registry: RegistryConfig = RegistryConfig()
     run: RunConfig = RunConfig()
     output: OutputConfig
@@ -481,6 +533,15 @@ class PipelineConfig(_Strict):
         for name, test in self.drift.columns.items():
             if test.method and not get_stattest(test.method).applies_to(roles[name]):
                 raise ValueError(f"drift.columns.{name}: {kind_error(get_stattest(test.method), roles[name])}")
+
+    @property
+    def entity_column(self) -> str | None:
+        """The column whose rows form one sequence for incidents: `context.entity`, else the first identifier column
+        (None: one implicit entity)."""
+        if self.context.entity:
+            return self.context.entity
+        identifiers = self.columns_with_role("identifier")
+        return identifiers[0].name if identifiers else None
 
     def columns_with_role(self, *roles: ColumnRole) -> list[ColumnSpec]:
         return [column for column in self.columns if column.role in roles]

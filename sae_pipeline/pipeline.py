@@ -7,7 +7,8 @@ tested and rerun on its own, and means a step can run on another machine given o
 A scoring run streams each raw partition it has to process once, batch by batch, validates it, writes its
 quarantined rows, its scored rows and its drift report, and commits a ledger entry last. Outputs (all under
 `output.uri`, each a sibling folder so no table holds foreign files): `scored/`, `quarantine/`,
-`drift/<partition>/`, `ledger/`, `models/` (the registry), `runs/<run id>.json`.
+`drift/<partition>/`, `flagged/` (each partition's flagged rows, which `incidents` groups into the `incidents/`
+table), `ledger/`, `models/` (the registry), `runs/<run id>.json`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from sae_pipeline import context, drift, hive, lease, parquet_io, storage, tables
 from sae_pipeline.config import PipelineConfig
+from sae_pipeline.incidents.flagged import delete_flagged, flagged_rows, write_flagged
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.overlap import BackgroundWriter, TableWriter, prefetched
 from sae_pipeline.planning import compare_with_ledger, select_partitions
@@ -115,6 +117,7 @@ def remove_partition_outputs(config: PipelineConfig, name: str) -> None:
     for table in (output.scored_uri, output.quarantine_uri):
         delete_output_partition(config, table, name)
     hive.delete_partition(output.drift_uri, name)
+    delete_flagged(config, name)
     Ledger(output.ledger_uri).remove(name)
     logger.info("%s left the lake: its outputs were removed", name)
 
@@ -144,6 +147,7 @@ def score_partition(
         writers.abort()
         raise
     outputs = _write_rows(config, partition, writers, tally)
+    write_flagged(config, partition.name, tally.flagged, tally.rows_valid)
     report = _write_drift_report(config, partition.name, artifact, accumulator, tally)
     result = _partition_result(config, partition.name, reason, artifact.version, tally, outputs, report)
     _confirm_lease(config, lease_token, f"{partition.name}: ledger entry")
@@ -232,6 +236,8 @@ class PartitionTally:
     rows_flagged: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     ignored: set[str] = field(default_factory=set)
+    #: The flagged rows with their keys (`incidents.flagged`), written with the partition's outputs.
+    flagged: list[pl.DataFrame] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in ROW_COUNTS}
@@ -274,16 +280,17 @@ def _stream_and_validate(
         if config.context.history is not None:
             waiting_for_history.append(outcome.valid)
             continue
-        _score_valid(config, outcome.valid, artifact, scored_at, writers, accumulator, tally)
+        _score_valid(config, partition.name, outcome.valid, artifact, scored_at, writers, accumulator, tally)
     if waiting_for_history:
         valid = context.with_history(config, pl.concat(waiting_for_history), partition)
         for rows in valid.iter_slices(config.scoring.batch_rows):
-            _score_valid(config, rows, artifact, scored_at, writers, accumulator, tally)
+            _score_valid(config, partition.name, rows, artifact, scored_at, writers, accumulator, tally)
     return tally
 
 
 def _score_valid(
     config: PipelineConfig,
+    partition_name: str,
     valid: pl.DataFrame,
     artifact: ModelArtifact,
     scored_at: dt.datetime,
@@ -298,6 +305,7 @@ def _score_valid(
     if tally.rows_scored == 0:
         scored_output_schema(config).validate(scored.head(1000))
     writers.scored.write(scored.to_arrow())
+    tally.flagged.append(flagged_rows(scored, config, partition_name, tally.rows_valid))
     accumulator.update(
         valid,
         scores=result.scores,
@@ -340,6 +348,7 @@ def _write_rows(
     if too_many is not None:
         writers.scored.abort()
         delete_output_partition(config, config.output.scored_uri, partition.name)
+        delete_flagged(config, partition.name)
         raise too_many
     return writers.scored.commit(), quarantine_uri
 

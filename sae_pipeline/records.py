@@ -145,6 +145,8 @@ class ModelTrained(Record):
     retired_versions: list[str]
     threshold: float
     training_report: dict | None
+    #: Rows left out of training, the replay sample and the kNN reference because a review confirmed them anomalous.
+    rows_excluded_by_review: int = 0
 
 
 #: What `updating.train_or_update` did, told apart by `action`.
@@ -182,3 +184,25 @@ def split_refused(partitions: list[PartitionRecord]) -> tuple[list[PartitionReco
     usable = [record for record in partitions if not record.refused]
     refused = [record.failure() for record in partitions if record.refused]
     return usable, refused
+
+
+class IncidentCounts(Record):
+    """The incidents table after a run (`incidents.write_incidents`): incidents in all, by status, and how many are
+    `new` since the table it replaced (of which `new_suppressed` were suppressed by an earlier `normal` verdict)."""
+
+    total: int
+    open: int
+    closed: int
+    suppressed: int
+    new: int
+    new_suppressed: int
+    uri: str
+
+
+class StalePartitions(Record):
+    """Committed partitions scored by another version than the `champion` (partition -> version), and the command
+    that rescores them with it."""
+
+    champion: str
+    partitions: dict[str, str]
+    command: str

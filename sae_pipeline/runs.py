@@ -17,19 +17,23 @@ from pydantic import BaseModel, ConfigDict
 from sae_pipeline import storage
 from sae_pipeline.config import OutputConfig, PipelineConfig
 from sae_pipeline.evaluation import detection_metrics
+from sae_pipeline.ledger import Ledger
 from sae_pipeline.pipeline import ROW_COUNTS, read_scored_labels
 from sae_pipeline.records import (
     DriftHandoff,
     DriftPolicyOutcome,
     FailedPartition,
+    IncidentCounts,
     PartitionResult,
     PartitionSummary,
     RunKind,
     ScoringModel,
     ScoringPlan,
+    StalePartitions,
     TrainingOutcome,
     TrainingSkipped,
 )
+from sae_pipeline.registry import ModelRegistry
 
 __all__ = [
     "FailedPartition",
@@ -74,6 +78,11 @@ class RunSummary(BaseModel):
     drift_handoff: DriftHandoff | None = None
     totals: dict[str, int]
     evaluation: dict | None
+    #: The incidents table after the run (None when the run scored and removed nothing).
+    incidents: IncidentCounts | None = None
+    #: The champion when the run ended, and the committed partitions another version scored.
+    champion: str | None = None
+    stale: StalePartitions | None = None
 
     @property
     def summary_uri(self) -> str:
@@ -132,6 +141,8 @@ def build_run_summary(
     scored: Sequence[PartitionResult] = (),
     failed: Sequence[FailedPartition] = (),
     drift_policy: DriftPolicyOutcome | None = None,
+    incidents: IncidentCounts | None = None,
+    config_path: str | None = None,
 ) -> RunSummary:
     """Join the run's records, check row conservation, evaluate against labels if any (`write_run_summary` writes
     the result)."""
@@ -166,7 +177,49 @@ def build_run_summary(
         drift_policy=drift_policy,
         totals=totals,
         evaluation=detection_metrics(*labelled) if labelled else None,
+        incidents=incidents,
+        **_model_state(config, config_path),
     )
+
+
+def stale_partitions(config: PipelineConfig, config_path: str | None = None) -> StalePartitions | None:
+    """The committed partitions scored by another version than the current champion, with the command that
+    rescores them (None without a champion or when every partition is scored by it)."""
+    champion = ModelRegistry(config.output.models_uri).champion()
+    if champion is None:
+        return None
+    entries = Ledger(config.output.ledger_uri).entries()
+    others = {name: entry.model_version for name, entry in sorted(entries.items()) if entry.model_version != champion}
+    if not others:
+        return None
+    command = f"sae-pipeline score --config {config_path or 'CONFIG'} --rescore-with {ModelRegistry.CHAMPION}"
+    return StalePartitions(champion=champion, partitions=others, command=command)
+
+
+def _model_state(config: PipelineConfig, config_path: str | None) -> dict:
+    """`champion` and `stale` of a run summary: what the registry and the ledger say when the run ends."""
+    return {
+        "champion": ModelRegistry(config.output.models_uri).champion(),
+        "stale": stale_partitions(config, config_path),
+    }
+
+
+def format_model_state(champion: str | None, stale: StalePartitions | None) -> list[str]:
+    """Terminal lines naming the champion and, when other versions scored some partitions, which and how to rescore
+    them."""
+    if champion is None:
+        return []
+    lines = [f"champion at the end of the run: {champion}"]
+    if stale is not None:
+        by_version: dict[str, list[str]] = {}
+        for name, version in stale.partitions.items():
+            by_version.setdefault(version, []).append(name)
+        described = "; ".join(f"{version}: {', '.join(names)}" for version, names in by_version.items())
+        lines += [
+            f"{len(stale.partitions)} partition(s) keep the scores of another version ({described})",
+            f"  to rescore them with the champion: {stale.command}",
+        ]
+    return lines
 
 
 def write_run_summary(summary: RunSummary) -> str | None:
@@ -206,6 +259,13 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(
             f"columns the model does not know (ignored; retrain to use them): {', '.join(summary.unknown_columns)}"
         )
+    if summary.incidents is not None:
+        i = summary.incidents
+        lines.append(
+            f"incidents: {i.total} in all, {i.open} open, {i.closed} reviewed, {i.suppressed} suppressed "
+            f"({i.new} new this run, {i.new_suppressed} of them suppressed by an earlier normal verdict)"
+        )
+    lines += format_model_state(summary.champion, summary.stale)
     lines += ["", f"outputs under {summary.output_uri}:"]
     if summary.model_uri:
         lines.append(f"  model        {summary.model_uri}")
@@ -215,6 +275,7 @@ def format_summary(summary: RunSummary) -> str:
         "  quarantine/  invalid rows with their reasons"
         + (" (a Delta table)" if summary.output_format == "delta" else ""),
         "  drift/       drift reports per partition (report.html, report.json) and the trend page index.html",
+        "  incidents/   flagged rows grouped into incidents (review them: sae-pipeline review list)",
         f"  run summary  {'none (the run did nothing)' if summary.did_nothing else summary.summary_uri}",
     ]
     if summary.evaluation:

@@ -17,6 +17,7 @@ from sae_pipeline import storage, tables
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.context import with_history
 from sae_pipeline.features import TabularEncoder
+from sae_pipeline.incidents.keys import positions, row_key_expr
 from sae_pipeline.records import FailedPartition, PartitionRecord
 from sae_pipeline.schema import InputSchemaError, validate_frame
 
@@ -28,10 +29,17 @@ class RowSample:
     rows_valid: int
     partitions: list[str]
     failed: list[FailedPartition]
+    #: Valid rows left out because a review confirmed them anomalous (`excluded` keys).
+    rows_excluded: int = 0
 
 
 def sample_valid_rows(
-    config: PipelineConfig, partitions: list[PartitionRecord], max_rows: int, seed: int, batch_rows: int | None = None
+    config: PipelineConfig,
+    partitions: list[PartitionRecord],
+    max_rows: int,
+    seed: int,
+    batch_rows: int | None = None,
+    excluded: set[str] | frozenset[str] = frozenset(),
 ) -> RowSample:
     """Up to `max_rows` valid rows drawn from `partitions`, reproducibly.
 
@@ -39,7 +47,8 @@ def sample_valid_rows(
     means, computed over the whole partition first), so partitions that differ in other columns still combine. A
     partition that cannot be read or fails the schema is left out and listed in `failed` (the model is trained
     without it, and the next update tries it again). `batch_rows`: rows per streamed batch (default
-    `scoring.batch_rows`).
+    `scoring.batch_rows`). Rows whose key (`incidents.keys`) is in `excluded` (rows a review confirmed anomalous) are
+    dropped before sampling.
     """
     model_columns = model_input_columns(config)
     batch_rows = batch_rows or config.scoring.batch_rows
@@ -52,16 +61,21 @@ def sample_valid_rows(
             failed.append(FailedPartition(partition=partition.name, error=str(error)))
     total = sum(sizes.values())
     share = min(1.0, max_rows / total) if total else 0.0
-    pieces, rows_read, rows_valid = [], 0, 0
+    pieces, rows_read, rows_valid, rows_excluded = [], 0, 0, 0
     for index, partition in enumerate(partitions):
         if sizes.get(partition.name, 0) == 0:
             continue
-        partition_pieces, partition_read, partition_valid = [], 0, 0
+        partition_pieces, partition_read, partition_valid, partition_excluded = [], 0, 0, 0
         try:
             for number, (read, valid) in enumerate(_valid_batches(config, partition, batch_rows)):
+                position, partition_valid = partition_valid, partition_valid + valid.height
+                if excluded:  # keys count positions among every valid row of the partition, as scoring does
+                    keys = valid.select(row_key_expr(config, partition.name, positions(position))).to_series()
+                    keep = ~keys.is_in(list(excluded))
+                    partition_excluded += valid.height - int(keep.sum())
+                    valid = valid.filter(keep)
                 valid = valid.select(model_columns)
                 partition_read += read
-                partition_valid += valid.height
                 quota = min(valid.height, math.ceil(share * read))
                 partition_pieces.append(
                     valid if quota == valid.height else valid.sample(quota, seed=seed + index + number)
@@ -72,12 +86,13 @@ def sample_valid_rows(
         pieces += partition_pieces
         rows_read += partition_read
         rows_valid += partition_valid
+        rows_excluded += partition_excluded
     sample = pl.concat(pieces, how="vertical") if pieces else pl.DataFrame()
     if sample.height > max_rows:
         sample = sample.sample(max_rows, seed=seed)
     failed_names = {failure.partition for failure in failed}
     used = [partition.name for partition in partitions if partition.name not in failed_names]
-    return RowSample(sample, rows_read, rows_valid, used, failed)
+    return RowSample(sample, rows_read, rows_valid, used, failed, rows_excluded)
 
 
 def model_input_columns(config: PipelineConfig) -> list[str]:

@@ -22,6 +22,8 @@ from sae_pipeline import drift
 from sae_pipeline.config import MODEL_ROLES, PipelineConfig
 from sae_pipeline.detector import SAEDetector
 from sae_pipeline.features import TabularEncoder
+from sae_pipeline.incidents.reviews import confirmed_anomaly_keys
+from sae_pipeline.incidents.training import reviewed_normal_rows, without_confirmed_anomalies
 from sae_pipeline.records import ModelTrained, PartitionRecord, TrainingOutcome, TrainingSkipped
 from sae_pipeline.registry import (
     ModelArtifact,
@@ -195,8 +197,13 @@ def train_or_update(
     if decision.action == "skip":
         logger.info("no training: %s", decision.reason)
         return TrainingSkipped(reason=decision.reason, champion=champion_version)
+    confirmed = confirmed_anomaly_keys(config)  # reviewed anomalies: never learned as normal
     sample = sample_valid_rows(
-        config, [p for p in partitions if p.name in decision.partitions], config.training.max_rows, config.model.seed
+        config,
+        [p for p in partitions if p.name in decision.partitions],
+        config.training.max_rows,
+        config.model.seed,
+        excluded=confirmed,
     )
     chosen = [p for p in partitions if p.name in sample.partitions]
     champion = registry.load(champion_version) if champion_version else None
@@ -211,7 +218,7 @@ def train_or_update(
 
     started = dt.datetime.now(dt.UTC)
     if decision.action == "update":
-        artifact = _updated(config, champion, learn, held_out, chosen, progress)
+        artifact = _updated(config, champion, learn, held_out, chosen, progress, confirmed)
     else:
         artifact = _trained(config, learn, held_out, chosen, progress)
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
@@ -237,6 +244,7 @@ def train_or_update(
         retired_versions=removed,
         threshold=float(artifact.detector.threshold_),
         training_report=artifact.detector.training_report_,
+        rows_excluded_by_review=sample.rows_excluded,
     )
 
 
@@ -267,7 +275,31 @@ def _judge(
     else:
         artifact.metadata.validation_metrics = evaluation_metrics(artifact, held_out, calibrated_on=True)
     promoted, why = promotion_decision(config, artifact.metadata.validation_metrics, champion_metrics)
+    if promoted and champion is not None and config.registry.promotion.policy == "no_worse":
+        refusal = reviewed_normal_refusal(artifact, champion, reviewed_normal_rows(config))
+        if refusal is not None:
+            promoted, why = False, refusal
     return champion_metrics, promoted, why
+
+
+def reviewed_normal_refusal(challenger: ModelArtifact, champion: ModelArtifact, rows: pl.DataFrame) -> str | None:
+    """Why `challenger` may not replace `champion`: it flags more of the rows reviewers marked `normal` (None when
+    it flags no more, or when either model cannot read the rows: columns it needs are not recorded with them)."""
+    if not rows.height:
+        return None
+    counts = []
+    for artifact in (challenger, champion):
+        if not set(artifact.encoder.input_columns) <= set(rows.columns):
+            return None
+        encoded = artifact.encoder.encode(rows)
+        flags = artifact.detector.decision_function(encoded.matrix, encoded.missing) > artifact.detector.threshold_
+        counts.append(int(flags.sum()))
+    if counts[0] <= counts[1]:
+        return None
+    return (
+        f"flags more rows reviewed normal than the champion: {counts[0]} vs {counts[1]} of {rows.height} "
+        "(sae-pipeline review)"
+    )
 
 
 def _register(
@@ -384,14 +416,17 @@ def _updated(
     held_out: pl.DataFrame,
     partitions: list[PartitionRecord],
     progress: bool,
+    confirmed: set[str] = frozenset(),
 ) -> ModelArtifact:
-    """The champion fine-tuned on the new rows plus its replay sample; its feature encoding is kept (a new
-    category falls into the "other" level and shows in the drift report)."""
+    """The champion fine-tuned on the new rows plus its replay sample, without the replayed rows a review has since
+    confirmed anomalous (`confirmed` keys); its feature encoding is kept (a new category falls into the "other"
+    level and shows in the drift report)."""
     unknown_model_columns(champion, config)
     model_columns = champion.encoder.input_columns
     replay = (
         champion.replay.select(model_columns) if champion.replay is not None else new_rows.head(0).select(model_columns)
     )
+    replay = without_confirmed_anomalies(config, replay, confirmed)
     frame = pl.concat([new_rows.select(model_columns), replay], how="vertical_relaxed")
     encoded = champion.encoder.encode(frame)
     detector = champion.detector.fine_tuned(encoded.matrix, config.training.update_steps, missing=encoded.missing)

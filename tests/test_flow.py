@@ -56,6 +56,14 @@ def test_run_writes_contracted_outputs_and_conserves_rows(lake_config):
     assert model.metadata.data_fingerprints.keys() == {p.partition for p in summary.partitions}
     assert json.loads(Path(summary.summary_uri).read_text()) == summary.model_dump(mode="json")  # what it returned
 
+    # Flagged rows are recorded per partition and grouped into the incidents table; the summary names the champion.
+    flagged = pl.scan_parquet(config.output.flagged_uri, hive_partitioning=True).collect()
+    assert flagged.height == summary.totals["rows_flagged"] > 0 and flagged.get_column("is_anomaly").all()
+    incidents = pl.read_parquet(Path(config.output.incidents_uri) / "part-0.parquet")
+    assert incidents.get_column("rows").sum() == flagged.height
+    assert summary.incidents.total == summary.incidents.new == summary.incidents.open == incidents.height
+    assert summary.champion == summary.model_version and summary.stale is None
+
 
 def test_backfill_replaces_partitions_and_score_mode_reuses_the_champion(lake_config):
     first = RunSummary.model_validate(lake_pipeline(str(lake_config)))
@@ -66,6 +74,7 @@ def test_backfill_replaces_partitions_and_score_mode_reuses_the_champion(lake_co
     scored = _scored(config)
     assert scored.height == first.totals["rows_scored"]  # replaced, not duplicated
     assert scored.get_column("model_version").unique().to_list() == [first.model_version]
+    assert second.incidents.total == first.incidents.total and second.incidents.new == 0  # not duplicated
     for partition in second.partitions:
         assert len(list(Path(partition.scored_uri).glob("*.parquet"))) == 1
     assert not any(Path(config.output.staging_uri).glob("*.parquet"))

@@ -1,5 +1,8 @@
 """`sae-pipeline models list|show|promote|rollback`: inspect the registry and move aliases by hand.
 
+`models list` also shows each version's precision on reviewed incidents; `promote` and `rollback` say which scored
+partitions keep another version's scores and print the command that rescores them.
+
 These commands read and write only the models folder (no Prefect, no training), so they answer in about a second.
 Errors are RegistryError or ConfigError (both ValueErrors), which the command line prints as one `error:` line.
 """
@@ -16,6 +19,17 @@ from sae_pipeline.registry.store import ModelRegistry, VersionInfo
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
     return ModelRegistry(load_config(args.config).output.models_uri)
+
+
+def _reviewed_precision(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+    """Per model version: (incidents reviewed `anomaly`, incidents reviewed), from the incidents table."""
+    from sae_pipeline.incidents.reviews import precision_by_version, read_reviews
+
+    return precision_by_version(read_reviews(load_config(args.config)))
+
+
+def _precision(counts: tuple[int, int] | None) -> str:
+    return "-" if not counts else f"{counts[0] / counts[1]:.0%} of {counts[1]}"
 
 
 def _format_table(header: list[str], rows: list[list[str]]) -> str:
@@ -35,7 +49,18 @@ def _command_list(args: argparse.Namespace) -> None:
     if not infos:
         print(f"no models under {registry.models_uri}: train one with `sae-pipeline train --config {args.config}`")
         return
-    header = ["version", "created (UTC)", "kind", "parent", "partitions", "rows", "val. mean score", "aliases"]
+    precision = _reviewed_precision(args)
+    header = [
+        "version",
+        "created (UTC)",
+        "kind",
+        "parent",
+        "partitions",
+        "rows",
+        "val. mean score",
+        "reviewed precision",
+        "aliases",
+    ]
     rows = [
         [
             info.version,
@@ -45,12 +70,15 @@ def _command_list(args: argparse.Namespace) -> None:
             str(len(info.trained_on)),
             f"{info.training_rows:,}",
             _metric(info, "trimmed_mean_score"),
+            _precision(precision.get(info.version)),
             ", ".join(info.aliases) or "-",
         ]
         for info in infos
     ]
     print(f"{len(infos)} model version(s) under {registry.models_uri}, newest first")
     print(_format_table(header, rows))
+    if precision:
+        print("reviewed precision: share of a version's reviewed incidents confirmed anomalous (`sae-pipeline review`)")
 
 
 def _command_show(args: argparse.Namespace) -> None:
@@ -103,11 +131,25 @@ def _command_promote(args: argparse.Namespace) -> None:
         previous = registry.aliases().get(args.alias)
         registry.set_alias(args.alias, version, args.reason)
     print(f"{args.alias}: {previous or '(none)'} -> {version}")
+    if args.alias == ModelRegistry.CHAMPION:
+        _print_stale(args)
 
 
 def _command_rollback(args: argparse.Namespace) -> None:
     before, after = _registry(args).rollback(args.reason)
     print(f"{ModelRegistry.CHAMPION}: {before} -> {after} (rolled back)")
+    _print_stale(args)
+
+
+def _print_stale(args: argparse.Namespace) -> None:
+    """After the champion moved: which partitions keep another version's scores, and the command that rescores
+    them."""
+    from sae_pipeline.runs import stale_partitions
+
+    stale = stale_partitions(load_config(args.config), args.config)
+    if stale is not None:
+        print(f"{len(stale.partitions)} scored partition(s) keep the scores of another version; to rescore them:")
+        print(f"  {stale.command}")
 
 
 def add_models_command(subparsers) -> None:
