@@ -152,6 +152,12 @@ def write_incidents(config_path: str) -> IncidentCounts:
     return incidents.write_incidents(load_config(config_path))
 
 
+@io_task(name="write-anomaly-pages")
+def write_anomaly_pages(config_path: str) -> str:
+    """Rewrite the anomalies pages (`drift/anomalies.html` and each partition's) from the incidents table."""
+    return incidents.write_anomaly_pages(load_config(config_path)).index_uri
+
+
 @io_task(name="vacuum-output-tables")
 def vacuum_output_tables(config_path: str) -> int:
     """Remove the Delta output tables' files that the current version no longer references, once old enough."""
@@ -304,7 +310,7 @@ def _score(
     progress: bool,
 ) -> Scoring:
     """The scoring step: plan, score each partition (one task each, on the configured task runner), remove the
-    outputs of partitions that left the lake, then rewrite the drift trend page."""
+    outputs of partitions that left the lake, then rewrite the drift trend page, the incidents and their pages."""
     scoring_model = pipeline.scoring_model(run.config, rescore_with or model)
     version = scoring_model.model_version
     plan = plan_scoring(run.config_path, run.partitions, version, partitions, backfill, bool(rescore_with))
@@ -332,6 +338,7 @@ def _score(
     if scoring.results or scoring.plan.removed:
         write_drift_trend(run.config_path)
         scoring.incidents = write_incidents(run.config_path)
+        write_anomaly_pages(run.config_path)
         vacuum_output_tables(run.config_path)
     return scoring
 

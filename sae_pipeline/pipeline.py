@@ -7,7 +7,8 @@ tested and rerun on its own, and means a step can run on another machine given o
 A scoring run streams each raw partition it has to process once, batch by batch, validates it, writes its
 quarantined rows, its scored rows and its drift report, and commits a ledger entry last. Outputs (all under
 `output.uri`, each a sibling folder so no table holds foreign files): `scored/`, `quarantine/`,
-`drift/<partition>/`, `flagged/` (each partition's flagged rows, which `incidents` groups into the `incidents/`
+`drift/<partition>/` (with its `anomalies.html`; `drift/index.html` and `drift/anomalies.html` over the lake),
+`flagged/` (each partition's flagged rows, which `incidents` groups into the `incidents/`
 table), `ledger/`, `models/` (the registry), `runs/<run id>.json`.
 """
 
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 from sae_pipeline import context, drift, hive, lease, parquet_io, storage, tables
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.incidents.flagged import delete_flagged, flagged_rows, write_flagged
+from sae_pipeline.incidents.page import ANOMALIES_PAGE
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.overlap import BackgroundWriter, TableWriter, prefetched
 from sae_pipeline.planning import compare_with_ledger, select_partitions
@@ -367,10 +369,19 @@ def _write_drift_report(
         quarantine_reasons=tally.reasons,
         expected_anomaly_rate=artifact.metadata.target_fpr,
     )
+    metadata = artifact.metadata
+    reference = drift.describe_reference(artifact.version, metadata.trained_on, metadata.drift_reference["n_rows"])
+    report = drift.validate_report({**report, "model_version": artifact.version, "reference": reference})
     folder = storage.join_uri(config.output.drift_uri, name)
     html_uri = storage.join_uri(folder, "report.html")
+    up = "../" * (name.count("/") + 1)
+    links = {
+        "Anomalies in this partition": ANOMALIES_PAGE,
+        "All incidents": up + ANOMALIES_PAGE,
+        "Drift over the lake": up + "index.html",
+    }
     storage.write_json(storage.join_uri(folder, "report.json"), report)
-    storage.write_text(html_uri, drift.render_html(report))
+    storage.write_text(html_uri, drift.render_html(report, links=links))
     storage.write_text(storage.join_uri(folder, "report.md"), drift.render_markdown(report, html_uri))
     return report
 
@@ -473,7 +484,7 @@ def write_drift_trend(config: PipelineConfig) -> str:
     """Rewrite the lake-level trend page `drift/index.html` from every partition's `report.json`; return its URI."""
     reports = [storage.read_json(uri) for uri in storage.list_files(config.output.drift_uri, "report.json")]
     uri = storage.join_uri(config.output.drift_uri, "index.html")
-    storage.write_text(uri, drift.render_trend(reports))
+    storage.write_text(uri, drift.render_trend(reports, links={"Incidents and anomalous rows": ANOMALIES_PAGE}))
     return uri
 
 

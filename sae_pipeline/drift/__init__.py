@@ -44,6 +44,7 @@ _EXPORTS = {
     "build_reference": "reference",
     "SCHEMA_VERSION": "report",
     "DriftReport": "report",
+    "describe_reference": "report",
     "report_json_schema": "report",
     "validate_report": "report",
     "verdict": "report",
@@ -74,5 +75,12 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ provides the
     from sae_pipeline.drift.markdown import render_markdown
     from sae_pipeline.drift.policy import policy_wants_training
     from sae_pipeline.drift.reference import REFERENCE_VERSION, build_reference
-    from sae_pipeline.drift.report import SCHEMA_VERSION, DriftReport, report_json_schema, validate_report, verdict
+    from sae_pipeline.drift.report import (
+        SCHEMA_VERSION,
+        DriftReport,
+        describe_reference,
+        report_json_schema,
+        validate_report,
+        verdict,
+    )
     from sae_pipeline.drift.trend import render_trend

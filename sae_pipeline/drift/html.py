@@ -50,20 +50,43 @@ figcaption { font-size: 13px; margin-bottom: 6px; }
 footer { margin-top: 30px; color: #64748b; font-size: 12px; }
 a { color: #1d4ed8; }
 svg { max-width: 100%; height: auto; }
+nav.links { padding: 8px 28px; background: #e2e8f0; font-size: 13px; }
+nav.links a { margin-right: 16px; }
+p.model { margin: 14px 0 0; font-size: 13px; color: #334155; }
 """
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, style: str = "") -> str:
+    """A whole self-contained page: the shared `STYLE` plus `style`, around `body`."""
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{STYLE}</style></head>'
+        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{STYLE}{style}</style></head>'
         f"<body>{body}</body></html>\n"
     )
 
 
-def render_html(report: dict, max_plots: int = 6) -> str:
-    """The self-contained HTML page of one report.json dict; ``max_plots`` drifted columns get a large picture."""
+def nav(links: dict[str, str] | None) -> str:
+    """A line of links (text -> address relative to the page), e.g. to the partition's anomalies page."""
+    if not links:
+        return ""
+    items = "".join(f'<a href="{escape(href)}">{escape(text)}</a>' for text, href in links.items())
+    return f'<nav class="links">{items}</nav>'
+
+
+def model_line(report: dict) -> str:
+    """Which model scored the partition and what it was compared against (reports written before say so)."""
+    version = report.get("model_version")
+    reference = report.get("reference")
+    text = (f"Model {version}" if version else "Model version not recorded in this report (written before it was)") + (
+        f" · compared against {reference}." if reference else "."
+    )
+    return f'<p class="model" id="model">{escape(text)}</p>'
+
+
+def render_html(report: dict, max_plots: int = 6, links: dict[str, str] | None = None) -> str:
+    """The self-contained HTML page of one report.json dict; ``max_plots`` drifted columns get a large picture;
+    ``links`` (text -> relative address) are shown under the header."""
     name = report["partition"] or "(unnamed partition)"
     tone = "drift" if report["dataset_drift"] else ("warn" if report["n_drifted_columns"] else "ok")
     if tone == "ok" and anomaly_rate_too_high(report):
@@ -73,6 +96,7 @@ def render_html(report: dict, max_plots: int = 6) -> str:
         f'<p>{escape(verdict(report))}</p><p class="sub">{escape(_sub_verdict(report))}</p></header>'
     )
     parts = [
+        model_line(report),
         _cards(report),
         _column_table(report),
         _column_figures(report, max_plots),
@@ -85,7 +109,7 @@ def render_html(report: dict, max_plots: int = 6) -> str:
         f"<footer>report.json schema version {report['schema_version']} · {report['n_rows']:,} rows · "
         f"reference {report['reference_n_rows']:,} rows · written by sae-pipeline</footer>"
     )
-    return page(f"Drift report: {name}", header + "<main>" + "".join(parts) + footer + "</main>")
+    return page(f"Drift report: {name}", header + nav(links) + "<main>" + "".join(parts) + footer + "</main>")
 
 
 def _sub_verdict(report: dict) -> str:
@@ -328,7 +352,7 @@ def _latent_section(report: dict) -> str:
         f"{len(latents['new'])} fire that never fired in the reference."
     )
     return (
-        f'<section><h2>SAE latent usage</h2><p>{escape(text)}</p><div class="figures">'
+        f'<section id="latents"><h2>SAE latent usage</h2><p>{escape(text)}</p><div class="figures">'
         f"<figure><figcaption>Each dot is a latent; off the diagonal = used more or less than in the reference"
         f"</figcaption>{chart}</figure><figure><figcaption>Largest shifts</figcaption>{table}</figure></div></section>"
     )

@@ -37,6 +37,8 @@ def render_markdown(report: dict, html_uri: str | None = None) -> str:
 
 def _secondary_lines(report: dict) -> list[str]:
     lines = [f"{report['n_rows']:,} rows (reference: {report['reference_n_rows']:,} rows)."]
+    if report.get("model_version"):
+        lines.append(f"Model {report['model_version']}, compared against {report.get('reference') or 'its reference'}.")
     scores = report.get("scores")
     if scores and scores["method"]:
         state = "drifted" if scores["drifted"] else "no drift"

@@ -12,6 +12,8 @@ Schema version 1, top level: ``schema_version``, ``partition``, ``n_rows``, ``re
 (anomaly-score drift), ``anomalies`` (anomaly rate vs target FPR), ``latents`` (SAE latent usage) and
 ``quarantine`` (quarantined rows and reasons); the last four are null when their input was not given.
 ``groups`` (flagged rates by context group, :class:`GroupRates`) is present with a context that forms groups.
+``model_version`` and ``reference`` (what the partition was compared against, in words) are set by the pipeline,
+which knows the model: null in reports made by :func:`compare_to_reference` alone and in reports written before.
 ``method`` takes the names of the registered drift tests (:mod:`.stattests`), in registration order.
 """
 
@@ -205,6 +207,20 @@ class DriftReport(_Schema):
     latents: LatentUsage | None
     quarantine: Quarantine | None
     groups: GroupRates | None = None
+    model_version: str | None = None
+    reference: str | None = None
+
+
+def describe_reference(model_version: str, trained_on: list[str], n_rows: int) -> str:
+    """The reference of a model's reports in words: "the training sample of model V: N rows of day=2026-11-01 to
+    day=2026-11-07 (7 partitions)"."""
+    if not trained_on:
+        where = "its training data"
+    elif len(trained_on) == 1:
+        where = trained_on[0]
+    else:
+        where = f"{trained_on[0]} to {trained_on[-1]} ({len(trained_on)} partitions)"
+    return f"the training sample of model {model_version}: {n_rows:,} rows of {where}"
 
 
 def validate_report(report: dict) -> dict:

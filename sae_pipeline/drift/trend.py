@@ -5,20 +5,25 @@ from __future__ import annotations
 from html import escape
 
 from sae_pipeline.drift import svg
-from sae_pipeline.drift.html import page
+from sae_pipeline.drift.html import nav, page
 
 
 def render_trend(
-    reports: list[dict], link: str | None = "{partition}/report.html", title: str = "Drift over the lake"
+    reports: list[dict],
+    link: str | None = "{partition}/report.html",
+    title: str = "Drift over the lake",
+    links: dict[str, str] | None = None,
 ) -> str:
     """One self-contained page over many reports (sorted by partition name); ``link`` formats each partition's
-    report address relative to the page (None: no links)."""
+    report address relative to the page (None: no links); ``links`` (text -> relative address) are shown under
+    the header (the lake's anomalies page)."""
     reports = sorted(reports, key=lambda report: report["partition"])
     names = [report["partition"] or f"#{i}" for i, report in enumerate(reports)]
     if not reports:
         return page(
             title,
-            f'<header class="verdict ok" id="verdict"><h1>{escape(title)}</h1><p>No drift reports yet.</p></header>',
+            f'<header class="verdict ok" id="verdict"><h1>{escape(title)}</h1><p>No drift reports yet.</p></header>'
+            + nav(links),
         )
     drifted = [report for report in reports if report["dataset_drift"]]
     tone = "drift" if drifted else "ok"
@@ -69,15 +74,16 @@ def render_trend(
             f'<td class="num">{100 * report["drift_share"]:.0f}%</td>'
             f'<td class="num">{_percent(anomaly.get("observed_rate"))}</td>'
             f'<td class="num">{report["n_rows"]:,}</td>'
+            f"<td>{escape(report.get('model_version') or 'not recorded')}</td>"
             f"<td>{escape(', '.join(report['drifted_columns'][:6]))}</td></tr>"
         )
     table = (
-        "<table><tr><th>Partition</th><th>Verdict</th><th>Drift share</th><th>Anomaly rate</th><th>Rows</th>"
-        f"<th>Drifted columns</th></tr>{''.join(rows)}</table>"
+        "<table><tr><th>Partition</th><th>Verdict</th><th>Drift share</th><th>Anomaly rate</th><th>Scored rows</th>"
+        f"<th>Model</th><th>Drifted columns</th></tr>{''.join(rows)}</table>"
     )
     body = (
         f'<header class="verdict {tone}" id="verdict"><h1>{escape(title)}</h1><p>{escape(headline)}.</p></header>'
-        f"<main><section><h2>Share of drifted columns</h2>{share}</section>"
+        f"{nav(links)}<main>{_models(reports)}<section><h2>Share of drifted columns</h2>{share}</section>"
         f"<section><h2>Anomaly rate</h2>{rate}</section>"
         f"<section><h2>Anomaly score quantiles</h2>{score_chart}</section>"
         f"<section><h2>Partitions</h2>{table}</section>"
@@ -85,6 +91,23 @@ def render_trend(
         f"<footer>{len(reports)} report(s) · written by sae-pipeline</footer></main>"
     )
     return page(title, body)
+
+
+def _models(reports: list[dict]) -> str:
+    """Which model versions scored the partitions shown and what each compared against (latest first)."""
+    seen: dict[str | None, dict] = {}
+    for report in reports:
+        entry = seen.setdefault(report.get("model_version"), {"count": 0, "reference": None})
+        entry["count"] += 1
+        entry["reference"] = report.get("reference") or entry["reference"]
+    lines = []
+    for version, entry in reversed(seen.items()):
+        who = f"Model {version}" if version else "Model not recorded (reports written before it was)"
+        line = f"{who}: {entry['count']} partition(s)"
+        if entry["reference"]:
+            line += f", compared against {entry['reference']}"
+        lines.append(f"<li>{escape(line)}.</li>")
+    return f'<section id="models"><h2>Models and references</h2><ul class="muted">{"".join(lines)}</ul></section>'
 
 
 def _group_trend(reports: list[dict], limit: int = 15) -> str:

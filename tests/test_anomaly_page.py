@@ -1,0 +1,202 @@
+"""anomalies.html from a real small lake: trained, scored, grouped into incidents, reviewed; then opened in Chromium.
+
+One outage of one host crosses midnight (one incident in two partitions); its rows carry a `service` value that is
+an HTML script tag, which must reach the pages as text, never as markup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import polars as pl
+import pytest
+
+from sae_pipeline import pipeline, tables, updating
+from sae_pipeline.config import load_config
+from sae_pipeline.incidents import build, page, reviews
+from sae_pipeline.incidents.contract import REVIEW_COLUMNS
+from tests.conftest import write_lake_config
+from tests.test_drift_browser import CHROMIUM, open_in_chromium
+
+T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+HOST = "web-outage"
+SCRIPT = '<script>document.title="pwned"</script>'
+OUTAGE = [
+    dt.datetime(2026, 11, 1, 23, 30),
+    dt.datetime(2026, 11, 1, 23, 45),
+    dt.datetime(2026, 11, 2, 0, 0),
+    dt.datetime(2026, 11, 2, 0, 10),
+]
+
+
+def _add_outage(lake: Path) -> None:
+    """Append `HOST`'s outage rows (huge latency and error rate, `service` = `SCRIPT`) to the days they fall on."""
+    for day in sorted({time.date() for time in OUTAGE}):
+        path = lake / f"day={day}" / "part-0.parquet"
+        frame = pl.read_parquet(path)
+        template = frame.filter(pl.col("label_is_anomaly").not_()).head(1)
+        stamps = [time for time in OUTAGE if time.date() == day]
+        rows = pl.concat([template] * len(stamps)).with_columns(
+            pl.Series("event_time", stamps, dtype=pl.Datetime("us")),
+            pl.lit(HOST).alias("host_id"),
+            pl.lit(SCRIPT).alias("service"),
+            pl.lit(60_000.0).alias("latency_ms"),
+            pl.lit(0.95).alias("error_rate"),
+            pl.lit(True).alias("label_is_anomaly"),
+        )
+        pl.concat([frame, rows]).sort("event_time").write_parquet(path)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Path:
+    """Two days trained on, the outage added, both scored; incidents and pages written (what a run's last steps
+    do); the outage's incident reviewed as an anomaly and the pages written again (what `review mark` does)."""
+    root = tmp_path_factory.mktemp("anomaly-page")
+    config = load_config(write_lake_config(root, days=2, rows_per_day=400, max_steps=40))
+    version = updating.train_or_update(config, tables.partition_records(config.lake)).model_version
+    _add_outage(root / "lake")
+    for record in tables.partition_records(config.lake):
+        pipeline.score_partition(config, record, version, "run", T0)
+    pipeline.write_drift_trend(config)
+    build.write_incidents(config)
+    outage = build.read_incidents(config).filter(pl.col("entity") == HOST).row(0, named=True)
+    record = reviews.incident_verdict(outage, [], "anomaly", "disk full <b>on purpose</b>", "test")
+    reviews.append_reviews(config, pl.DataFrame([record], schema=REVIEW_COLUMNS))
+    build.write_incidents(config)
+    page.write_anomaly_pages(config)
+    return root
+
+
+def _config(lake: Path):
+    return load_config(lake / "config.yaml")
+
+
+def _outage(lake: Path) -> dict:
+    return build.read_incidents(_config(lake)).filter(pl.col("entity") == HOST).row(0, named=True)
+
+
+def test_pages_show_incidents_rows_reviews_and_models(lake):
+    config = _config(lake)
+    drift_dir = Path(config.output.drift_uri)
+    incidents = build.read_incidents(config)
+    outage = _outage(lake)
+    assert outage["partitions"] == ["day=2026-11-01", "day=2026-11-02"] and outage["rows"] == 4
+    assert outage["status"] == "closed" and outage["verdict"] == "anomaly"
+
+    index = (drift_dir / "anomalies.html").read_text()
+    assert f"{(incidents.get_column('status') == 'open').sum()} open incident(s) of {incidents.height}" in index
+    for incident_id in incidents.get_column("incident_id"):
+        assert f"<code>{incident_id}</code>" in index  # every incident listed
+    assert 'href="day=2026-11-02/anomalies.html#incident-' + outage["incident_id"] + '"' in index
+    assert f"Model {outage['model_version']}: 2 partition(s), compared against the training sample of model" in index
+
+    # Newest first: the incidents appear in the order of their end, latest first.
+    positions = {i: index.index(f"<code>{i}</code>") for i in incidents.get_column("incident_id")}
+    ends = incidents.select("incident_id", "end", "peak_score").sort(
+        ["end", "peak_score"], descending=True, nulls_last=True
+    )
+    assert sorted(positions, key=positions.get) == ends.get_column("incident_id").to_list()
+
+    day2 = (drift_dir / "day=2026-11-02" / "anomalies.html").read_text()
+    section = day2[day2.index(f'id="incident-{outage["incident_id"]}"') :]
+    section = section[: section.index("</section>")]
+    assert "4</b> flagged row(s), 2 in this partition" in section
+    assert "closed: anomaly" in section and "disk full &lt;b&gt;on purpose&lt;/b&gt;" in section
+    assert 'href="../day=2026-11-01/anomalies.html#incident-' in section  # its other partition
+    assert section.count("<code>web-outage@2026-11-02T") == 2  # both of its rows here, with their keys
+    # Each row's explaining columns with the row's value beside its baseline's typical value.
+    assert re.search(r"<b>latency_ms</b> 6e\+04 <span class=\"muted\">\(typical [0-9.]+ · \d+% of", section)
+    assert "Scored by model " + outage["model_version"] + " · compared against the training sample" in day2
+    assert "latents fired for each row is not recorded" in day2 and 'href="report.html#latents"' in day2
+
+    # The drift report and the trend page name the model and reference, and link to the pages.
+    report = (drift_dir / "day=2026-11-02" / "report.html").read_text()
+    assert f"Model {outage['model_version']} · compared against the training sample of model" in report
+    assert 'href="anomalies.html"' in report and 'href="../anomalies.html"' in report
+    trend = (drift_dir / "index.html").read_text()
+    assert 'href="anomalies.html"' in trend and "<th>Model</th>" in trend and "<th>Scored rows</th>" in trend
+
+
+def test_column_values_are_escaped(lake):
+    drift_dir = Path(_config(lake).output.drift_uri)
+    escaped = '&lt;script&gt;document.title="pwned"&lt;/script&gt;'.replace('"', "&quot;")
+    for path in [drift_dir / "anomalies.html", *drift_dir.glob("*/anomalies.html")]:
+        text = path.read_text()
+        assert "<script" not in text.lower(), path
+    day1 = (drift_dir / "day=2026-11-01" / "anomalies.html").read_text()
+    assert escaped in day1  # the value is shown, as text
+
+
+def test_partition_without_incidents_and_a_lake_without_any(lake, tmp_path):
+    config = _config(lake)
+    html = page.render_partition_page("day=2026-11-09", pl.DataFrame(), pl.DataFrame(), config)
+    assert "No incidents in this partition" in html and "Model version not recorded" in html
+    index = page.render_index(build.read_incidents(config).clear(), {}, {})
+    assert "No incidents in 0 scored partition(s)" in index
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and attrs.get("href"):
+            self.hrefs.append(attrs["href"])
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+
+
+def _parse(html: str) -> _Links:
+    links = _Links()
+    links.feed(html)
+    return links
+
+
+def _check_links(page_path: Path, dom: str) -> int:
+    """Every link of a rendered page leads to an existing file (and, with a fragment, to an element there)."""
+    checked = 0
+    for href in _parse(dom).hrefs:
+        parts = urlsplit(href)
+        assert not parts.scheme and not parts.netloc, f"{page_path}: non-relative link {href}"
+        target = (page_path.parent / unquote(parts.path)).resolve() if parts.path else page_path
+        assert target.is_file(), f"{page_path}: {href} leads nowhere"
+        if parts.fragment:
+            assert parts.fragment in _parse(target.read_text()).ids, f"{page_path}: {href}: no such element"
+        checked += 1
+    return checked
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: the browser check is skipped")
+def test_anomalies_pages_in_chromium(lake, tmp_path):
+    drift_dir = Path(_config(lake).output.drift_uri)
+    outage = _outage(lake)
+    top = build.read_incidents(_config(lake)).row(0, named=True)  # newest first, the top of the page
+
+    index_path = drift_dir / "anomalies.html"
+    dom, console = open_in_chromium(index_path, tmp_path / "profile")
+    assert console == []
+    assert "<title>Anomalies over the lake</title>" in dom  # no script ran (it would have changed the title)
+    first_row = dom[dom.index('<table id="incidents">') :]
+    first_row = first_row[first_row.index("</th></tr>") :][:3000]
+    assert top["incident_id"] in first_row and (top["entity"] or "-") in first_row
+    assert top["top_features"][0] in first_row
+    assert _check_links(index_path, dom) >= 2 + build.read_incidents(_config(lake)).height
+
+    day1 = drift_dir / "day=2026-11-01" / "anomalies.html"
+    dom, console = open_in_chromium(day1, tmp_path / "profile")
+    assert console == [] and "<title>Anomalies: day=2026-11-01</title>" in dom
+    assert f'id="incident-{outage["incident_id"]}"' in dom and HOST in dom
+    assert "&lt;script&gt;" in dom  # the column value is text in the rendered page
+    assert _check_links(day1, dom) >= 4
+
+    for other in (drift_dir / "index.html", drift_dir / "day=2026-11-02" / "report.html"):
+        dom, console = open_in_chromium(other, tmp_path / "profile")
+        assert console == [] and "anomalies.html" in dom
+        _check_links(other, dom)
