@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import polars as pl
 import pytest
+import yaml
 
+from flows.cli import main
 from sae_pipeline import pipeline, tables, updating
 from sae_pipeline.config import load_config
 from sae_pipeline.incidents import build, page, reviews
@@ -137,6 +140,29 @@ def test_partition_without_incidents_and_a_lake_without_any(lake, tmp_path):
     assert "No incidents in this partition" in html and "Model version not recorded" in html
     index = page.render_index(build.read_incidents(config).clear(), {}, {})
     assert "No incidents in 0 scored partition(s)" in index
+
+
+def test_a_review_rewrites_the_pages_of_the_partitions_it_changes(lake, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(lake, copy)
+    raw = yaml.safe_load((copy / "config.yaml").read_text())
+    raw["lake"]["uri"], raw["output"]["uri"] = str(copy / "lake"), str(copy / "out")
+    (copy / "config.yaml").write_text(yaml.safe_dump(raw))
+    config = _config(copy)
+    target = build.read_incidents(config).filter(pl.col("status") == "open").row(0, named=True)
+    partition = target["partitions"][-1]
+    path = Path(page.page_uri(config, partition))
+    untouched = [p for p in Path(config.output.drift_uri).glob("*/anomalies.html") if p.parent.name != partition]
+    stamps = {p: p.stat().st_mtime_ns for p in untouched}
+    assert "closed: normal" not in path.read_text()
+
+    assert main(["review", "mark", "--config", str(copy / "config.yaml"), target["incident_id"], "normal"]) == 0
+    assert "anomalies.html" in capsys.readouterr().out
+    section = path.read_text().split(f'id="incident-{target["incident_id"]}"')[1].split("</section>")[0]
+    assert "closed: normal" in section
+    index = Path(page.page_uri(config)).read_text()
+    assert f"{len(build.read_incidents(config).filter(pl.col('status') == 'open'))} open incident(s)" in index
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in untouched)  # pages whose incidents did not change
 
 
 class _Links(HTMLParser):

@@ -1,8 +1,9 @@
 """`sae-pipeline review list|mark|import`: look at incidents and record verdicts on them.
 
 No Prefect and no model: these commands read the incidents and flagged tables and append to the review table, so
-they answer in about a second. After recording verdicts they rebuild the incidents table (statuses, suppression)
-under the output folder's lease; when a run holds it, that run's rebuild picks the verdicts up instead.
+they answer in about a second. After recording verdicts they rebuild the incidents table (statuses, suppression),
+the lake's anomalies page and those of the partitions whose incidents changed, under the output folder's lease;
+when a run holds it, that run's rebuild picks the verdicts up instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import polars as pl
 from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.incidents.build import incident_rows, read_incidents, write_incidents
 from sae_pipeline.incidents.contract import VERDICTS
+from sae_pipeline.incidents.page import changed_partitions, write_anomaly_pages
 from sae_pipeline.incidents.reviews import ReviewError, import_verdicts, mark
 from sae_pipeline.lease import LeaseHeldError, RunLease
 
@@ -65,10 +67,15 @@ def _refresh(config: PipelineConfig) -> str:
     """Rebuild the incidents table under the run lease; say what happened."""
     try:
         with RunLease(config.output.lease_uri, "review", config.run.lease_ttl_seconds):
-            counts = write_incidents(config)
+            before = read_incidents(config)
+            counts = write_incidents(config, previous=before)
+            pages = write_anomaly_pages(config, changed_partitions(before, read_incidents(config)))
     except LeaseHeldError:
         return "a run holds the output folder: the incidents table shows the verdict after that run"
-    return f"incidents: {counts.open} open, {counts.closed} reviewed, {counts.suppressed} suppressed"
+    return (
+        f"incidents: {counts.open} open, {counts.closed} reviewed, {counts.suppressed} suppressed "
+        f"(page: {pages.index_uri})"
+    )
 
 
 def _command_mark(args: argparse.Namespace) -> None:

@@ -80,7 +80,7 @@ def _depth(partition: str) -> int:
 
 
 def _when(value: dt.datetime | None) -> str:
-    return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"  # naive UTC, as every output stores time
 
 
 def _number(value: float | None) -> str:
@@ -198,7 +198,7 @@ def _incidents_table(incidents: list[dict], link) -> str:
         for incident in incidents
     )
     head = (
-        "<tr><th>Incident</th><th>Entity</th><th>Start</th><th>End</th><th>Rows</th><th>Peak score</th>"
+        "<tr><th>Incident</th><th>Entity</th><th>Start (UTC)</th><th>End (UTC)</th><th>Rows</th><th>Peak score</th>"
         "<th>Min p-value</th><th>Top features</th><th>Status</th><th>Model</th></tr>"
     )
     return f'<table id="incidents">{head}{body}</table>'
@@ -377,6 +377,24 @@ def _top_rows(config: PipelineConfig, partition: str, keys: pl.DataFrame, top_ro
     return picked.join(flagged, on="row_position", how="left").sort(
         ["incident_id", "anomaly_score"], descending=[False, True]
     )
+
+
+#: The incidents-table columns a page shows that a review can change.
+_REVIEWED_COLUMNS = ["status", "verdict", "verdict_note", "suppressed_by"]
+
+
+def changed_partitions(before: pl.DataFrame, after: pl.DataFrame) -> list[str]:
+    """The partitions of the incidents that appeared, disappeared or whose review columns changed between two
+    versions of the incidents table: the partition pages to rewrite after a review."""
+    columns = ["incident_id", "partitions", *_REVIEWED_COLUMNS]
+    old, new = before.select(columns), after.select(columns)
+    differ = pl.concat(
+        [
+            old.join(new, on=columns, how="anti", nulls_equal=True),
+            new.join(old, on=columns, how="anti", nulls_equal=True),
+        ]
+    )
+    return sorted(set(differ.get_column("partitions").explode().drop_nulls().to_list()))
 
 
 def write_anomaly_pages(
