@@ -63,6 +63,14 @@ def test_run_writes_contracted_outputs_and_conserves_rows(lake_config):
     assert incidents.get_column("rows").sum() == flagged.height
     assert summary.incidents.total == summary.incidents.new == summary.incidents.open == incidents.height
     assert summary.champion == summary.model_version and summary.stale is None
+    # The anomalies pages are written with the incidents: over the lake, and beside each partition's drift report.
+    index = (Path(config.output.drift_uri) / "anomalies.html").read_text()
+    assert f"of {incidents.height} in 3 scored partition(s)" in index
+    assert all(incident_id in index for incident_id in incidents.get_column("incident_id"))
+    for partition in summary.partitions:
+        assert (Path(partition.drift_report_uri).parent / "anomalies.html").exists()
+        report = json.loads(Path(partition.drift_report_uri).with_name("report.json").read_text())
+        assert report["model_version"] == summary.model_version and report["reference"]
 
 
 def test_backfill_replaces_partitions_and_score_mode_reuses_the_champion(lake_config):
