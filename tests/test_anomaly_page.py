@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from flows.cli import main
-from sae_pipeline import pipeline, tables, updating
+from sae_pipeline import pipeline, storage, tables, updating
 from sae_pipeline.config import load_config
 from sae_pipeline.incidents import build, page, reviews
 from sae_pipeline.incidents.contract import REVIEW_COLUMNS
-from tests.conftest import write_lake_config
+from tests.conftest import moto_s3, write_lake_config
 from tests.test_drift_browser import CHROMIUM, open_in_chromium
 
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -163,6 +163,28 @@ def test_a_review_rewrites_the_pages_of_the_partitions_it_changes(lake, tmp_path
     index = Path(page.page_uri(config)).read_text()
     assert f"{len(build.read_incidents(config).filter(pl.col('status') == 'open'))} open incident(s)" in index
     assert all(p.stat().st_mtime_ns == stamps[p] for p in untouched)  # pages whose incidents did not change
+
+
+def test_pages_are_written_on_s3(lake, tmp_path):
+    import pyarrow.fs as pafs
+
+    with moto_s3("pages"):
+        s3, _ = storage.filesystem_for("s3://pages/out")
+        pafs.copy_files(str(lake / "out"), "pages/out", destination_filesystem=s3)
+        raw = yaml.safe_load((lake / "config.yaml").read_text())
+        raw["output"]["uri"] = "s3://pages/out"
+        (tmp_path / "s3.yaml").write_text(yaml.safe_dump(raw))
+        config = load_config(tmp_path / "s3.yaml")
+        pages = page.write_anomaly_pages(config)
+        assert pages.index_uri == "s3://pages/out/drift/anomalies.html"
+        assert set(pages.partition_uris) == {"day=2026-11-01", "day=2026-11-02"}
+        outage = _outage(lake)
+        assert outage["incident_id"] in storage.read_bytes(pages.index_uri).decode()
+        assert (
+            f'id="incident-{outage["incident_id"]}"'
+            in storage.read_bytes(pages.partition_uris["day=2026-11-01"]).decode()
+        )
+        assert not storage.list_files("s3://pages/out/drift", ".tmp")  # staged writes were moved into place
 
 
 class _Links(HTMLParser):
