@@ -114,7 +114,10 @@ def test_pages_show_incidents_rows_reviews_and_models(lake):
     # Each row's explaining columns with the row's value beside its baseline's typical value.
     assert re.search(r"<b>latency_ms</b> 6e\+04 <span class=\"muted\">\(typical [0-9.]+ · \d+% of", section)
     assert "Scored by model " + outage["model_version"] + " · compared against the training sample" in day2
-    assert "latents fired for each row is not recorded" in day2 and 'href="report.html#latents"' in day2
+    # Each row's most active latents, recomputed with the version that scored it, with the columns they weigh most.
+    assert "recomputed for the rows shown with the model version that scored them" in day2
+    assert re.search(r"<li>#\d+ <b>[0-9.e+]+</b> <span class=\"muted\">\((\w+, ){2}\w+\)</span></li>", section)
+    assert 'href="report.html#latents"' in day2
 
     # The drift report and the trend page name the model and reference, and link to the pages.
     report = (drift_dir / "day=2026-11-02" / "report.html").read_text()
@@ -175,6 +178,7 @@ def test_pages_are_written_on_s3(lake, tmp_path):
         raw["output"]["uri"] = "s3://pages/out"
         (tmp_path / "s3.yaml").write_text(yaml.safe_dump(raw))
         config = load_config(tmp_path / "s3.yaml")
+        storage.clear_folder(config.output.models_uri)  # retention removed the version that scored the rows
         pages = page.write_anomaly_pages(config)
         assert pages.index_uri == "s3://pages/out/drift/anomalies.html"
         assert set(pages.partition_uris) == {"day=2026-11-01", "day=2026-11-02"}
@@ -184,6 +188,8 @@ def test_pages_are_written_on_s3(lake, tmp_path):
             f'id="incident-{outage["incident_id"]}"'
             in storage.read_bytes(pages.partition_uris["day=2026-11-01"]).decode()
         )
+        day1 = storage.read_bytes(pages.partition_uris["day=2026-11-01"]).decode()
+        assert f"not available for model {outage['model_version']}" in day1  # the page says why, and still renders
         assert not storage.list_files("s3://pages/out/drift", ".tmp")  # staged writes were moved into place
 
 
@@ -248,3 +254,19 @@ def test_anomalies_pages_in_chromium(lake, tmp_path):
         dom, console = open_in_chromium(other, tmp_path / "profile")
         assert console == [] and "anomalies.html" in dom
         _check_links(other, dom)
+
+
+def test_recomputed_latents_are_the_codes_scoring_saw(lake):
+    from sae_pipeline.registry import ModelRegistry
+    from sae_pipeline.schema import input_dtypes
+    from sae_pipeline.scoring import score_frame
+
+    config = _config(lake)
+    rows = pl.read_parquet(Path(config.output.flagged_uri) / "day=2026-11-02" / "part-0.parquet")
+    registry = ModelRegistry(config.output.models_uri)
+    latents = page.row_latents(config, rows, registry, top=2)
+    artifact = registry.load(rows.item(0, "model_version"))
+    codes = score_frame(rows.select(list(input_dtypes(config))), artifact, 3, T0).codes
+    for position, row_codes in zip(rows.get_column("row_position"), codes):
+        expected = [int(latent) for latent in (-row_codes).argsort(kind="stable")[:2] if row_codes[latent] > 0]
+        assert [latent for latent, _, _ in latents.by_position[position]] == expected

@@ -10,8 +10,10 @@
 Every page names the model versions that scored the rows and the reference they were compared against (from the
 partition's report.json, else the ledger). Pages are self-contained like the drift report (inline CSS, no script, no
 external resource), every link is relative (it works from a file and from a static copy of the bucket), and every
-value that comes from data is escaped. Per-row SAE latents are not recorded in the scored output, so a partition page
-shows the partition's latent-usage shifts from its drift report instead, and says so. Written with
+value that comes from data is escaped. Per-row SAE latents are not recorded in the scored output: a partition page
+recomputes them for the rows it shows with the model version that scored them (not possible for models with context
+history, whose recent-history inputs are not recorded, nor for versions the registry no longer keeps: the page says
+so), beside the partition's latent-usage shifts from its drift report. Written with
 `storage.write_text` (whole or not at all, on disk or S3) after each rebuild of the incidents table.
 """
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote
 
+import numpy as np
 import polars as pl
 
 from sae_pipeline import storage
@@ -32,6 +35,7 @@ from sae_pipeline.drift.svg import format_number
 from sae_pipeline.incidents.build import committed_partitions, incident_rows, read_incidents
 from sae_pipeline.incidents.flagged import read_flagged
 from sae_pipeline.ledger import Ledger, LedgerEntry
+from sae_pipeline.registry import ModelRegistry, RegistryError
 from sae_pipeline.schema import input_dtypes
 
 #: The file name of every anomalies page: one per partition folder under `drift/`, one at the top of `drift/`.
@@ -40,6 +44,8 @@ ANOMALIES_PAGE = "anomalies.html"
 TOP_ROWS = 5
 #: How many incidents the lake-level page lists (the incidents table holds them all).
 INDEX_LIMIT = 500
+#: How many of a row's most active SAE latents a partition page shows.
+TOP_LATENTS = 3
 
 _PAGE_STYLE = """
 .facts { font-size: 13px; margin: 6px 0 10px; color: #334155; }
@@ -138,7 +144,18 @@ def _row_values(row: dict, columns: list[str]) -> str:
     return f"<details><summary>all values</summary><table>{cells}</table></details>"
 
 
-def _rows_table(rows: list[dict], config: PipelineConfig) -> str:
+def _latent_list(latents: list[tuple[int, float, list[str]]] | None) -> str:
+    if not latents:
+        return '<span class="muted">n/a</span>'
+    items = "".join(
+        f"<li>#{latent} <b>{_number(activation)}</b> "
+        f'<span class="muted">({escape(", ".join(columns) or "n/a")})</span></li>'
+        for latent, activation, columns in latents
+    )
+    return f'<ul class="why">{items}</ul>'
+
+
+def _rows_table(rows: list[dict], config: PipelineConfig, latents: RowLatents) -> str:
     stamp = config.timestamp_column
     columns = list(input_dtypes(config))
     body = []
@@ -149,17 +166,21 @@ def _rows_table(rows: list[dict], config: PipelineConfig) -> str:
             + f'<td class="num">{_number(row["anomaly_score"])}</td>'
             f'<td class="num">{_number(row["anomaly_pvalue"])}</td>'
             f"<td>{escape(row['context_baseline'] or '-')}</td>"
-            f"<td>{_explanation(row['explanation'])}</td></tr>"
+            f"<td>{_explanation(row['explanation'])}</td>"
+            f"<td>{_latent_list(latents.by_position.get(row['row_position']))}</td></tr>"
         )
     head = (
         "<tr><th>Row</th>"
-        + (f"<th>{escape(stamp)}</th>" if stamp else "")
-        + "<th>Score</th><th>p-value</th><th>Baseline</th><th>Why: value (typical for its baseline)</th></tr>"
+        + (f"<th>{escape(stamp)} (UTC)</th>" if stamp else "")
+        + "<th>Score</th><th>p-value</th><th>Baseline</th><th>Why: value (typical for its baseline)</th>"
+        "<th>Most active SAE latents (columns)</th></tr>"
     )
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def _incident_section(incident: dict, rows: list[dict], rows_here: int, partition: str, config: PipelineConfig) -> str:
+def _incident_section(
+    incident: dict, rows: list[dict], rows_here: int, partition: str, config: PipelineConfig, latents: RowLatents
+) -> str:
     up = _depth(partition)
     others = [
         f'<a href="{escape(_href(name, ANOMALIES_PAGE, up))}#incident-{escape(incident["incident_id"])}">'
@@ -182,7 +203,7 @@ def _incident_section(incident: dict, rows: list[dict], rows_here: int, partitio
         f'<section class="incident" id="incident-{escape(incident["incident_id"])}">'
         f"<h2>Incident <code>{escape(incident['incident_id'])}</code> · {escape(incident['entity'] or '(no entity)')}"
         f'</h2><p class="facts">{" · ".join(facts)}</p><p class="muted">{shown}</p>'
-        f"{_rows_table(rows, config)}</section>"
+        f"{_rows_table(rows, config, latents)}</section>"
     )
 
 
@@ -204,21 +225,23 @@ def _incidents_table(incidents: list[dict], link) -> str:
     return f'<table id="incidents">{head}{body}</table>'
 
 
-def _latents_note(report: dict | None) -> str:
-    """Per-row latents are not recorded: the partition's latent-usage shifts from its drift report instead."""
-    text = "Which SAE latents fired for each row is not recorded in the scored output, so this page cannot show them. "
-    latents = (report or {}).get("latents")
-    if not latents:
-        return f'<section id="latents"><h2>SAE latents</h2><p class="muted">{escape(text)}</p></section>'
+def _latents_note(report: dict | None, latents: RowLatents) -> str:
+    """How the rows' latents were found, and the partition's latent-usage shifts from its drift report."""
+    text = f"Each row's most active SAE latents: {latents.note}." if latents.note else ""
+    shifts = ((report or {}).get("latents") or {}).get("top_shifts") or []
+    if not shifts:
+        return (
+            f'<section id="latents"><h2>SAE latents</h2><p class="muted">{escape(text)}</p></section>' if text else ""
+        )
     rows = "".join(
         f'<tr><td>#{entry["latent"]}</td><td class="num">{100 * entry["reference_frequency"]:.2f}%</td>'
         f'<td class="num">{100 * entry["frequency"]:.2f}%</td>'
         f"<td>{escape(', '.join(c['column'] for c in entry['columns']) or 'n/a')}</td></tr>"
-        for entry in latents["top_shifts"][:5]
+        for entry in shifts[:5]
     )
-    text += "The latents whose use shifted most in this partition against the reference:"
     return (
-        f'<section id="latents"><h2>SAE latents</h2><p class="muted">{escape(text)}</p><table><tr><th>Latent</th>'
+        f'<section id="latents"><h2>SAE latents</h2><p class="muted">{escape(text)} The latents whose use shifted '
+        "most in this partition against the reference:</p><table><tr><th>Latent</th>"
         f"<th>Fires ref</th><th>Fires now</th><th>Input columns its decoder weighs most</th></tr>{rows}</table>"
         f'<p class="muted"><a href="report.html#latents">Latent usage in the drift report</a></p></section>'
     )
@@ -231,9 +254,11 @@ def render_partition_page(
     config: PipelineConfig,
     report: dict | None = None,
     entry: LedgerEntry | None = None,
+    latents: RowLatents | None = None,
 ) -> str:
     """The anomalies page of one partition: `incidents` (incidents-table rows with flagged rows in it, in the order
-    to show) and `rows` (its flagged rows to show, all flagged-table columns plus `incident_id`)."""
+    to show), `rows` (its flagged rows to show, all flagged-table columns plus `incident_id`) and their `latents`."""
+    latents = latents or RowLatents({}, "")
     up = _depth(partition)
     incident_list = incidents.to_dicts()
     counts = dict(rows.group_by("incident_id").agg(pl.col("_here").first()).iter_rows()) if rows.height else {}
@@ -266,6 +291,7 @@ def render_partition_page(
             counts.get(incident["incident_id"], 0),
             partition,
             config,
+            latents,
         )
         for incident in incident_list
     )
@@ -280,7 +306,7 @@ def render_partition_page(
         + _model_line(report, entry)
         + summary
         + sections
-        + _latents_note(report)
+        + _latents_note(report, latents)
         + "<footer>written by sae-pipeline from the incidents and flagged tables</footer></main>"
     )
     return page(f"Anomalies: {partition}", body, _PAGE_STYLE)
@@ -397,6 +423,58 @@ def changed_partitions(before: pl.DataFrame, after: pl.DataFrame) -> list[str]:
     return sorted(set(differ.get_column("partitions").explode().drop_nulls().to_list()))
 
 
+@dataclass
+class RowLatents:
+    """The most active SAE latents of the rows a partition page shows, recomputed from the model version that scored
+    each row (per row position: (latent, activation, the input columns its decoder weighs most)), and a note on how
+    they were found and for which rows they could not be."""
+
+    by_position: dict[int, list[tuple[int, float, list[str]]]]
+    note: str
+
+
+def row_latents(
+    config: PipelineConfig, rows: pl.DataFrame, registry: ModelRegistry, top: int = TOP_LATENTS
+) -> RowLatents:
+    """Encode the shown rows again with the version that scored them and keep each row's `top` largest codes. Only
+    the scored input columns are recorded, so rows of a model with context history (whose inputs include recent
+    values) and of versions no longer in the registry get none; the note says so."""
+    if not rows.height:
+        return RowLatents({}, "")
+    if config.context.history is not None:
+        return RowLatents({}, "not recomputed: the model's inputs include recent history, which is not recorded")
+    found: dict[int, list[tuple[int, float, list[str]]]] = {}
+    missing = []
+    columns = list(input_dtypes(config))
+    for (version,), group in rows.group_by("model_version", maintain_order=True):
+        try:
+            artifact = registry.load(version)
+            encoded = artifact.encoder.encode(group.select(columns))
+            _, codes = artifact.detector.terms_and_codes(encoded.matrix, encoded.missing)
+        except (RegistryError, storage.LakeReadError, pl.exceptions.PolarsError, KeyError) as error:
+            missing.append(f"model {version}: {' '.join(str(error).split())[:200]}")
+            continue
+        described = (artifact.metadata.drift_reference.get("latents") or {}).get("columns") or []
+        order = np.argsort(-codes, axis=1, kind="stable")[:, :top]
+        activations = np.take_along_axis(codes, order, axis=1)
+        for position, latents, values in zip(group.get_column("row_position").to_list(), order, activations):
+            found[position] = [
+                (
+                    int(latent),
+                    float(value),
+                    [entry["column"] for entry in described[latent]] if latent < len(described) else [],
+                )
+                for latent, value in zip(latents, values)
+                if value > 0
+            ]
+    note = (
+        "recomputed for the rows shown with the model version that scored them (the scored output does not store them)"
+    )
+    if missing:
+        note += "; not available for " + "; ".join(missing)
+    return RowLatents(found, note)
+
+
 def write_anomaly_pages(
     config: PipelineConfig, partitions: list[str] | None = None, top_rows: int = TOP_ROWS
 ) -> AnomalyPages:
@@ -408,12 +486,15 @@ def write_anomaly_pages(
     incidents = read_incidents(config).sort(["end", "peak_score"], descending=True, nulls_last=True)
     keys = incident_rows(config, order).select("incident_id", "source_partition", "row_position", "anomaly_score")
     reports = {name: _read_report(config, name) for name in order}
+    registry = ModelRegistry(config.output.models_uri)
     written = {}
     for name in order if partitions is None else [name for name in partitions if name in entries]:
         shown = incidents.filter(pl.col("partitions").list.contains(name))
         rows = _top_rows(config, name, keys, top_rows) if shown.height else pl.DataFrame()
+        latents = row_latents(config, rows, registry)
         uri = page_uri(config, name)
-        storage.write_text(uri, render_partition_page(name, shown, rows, config, reports[name], entries[name]))
+        html = render_partition_page(name, shown, rows, config, reports[name], entries[name], latents)
+        storage.write_text(uri, html)
         written[name] = uri
     index = page_uri(config)
     storage.write_text(index, render_index(incidents, entries, reports))
