@@ -274,7 +274,8 @@ def format_summary(summary: RunSummary) -> str:
         f"  scored/      scored partitions ({kind})",
         "  quarantine/  invalid rows with their reasons"
         + (" (a Delta table)" if summary.output_format == "delta" else ""),
-        "  drift/       drift reports per partition (report.html, report.json) and the trend page index.html",
+        "  drift/       drift reports per partition (report.html, report.json) and the trend page index.html;",
+        "               anomalies.html: incidents with their rows and why (per partition, and over the lake)",
         "  incidents/   flagged rows grouped into incidents (review them: sae-pipeline review list)",
         f"  run summary  {'none (the run did nothing)' if summary.did_nothing else summary.summary_uri}",
     ]

@@ -98,11 +98,16 @@ def test_pages_show_incidents_rows_reviews_and_models(lake):
     assert f"Model {outage['model_version']}: 2 partition(s), compared against the training sample of model" in index
 
     # Newest first: the incidents appear in the order of their end, latest first.
-    positions = {i: index.index(f"<code>{i}</code>") for i in incidents.get_column("incident_id")}
-    ends = incidents.select("incident_id", "end", "peak_score").sort(
-        ["end", "peak_score"], descending=True, nulls_last=True
-    )
+    listed = index[index.index('<table id="incidents">') :]
+    positions = {i: listed.index(f"<code>{i}</code>") for i in incidents.get_column("incident_id")}
+    ends = incidents.sort(["end", "peak_score"], descending=True, nulls_last=True)
     assert sorted(positions, key=positions.get) == ends.get_column("incident_id").to_list()
+    # Above them, the open ones again, most severe (lowest p-value) first; the reviewed outage is not among them.
+    severe = index[index.index('<table id="severe">') : index.index('<table id="incidents">')]
+    open_ones = incidents.filter(pl.col("status") == "open").sort("min_pvalue")
+    positions = {i: severe.index(f"<code>{i}</code>") for i in open_ones.get_column("incident_id")}
+    assert sorted(positions, key=positions.get) == open_ones.get_column("incident_id").to_list()
+    assert outage["incident_id"] not in severe
 
     day2 = (drift_dir / "day=2026-11-02" / "anomalies.html").read_text()
     section = day2[day2.index(f'id="incident-{outage["incident_id"]}"') :]

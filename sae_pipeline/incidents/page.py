@@ -44,6 +44,8 @@ ANOMALIES_PAGE = "anomalies.html"
 TOP_ROWS = 5
 #: How many incidents the lake-level page lists (the incidents table holds them all).
 INDEX_LIMIT = 500
+#: How many open incidents the lake-level page lists again, most severe first.
+SEVERE_LIMIT = 10
 #: How many of a row's most active SAE latents a partition page shows.
 TOP_LATENTS = 3
 
@@ -207,7 +209,7 @@ def _incident_section(
     )
 
 
-def _incidents_table(incidents: list[dict], link) -> str:
+def _incidents_table(incidents: list[dict], link, table_id: str = "incidents") -> str:
     """One line per incident; `link(incident)` gives the address of the page that shows its rows."""
     body = "".join(
         f'<tr><td><a href="{escape(link(incident))}"><code>{escape(incident["incident_id"])}</code></a></td>'
@@ -222,7 +224,7 @@ def _incidents_table(incidents: list[dict], link) -> str:
         "<tr><th>Incident</th><th>Entity</th><th>Start (UTC)</th><th>End (UTC)</th><th>Rows</th><th>Peak score</th>"
         "<th>Min p-value</th><th>Top features</th><th>Status</th><th>Model</th></tr>"
     )
-    return f'<table id="incidents">{head}{body}</table>'
+    return f'<table id="{table_id}">{head}{body}</table>'
 
 
 def _latents_note(report: dict | None, latents: RowLatents) -> str:
@@ -344,6 +346,18 @@ def render_index(
         else ""
     )
     table = f"<section><h2>Incidents, newest first</h2>{_incidents_table(shown, link)}{more}</section>"
+    severe = (
+        incidents.filter(pl.col("status") == "open")
+        .sort(["min_pvalue", "peak_score"], descending=[False, True], nulls_last=True)
+        .head(SEVERE_LIMIT)
+        .to_dicts()
+    )
+    if severe:
+        table = (
+            "<section><h2>Open incidents, most severe first</h2>"
+            '<p class="muted">Lowest p-value first, then highest peak score.</p>'
+            f"{_incidents_table(severe, link, 'severe')}</section>{table}"
+        )
     per_partition: dict[str, int] = {}
     for names in incidents.get_column("partitions").to_list() if incidents.height else []:
         for name in names or []:
