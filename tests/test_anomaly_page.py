@@ -261,17 +261,42 @@ def test_anomalies_pages_in_chromium(lake, tmp_path):
         _check_links(other, dom)
 
 
-def test_recomputed_latents_are_the_codes_scoring_saw(lake):
+def _check_latents_against_scoring(config, partition: str) -> int:
+    """The latents a page recomputes for `partition`'s flagged rows are the largest codes of scoring's own forward
+    pass over the partition's valid rows (with their history, read from the lake as scoring does)."""
+    from sae_pipeline import context
     from sae_pipeline.registry import ModelRegistry
     from sae_pipeline.schema import input_dtypes
     from sae_pipeline.scoring import score_frame
 
-    config = _config(lake)
-    rows = pl.read_parquet(Path(config.output.flagged_uri) / "day=2026-11-02" / "part-0.parquet")
+    rows = pl.read_parquet(Path(config.output.flagged_uri) / partition / "part-0.parquet")
     registry = ModelRegistry(config.output.models_uri)
-    latents = page.row_latents(config, rows, registry, top=2)
+    order = build.committed_partitions(config)
+    latents = page.row_latents(config, partition, rows, registry, order, top=2)
+    assert "not available" not in latents.note
     artifact = registry.load(rows.item(0, "model_version"))
-    codes = score_frame(rows.select(list(input_dtypes(config))), artifact, 3, T0).codes
-    for position, row_codes in zip(rows.get_column("row_position"), codes):
+    record = next(r for r in tables.partition_records(config.lake) if r.name == partition)
+    valid = pl.read_parquet(Path(config.output.scored_uri) / partition).select(list(input_dtypes(config)))
+    codes = score_frame(context.with_history(config, valid, record), artifact, 3, T0).codes
+    for position in rows.get_column("row_position"):
+        row_codes = codes[position]
         expected = [int(latent) for latent in (-row_codes).argsort(kind="stable")[:2] if row_codes[latent] > 0]
         assert [latent for latent, _, _ in latents.by_position[position]] == expected
+    return rows.height
+
+
+def test_recomputed_latents_are_the_codes_scoring_saw(lake):
+    assert _check_latents_against_scoring(_config(lake), "day=2026-11-02") >= 2
+
+
+def test_recomputed_latents_with_context_history(tmp_path):
+    context = {"entity": "host_id", "min_group_rows": 5, "history": {"window": 4}}
+    config = load_config(write_lake_config(tmp_path, days=2, rows_per_day=300, context=context, max_steps=40))
+    version = updating.train_or_update(config, tables.partition_records(config.lake)).model_version
+    for record in tables.partition_records(config.lake):
+        pipeline.score_partition(config, record, version, "run", T0)
+    build.write_incidents(config)
+    page.write_anomaly_pages(config)
+    assert _check_latents_against_scoring(config, "day=2026-11-02") >= 1  # its first rows' history is day 1's end
+    html = Path(page.page_uri(config, "day=2026-11-02")).read_text()
+    assert "recomputed for the rows shown" in html and re.search(r"<li>#\d+ <b>", html)

@@ -11,8 +11,8 @@ Every page names the model versions that scored the rows and the reference they 
 partition's report.json, else the ledger). Pages are self-contained like the drift report (inline CSS, no script, no
 external resource), every link is relative (it works from a file and from a static copy of the bucket), and every
 value that comes from data is escaped. Per-row SAE latents are not recorded in the scored output: a partition page
-recomputes them for the rows it shows with the model version that scored them (not possible for models with context
-history, whose recent-history inputs are not recorded, nor for versions the registry no longer keeps: the page says
+recomputes them for the rows it shows with the model version that scored them (with context history, from the
+recent values of their entities in the scored rows; not for versions the registry no longer keeps: the page says
 so), beside the partition's latent-usage shifts from its drift report. Written with
 `storage.write_text` (whole or not at all, on disk or S3) after each rebuild of the incidents table.
 """
@@ -30,6 +30,7 @@ import polars as pl
 
 from sae_pipeline import storage
 from sae_pipeline.config import PipelineConfig
+from sae_pipeline.context.history import partition_tail, with_recent_means
 from sae_pipeline.drift.html import nav, page
 from sae_pipeline.drift.svg import format_number
 from sae_pipeline.incidents.build import committed_partitions, incident_rows, read_incidents
@@ -447,23 +448,50 @@ class RowLatents:
     note: str
 
 
+def model_inputs(config: PipelineConfig, partition: str, rows: pl.DataFrame, order: list[str]) -> pl.DataFrame:
+    """`rows` (flagged rows of `partition`) as the model saw them: their input columns and, with context history,
+    each numeric column's recent median, recomputed from the scored rows of their entities in this partition and
+    the end of the previous committed partition (`order`), as scoring computed it from the lake."""
+    from sae_pipeline.pipeline import read_output_partition  # the pipeline writes these pages: imported late
+
+    columns = list(input_dtypes(config))
+    history, stamp = config.context.history, config.timestamp_column
+    if history is None or stamp is None:
+        return rows.select("row_position", *columns)
+    entity = config.context.entity
+    numeric = [column.name for column in config.columns_with_role("numeric")]
+    mine = pl.col(entity).is_in(rows.get_column(entity).unique().to_list()) if entity else pl.lit(True)
+    scored = read_output_partition(config, config.output.scored_uri, partition, columns)
+    scored = scored.with_row_index("row_position").with_columns(pl.col("row_position").cast(pl.Int64)).filter(mine)
+    tail = None
+    place = order.index(partition) if partition in order else 0
+    if place > 0:
+        wanted = list(dict.fromkeys([*([entity] if entity else []), stamp, *numeric]))
+        previous = read_output_partition(config, config.output.scored_uri, order[place - 1], wanted).filter(mine)
+        tail = partition_tail(previous, entity, stamp, history.window)
+    recent = with_recent_means(scored, tail, numeric, entity, stamp, history.window)
+    return rows.select("row_position").join(recent, on="row_position", how="left")
+
+
 def row_latents(
-    config: PipelineConfig, rows: pl.DataFrame, registry: ModelRegistry, top: int = TOP_LATENTS
+    config: PipelineConfig,
+    partition: str,
+    rows: pl.DataFrame,
+    registry: ModelRegistry,
+    order: list[str],
+    top: int = TOP_LATENTS,
 ) -> RowLatents:
-    """Encode the shown rows again with the version that scored them and keep each row's `top` largest codes. Only
-    the scored input columns are recorded, so rows of a model with context history (whose inputs include recent
-    values) and of versions no longer in the registry get none; the note says so."""
+    """Encode the shown rows of `partition` again (`model_inputs`) with the version that scored them and keep each
+    row's `top` largest codes. Rows of versions no longer in the registry, or whose inputs cannot be rebuilt, get
+    none; the note says so."""
     if not rows.height:
         return RowLatents({}, "")
-    if config.context.history is not None:
-        return RowLatents({}, "not recomputed: the model's inputs include recent history, which is not recorded")
     found: dict[int, list[tuple[int, float, list[str]]]] = {}
     missing = []
-    columns = list(input_dtypes(config))
     for (version,), group in rows.group_by("model_version", maintain_order=True):
         try:
             artifact = registry.load(version)
-            encoded = artifact.encoder.encode(group.select(columns))
+            encoded = artifact.encoder.encode(model_inputs(config, partition, group, order))
             _, codes = artifact.detector.terms_and_codes(encoded.matrix, encoded.missing)
         except (RegistryError, storage.LakeReadError, pl.exceptions.PolarsError, KeyError) as error:
             missing.append(f"model {version}: {' '.join(str(error).split())[:200]}")
@@ -505,7 +533,7 @@ def write_anomaly_pages(
     for name in order if partitions is None else [name for name in partitions if name in entries]:
         shown = incidents.filter(pl.col("partitions").list.contains(name))
         rows = _top_rows(config, name, keys, top_rows) if shown.height else pl.DataFrame()
-        latents = row_latents(config, rows, registry)
+        latents = row_latents(config, name, rows, registry, order)
         uri = page_uri(config, name)
         html = render_partition_page(name, shown, rows, config, reports[name], entries[name], latents)
         storage.write_text(uri, html)
