@@ -150,12 +150,32 @@ def test_partition_without_incidents_and_a_lake_without_any(lake, tmp_path):
     assert "No incidents in 0 scored partition(s)" in index
 
 
-def test_a_review_rewrites_the_pages_of_the_partitions_it_changes(lake, tmp_path, capsys):
+def _copy(lake: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(lake, copy)
     raw = yaml.safe_load((copy / "config.yaml").read_text())
     raw["lake"]["uri"], raw["output"]["uri"] = str(copy / "lake"), str(copy / "out")
     (copy / "config.yaml").write_text(yaml.safe_dump(raw))
+    return copy
+
+
+def test_pages_are_rewritten_only_when_what_they_show_changed(lake, tmp_path):
+    config = _config(_copy(lake, tmp_path))
+    names = ["day=2026-11-01", "day=2026-11-02"]
+    again = page.write_anomaly_pages(config)
+    assert again.unchanged == names and again.partition_uris == {}
+    build.write_incidents(config)  # rebuilt, same incidents: the pages stay
+    assert page.write_anomaly_pages(config).unchanged == names
+    record = next(r for r in tables.partition_records(config.lake) if r.name == names[1])
+    pipeline.score_partition(config, record, _outage(lake)["model_version"], "rerun", T0)
+    build.write_incidents(config)
+    pages = page.write_anomaly_pages(config)  # the outage's page on day 1 did not change: its incident did not
+    assert list(pages.partition_uris) == [names[1]] and pages.unchanged == [names[0]]
+    assert Path(pages.partition_uris[names[1]]).read_text().rstrip().endswith("-->")
+
+
+def test_a_review_rewrites_the_pages_of_the_partitions_it_changes(lake, tmp_path, capsys):
+    copy = _copy(lake, tmp_path)
     config = _config(copy)
     target = build.read_incidents(config).filter(pl.col("status") == "open").row(0, named=True)
     partition = target["partitions"][-1]
@@ -184,6 +204,8 @@ def test_pages_are_written_on_s3(lake, tmp_path):
         (tmp_path / "s3.yaml").write_text(yaml.safe_dump(raw))
         config = load_config(tmp_path / "s3.yaml")
         storage.clear_folder(config.output.models_uri)  # retention removed the version that scored the rows
+        for uri in storage.list_files(config.output.drift_uri, "anomalies.html"):
+            storage.delete_file(uri)  # pages written before would be up to date
         pages = page.write_anomaly_pages(config)
         assert pages.index_uri == "s3://pages/out/drift/anomalies.html"
         assert set(pages.partition_uris) == {"day=2026-11-01", "day=2026-11-02"}

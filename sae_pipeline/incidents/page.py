@@ -20,7 +20,10 @@ so), beside the partition's latent-usage shifts from its drift report. Written w
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
+import re
 from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote
@@ -45,6 +48,9 @@ ANOMALIES_PAGE = "anomalies.html"
 TOP_ROWS = 5
 #: How many incidents the lake-level page lists (the incidents table holds them all).
 INDEX_LIMIT = 500
+#: Bumped whenever a partition page's content or layout changes, so that every page is written again.
+PAGE_FORMAT = 1
+_DIGEST = re.compile(r"<!-- sae-pipeline page digest: ([0-9a-f]+) -->")
 #: How many open incidents the lake-level page lists again, most severe first.
 SEVERE_LIMIT = 10
 #: How many of a row's most active SAE latents a partition page shows.
@@ -67,10 +73,12 @@ section.incident h2 { font-size: 16px; }
 
 @dataclass
 class AnomalyPages:
-    """Where the pages were written: the lake-level page and each partition's."""
+    """Where the pages are: the lake-level page, each partition's page that was (re)written, and the partitions
+    whose page was already up to date (`unchanged`)."""
 
     index_uri: str
     partition_uris: dict[str, str]
+    unchanged: list[str]
 
 
 def page_uri(config: PipelineConfig, partition: str | None = None) -> str:
@@ -521,8 +529,11 @@ def write_anomaly_pages(
     config: PipelineConfig, partitions: list[str] | None = None, top_rows: int = TOP_ROWS
 ) -> AnomalyPages:
     """Rewrite the lake-level anomalies page and those of `partitions` (default: every committed partition) from
-    the incidents table as last written and the flagged rows; return where they are."""
+    the incidents table as last written and the flagged rows; return where they are. A partition page whose
+    incidents, ledger entry and format are those it was written from (a digest at its end) is left as it is, so a
+    run reads flagged rows, scored rows and models only for the pages that changed."""
     order = committed_partitions(config)
+    unchanged = []
     entries_by_name = Ledger(config.output.ledger_uri).entries()
     entries = {name: entries_by_name[name] for name in order}
     incidents = read_incidents(config).sort(["end", "peak_score"], descending=True, nulls_last=True)
@@ -532,12 +543,37 @@ def write_anomaly_pages(
     written = {}
     for name in order if partitions is None else [name for name in partitions if name in entries]:
         shown = incidents.filter(pl.col("partitions").list.contains(name))
+        uri = page_uri(config, name)
+        digest = _digest(shown, entries[name], top_rows)
+        if _written_digest(uri) == digest:
+            unchanged.append(name)
+            continue
         rows = _top_rows(config, name, keys, top_rows) if shown.height else pl.DataFrame()
         latents = row_latents(config, name, rows, registry, order)
-        uri = page_uri(config, name)
         html = render_partition_page(name, shown, rows, config, reports[name], entries[name], latents)
-        storage.write_text(uri, html)
+        storage.write_text(uri, f"{html}<!-- sae-pipeline page digest: {digest} -->\n")
         written[name] = uri
     index = page_uri(config)
     storage.write_text(index, render_index(incidents, entries, reports))
-    return AnomalyPages(index_uri=index, partition_uris=written)
+    return AnomalyPages(index_uri=index, partition_uris=written, unchanged=unchanged)
+
+
+def _digest(incidents: pl.DataFrame, entry: LedgerEntry, top_rows: int) -> str:
+    """What a partition page shows depends on: its incidents (not when they were last rebuilt), the partition's
+    ledger entry (a rescore changes its rows, scores, report and model) and the page format."""
+    payload = {
+        "incidents": incidents.drop("updated_at", strict=False).to_dicts(),
+        "entry": entry.model_dump(mode="json"),
+        "top_rows": top_rows,
+        "format": PAGE_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _written_digest(uri: str) -> str | None:
+    """The digest recorded in the page at `uri`, or None when there is no page (or one without a digest)."""
+    try:
+        found = _DIGEST.search(storage.read_bytes(uri)[-200:].decode(errors="replace"))
+    except storage.LakeReadError:
+        return None
+    return found.group(1) if found else None
