@@ -183,11 +183,13 @@ def test_a_review_rewrites_the_pages_of_the_partitions_it_changes(lake, tmp_path
     untouched = [p for p in Path(config.output.drift_uri).glob("*/anomalies.html") if p.parent.name != partition]
     stamps = {p: p.stat().st_mtime_ns for p in untouched}
     assert "closed: normal" not in path.read_text()
+    shutil.rmtree(config.output.models_uri)  # the latents of the rows shown come from the page's cache
 
     assert main(["review", "mark", "--config", str(copy / "config.yaml"), target["incident_id"], "normal"]) == 0
     assert "anomalies.html" in capsys.readouterr().out
     section = path.read_text().split(f'id="incident-{target["incident_id"]}"')[1].split("</section>")[0]
-    assert "closed: normal" in section
+    assert "closed: normal" in section and re.search(r"<li>#\d+ <b>", section)
+    assert "not available" not in path.read_text()
     index = Path(page.page_uri(config)).read_text()
     assert f"{len(build.read_incidents(config).filter(pl.col('status') == 'open'))} open incident(s)" in index
     assert all(p.stat().st_mtime_ns == stamps[p] for p in untouched)  # pages whose incidents did not change
@@ -204,8 +206,9 @@ def test_pages_are_written_on_s3(lake, tmp_path):
         (tmp_path / "s3.yaml").write_text(yaml.safe_dump(raw))
         config = load_config(tmp_path / "s3.yaml")
         storage.clear_folder(config.output.models_uri)  # retention removed the version that scored the rows
-        for uri in storage.list_files(config.output.drift_uri, "anomalies.html"):
-            storage.delete_file(uri)  # pages written before would be up to date
+        for suffix in ("anomalies.html", page.LATENTS_FILE):
+            for uri in storage.list_files(config.output.drift_uri, suffix):
+                storage.delete_file(uri)  # pages and latents written before would be up to date
         pages = page.write_anomaly_pages(config)
         assert pages.index_uri == "s3://pages/out/drift/anomalies.html"
         assert set(pages.partition_uris) == {"day=2026-11-01", "day=2026-11-02"}

@@ -48,6 +48,8 @@ ANOMALIES_PAGE = "anomalies.html"
 TOP_ROWS = 5
 #: How many incidents the lake-level page lists (the incidents table holds them all).
 INDEX_LIMIT = 500
+#: Beside each partition page: the latents of the rows it shows, kept for the same scoring of the partition.
+LATENTS_FILE = "anomalies-latents.json"
 #: Bumped whenever a partition page's content or layout changes, so that every page is written again.
 PAGE_FORMAT = 1
 _DIGEST = re.compile(r"<!-- sae-pipeline page digest: ([0-9a-f]+) -->")
@@ -454,6 +456,7 @@ class RowLatents:
 
     by_position: dict[int, list[tuple[int, float, list[str]]]]
     note: str
+    computed: int = 0  # rows whose latents were computed now (not taken from the cache)
 
 
 def model_inputs(config: PipelineConfig, partition: str, rows: pl.DataFrame, order: list[str]) -> pl.DataFrame:
@@ -488,15 +491,20 @@ def row_latents(
     registry: ModelRegistry,
     order: list[str],
     top: int = TOP_LATENTS,
+    cached: dict[int, list[tuple[int, float, list[str]]]] | None = None,
 ) -> RowLatents:
     """Encode the shown rows of `partition` again (`model_inputs`) with the version that scored them and keep each
-    row's `top` largest codes. Rows of versions no longer in the registry, or whose inputs cannot be rebuilt, get
-    none; the note says so."""
+    row's `top` largest codes; rows in `cached` (by position, for the same scoring of the partition) are taken from
+    there, so a page rewritten after a review loads no model. Rows of versions no longer in the registry, or whose
+    inputs cannot be rebuilt, get none; the note says so."""
     if not rows.height:
         return RowLatents({}, "")
-    found: dict[int, list[tuple[int, float, list[str]]]] = {}
+    cached = cached or {}
+    found = {position: cached[position] for position in rows.get_column("row_position") if position in cached}
     missing = []
-    for (version,), group in rows.group_by("model_version", maintain_order=True):
+    computed = 0
+    todo = rows.filter(~pl.col("row_position").is_in(list(found)))
+    for (version,), group in todo.group_by("model_version", maintain_order=True):
         try:
             artifact = registry.load(version)
             encoded = artifact.encoder.encode(model_inputs(config, partition, group, order))
@@ -505,9 +513,10 @@ def row_latents(
             missing.append(f"model {version}: {' '.join(str(error).split())[:200]}")
             continue
         described = (artifact.metadata.drift_reference.get("latents") or {}).get("columns") or []
-        order = np.argsort(-codes, axis=1, kind="stable")[:, :top]
-        activations = np.take_along_axis(codes, order, axis=1)
-        for position, latents, values in zip(group.get_column("row_position").to_list(), order, activations):
+        ranked = np.argsort(-codes, axis=1, kind="stable")[:, :top]
+        activations = np.take_along_axis(codes, ranked, axis=1)
+        computed += group.height
+        for position, latents, values in zip(group.get_column("row_position").to_list(), ranked, activations):
             found[position] = [
                 (
                     int(latent),
@@ -522,7 +531,24 @@ def row_latents(
     )
     if missing:
         note += "; not available for " + "; ".join(missing)
-    return RowLatents(found, note)
+    return RowLatents(found, note, computed)
+
+
+def _latents_key(entry: LedgerEntry, top: int = TOP_LATENTS) -> str:
+    """What a partition's cached latents depend on: its scoring (model, data, when) and how many are kept."""
+    payload = [entry.model_version, entry.fingerprint, entry.committed_at.isoformat(), top, PAGE_FORMAT]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:20]
+
+
+def _read_latents(uri: str, key: str) -> dict[int, list[tuple[int, float, list[str]]]]:
+    """The cached latents at `uri` if they were computed for the same scoring (`key`), else none."""
+    try:
+        payload = storage.read_json(uri)
+    except (storage.LakeReadError, ValueError):
+        return {}
+    if payload.get("key") != key:
+        return {}
+    return {int(position): [tuple(item) for item in items] for position, items in payload["rows"].items()}
 
 
 def write_anomaly_pages(
@@ -549,7 +575,11 @@ def write_anomaly_pages(
             unchanged.append(name)
             continue
         rows = _top_rows(config, name, keys, top_rows) if shown.height else pl.DataFrame()
-        latents = row_latents(config, name, rows, registry, order)
+        cache, key = storage.join_uri(config.output.drift_uri, name, LATENTS_FILE), _latents_key(entries[name])
+        latents = row_latents(config, name, rows, registry, order, cached=_read_latents(cache, key))
+        if latents.computed:
+            rows_json = {str(position): items for position, items in latents.by_position.items()}
+            storage.write_json(cache, {"key": key, "rows": rows_json})
         html = render_partition_page(name, shown, rows, config, reports[name], entries[name], latents)
         storage.write_text(uri, f"{html}<!-- sae-pipeline page digest: {digest} -->\n")
         written[name] = uri
