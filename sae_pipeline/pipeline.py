@@ -484,7 +484,9 @@ def write_drift_trend(config: PipelineConfig) -> str:
     """Rewrite the lake-level trend page `drift/index.html` from every partition's `report.json`; return its URI."""
     reports = [storage.read_json(uri) for uri in storage.list_files(config.output.drift_uri, "report.json")]
     uri = storage.join_uri(config.output.drift_uri, "index.html")
-    storage.write_text(uri, drift.render_trend(reports, links={"Incidents and anomalous rows": ANOMALIES_PAGE}))
+    links = {"Incidents and anomalous rows": ANOMALIES_PAGE}
+    anomalies = "{partition}/" + ANOMALIES_PAGE
+    storage.write_text(uri, drift.render_trend(reports, links=links, anomalies_link=anomalies))
     return uri
 
 

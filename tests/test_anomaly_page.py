@@ -130,6 +130,7 @@ def test_pages_show_incidents_rows_reviews_and_models(lake):
     assert 'href="anomalies.html"' in report and 'href="../anomalies.html"' in report
     trend = (drift_dir / "index.html").read_text()
     assert 'href="anomalies.html"' in trend and "<th>Model</th>" in trend and "<th>Scored rows</th>" in trend
+    assert 'href="day=2026-11-02/anomalies.html"' in trend
 
 
 def test_column_values_are_escaped(lake):

@@ -13,10 +13,12 @@ def render_trend(
     link: str | None = "{partition}/report.html",
     title: str = "Drift over the lake",
     links: dict[str, str] | None = None,
+    anomalies_link: str | None = None,
 ) -> str:
     """One self-contained page over many reports (sorted by partition name); ``link`` formats each partition's
     report address relative to the page (None: no links); ``links`` (text -> relative address) are shown under
-    the header (the lake's anomalies page)."""
+    the header (the lake's anomalies page); ``anomalies_link`` formats each partition's anomalies page address (None:
+    no such column)."""
     reports = sorted(reports, key=lambda report: report["partition"])
     names = [report["partition"] or f"#{i}" for i, report in enumerate(reports)]
     if not reports:
@@ -66,6 +68,9 @@ def render_trend(
         cell = escape(name)
         if link:
             cell = f'<a href="{escape(link.format(partition=report["partition"]))}">{cell}</a>'
+        if anomalies_link:
+            href = escape(anomalies_link.format(partition=report["partition"]))
+            cell += f' · <a href="{href}">anomalies</a>'
         badge = (
             '<span class="badge yes">drift</span>' if report["dataset_drift"] else '<span class="badge no">ok</span>'
         )
