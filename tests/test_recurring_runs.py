@@ -121,6 +121,7 @@ def test_deleted_partition_loses_its_outputs(lake):
     for table in (config.output.scored_uri, config.output.quarantine_uri, config.output.drift_uri):
         assert not (Path(table) / "day=2026-11-03").exists()
     assert "day=2026-11-03" not in Ledger(config.output.ledger_uri).entries()
+    assert 'href="day=2026-11-03/' not in (Path(config.output.drift_uri) / "anomalies.html").read_text()
 
 
 def test_a_failing_partition_does_not_stop_the_others_and_is_retried(lake):
