@@ -224,6 +224,19 @@ def test_pages_are_written_on_s3(lake, tmp_path):
         assert not storage.list_files("s3://pages/out/drift", ".tmp")  # staged writes were moved into place
 
 
+def test_links_from_partitions_with_several_keys_and_odd_characters(lake):
+    config = _config(lake)
+    names = {"day=2026-11-01": "site=a b#1/day=2026-11-01", "day=2026-11-02": "site=a b#1/day=2026-11-02"}
+    incidents = build.read_incidents(config).with_columns(pl.col("partitions").list.eval(pl.element().replace(names)))
+    outage = incidents.filter(pl.col("entity") == HOST).row(0, named=True)
+    html = page.render_partition_page(names["day=2026-11-02"], incidents, pl.DataFrame(), config)
+    hrefs = _parse(html).hrefs
+    assert "../../anomalies.html" in hrefs and "../../index.html" in hrefs and "report.html" in hrefs
+    assert f"../../site=a%20b%231/day=2026-11-01/anomalies.html#incident-{outage['incident_id']}" in hrefs
+    index = page.render_index(incidents, {}, {})
+    assert f"site=a%20b%231/day=2026-11-02/anomalies.html#incident-{outage['incident_id']}" in _parse(index).hrefs
+
+
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__()
