@@ -48,6 +48,7 @@ ANOMALIES_PAGE = "anomalies.html"
 TOP_ROWS = 5
 #: How many incidents the lake-level page lists (the incidents table holds them all).
 INDEX_LIMIT = 500
+_KEY_COLUMNS = ["incident_id", "source_partition", "row_position", "anomaly_score"]
 #: Beside each partition page: the latents of the rows it shows, kept for the same scoring of the partition.
 LATENTS_FILE = "anomalies-latents.json"
 #: Bumped whenever a partition page's content or layout changes, so that every page is written again.
@@ -563,7 +564,7 @@ def write_anomaly_pages(
     entries_by_name = Ledger(config.output.ledger_uri).entries()
     entries = {name: entries_by_name[name] for name in order}
     incidents = read_incidents(config).sort(["end", "peak_score"], descending=True, nulls_last=True)
-    keys = incident_rows(config, order).select("incident_id", "source_partition", "row_position", "anomaly_score")
+    keys: list[pl.DataFrame] = []  # every flagged row's incident, read once and only if a partition page changed
     reports = {name: _read_report(config, name) for name in order}
     registry = ModelRegistry(config.output.models_uri)
     written = {}
@@ -574,7 +575,9 @@ def write_anomaly_pages(
         if _written_digest(uri) == digest:
             unchanged.append(name)
             continue
-        rows = _top_rows(config, name, keys, top_rows) if shown.height else pl.DataFrame()
+        if shown.height and not keys:
+            keys.append(incident_rows(config, order).select(*_KEY_COLUMNS))
+        rows = _top_rows(config, name, keys[0], top_rows) if shown.height else pl.DataFrame()
         cache, key = storage.join_uri(config.output.drift_uri, name, LATENTS_FILE), _latents_key(entries[name])
         latents = row_latents(config, name, rows, registry, order, cached=_read_latents(cache, key))
         if latents.computed:
