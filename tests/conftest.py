@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -24,6 +25,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 SAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "sample_data" / "telemetry.yaml"
+
+
+def benchmark_module(name: str):
+    """Import `benchmarks/<name>.py` (not a package: scripts a user runs) as `<name>_benchmark`."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_lake_config(root: Path, days: int = 3, rows_per_day: int = 600, context: dict | None = None, **model) -> Path:

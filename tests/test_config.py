@@ -340,6 +340,7 @@ def test_every_model_and_threshold_field_reaches_the_detector(tmp_path):
         "density_weight": 0.5,
         "n_neighbors": 4,
         "reference_rows": 500,
+        "isolation_trim": 0.3,
         "exact_neighbours": True,
     }
     from sae_pipeline.config import ModelConfig

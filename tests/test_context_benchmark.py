@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "context.py"
-_SPEC = importlib.util.spec_from_file_location("context_benchmark", _PATH)
-context = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = context  # dataclasses look their module up there
-_SPEC.loader.exec_module(context)
+from tests.conftest import benchmark_module
+
+context = benchmark_module("context")
 
 
 def write_smd(root: Path, machine: str, train_rows: int, test_rows: int) -> None:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "detection.py"
-_SPEC = importlib.util.spec_from_file_location("detection_benchmark", _PATH)
-detection = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = detection  # dataclasses look their module up there
-_SPEC.loader.exec_module(detection)
+from tests.conftest import benchmark_module
+
+detection = benchmark_module("detection")
 
 
 def labelled_pool(n_normal: int = 1000, n_anomalies: int = 100):
@@ -70,12 +64,19 @@ def test_selection_section_reports_held_out_numbers_for_every_protocol():
     for protocol, shift in (("clean", 0.0), ("contaminated", -0.1)):
         values = {"SAE": 0.9 + shift, "IForest": 0.8, "kNN": 0.85, detection.candidate_name("wide"): 0.7}
         payloads[protocol] = {
-            "meta": {"date": "today", "command": "python benchmarks/detection.py", "methods": methods},
+            "meta": {
+                "date": "today",
+                "command": "python benchmarks/detection.py",
+                "methods": methods,
+                "sae_params": {},
+            },
             "datasets": [{"name": name, "group": groups[name]} for name in names],
             "summary": {"per_dataset": {name: {m: {"auc_roc": v} for m, v in values.items()} for name in names}},
         }
-    payload = detection.selection_payload(payloads, {"wide": {"n_latents": 64}}, halvings=8)
-    assert payload["selection"]["chosen"] == {"SAE": 8}
+    payload = detection.selection_payload(
+        payloads, {"wide": {"n_latents": 64}}, halvings=8, planted_gate=lambda params: {"1%": 1.0, "8%": 0.995}
+    )
+    assert payload["selection"]["chosen"] == {"SAE": 8} and payload["admissible"] == ["SAE", "SAE[wide]"]
     text = detection.render_selection(payload)
     assert "| clean | **0.900** | 0.800 | 0.850 | +0.050 | 100% |" in text
     assert "| contaminated | **0.800** | 0.800 | 0.850 | -0.050 | 0% |" in text

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "selection.py"
-_SPEC = importlib.util.spec_from_file_location("selection_benchmark", _PATH)
-selection = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = selection
-_SPEC.loader.exec_module(selection)
+from tests.conftest import benchmark_module
+
+selection = benchmark_module("selection")
 
 GROUPS = {**{f"set{i}": "adbench" for i in range(10)}, **{f"smd/m{i}": "smd" for i in range(4)}, "nsl_kdd": "nsl_kdd"}
 

@@ -23,7 +23,9 @@ from sae_pipeline.detector_settings import DetectorSettings
 from sae_pipeline.features import NotFittedError, TabularEncoder
 from sae_pipeline.model_files import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError
 from sae_pipeline.sample_data import generate_day
-from tests.conftest import SAMPLE_CONFIG
+from tests.conftest import SAMPLE_CONFIG, benchmark_module
+
+planted_cluster = benchmark_module("selection").planted_cluster
 
 FAST = {"max_steps": 300}
 
@@ -338,18 +340,6 @@ def test_density_term_finds_anomalies_reconstruction_cannot():
     reconstruction_only = SAEDetector(**FAST, density_weight=0.0).fit(X)
     assert roc_auc_score(y, default.decision_scores_) >= 0.95
     assert roc_auc_score(y, default.decision_scores_) > roc_auc_score(y, reconstruction_only.decision_scores_)
-
-
-def planted_cluster(share: float, seed: int = 0, n: int = 3000, d: int = 12):
-    """Correlated normal rows whose history holds a tight cluster of anomalies (`share` of the training rows), and
-    fresh rows to score: 1,000 normal ones and 50 more from the cluster (labels 1)."""
-    rng = np.random.default_rng(seed)
-    mixing = rng.normal(size=(d, d)) / np.sqrt(d)
-    centre = 3.0 * np.sign(rng.normal(size=d)) * rng.uniform(0.5, 1.0, d)
-    n_cluster = int(share * n)
-    history = np.vstack([rng.normal(size=(n - n_cluster, d)) @ mixing, centre + 0.05 * rng.normal(size=(n_cluster, d))])
-    fresh = np.vstack([rng.normal(size=(1000, d)) @ mixing, centre + 0.05 * rng.normal(size=(50, d))])
-    return history, fresh, np.r_[np.zeros(1000), np.ones(50)], centre
 
 
 @pytest.mark.parametrize("share", [0.01, 0.04, 0.08])
