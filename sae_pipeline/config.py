@@ -426,11 +426,14 @@ class EventsConfig(_Strict):
     """The Prefect events a run emits (`flows/events.py`). `enabled: false` emits none. Events never carry row
     values except, in an incident's explanation, the row's and the typical value of the columns listed in
     `explanation_values` (default none: only the explaining columns' names and shares). `max_incident_events`
-    caps the `incident.opened` events of one run (the rest are counted in the scored events)."""
+    caps the `incident.opened` events of one run (the worst first; all are counted in the scored events). An
+    incident whose min p-value is below `critical_pvalue` is labelled `sae-pipeline.severity: critical`, else
+    `warning` (automations match labels, not payload numbers)."""
 
     enabled: bool = True
     explanation_values: list[str] = Field(default_factory=list)
     max_incident_events: int = Field(50, ge=0)
+    critical_pvalue: float = Field(1e-4, gt=0, le=1)
 
 
 class OutputConfig(_Strict):
