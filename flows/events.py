@@ -52,6 +52,8 @@ def emit(records: Sequence[EventRecord], flush: bool = True) -> int:
 def emit_outside_a_run(records: Sequence[EventRecord]) -> int:
     """Emit events from a command that runs no flow (`models promote`, `models rollback`): only when
     `PREFECT_API_URL` names a server that can receive them (else there is no one to tell)."""
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL
+
+    if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
         return 0
     return emit(records)

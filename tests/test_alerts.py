@@ -163,3 +163,21 @@ def test_uris_in_events_lose_their_credentials():
     assert alerts.public_uri(f"s3://key:{SECRET}@bucket/out?X-Amz-Signature=abc") == "s3://bucket/out"
     assert alerts.public_uri("/data/out") == "/data/out"
     assert alerts.public_uri(f"https://user:{SECRET}@minio:9000/b") == "https://minio:9000/b"
+
+
+def test_promotions_and_a_rollback_reach_the_webhook(alerted, capsys):
+    from flows.cli import main
+    from sae_pipeline import tables, updating
+    from sae_pipeline.registry import ModelRegistry
+
+    path, receiver, summary = alerted
+    receiver.wait_for(f"champion None -> {summary.champion}")  # the first run's training promoted it
+    config = load_config(path)
+    registry = ModelRegistry(config.output.models_uri)
+    retrained = updating.train_or_update(config, tables.partition_records(config.lake), retrain=True)
+    if not retrained.promoted:
+        registry.promote(retrained.model_version, "the test's new champion")
+    assert main(["models", "rollback", "--config", str(path)]) == 0
+    assert registry.champion() == summary.champion
+    _, body = receiver.wait_for("sae-pipeline.model.rolled-back")
+    assert f"champion {retrained.model_version} -> {summary.champion} (rolled-back)" in body["text"]

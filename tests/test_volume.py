@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from sae_pipeline import pipeline, storage, tables, updating, volume
+from sae_pipeline import alerts, pipeline, storage, tables, updating, volume
 from sae_pipeline.config import ConfigError, load_config
 from sae_pipeline.drift import validate_report
 from sae_pipeline.ledger import LedgerEntry
@@ -29,6 +29,7 @@ def scored_lake(tmp_path_factory) -> Path:
     path = write_lake_config(root, days=7, rows_per_day=300, max_steps=30)
     raw = yaml.safe_load(path.read_text())
     raw["volume"] = {"min_history": 3}
+    raw["training"]["partitions"] = ["day=2026-11-01", "day=2026-11-02"]  # the last day's drift is new to it
     raw["lake"]["expected_every"] = "1d"
     path.write_text(yaml.safe_dump(raw))
     lake = root / "lake"
@@ -41,13 +42,14 @@ def scored_lake(tmp_path_factory) -> Path:
     shutil.rmtree(lake / GONE_DAY)
     config = load_config(path)
     version = updating.train_or_update(config, tables.partition_records(config.lake)).model_version
-    for record in tables.partition_records(config.lake):
-        pipeline.score_partition(config, record, version, "run", T0)
-    return path
+    results = [
+        pipeline.score_partition(config, record, version, "run", T0) for record in tables.partition_records(config.lake)
+    ]
+    return path, results
 
 
 def test_rows_and_quarantine_are_judged_against_earlier_partitions(scored_lake):
-    config = load_config(scored_lake)
+    config = load_config(scored_lake[0])
     names = [record.name for record in tables.partition_records(config.lake)]
     verdicts = {verdict.partition: verdict for verdict in volume.check_volume(config, names)}
     assert list(verdicts) == names  # in the lake's order
@@ -63,7 +65,7 @@ def test_rows_and_quarantine_are_judged_against_earlier_partitions(scored_lake):
 
 
 def test_the_verdict_goes_into_report_json(scored_lake):
-    config = load_config(scored_lake)
+    config = load_config(scored_lake[0])
     (verdict,) = volume.check_volume(config, [SHORT_DAY])
     uri = volume.add_to_report(config, verdict)
     report = storage.read_json(uri)
@@ -104,7 +106,7 @@ def load_config_settings():
 
 
 def test_missing_and_late_partitions(scored_lake):
-    config = load_config(scored_lake)
+    config = load_config(scored_lake[0])
     names = [record.name for record in tables.partition_records(config.lake)]
     on_time = volume.check_freshness(config, names, now=dt.datetime(2026, 11, 8, 23, tzinfo=dt.UTC))
     assert on_time.missing == [GONE_DAY] and on_time.n_missing == 1
@@ -146,3 +148,49 @@ def test_expected_every_is_checked_at_load(tmp_path):
     path.write_text(yaml.safe_dump({**base, "lake": {"uri": "lake", "partition_keys": keys, "expected_every": "1d"}}))
     with pytest.raises(ConfigError, match="type date"):
         load_config(path)
+
+
+def test_partition_events_announce_drift_volume_and_flagged_rate(scored_lake):
+    path, results = scored_lake
+    config = load_config(path)
+    verdicts = volume.check_volume(config, [result.partition for result in results])
+    events = alerts.partition_events(config, results, None, verdicts, run_id="r1")
+    scored = [event for event in events if event.event == alerts.SCORED]
+    assert [event.resource_id for event in scored] == [
+        f"sae-pipeline.partition.{config.output.uri}/{result.partition}" for result in results
+    ]
+    short = next(event.payload for event in scored if event.payload["partition"] == SHORT_DAY)
+    assert short["rows_in"] == 100 and short["volume"]["rows_status"] == "low" and short["run_id"] == "r1"
+    unusual = {event.payload["partition"] for event in events if event.event == alerts.VOLUME_UNUSUAL}
+    assert unusual == {SHORT_DAY, DIRTY_DAY}
+    drifted = [event.payload for event in events if event.event == alerts.DRIFT_DETECTED]
+    reports = {
+        result.partition: storage.read_json(result.drift_report_uri[: -len("html")] + "json") for result in results
+    }
+    assert [payload["partition"] for payload in drifted] == [name for name, r in reports.items() if r["dataset_drift"]]
+    assert drifted and all(payload["drifted_columns"] for payload in drifted)
+    strict = config.model_copy(
+        update={
+            "drift": config.drift.model_copy(
+                update={"policy": config.drift.policy.model_copy(update={"anomaly_rate_factor": 1.01})}
+            )
+        }
+    )
+    exceeded = [
+        e.payload for e in alerts.partition_events(strict, results, None) if e.event == alerts.FLAGGED_RATE_EXCEEDED
+    ]
+    rates = {result.partition: result.rows_flagged / result.rows_scored for result in results}
+    assert {payload["partition"] for payload in exceeded} == {
+        name for name, rate in rates.items() if rate > 1.01 * 0.01
+    }
+    assert exceeded
+
+
+def test_freshness_events(scored_lake):
+    config = load_config(scored_lake[0])
+    names = [record.name for record in tables.partition_records(config.lake)]
+    verdict = volume.check_freshness(config, names, now=dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
+    missing, late = alerts.freshness_events(config, verdict)
+    assert missing.event == alerts.PARTITION_MISSING and missing.payload["missing"] == [GONE_DAY]
+    assert late.event == alerts.PARTITION_LATE and late.payload["next_expected"] == "day=2026-11-08"
+    assert missing.resource_id == f"sae-pipeline.lake.{config.output.uri}"
