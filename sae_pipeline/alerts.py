@@ -95,12 +95,22 @@ def _opened_incidents(config: PipelineConfig, opened: Sequence[str]) -> pl.DataF
     return incidents.filter(pl.col("incident_id").is_in(list(opened)) & (pl.col("status") == "open"))
 
 
-def incident_explanation(config: PipelineConfig, incident: dict) -> list[dict]:
+def _flagged_of(config: PipelineConfig, incidents: pl.DataFrame) -> pl.DataFrame:
+    """The flagged rows of the partitions `incidents` span (each partition read once)."""
+    partitions = sorted({name for names in incidents.get_column("partitions").to_list() for name in names or []})
+    columns = ["source_partition", "incident_entity", "anomaly_score", "explanation"]
+    return read_flagged(config, partitions, columns)
+
+
+def incident_explanation(config: PipelineConfig, incident: dict, flagged: pl.DataFrame | None = None) -> list[dict]:
     """The explanation of an incident's peak row (its highest-scoring flagged row): per explaining column its
     share of the score and, for columns listed in `events.explanation_values` only, the row's and the typical
-    value (level and typical level for categorical ones)."""
+    value (level and typical level for categorical ones). `flagged`: rows of its partitions, if already read."""
     allowed = set(config.events.explanation_values)
-    rows = read_flagged(config, list(incident["partitions"] or []), ["incident_entity", "anomaly_score", "explanation"])
+    partitions = list(incident["partitions"] or [])
+    if flagged is None:
+        flagged = _flagged_of(config, pl.DataFrame({"partitions": [partitions]}))
+    rows = flagged.filter(pl.col("source_partition").is_in(partitions))
     entity = pl.col("incident_entity")
     rows = rows.filter((entity == incident["entity"]) if incident["entity"] is not None else entity.is_null())
     rows = rows.filter(pl.col("anomaly_score") == incident["peak_score"])
@@ -125,8 +135,10 @@ def incident_events(config: PipelineConfig, opened: Sequence[str]) -> list[Event
     """An `incident.opened` event per incident of `opened` that is still open (at most
     `events.max_incident_events`, worst first by min p-value)."""
     incidents = _opened_incidents(config, opened).sort(["min_pvalue", "peak_score"], descending=[False, True])
+    incidents = incidents.head(config.events.max_incident_events)
+    flagged = _flagged_of(config, incidents) if incidents.height else None
     events = []
-    for incident in incidents.head(config.events.max_incident_events).iter_rows(named=True):
+    for incident in incidents.iter_rows(named=True):
         payload = {
             "incident_id": incident["incident_id"],
             "entity": incident["entity"],
@@ -136,7 +148,7 @@ def incident_events(config: PipelineConfig, opened: Sequence[str]) -> list[Event
             "peak_score": incident["peak_score"],
             "min_pvalue": incident["min_pvalue"],
             "top_features": list(incident["top_features"] or []),
-            "explanation": incident_explanation(config, incident),
+            "explanation": incident_explanation(config, incident, flagged),
             "partitions": list(incident["partitions"] or []),
             "model_version": incident["model_version"],
             "output_uri": public_uri(config.output.uri),

@@ -181,3 +181,17 @@ def test_promotions_and_a_rollback_reach_the_webhook(alerted, capsys):
     assert registry.champion() == summary.champion
     _, body = receiver.wait_for("sae-pipeline.model.rolled-back")
     assert f"champion {retrained.model_version} -> {summary.champion} (rolled-back)" in body["text"]
+
+
+def test_install_takes_an_existing_block_by_slug_or_name(alerted):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    _, receiver, _ = alerted
+    saved = CustomWebhookNotificationBlock(name="ops", url=receiver.url, json_data={"text": "{{body}}"}).save(
+        "ops-test"
+    )
+    assert alert_commands.block_id("custom-webhook/ops-test") == saved == alert_commands.block_id("ops-test")
+    automations = alert_commands.load_automations(block_document_id=saved)
+    assert {action["block_document_id"] for a in automations for action in a["actions"]} == {str(saved)}
+    with pytest.raises(ValueError, match="--webhook URL or --block NAME"):
+        alert_commands.install()
