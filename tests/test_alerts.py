@@ -147,11 +147,8 @@ def test_payloads_hold_no_row_values_beyond_the_allowed_columns(alerted):
     (event,) = alerts.incident_events(config, [incident["incident_id"]])
     assert event.labels == {alerts.SEVERITY_LABEL: "critical"}
     for item in event.payload["explanation"]:
-        assert (
-            ("value" in item) == (item["column"] == "latency_ms")
-            and "typical" not in item
-            or item["column"] == "latency_ms"
-        )
+        if item["column"] != "latency_ms":  # not in events.explanation_values: its name and share only
+            assert set(item) <= {"column", "share"}
     assert any(item["column"] == "latency_ms" and item["value"] == 60_000.0 for item in event.payload["explanation"])
     hidden = config.model_copy(update={"events": config.events.model_copy(update={"explanation_values": []})})
     (bare,) = alerts.incident_events(hidden, [incident["incident_id"]])
@@ -195,3 +192,14 @@ def test_install_takes_an_existing_block_by_slug_or_name(alerted):
     assert {action["block_document_id"] for a in automations for action in a["actions"]} == {str(saved)}
     with pytest.raises(ValueError, match="--webhook URL or --block NAME"):
         alert_commands.install()
+
+
+def test_explanation_values_must_name_configured_columns(tmp_path):
+    from sae_pipeline.config import ConfigError
+
+    path = write_lake_config(tmp_path, days=1, rows_per_day=10)
+    raw = yaml.safe_load(path.read_text())
+    raw["events"] = {"explanation_values": ["latency_ms", "password"]}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"events.explanation_values .*\['password'\]"):
+        load_config(path)
