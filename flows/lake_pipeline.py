@@ -175,11 +175,12 @@ def collect_events(
     volumes: list[VolumeVerdict],
     freshness: FreshnessVerdict | None,
     trainings: list[TrainingOutcome],
+    failed: list[FailedPartition],
 ) -> list[EventRecord]:
-    """The events this run announces (`sae_pipeline.alerts`): partitions scored, incidents opened, drift, flagged
-    rate, volume, freshness, promotions."""
+    """The events this run announces (`sae_pipeline.alerts`): partitions scored and failed, incidents opened,
+    drift, flagged rate, volume, freshness, promotions."""
     config = load_config(config_path)
-    records = alerts.training_events(config, *trainings)
+    records = alerts.training_events(config, *trainings) + alerts.failure_events(config, failed, run_id)
     records += alerts.partition_events(config, scored, incident_counts, volumes, run_id)
     if incident_counts is not None:
         records += alerts.incident_events(config, incident_counts.opened)
@@ -413,11 +414,11 @@ def _summarise(
         freshness=scoring.freshness if scoring else None,
     )
     write_run_summary(summary)
-    _announce(run, scoring, training, drift_policy.training if drift_policy else None)
+    _announce(run, summary, scoring, training, drift_policy.training if drift_policy else None)
     return summary
 
 
-def _announce(run: LakeRun, scoring: Scoring | None, *trainings: TrainingOutcome | None) -> None:
+def _announce(run: LakeRun, summary: RunSummary, scoring: Scoring | None, *trainings: TrainingOutcome | None) -> None:
     """Emit the run's Prefect events (unless `events.enabled` is false) and wait until they reach the API."""
     if not run.config.events.enabled:
         return
@@ -429,6 +430,7 @@ def _announce(run: LakeRun, scoring: Scoring | None, *trainings: TrainingOutcome
         scoring.volume if scoring else [],
         scoring.freshness if scoring else None,
         [training for training in trainings if training is not None],
+        summary.failed,
     )
     get_run_logger().info("%d event(s) emitted", events.emit(records))
 

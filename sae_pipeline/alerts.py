@@ -12,6 +12,7 @@ The library never imports Prefect: it returns `EventRecord`s (name, resource, pa
   x the model's target;
 - `sae-pipeline.volume.unusual`: rows read outside the band of earlier partitions, or a quarantined share above it;
 - `sae-pipeline.partition.missing` / `sae-pipeline.partition.late`: the lake against `lake.expected_every`;
+- `sae-pipeline.partition.failed`: a partition the run could not commit (the next run retries it);
 - `sae-pipeline.model.promoted` / `sae-pipeline.model.rolled-back`: the champion changed.
 
 Resources: `sae-pipeline.partition.<output uri>/<partition>`, `sae-pipeline.incident.<output uri>/<incident id>`,
@@ -32,7 +33,14 @@ from sae_pipeline import storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.incidents.build import read_incidents
 from sae_pipeline.incidents.flagged import read_flagged
-from sae_pipeline.records import IncidentCounts, ModelTrained, PartitionResult, Record, TrainingOutcome
+from sae_pipeline.records import (
+    FailedPartition,
+    IncidentCounts,
+    ModelTrained,
+    PartitionResult,
+    Record,
+    TrainingOutcome,
+)
 from sae_pipeline.volume import FreshnessVerdict, VolumeVerdict
 
 PREFIX = "sae-pipeline"
@@ -43,6 +51,7 @@ FLAGGED_RATE_EXCEEDED = f"{PREFIX}.flagged-rate.exceeded"
 VOLUME_UNUSUAL = f"{PREFIX}.volume.unusual"
 PARTITION_MISSING = f"{PREFIX}.partition.missing"
 PARTITION_LATE = f"{PREFIX}.partition.late"
+PARTITION_FAILED = f"{PREFIX}.partition.failed"
 MODEL_PROMOTED = f"{PREFIX}.model.promoted"
 MODEL_ROLLED_BACK = f"{PREFIX}.model.rolled-back"
 #: The resource label of an `incident.opened` event: `critical` when its min p-value is below
@@ -243,6 +252,28 @@ def freshness_events(config: PipelineConfig, freshness: FreshnessVerdict | None)
     if freshness.late:
         late = {**common, "next_expected": freshness.next_expected, "due_by": _iso(freshness.due_by)}
         events.append(_event(config, PARTITION_LATE, "lake", None, late))
+    return events
+
+
+#: Longest error text a `partition.failed` event carries.
+MAX_ERROR_CHARS = 500
+
+
+def failure_events(
+    config: PipelineConfig, failed: Sequence[FailedPartition], run_id: str | None = None
+) -> list[EventRecord]:
+    """`partition.failed` for each partition the run could not commit (error on one line, at most
+    `MAX_ERROR_CHARS`)."""
+    events = []
+    for failure in failed:
+        error = " ".join(failure.error.split())
+        payload = {
+            "partition": failure.partition,
+            "error": error[:MAX_ERROR_CHARS],
+            "output_uri": public_uri(config.output.uri),
+            "run_id": run_id,
+        }
+        events.append(_event(config, PARTITION_FAILED, "partition", failure.partition, payload))
     return events
 
 

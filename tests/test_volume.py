@@ -194,3 +194,13 @@ def test_freshness_events(scored_lake):
     assert missing.event == alerts.PARTITION_MISSING and missing.payload["missing"] == [GONE_DAY]
     assert late.event == alerts.PARTITION_LATE and late.payload["next_expected"] == "day=2026-11-08"
     assert missing.resource_id == f"sae-pipeline.lake.{config.output.uri}"
+
+
+def test_failed_partitions_are_announced_on_one_line(scored_lake):
+    from sae_pipeline.records import FailedPartition
+
+    config = load_config(scored_lake[0])
+    long = "day=2026-11-09: 300 of 300 rows quarantined\n" + "x" * 1000
+    (event,) = alerts.failure_events(config, [FailedPartition(partition="day=2026-11-09", error=long)], "r2")
+    assert event.event == alerts.PARTITION_FAILED and event.payload["partition"] == "day=2026-11-09"
+    assert "\n" not in event.payload["error"] and len(event.payload["error"]) == alerts.MAX_ERROR_CHARS
