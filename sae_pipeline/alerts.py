@@ -23,6 +23,7 @@ listed in `events.explanation_values` in an incident's explanation.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -177,13 +178,9 @@ def partition_events(
 ) -> list[EventRecord]:
     """For each committed partition: its `partition.scored` event, and `drift.detected`,
     `flagged-rate.exceeded` and `volume.unusual` where they apply."""
-    opened = _opened_incidents(config, incidents.opened) if incidents is not None else pl.DataFrame()
-    opened_where = (
-        opened.select(pl.col("partitions").list.first()).to_series().value_counts()
-        if opened.height
-        else pl.DataFrame({"partitions": [], "count": []})
-    )
-    opened_in = dict(zip(opened_where[:, 0].to_list(), opened_where[:, 1].to_list()))
+    opened = _opened_incidents(config, incidents.opened) if incidents is not None else None
+    starts = opened.get_column("partitions").list.first().to_list() if opened is not None else []
+    opened_in = Counter(starts)  # partition -> new open incidents that start in it
     by_partition = {verdict.partition: verdict for verdict in volumes}
     factor = config.drift.policy.anomaly_rate_factor
     events = []
@@ -209,7 +206,7 @@ def partition_events(
             "rows_flagged": result.rows_flagged,
             "flagged_rate": rate,
             "expected_flagged_rate": expected,
-            "incidents_opened": int(opened_in.get(result.partition, 0)),
+            "incidents_opened": opened_in[result.partition],
             "drift_status": result.drift_status,
             "dataset_drift": report["dataset_drift"],
             "drift_share": report["drift_share"],
