@@ -204,3 +204,53 @@ def test_failed_partitions_are_announced_on_one_line(scored_lake):
     (event,) = alerts.failure_events(config, [FailedPartition(partition="day=2026-11-09", error=long)], "r2")
     assert event.event == alerts.PARTITION_FAILED and event.payload["partition"] == "day=2026-11-09"
     assert "\n" not in event.payload["error"] and len(event.payload["error"]) == alerts.MAX_ERROR_CHARS
+
+
+def test_the_shipped_automations_render_these_events(scored_lake):
+    """Each automation file's subject and body render (with the Prefect server's own template renderer) on the real
+    events it expects: what the webhook, Slack or e-mail would receive."""
+    from prefect.events import Event
+    from prefect.server.utilities.user_templates import render_user_template_sync
+
+    from flows.alerts import load_automations
+    from sae_pipeline.records import FailedPartition
+
+    path, results = scored_lake
+    config = load_config(path)
+    names = [record.name for record in tables.partition_records(config.lake)]
+    records = alerts.partition_events(config, results, None, volume.check_volume(config, names), "r1")
+    records += alerts.freshness_events(config, volume.check_freshness(config, names))
+    records += alerts.failure_events(config, [FailedPartition(partition="day=2026-11-09", error="unreadable")])
+    records += [alerts.champion_moved_event(config, "v1", "v2", "rolled-back")]
+    policy = config.drift.policy.model_copy(update={"anomaly_rate_factor": 1.01})
+    strict = config.model_copy(update={"drift": config.drift.model_copy(update={"policy": policy})})
+    records += [e for e in alerts.partition_events(strict, results, None) if e.event == alerts.FLAGGED_RATE_EXCEEDED]
+    rendered = {}
+    for automation in load_automations():
+        expected = set(automation["trigger"]["expect"])
+        for record in records:
+            if record.event not in expected:
+                continue
+            resource = {"prefect.resource.id": record.resource_id, "prefect.resource.name": record.resource_name}
+            event = Event(event=record.event, resource=resource, payload=record.payload)
+            for action in automation["actions"]:
+                text = render_user_template_sync(action["subject"] + "\n" + action["body"], {"event": event})
+                assert "Traceback" not in text and "{{" not in text
+                rendered.setdefault(record.event, []).append(text)
+    assert set(rendered) >= {
+        alerts.DRIFT_DETECTED,
+        alerts.VOLUME_UNUSUAL,
+        alerts.PARTITION_MISSING,
+        alerts.PARTITION_LATE,
+        alerts.PARTITION_FAILED,
+        alerts.MODEL_ROLLED_BACK,
+        alerts.FLAGGED_RATE_EXCEEDED,
+    }
+    assert any("is above 1.01 x the target 1.0% in day=" in text for text in rendered[alerts.FLAGGED_RATE_EXCEEDED])
+    assert any(
+        "most drifted:" in text and "% of the columns drifted" in text for text in rendered[alerts.DRIFT_DETECTED]
+    )
+    assert any(f"{SHORT_DAY}: 100 rows read (low" in text for text in rendered[alerts.VOLUME_UNUSUAL])
+    assert any(f"missing: {GONE_DAY}" in text for text in rendered[alerts.PARTITION_MISSING])
+    assert "day=2026-11-09 failed (the next run retries it): unreadable" in rendered[alerts.PARTITION_FAILED][0]
+    assert "champion v1 -> v2 (rolled-back)" in rendered[alerts.MODEL_ROLLED_BACK][0]
