@@ -22,6 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.alerts import add_alerts_command
 from sae_pipeline.config import ConfigError, PipelineConfig, load_config
 from sae_pipeline.incidents.commands import add_review_command
 from sae_pipeline.lease import RunLease
@@ -374,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=_command_generate)
     add_models_command(commands)
     add_review_command(commands)
+    add_alerts_command(commands)
     return parser
 
 
@@ -396,12 +398,40 @@ def _error_lines(error: BaseException, args: argparse.Namespace) -> tuple[str, s
     return _one_line(error), getattr(error, "hint", None)
 
 
+def _champion_if_it_may_move(args: argparse.Namespace) -> str | None:
+    """The champion before `models promote` / `models rollback` (None for other commands)."""
+    if getattr(args, "models_command", None) not in ("promote", "rollback"):
+        return None
+    from sae_pipeline.registry import ModelRegistry
+
+    return ModelRegistry(load_config(args.config).output.models_uri).champion()
+
+
+def _announce_champion_move(args: argparse.Namespace, before: str | None) -> None:
+    """After `models promote` / `models rollback`: a `model.promoted` / `model.rolled-back` event when the champion
+    moved and PREFECT_API_URL names a server (`flows.events.emit_outside_a_run`)."""
+    command = getattr(args, "models_command", None)
+    if command not in ("promote", "rollback") or getattr(args, "alias", "champion") != "champion":
+        return
+    from flows.events import emit_outside_a_run
+    from sae_pipeline.alerts import champion_moved_event
+    from sae_pipeline.registry import ModelRegistry
+
+    config = load_config(args.config)
+    after = ModelRegistry(config.output.models_uri).champion()
+    if after != before and config.events.enabled:
+        how = "rolled-back" if command == "rollback" else "promoted"
+        emit_outside_a_run([champion_moved_event(config, before, after, how)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        champion_before = _champion_if_it_may_move(args)
         args.handler(args)
+        _announce_champion_move(args, champion_before)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -28,6 +28,7 @@ from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 from pydantic import Field
 
+from flows import events
 from flows.handoff import (
     TRAINING_DEPLOYMENT,
     DriftPolicyAction,
@@ -35,7 +36,8 @@ from flows.handoff import (
     ensure_champion,
     start_drift_training,
 )
-from sae_pipeline import incidents, pipeline, storage, tables, updating
+from sae_pipeline import alerts, incidents, pipeline, storage, tables, updating, volume
+from sae_pipeline.alerts import EventRecord
 from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.lease import RunLease
 from sae_pipeline.records import (
@@ -53,6 +55,7 @@ from sae_pipeline.records import (
 )
 from sae_pipeline.runs import RunSummary, build_run_summary, format_summary, write_run_summary
 from sae_pipeline.storage import read_bytes
+from sae_pipeline.volume import FreshnessVerdict, VolumeVerdict
 
 #: Parameter types that a Prefect server checks when a run is created, so a deployment refuses a bad value at once.
 ConfigUri = Annotated[
@@ -156,6 +159,38 @@ def write_incidents(config_path: str) -> IncidentCounts:
 def write_anomaly_pages(config_path: str) -> str:
     """Rewrite the anomalies pages (`drift/anomalies.html` and each partition's) from the incidents table."""
     return incidents.write_anomaly_pages(load_config(config_path)).index_uri
+
+
+@io_task(name="check-volume")
+def check_volume(config_path: str, partitions: list[str]) -> list[VolumeVerdict]:
+    """Judge each committed partition's rows and quarantined share against the partitions before it, and record
+    the verdict in its drift report."""
+    config = load_config(config_path)
+    verdicts = volume.check_volume(config, partitions)
+    for verdict in verdicts:
+        volume.add_to_report(config, verdict)
+    return verdicts
+
+
+@io_task(name="collect-events")
+def collect_events(
+    config_path: str,
+    run_id: str,
+    scored: list[PartitionResult],
+    incident_counts: IncidentCounts | None,
+    volumes: list[VolumeVerdict],
+    freshness: FreshnessVerdict | None,
+    trainings: list[TrainingOutcome],
+    failed: list[FailedPartition],
+) -> list[EventRecord]:
+    """The events this run announces (`sae_pipeline.alerts`): partitions scored and failed, incidents opened,
+    drift, flagged rate, volume, freshness, promotions."""
+    config = load_config(config_path)
+    records = alerts.training_events(config, *trainings) + alerts.failure_events(config, failed, run_id)
+    records += alerts.partition_events(config, scored, incident_counts, volumes, run_id)
+    if incident_counts is not None:
+        records += alerts.incident_events(config, incident_counts.opened)
+    return records + alerts.freshness_events(config, freshness)
 
 
 @io_task(name="vacuum-output-tables")
@@ -275,6 +310,8 @@ class Scoring:
     results: list[PartitionResult] = field(default_factory=list)
     failures: list[FailedPartition] = field(default_factory=list)
     incidents: IncidentCounts | None = None
+    volume: list[VolumeVerdict] = field(default_factory=list)
+    freshness: FreshnessVerdict | None = None
 
 
 @contextmanager
@@ -335,6 +372,9 @@ def _score(
         }
         futures.update({name: remove_partition.submit(run.config_path, name) for name in scoring.plan.removed})
         scoring.results, scoring.failures = _collect(futures)
+    scoring.freshness = volume.check_freshness(run.config, [record.name for record in run.usable])
+    if scoring.results:
+        scoring.volume = check_volume(run.config_path, [result.partition for result in scoring.results])
     if scoring.results or scoring.plan.removed:
         write_drift_trend(run.config_path)
         scoring.incidents = write_incidents(run.config_path)
@@ -377,9 +417,29 @@ def _summarise(
         drift_policy=drift_policy,
         incidents=scoring.incidents if scoring else None,
         config_path=run.config_path,
+        volume=scoring.volume if scoring else (),
+        freshness=scoring.freshness if scoring else None,
     )
     write_run_summary(summary)
+    _announce(run, summary, scoring, training, drift_policy.training if drift_policy else None)
     return summary
+
+
+def _announce(run: LakeRun, summary: RunSummary, scoring: Scoring | None, *trainings: TrainingOutcome | None) -> None:
+    """Emit the run's Prefect events (unless `events.enabled` is false) and wait until they reach the API."""
+    if not run.config.events.enabled:
+        return
+    records = collect_events(
+        run.config_path,
+        run.run_id,
+        scoring.results if scoring else [],
+        scoring.incidents if scoring else None,
+        scoring.volume if scoring else [],
+        scoring.freshness if scoring else None,
+        [training for training in trainings if training is not None],
+        summary.failed,
+    )
+    get_run_logger().info("%d event(s) emitted", events.emit(records))
 
 
 def _report(summary: RunSummary, scoring: Scoring | None) -> RunSummary:

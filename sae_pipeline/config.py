@@ -110,6 +110,26 @@ class CatalogConfig(_Strict):
         return {**{key: value for key, value in known.items() if value is not None}, **self.properties}
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`30s`, `15m`, `1h`, `2d`, `1w` as a timedelta; raises ValueError naming the accepted forms."""
+    match = _DURATION.match(str(text))
+    if match is None:
+        raise ValueError("expected a duration such as 30m, 1h, 2d or 1w")
+    return dt.timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _duration(text: str) -> str:
+    parse_duration(text)
+    return text.strip()
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
 class LakeConfig(_Strict):
     """The input table: Hive-style Parquet folders (`key=value/` directories) at `uri` (`format: parquet`, the
     default), a Delta Lake table at `uri` (`delta`), or the Iceberg table `table` (`namespace.name`) of `catalog`
@@ -122,9 +142,17 @@ class LakeConfig(_Strict):
     table: str | None = Field(None, pattern=r"^[^.\s]+(\.[^.\s]+)+$")
     catalog: CatalogConfig | None = None
     partition_keys: dict[str, PartitionKeyType] = Field(default_factory=lambda: {"day": "date"})
+    #: How often a new partition is expected (`1d`, `1h`): a partition's time is its first `date` key (plus its `hour`
+    #: key, an int, when there is one); gaps are reported missing and a lake without the next one in time as late.
+    expected_every: Duration | None = None
 
     @model_validator(mode="after")
     def _check_format(self) -> LakeConfig:
+        if self.expected_every is not None and "date" not in self.partition_keys.values():
+            raise ValueError(
+                "lake.expected_every needs a partition key of type date (the partition's time); "
+                f"lake.partition_keys has {dict(self.partition_keys)}"
+            )
         if self.format == "iceberg":
             if self.table is None:
                 raise ValueError("lake.format iceberg needs lake.table (namespace.table) and lake.catalog")
@@ -366,26 +394,6 @@ class DriftConfig(_Strict):
         return self
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
-_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """`30s`, `15m`, `1h`, `2d`, `1w` as a timedelta; raises ValueError naming the accepted forms."""
-    match = _DURATION.match(str(text))
-    if match is None:
-        raise ValueError("expected a duration such as 30m, 1h, 2d or 1w")
-    return dt.timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
-
-
-def _duration(text: str) -> str:
-    parse_duration(text)
-    return text.strip()
-
-
-Duration = Annotated[str, AfterValidator(_duration)]
-
-
 class IncidentsConfig(_Strict):
     """How flagged rows become incidents (`sae_pipeline.incidents`).
 
@@ -399,6 +407,33 @@ class IncidentsConfig(_Strict):
     gap_rows: int = Field(1, ge=1)
     pattern_features: int = Field(2, ge=1)
     suppress_for: Duration = "7d"
+
+
+class VolumeConfig(_Strict):
+    """Volume checks per scored partition (`sae_pipeline.volume`): its rows read against the last `history` earlier
+    partitions' (median ± `band_mads` x the scaled MAD, at least ± `rows_tolerance` x the median) and its
+    quarantined share against theirs (above the median + `band_mads` x the scaled MAD, at least
+    + `quarantine_tolerance`); with fewer than `min_history` earlier partitions the verdict is `no_history`."""
+
+    history: int = Field(30, ge=1)
+    min_history: int = Field(5, ge=1)
+    band_mads: float = Field(4.0, gt=0)
+    rows_tolerance: float = Field(0.1, ge=0)
+    quarantine_tolerance: float = Field(0.01, ge=0, le=1)
+
+
+class EventsConfig(_Strict):
+    """The Prefect events a run emits (`flows/events.py`). `enabled: false` emits none. Events never carry row
+    values except, in an incident's explanation, the row's and the typical value of the columns listed in
+    `explanation_values` (default none: only the explaining columns' names and shares). `max_incident_events`
+    caps the `incident.opened` events of one run (the worst first; all are counted in the scored events). An
+    incident whose min p-value is below `critical_pvalue` is labelled `sae-pipeline.severity: critical`, else
+    `warning` (automations match labels, not payload numbers)."""
+
+    enabled: bool = True
+    explanation_values: list[str] = Field(default_factory=list)
+    max_incident_events: int = Field(50, ge=0)
+    critical_pvalue: float = Field(1e-4, gt=0, le=1)
 
 
 class OutputConfig(_Strict):
@@ -471,6 +506,8 @@ class PipelineConfig(_Strict):
     scoring: ScoringConfig = ScoringConfig()
     drift: DriftConfig = DriftConfig()
     incidents: IncidentsConfig = IncidentsConfig()
+    volume: VolumeConfig = VolumeConfig()
+    events: EventsConfig = EventsConfig()
     registry: RegistryConfig = RegistryConfig()
     run: RunConfig = RunConfig()
     output: OutputConfig
@@ -488,6 +525,9 @@ class PipelineConfig(_Strict):
             raise ValueError("at least one column must have role 'numeric' or 'categorical'")
         self._check_drift_overrides()
         self._check_context()
+        unknown = sorted(set(self.events.explanation_values) - set(names))
+        if unknown:
+            raise ValueError(f"events.explanation_values names column(s) that are not configured: {unknown}")
         return self
 
     def _check_context(self) -> None:

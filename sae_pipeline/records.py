@@ -197,6 +197,8 @@ class IncidentCounts(Record):
     new: int
     new_suppressed: int
     uri: str
+    #: The ids of the new incidents that are open (what `incident.opened` events announce).
+    opened: list[str] = []
 
 
 class StalePartitions(Record):

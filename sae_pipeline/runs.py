@@ -34,6 +34,7 @@ from sae_pipeline.records import (
     TrainingSkipped,
 )
 from sae_pipeline.registry import ModelRegistry
+from sae_pipeline.volume import FreshnessVerdict, VolumeVerdict
 
 __all__ = [
     "FailedPartition",
@@ -83,6 +84,9 @@ class RunSummary(BaseModel):
     #: The champion when the run ended, and the committed partitions another version scored.
     champion: str | None = None
     stale: StalePartitions | None = None
+    #: Each scored partition's volume against earlier partitions, and the lake against `lake.expected_every`.
+    volume: list[VolumeVerdict] = []
+    freshness: FreshnessVerdict | None = None
 
     @property
     def summary_uri(self) -> str:
@@ -143,6 +147,8 @@ def build_run_summary(
     drift_policy: DriftPolicyOutcome | None = None,
     incidents: IncidentCounts | None = None,
     config_path: str | None = None,
+    volume: Sequence[VolumeVerdict] = (),
+    freshness: FreshnessVerdict | None = None,
 ) -> RunSummary:
     """Join the run's records, check row conservation, evaluate against labels if any (`write_run_summary` writes
     the result)."""
@@ -178,6 +184,8 @@ def build_run_summary(
         totals=totals,
         evaluation=detection_metrics(*labelled) if labelled else None,
         incidents=incidents,
+        volume=list(volume),
+        freshness=freshness,
         **_model_state(config, config_path),
     )
 
@@ -265,6 +273,9 @@ def format_summary(summary: RunSummary) -> str:
             f"incidents: {i.total} in all, {i.open} open, {i.closed} reviewed, {i.suppressed} suppressed "
             f"({i.new} new this run, {i.new_suppressed} of them suppressed by an earlier normal verdict)"
         )
+    lines += [f"volume: {verdict.describe()}" for verdict in summary.volume if verdict.unusual]
+    if summary.freshness is not None:
+        lines.append(f"freshness: {summary.freshness.describe()}")
     lines += format_model_state(summary.champion, summary.stale)
     lines += ["", f"outputs under {summary.output_uri}:"]
     if summary.model_uri:

@@ -189,6 +189,22 @@ class GroupRates(_Schema):
     top: list[GroupRate]
 
 
+class Volume(_Schema):
+    """The partition's volume against the partitions before it (`sae_pipeline.volume`, added after the report was
+    first written): rows read against their band and the quarantined share against its upper bound."""
+
+    history: int
+    rows_in: int
+    rows_status: Literal["ok", "low", "high", "no_history"]
+    rows_median: float | None
+    rows_low: float | None
+    rows_high: float | None
+    quarantined_share: float
+    quarantine_status: Literal["ok", "high", "no_history"]
+    quarantine_median: float | None
+    quarantine_high: float | None
+
+
 class DriftReport(_Schema):
     schema_version: Literal[1]
     partition: str
@@ -209,6 +225,7 @@ class DriftReport(_Schema):
     groups: GroupRates | None = None
     model_version: str | None = None
     reference: str | None = None
+    volume: Volume | None = None
 
 
 def describe_reference(model_version: str, trained_on: list[str], n_rows: int) -> str:

@@ -217,6 +217,7 @@ def write_incidents(config: PipelineConfig, previous: pl.DataFrame | None = None
         new=new.height,
         new_suppressed=int((new.get_column("status") == "suppressed").sum()),
         uri=output.incidents_uri,
+        opened=new.filter(pl.col("status") == "open").get_column("incident_id").to_list(),
     )
 
 
