@@ -609,10 +609,13 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def render_markdown(payload: dict) -> str:
-    """The BENCHMARKS.md section: provenance, per-dataset AUC-ROC table, summary, throughput, probe, crashes."""
+def render_markdown(payload: dict, held_out: dict | None = None) -> str:
+    """The BENCHMARKS.md section: provenance, per-dataset AUC-ROC table, summary (with the protocol's
+    leave-sets-out numbers when given), throughput, probe, crashes."""
     summary = payload["summary"]
     lines = header_lines(payload["meta"]) + dataset_table(payload) + summary_lines(payload)
+    if held_out is not None:
+        lines += [held_out_line(held_out), ""]
     ratios = summary.get("sae_vs_autoencoder_throughput"), summary.get("sae_loop_vs_autoencoder_throughput")
     lines += (
         throughput_lines(summary["per_method"], *ratios)
@@ -744,6 +747,17 @@ def summary_lines(payload: dict) -> list[str]:
     if "risk" in summary:
         lines.append(risk_line(summary["risk"]) + "  ")
     return lines + [""]
+
+
+def held_out_line(row: dict) -> str:
+    """One protocol's leave-sets-out numbers (`selection.leave_sets_out`) in words."""
+    best = max(row["peer_mean_auc_roc"], key=row["peer_mean_auc_roc"].get)
+    return (
+        f"**Leave-sets-out (the defaults on sets they were not chosen on, mean over halvings): SAE "
+        f"{row['mean_auc_roc']:.3f} vs best peer ({best}) {row['peer_mean_auc_roc'][best]:.3f}: "
+        f"{row['gap_to_best_peer']:+.3f}; worst per-set loss vs IForest {row['worst_loss_vs_iforest']:+.3f}; within "
+        f"{NEAR} of the best peer of the set on {row['share_near_best_peer_of_set']:.0%} of the sets.**"
+    )
 
 
 def risk_line(record: dict) -> str:
@@ -914,6 +928,8 @@ def publish_selection(payloads: dict[str, dict], candidates: dict[str, dict], ar
     print("\n" + section)
     if not args.no_markdown:
         update_section("detection-selection", section)
+        for protocol, held_out in payload["selection"]["protocols"].items():
+            update_section(f"detection-{protocol}", render_markdown(payloads[protocol], held_out))
     print(f"wrote {output}")
 
 
