@@ -76,6 +76,8 @@ def incident_quality(labelled: pl.DataFrame, rows: pl.DataFrame, incidents: pl.D
     labelled_count = int(np.unique(numbers[numbers >= 0]).size)
     recalled = caught.get_column("label_incident").n_unique()
     per_day = raised.group_by(pl.col("start").dt.date().alias("day")).agg(pl.len().alias("n")).sort("day")
+    firsts = ordered.filter(pl.col("label_incident") >= 0).group_by("label_incident").agg(pl.col("time").min())
+    labelled_days = firsts.group_by(pl.col("time").dt.date().alias("day")).agg(pl.len().alias("n")).sort("day")
     days = ordered.get_column("time").dt.date().n_unique()
     return {
         "incidents": judged.height,
@@ -93,6 +95,7 @@ def incident_quality(labelled: pl.DataFrame, rows: pl.DataFrame, incidents: pl.D
         "days": int(days),
         "alerts_per_day": raised.height / days if days else None,
         "alerts_by_day": {str(day): int(n) for day, n in per_day.iter_rows()},
+        "labelled_by_day": {str(day): int(n) for day, n in labelled_days.iter_rows()},
     }
 
 
@@ -227,6 +230,7 @@ def run(args: argparse.Namespace) -> dict:
             "lake": {"generator": "generate_context_lake", "days": args.days, "seed": args.seed},
             "rows": labelled.height,
             "first_day": str(first[0]),
+            "training_days": ", ".join(name.removeprefix("day=")[5:] for name in config.training.partitions or []),
             "reviewed": {
                 "incidents": verdicts.height,
                 "anomaly": int((verdicts.get_column("verdict") == "anomaly").sum()),
@@ -304,7 +308,9 @@ def markdown(result: dict, command: str) -> str:
             f"{day[5:]}: {count} / {after['alerts_by_day'].get(day, 0)} / {daily['alerts_by_day'].get(day, 0)}"
             for day, count in before["alerts_by_day"].items()
         )
-        + ".",
+        + ". Labelled incidents by day: "
+        + ", ".join(f"{day[5:]}: {count}" for day, count in before["labelled_by_day"].items())
+        + f". The training days ({result['training_days']}) are scored in-sample too, as the demo does.",
         "",
         f"First day ({result['first_day']}) before review: {result['before']['first day']['incidents']} incidents, "
         f"precision {_share(result['before']['first day']['precision'])}, recall "
@@ -321,10 +327,7 @@ def markdown(result: dict, command: str) -> str:
 
 def retrainin_text(retraining: dict) -> str:
     promoted = "promoted" if retraining["promoted"] else "not promoted"
-    return (
-        f"{retraining['rows_excluded_by_review']} confirmed row(s) left out, version {retraining['version']} "
-        f"{promoted}: {retraining['reason']}"
-    )
+    return f"{retraining['rows_excluded_by_review']} confirmed row(s) left out, {promoted}: {retraining['reason']}"
 
 
 def main() -> None:

@@ -59,6 +59,7 @@ def test_incident_quality_counts_precision_recall_and_alerts_per_day():
     assert quality["recall"] == pytest.approx(2 / 3)
     assert quality["alerts_by_day"] == {"2026-11-01": 1, "2026-11-02": 2}
     assert quality["alerts_per_day"] == pytest.approx(1.5)
+    assert quality["labelled_by_day"] == {"2026-11-01": 1, "2026-11-02": 2}
 
 
 def test_reviewer_marks_incidents_from_the_labels():
