@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import shutil
 import sys
 import tempfile
@@ -115,10 +116,13 @@ def reviewer_verdicts(rows: pl.DataFrame, incidents: pl.DataFrame, labelled: pl.
 # --- the pipeline ------------------------------------------------------------------------------------------------
 
 
-def demo_config(workdir: Path, lake: Path, name: str = "out") -> PipelineConfig:
-    """`sample_data/fleet.yaml` as the demo runs it, reading `lake` and writing under `workdir/<name>`."""
+def demo_config(workdir: Path, lake: Path, name: str = "out", incidents: dict | None = None) -> PipelineConfig:
+    """`sample_data/fleet.yaml` as the demo runs it, reading `lake` and writing under `workdir/<name>` (with
+    `incidents` settings, if given, in its `incidents` section)."""
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["lake"]["uri"] = str(lake)
+    if incidents:
+        raw["incidents"] = {**raw.get("incidents", {}), **incidents}
     raw["output"] = {**raw.get("output", {}), "uri": str(workdir / name)}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -186,10 +190,23 @@ def daily_review(config: PipelineConfig, labelled: pl.DataFrame, days: list[dt.d
     incidents = pl.concat(seen).filter(pl.col("start").dt.date().is_in(days[1:]))
     rows = incident_rows(config).select("row_key", "incident_id")
     quality = incident_quality(labelled.filter(pl.col("time").dt.date().is_in(days[1:])), rows, incidents)
-    lost = incidents.filter(pl.col("status") == "suppressed").select("incident_id")
-    lost_rows = rows.join(lost, on="incident_id").join(labelled.filter(pl.col("label")), on="row_key")
-    kinds = lost_rows.group_by("kind").agg(pl.col("incident_id").n_unique().alias("n")).sort("kind")
-    return quality | {"reviewed": reviewed, "suppressed_true_by_kind": dict(kinds.iter_rows())}
+    suppressed = incidents.filter(pl.col("status") == "suppressed").select("incident_id", "rows", "suppressed_by")
+    true_rows = rows.join(labelled.filter(pl.col("label")), on="row_key")
+    kinds = true_rows.join(suppressed, on="incident_id").group_by("kind").agg(pl.col("incident_id").n_unique())
+    # Post hoc: is a suppressed incident longer than the reviewed-normal one that suppressed it?
+    suppressors = read_incidents(config).select(pl.col("incident_id").alias("suppressed_by"), rows_by=pl.col("rows"))
+    longer = suppressed.join(suppressors, on="suppressed_by", how="left").with_columns(
+        pl.col("incident_id").is_in(true_rows.get_column("incident_id").to_list()).alias("true"),
+        (pl.col("rows") > pl.col("rows_by")).alias("longer"),
+    )
+    return quality | {
+        "reviewed": reviewed,
+        "suppressed_true_by_kind": dict(kinds.sort("kind").iter_rows()),
+        "suppressed_longer_than_suppressor": {
+            "true": int(longer.filter(pl.col("true")).get_column("longer").sum()),
+            "false": int(longer.filter(~pl.col("true")).get_column("longer").sum()),
+        },
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -198,7 +215,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         lake = workdir / "lake"
         sample_data.generate_context_lake(lake, days=args.days, seed=args.seed)
-        config = demo_config(workdir, lake)
+        config = demo_config(workdir, lake, incidents=args.incidents)
         partitions = tables.partition_records(config.lake)
         started = time.perf_counter()
         trained = updating.train_or_update(config, partitions)
@@ -222,12 +239,13 @@ def run(args: argparse.Namespace) -> dict:
         after = {"first day": window(config, labelled, first), "later days": window(config, labelled, later)}
 
         # The same lake and model settings, every day's raised incidents reviewed on their day.
-        daily_config = demo_config(workdir, lake, "out-daily")
+        daily_config = demo_config(workdir, lake, "out-daily", args.incidents)
         score(daily_config, partitions, updating.train_or_update(daily_config, partitions).model_version)
         daily = daily_review(daily_config, labelled, all_days, workdir)
         return {
             "config": str(DEMO_CONFIG.relative_to(PROJECT_ROOT)),
             "lake": {"generator": "generate_context_lake", "days": args.days, "seed": args.seed},
+            "incidents_settings": config.incidents.model_dump(),
             "rows": labelled.height,
             "first_day": str(first[0]),
             "training_days": ", ".join(name.removeprefix("day=")[5:] for name in config.training.partitions or []),
@@ -301,7 +319,12 @@ def markdown(result: dict, command: str) -> str:
         "anomaly kind: "
         + (", ".join(f"{kind} {n}" for kind, n in daily["suppressed_true_by_kind"].items()) or "none")
         + ". A `normal` verdict suppresses a later incident of the same host whose pattern (its first "
-        "`incidents.pattern_features` = 2 explaining columns) is the same, within `incidents.suppress_for` (7 days).",
+        f"`incidents.pattern_features` = {result['incidents_settings']['pattern_features']} explaining columns, "
+        f"in any order) is the same, within `incidents.suppress_for` ({result['incidents_settings']['suppress_for']}). "
+        "Post hoc, on this lake only (not a tested rule): of the suppressed incidents, "
+        f"{daily['suppressed_longer_than_suppressor']['true']} of {daily['suppressed_true']} true and "
+        f"{daily['suppressed_longer_than_suppressor']['false']} of {daily['suppressed_false']} false ones had more "
+        "rows than the reviewed-normal incident that suppressed them.",
         "",
         "Alerts by day (before / first day reviewed / every day reviewed): "
         + ", ".join(
@@ -334,6 +357,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=10, help="days of the context lake (the demo's: 10)")
     parser.add_argument("--seed", type=int, default=0, help="the lake generator's seed (the demo's: 0)")
+    parser.add_argument(
+        "--incidents",
+        type=json.loads,
+        default=None,
+        help="JSON of `incidents` settings, e.g. '{\"pattern_features\": 3}'",
+    )
     parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (0 = torch's default)")
     add_output_options(parser)
     args = parser.parse_args()
