@@ -6,8 +6,9 @@ partitions they were scored in. Its id is a hash of the entity and its first row
 rescoring and retraining (it changes only when an earlier row joins the incident). Its `top_features` are the
 columns that explain most of its rows (`scoring.top_features` of them, most frequent first, then highest ranked in
 the rows); its pattern is the first `incidents.pattern_features` of those. Status: `open` until reviewed, `closed`
-once it has a verdict, `suppressed` when an incident of the same entity with the same pattern was reviewed `normal`
-and ended at most `incidents.suppress_for` before it started (without a timestamp column: whenever).
+once it has a verdict, `suppressed` when an incident of the same entity with the same pattern, and at least as many
+rows, was reviewed `normal` and ended at most `incidents.suppress_for` before it started (without a timestamp
+column: whenever). A `normal` verdict covers what the reviewer saw: a longer run of the same pattern is raised.
 """
 
 from __future__ import annotations
@@ -120,8 +121,8 @@ def summarise_incidents(rows: pl.DataFrame, config: PipelineConfig) -> pl.DataFr
 
 def apply_reviews(incidents: pl.DataFrame, reviews: pl.DataFrame, config: PipelineConfig) -> pl.DataFrame:
     """Each incident's latest verdict, and its status: `closed` (reviewed), `suppressed` (an earlier incident of the
-    same entity with the same pattern was reviewed normal, and ended within `incidents.suppress_for` before this one
-    started; without times, any such incident), else `open`."""
+    same entity with the same pattern and at least as many rows was reviewed normal, and ended within
+    `incidents.suppress_for` before this one started; without times, any such incident), else `open`."""
     verdicts = incident_verdicts(reviews)
     judged = incidents.join(
         verdicts.select("incident_id", pl.col("verdict"), pl.col("note").alias("verdict_note")),
@@ -137,18 +138,18 @@ def apply_reviews(incidents: pl.DataFrame, reviews: pl.DataFrame, config: Pipeli
 
     suppressed_by: dict[str, str] = {}
     if normal.height:
-        patterns: dict[tuple, list[tuple[str, dt.datetime | None]]] = {}
-        for reviewed_id, entity, features, end in normal.select(
-            "incident_id", "entity", "pattern", "incident_end"
+        patterns: dict[tuple, list[tuple[str, dt.datetime | None, int]]] = {}
+        for reviewed_id, entity, features, end, keys in normal.select(
+            "incident_id", "entity", "pattern", "incident_end", "row_keys"
         ).iter_rows():
-            patterns.setdefault((entity, pattern(features)), []).append((reviewed_id, end))
-        for this_id, entity, features, start, verdict in judged.select(
-            "incident_id", "entity", "top_features", "start", "verdict"
+            patterns.setdefault((entity, pattern(features)), []).append((reviewed_id, end, len(keys or [])))
+        for this_id, entity, features, start, rows, verdict in judged.select(
+            "incident_id", "entity", "top_features", "start", "rows", "verdict"
         ).iter_rows():
             if verdict is not None:
                 continue
-            for reviewed_id, end in patterns.get((entity, pattern(features)), []):
-                if reviewed_id == this_id:
+            for reviewed_id, end, reviewed_rows in patterns.get((entity, pattern(features)), []):
+                if reviewed_id == this_id or rows > reviewed_rows:
                     continue
                 if start is None or end is None or dt.timedelta(0) <= start - end <= window:
                     suppressed_by[this_id] = reviewed_id
