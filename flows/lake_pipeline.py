@@ -348,7 +348,7 @@ def _score(
 ) -> Scoring:
     """The scoring step: plan, score each partition (one task each, on the configured task runner), remove the
     outputs of partitions that left the lake, judge their volume and the lake's freshness, then rewrite the drift
-    trend page, the incidents and their pages (with `lake.expected_every`, the trend page even when nothing changed)."""
+    trend page, the incidents and their pages (with nothing new, only the trend page, when the lake is late)."""
     scoring_model = pipeline.scoring_model(run.config, rescore_with or model)
     version = scoring_model.model_version
     plan = plan_scoring(run.config_path, run.partitions, version, partitions, backfill, bool(rescore_with))
@@ -381,7 +381,7 @@ def _score(
         scoring.incidents = write_incidents(run.config_path)
         write_anomaly_pages(run.config_path)
         vacuum_output_tables(run.config_path)
-    elif scoring.freshness is not None:  # nothing new: the trend page still says whether the lake is late
+    elif scoring.freshness is not None and scoring.freshness.late:  # nothing new: the trend page says it is late
         write_drift_trend(run.config_path, scoring.freshness)
     return scoring
 
