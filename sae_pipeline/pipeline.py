@@ -475,7 +475,7 @@ def write_drift_trend(config: PipelineConfig, freshness: volume.FreshnessVerdict
     freshness (`freshness`: the run's verdict; without one, judged from the ledger's partitions when
     `lake.expected_every` is set); return its URI."""
     reports = [storage.read_json(uri) for uri in storage.list_files(config.output.drift_uri, "report.json")]
-    if freshness is None:
+    if freshness is None and config.lake.expected_every is not None:
         freshness = volume.check_freshness(config, list(Ledger(config.output.ledger_uri).entries()))
     uri = storage.join_uri(config.output.drift_uri, "index.html")
     links = {"Incidents and anomalous rows": ANOMALIES_PAGE}
