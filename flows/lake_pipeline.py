@@ -144,9 +144,9 @@ def score_partition(
 
 
 @io_task(name="write-drift-trend")
-def write_drift_trend(config_path: str) -> str:
-    """Rewrite the lake-level drift trend page from every partition's report."""
-    return pipeline.write_drift_trend(load_config(config_path))
+def write_drift_trend(config_path: str, freshness: FreshnessVerdict | None = None) -> str:
+    """Rewrite the lake-level drift trend page from every partition's report and the run's freshness verdict."""
+    return pipeline.write_drift_trend(load_config(config_path), freshness)
 
 
 @io_task(name="write-incidents")
@@ -164,7 +164,7 @@ def write_anomaly_pages(config_path: str) -> str:
 @io_task(name="check-volume")
 def check_volume(config_path: str, partitions: list[str]) -> list[VolumeVerdict]:
     """Judge each committed partition's rows and quarantined share against the partitions before it, and record
-    the verdict in its drift report."""
+    the verdict in its drift report (report.json, and report.html and report.md rendered again)."""
     config = load_config(config_path)
     verdicts = volume.check_volume(config, partitions)
     for verdict in verdicts:
@@ -347,7 +347,8 @@ def _score(
     progress: bool,
 ) -> Scoring:
     """The scoring step: plan, score each partition (one task each, on the configured task runner), remove the
-    outputs of partitions that left the lake, then rewrite the drift trend page, the incidents and their pages."""
+    outputs of partitions that left the lake, judge their volume and the lake's freshness, then rewrite the drift
+    trend page, the incidents and their pages (with nothing new, only the trend page, when the lake is late)."""
     scoring_model = pipeline.scoring_model(run.config, rescore_with or model)
     version = scoring_model.model_version
     plan = plan_scoring(run.config_path, run.partitions, version, partitions, backfill, bool(rescore_with))
@@ -376,10 +377,12 @@ def _score(
     if scoring.results:
         scoring.volume = check_volume(run.config_path, [result.partition for result in scoring.results])
     if scoring.results or scoring.plan.removed:
-        write_drift_trend(run.config_path)
+        write_drift_trend(run.config_path, scoring.freshness)
         scoring.incidents = write_incidents(run.config_path)
         write_anomaly_pages(run.config_path)
         vacuum_output_tables(run.config_path)
+    elif scoring.freshness is not None and scoring.freshness.late:  # nothing new: the trend page says it is late
+        write_drift_trend(run.config_path, scoring.freshness)
     return scoring
 
 

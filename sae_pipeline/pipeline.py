@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from sae_pipeline import context, drift, hive, lease, parquet_io, storage, tables
+from sae_pipeline import context, drift, hive, lease, parquet_io, report_files, storage, tables, volume
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.incidents.flagged import delete_flagged, flagged_rows, write_flagged
 from sae_pipeline.incidents.page import ANOMALIES_PAGE
@@ -371,18 +371,8 @@ def _write_drift_report(
     )
     metadata = artifact.metadata
     reference = drift.describe_reference(artifact.version, metadata.trained_on, metadata.drift_reference["n_rows"])
-    report = drift.validate_report({**report, "model_version": artifact.version, "reference": reference})
-    folder = storage.join_uri(config.output.drift_uri, name)
-    html_uri = storage.join_uri(folder, "report.html")
-    up = "../" * (name.count("/") + 1)
-    links = {
-        "Anomalies in this partition": ANOMALIES_PAGE,
-        "All incidents": up + ANOMALIES_PAGE,
-        "Drift over the lake": up + "index.html",
-    }
-    storage.write_json(storage.join_uri(folder, "report.json"), report)
-    storage.write_text(html_uri, drift.render_html(report, links=links))
-    storage.write_text(storage.join_uri(folder, "report.md"), drift.render_markdown(report, html_uri))
+    report = {**report, "model_version": artifact.version, "reference": reference}
+    report_files.write_report_files(config, name, report)  # validates it first
     return report
 
 
@@ -480,13 +470,23 @@ def _reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:
     return dict(zip(counted.get_column(QUARANTINE_REASON_COLUMN).to_list(), counted.get_column("count").to_list()))
 
 
-def write_drift_trend(config: PipelineConfig) -> str:
-    """Rewrite the lake-level trend page `drift/index.html` from every partition's `report.json`; return its URI."""
+def write_drift_trend(config: PipelineConfig, freshness: volume.FreshnessVerdict | None = None) -> str:
+    """Rewrite the lake-level trend page `drift/index.html` from every partition's `report.json` and the lake's
+    freshness (`freshness`: the run's verdict; without one, judged from the ledger's partitions when
+    `lake.expected_every` is set); return its URI."""
     reports = [storage.read_json(uri) for uri in storage.list_files(config.output.drift_uri, "report.json")]
+    if freshness is None and config.lake.expected_every is not None:
+        freshness = volume.check_freshness(config, list(Ledger(config.output.ledger_uri).entries()))
     uri = storage.join_uri(config.output.drift_uri, "index.html")
     links = {"Incidents and anomalous rows": ANOMALIES_PAGE}
     anomalies = "{partition}/" + ANOMALIES_PAGE
-    storage.write_text(uri, drift.render_trend(reports, links=links, anomalies_link=anomalies))
+    page = drift.render_trend(
+        reports,
+        links=links,
+        anomalies_link=anomalies,
+        freshness=freshness.model_dump(mode="json") if freshness is not None else None,
+    )
+    storage.write_text(uri, page)
     return uri
 
 

@@ -103,7 +103,13 @@ class RunSummary(BaseModel):
 
 
 def _message(
-    training: TrainingOutcome | None, scored: int, up_to_date: int, removed: int, failed: int, kind: str
+    training: TrainingOutcome | None,
+    scored: int,
+    up_to_date: int,
+    removed: int,
+    failed: int,
+    kind: str,
+    late: bool = False,
 ) -> str:
     parts = []
     if isinstance(training, TrainingSkipped):
@@ -117,7 +123,8 @@ def _message(
     if kind != "train":
         parts.append(f"{scored} partition(s) scored, {up_to_date} up to date, {removed} removed, {failed} failed")
         if scored == 0 and removed == 0 and failed == 0:
-            parts.append("nothing written")
+            # a late lake is marked on the trend page even by a run with nothing to score
+            parts.append("nothing written but the trend page (the lake is late)" if late else "nothing written")
     return "; ".join(parts)
 
 
@@ -170,7 +177,15 @@ def build_run_summary(
         finished_at=dt.datetime.now(dt.UTC),
         output_uri=config.output.uri,
         output_format=config.output.format,
-        message=_message(training, len(partitions), len(plan.up_to_date), len(plan.removed), len(failed), kind)
+        message=_message(
+            training,
+            len(partitions),
+            len(plan.up_to_date),
+            len(plan.removed),
+            len(failed),
+            kind,
+            late=freshness is not None and freshness.late,
+        )
         + _drift_message(drift_policy),
         training=training,
         model_version=model.model_version if model else None,

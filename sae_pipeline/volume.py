@@ -23,9 +23,9 @@ from typing import Literal
 
 import numpy as np
 
-from sae_pipeline import storage
+from sae_pipeline import report_files, storage
 from sae_pipeline.config import PipelineConfig, VolumeConfig, parse_duration
-from sae_pipeline.drift.report import validate_report
+from sae_pipeline.drift.report import describe_volume, volume_unusual
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.records import Record
 from sae_pipeline.tables.keys import partition_values
@@ -54,21 +54,11 @@ class VolumeVerdict(Record):
 
     @property
     def unusual(self) -> bool:
-        return self.rows_status in ("low", "high") or self.quarantine_status == "high"
+        return volume_unusual(self.model_dump())
 
     def describe(self) -> str:
         """One line: what is unusual, against which band."""
-        if self.rows_status == "no_history":
-            return f"{self.partition}: {self.rows_in} rows read (fewer than the earlier partitions needed to judge)"
-        parts = [
-            f"{self.rows_in} rows read ({self.rows_status}; usual {self.rows_low:.0f}-{self.rows_high:.0f} "
-            f"from {self.history} earlier partitions)"
-        ]
-        parts.append(
-            f"quarantined share {self.quarantined_share:.2%} ({self.quarantine_status}; usual at most "
-            f"{self.quarantine_high:.2%})"
-        )
-        return f"{self.partition}: " + ", ".join(parts)
+        return f"{self.partition}: {describe_volume(self.model_dump())}"
 
 
 class FreshnessVerdict(Record):
@@ -151,13 +141,13 @@ def check_volume(config: PipelineConfig, partitions: Sequence[str]) -> list[Volu
 
 
 def add_to_report(config: PipelineConfig, verdict: VolumeVerdict) -> str:
-    """Write the verdict into the partition's `report.json` (its optional `volume` field); return the report's
-    URI."""
-    uri = storage.join_uri(config.output.drift_uri, verdict.partition, "report.json")
-    report = storage.read_json(uri)
+    """Write the verdict into the partition's `report.json` (its optional `volume` field) and render its
+    report.html and report.md again from it; return the URI of report.json."""
+    folder = report_files.report_folder(config, verdict.partition)
+    report = storage.read_json(storage.join_uri(folder, "report.json"))
     report["volume"] = verdict.model_dump(mode="json", exclude={"partition"})
-    storage.write_json(uri, validate_report(report))
-    return uri
+    report_files.write_report_files(config, verdict.partition, report)
+    return storage.join_uri(folder, "report.json")
 
 
 def partition_time(values: dict[str, str], key_types: dict[str, str]) -> dt.datetime | None:

@@ -118,6 +118,8 @@ def test_a_late_lake_reaches_the_webhook(alerted):
     assert summary.freshness.late and summary.freshness.next_expected == "day=2026-11-04"
     _, body = receiver.wait_for("day=2026-11-04 was due by")
     assert "sae-pipeline.partition.late" in body["subject"] and "latest day=2026-11-03" in body["text"]
+    trend = (Path(load_config(alerted[0]).output.drift_uri) / "index.html").read_text()
+    assert "Late: day=2026-11-04 was due by 2026-11-05 00:00 UTC." in trend  # the run's verdict, on the page
 
 
 def test_events_on_the_server_carry_the_partition_verdicts(alerted):
@@ -192,6 +194,23 @@ def test_install_takes_an_existing_block_by_slug_or_name(alerted):
     assert {action["block_document_id"] for a in automations for action in a["actions"]} == {str(saved)}
     with pytest.raises(ValueError, match="--webhook URL or --block NAME"):
         alert_commands.install()
+
+
+def test_a_run_with_nothing_to_score_still_marks_a_late_lake_on_the_trend_page(alerted):
+    """Last in this module: one more scoring run over the unchanged lake scores nothing and rewrites only the trend
+    page (the lake is late), with this run's check time."""
+    from flows.lake_pipeline import run_in_process
+
+    path, _, _ = alerted
+    drift_dir = Path(load_config(path).output.drift_uri)
+    before = {file: file.stat().st_mtime_ns for file in drift_dir.rglob("*") if file.is_file()}
+    summary = run_in_process(config_path=str(path), mode="score")
+    assert summary.partitions == [] and summary.freshness.late
+    assert "nothing written but the trend page (the lake is late)" in summary.message
+    after = {file: file.stat().st_mtime_ns for file in drift_dir.rglob("*") if file.is_file()}
+    assert [file.name for file in before if before[file] != after[file]] == ["index.html"]
+    checked = summary.freshness.checked_at.strftime("%Y-%m-%d %H:%M")
+    assert f"Checked at {checked} UTC." in (drift_dir / "index.html").read_text()
 
 
 def test_explanation_values_must_name_configured_columns(tmp_path):

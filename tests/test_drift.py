@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import polars as pl
@@ -29,6 +30,7 @@ from sae_pipeline.drift import (
     render_markdown,
     render_trend,
     report_json_schema,
+    validate_report,
 )
 from sae_pipeline.drift.binning import Binner, reference_edges
 from sae_pipeline.drift.columns import equal_frequency_groups, resolve_test
@@ -651,6 +653,70 @@ def test_trend_page_over_partitions(reference):
     assert 'href="day=2024-01-05/report.html"' in html
     _assert_offline(html)
     assert "No drift reports yet" in render_trend([])
+
+
+LOW_VOLUME = {
+    "history": 4,
+    "rows_in": 100,
+    "rows_status": "low",
+    "rows_median": 300.0,
+    "rows_low": 255.5,
+    "rows_high": 344.5,
+    "quarantined_share": 0.0,
+    "quarantine_status": "ok",
+    "quarantine_median": 0.0,
+    "quarantine_high": 0.01,
+}
+
+
+def test_report_and_trend_show_the_volume_verdict_and_the_lakes_freshness(reference):
+    odd = 'day=<b>"x"</b>'  # a partition name that must stay text
+    usual = {**LOW_VOLUME, "rows_in": 300, "rows_status": "ok"}
+    quiet = full_report(reference, shift=0.0, partition="day=2024-01-01")
+    assert not quiet["dataset_drift"] and not quiet["n_drifted_columns"]
+    short = validate_report({**quiet, "partition": "day=2024-01-03", "volume": LOW_VOLUME})
+    html = render_html(short)
+    assert '<header class="verdict warn"' in html  # no green header over an unusual volume
+    assert "Unusual volume: 100 rows read (low; usual 256-344 from 4 earlier partitions)" in html
+    volume = html[html.index('<section id="volume">') :]
+    assert "<td>Rows read</td>" in volume and "256–344 (median 300)" in volume and "badge yes" in volume
+    assert "Unusual volume" not in render_html({**quiet, "volume": usual})
+    assert "**Unusual volume**: 100 rows read (low" in render_markdown(short)
+    assert "- Volume: 300 rows read (ok;" in render_markdown({**quiet, "volume": usual})
+
+    freshness = {
+        "expected_every": "1d",
+        "latest": "day=2024-01-03",
+        "latest_time": "2024-01-03T00:00:00",
+        "missing": ["day=2024-01-02", "day=<i>2024</i>"],
+        "n_missing": 3,
+        "late": True,
+        "next_expected": "day=2024-01-04",
+        "due_by": "2024-01-05T00:00:00Z",
+        "checked_at": "2024-01-09T08:00:00Z",
+    }
+    reports = [{**quiet, "volume": usual}, short, {**quiet, "partition": odd}]
+    trend = render_trend(reports, freshness=freshness)
+    assert '<header class="verdict warn"' in trend
+    assert "Unusual volume in 1 partition(s) (latest: day=2024-01-03). 3 partition(s) missing." in trend
+    assert "Late: day=2024-01-04 was due by 2024-01-05 00:00 UTC." in trend
+    table = trend[trend.index('<table id="partitions">') :]
+    rows = table.split("<tr")
+    assert [re.sub("<[^>]+>", "", row.split("<td", 1)[1].split("</td>")[0])[1:] for row in rows[2:6]] == [
+        "day=2024-01-01",
+        "day=2024-01-02",
+        "day=2024-01-03",
+        "day=&lt;b&gt;&quot;x&quot;&lt;/b&gt;",
+    ]  # the missing day in its place, each name escaped
+    assert "missing</span>" in rows[3] and "rows low</span>" in rows[4] and ">100</td>" in rows[4]
+    assert 'class="badge no"' in rows[2] and "not checked" in rows[5]
+    assert "day=<i>" not in trend and "<b>" not in trend
+    assert "3 period(s) with no partition (2 listed): day=2024-01-02, day=&lt;i&gt;2024&lt;/i&gt;." in trend
+    assert trend.count("<svg") == 4 and "rows read per partition" in trend
+    _assert_offline(trend)
+    _assert_offline(html)
+    empty = render_trend([], freshness={**freshness, "latest": None, "n_missing": 0, "missing": [], "late": False})
+    assert "No drift reports yet" in empty and "No partition in the lake yet (expected one every 1d)" in empty
 
 
 def _assert_offline(html: str) -> None:

@@ -254,3 +254,47 @@ def test_the_shipped_automations_render_these_events(scored_lake):
     assert any(f"missing: {GONE_DAY}" in text for text in rendered[alerts.PARTITION_MISSING])
     assert "day=2026-11-09 failed (the next run retries it): unreadable" in rendered[alerts.PARTITION_FAILED][0]
     assert "champion v1 -> v2 (rolled-back)" in rendered[alerts.MODEL_ROLLED_BACK][0]
+
+
+def test_report_pages_and_trend_page_show_volume_and_freshness(scored_lake, tmp_path):
+    """What `check-volume` and `write-drift-trend` leave on disk: the short day's report.html and report.md say its
+    volume is low (rendered again from report.json), and the trend page shows its rows read, its verdict, the
+    missing day in its place and that the lake is late; both pages open in Chromium without a console message."""
+    from tests.test_drift_browser import CHROMIUM, open_in_chromium
+
+    config = load_config(scored_lake[0])
+    names = [record.name for record in tables.partition_records(config.lake)]
+    for verdict in volume.check_volume(config, names):
+        volume.add_to_report(config, verdict)
+    freshness = volume.check_freshness(config, names, now=dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
+    trend_uri = pipeline.write_drift_trend(config, freshness)
+
+    folder = Path(config.output.drift_uri) / SHORT_DAY
+    report = storage.read_json(str(folder / "report.json"))
+    html = (folder / "report.html").read_text()
+    assert report["volume"]["rows_status"] == "low"
+    assert "Unusual volume: 100 rows read (low; usual" in html and '<section id="volume">' in html
+    assert "**Unusual volume**: 100 rows read (low" in (folder / "report.md").read_text()
+    dirty = (Path(config.output.drift_uri) / DIRTY_DAY / "report.html").read_text()
+    assert "Unusual volume: 300 rows read (ok; usual" in dirty and "% (high; usual at most" in dirty
+
+    trend = Path(trend_uri).read_text()
+    assert "Unusual volume in 2 partition(s) (latest: day=2026-11-07). 1 partition(s) missing." in trend
+    assert "Late: day=2026-11-08 was due by 2026-11-09 00:00 UTC." in trend
+    table = trend[trend.index('<table id="partitions">') :]
+    rows = {name: table[table.index(f">{name}<") :].split("</tr>")[0] for name in [*names, GONE_DAY]}
+    assert ">100</td>" in rows[SHORT_DAY] and "rows low</span>" in rows[SHORT_DAY]
+    assert "quarantine high</span>" in rows[DIRTY_DAY] and "no history</span>" in rows[names[0]]
+    assert "missing</span>" in rows[GONE_DAY]
+    assert table.index(">day=2026-11-02<") < table.index(f">{GONE_DAY}<") < table.index(">day=2026-11-04<")
+
+    # Without the run's verdict the trend writer judges the ledger's partitions with the same function.
+    on_its_own = Path(pipeline.write_drift_trend(config)).read_text()
+    assert f"1 period(s) with no partition: {GONE_DAY}." in on_its_own
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed: the pages' text was checked, not their rendering")
+    dom, console = open_in_chromium(folder / "report.html", tmp_path / "profile")
+    assert console == [] and "Unusual volume: 100 rows read (low" in dom
+    dom, console = open_in_chromium(Path(trend_uri), tmp_path / "profile")
+    assert console == [] and "1 partition(s) missing." in dom and "rows low" in dom

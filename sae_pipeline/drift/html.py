@@ -2,8 +2,9 @@
 
 Order follows what a reader needs first: the verdict, summary cards, the columns sorted by drift with a small
 reference-vs-current picture each, larger pictures of the most drifted columns, the anomaly-score histogram
-with the detector threshold, latent usage, and quarantine reasons. How each test's score reads (p-value or
-distance) comes from the drift-test registry, so a new test is explained without touching this module.
+with the detector threshold, latent usage, the partition's volume (rows read and quarantined share against the
+partitions before it, once the volume check has added it), and quarantine reasons. How each test's score reads
+(p-value or distance) comes from the drift-test registry, so a new test is explained without touching this module.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from html import escape
 
 from sae_pipeline.drift import svg
-from sae_pipeline.drift.report import anomaly_rate_too_high, verdict
+from sae_pipeline.drift.report import anomaly_rate_too_high, describe_volume, verdict, volume_unusual
 from sae_pipeline.drift.stattests import get_stattest, registered_stattests
 
 #: Shared page style (also used by the trend page).
@@ -43,6 +44,7 @@ tr.drifted td:first-child { border-left: 4px solid #dc2626; }
 .badge { display: inline-block; padding: 1px 7px; border-radius: 10px; font-size: 12px; font-weight: 600; }
 .badge.yes { background: #fee2e2; color: #991b1b; }
 .badge.no { background: #dcfce7; color: #166534; }
+.badge.none { background: #e2e8f0; color: #334155; }
 .figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
 figure { margin: 0; background: #fff; border: 1px solid #e2e8f0; border-radius: 8px; padding: 10px; }
 figcaption { font-size: 13px; margin-bottom: 6px; }
@@ -89,8 +91,8 @@ def render_html(report: dict, max_plots: int = 6, links: dict[str, str] | None =
     ``links`` (text -> relative address) are shown under the header."""
     name = report["partition"] or "(unnamed partition)"
     tone = "drift" if report["dataset_drift"] else ("warn" if report["n_drifted_columns"] else "ok")
-    if tone == "ok" and anomaly_rate_too_high(report):
-        tone = "warn"  # never a green header over a red anomaly-rate card
+    if tone == "ok" and (anomaly_rate_too_high(report) or volume_unusual(report.get("volume"))):
+        tone = "warn"  # never a green header over a red anomaly-rate or volume card
     header = (
         f'<header class="verdict {tone}" id="verdict"><h1>Drift report · {escape(name)}</h1>'
         f'<p>{escape(verdict(report))}</p><p class="sub">{escape(_sub_verdict(report))}</p></header>'
@@ -103,6 +105,7 @@ def render_html(report: dict, max_plots: int = 6, links: dict[str, str] | None =
         _score_section(report),
         _group_section(report),
         _latent_section(report),
+        _volume_section(report),
         _quarantine_section(report),
     ]
     footer = (
@@ -113,6 +116,16 @@ def render_html(report: dict, max_plots: int = 6, links: dict[str, str] | None =
 
 
 def _sub_verdict(report: dict) -> str:
+    """What else is unusual besides the columns (score and latent drift, else what was measured and found usual),
+    and the partition's volume when it is unusual."""
+    text = _drift_notes(report)
+    volume = report.get("volume")
+    if volume_unusual(volume):
+        text = f"{text} Unusual volume: {describe_volume(volume)}.".strip()
+    return text
+
+
+def _drift_notes(report: dict) -> str:
     notes = []
     scores = report.get("scores")
     if scores and scores["drifted"]:
@@ -192,6 +205,13 @@ def _cards(report: dict) -> str:
         cards.append(
             _card("Quarantined rows", f"{quarantine['rows']:,}", f"{100 * quarantine['rate']:.2f}% of rows read")
         )
+    volume = report.get("volume")
+    if volume:
+        if volume["rows_status"] == "no_history":
+            note = f"not judged: {volume['history']} earlier partition(s)"
+        else:
+            note = f"usual {_band(volume)} ({volume['history']} earlier partitions)"
+        cards.append(_card("Rows read", f"{volume['rows_in']:,}", note, volume_unusual(volume)))
     return '<section class="cards">' + "".join(cards) + "</section>"
 
 
@@ -388,6 +408,45 @@ def _group_section(report: dict) -> str:
         f"<th>z vs target</th><th>Null shares</th></tr>{''.join(rows)}</table>"
     )
     return f'<section id="groups"><h2>Anomaly rate by group</h2><p>{escape(" ".join(notes))}</p>{table}</section>'
+
+
+def _band(volume: dict) -> str:
+    return f"{volume['rows_low']:,.0f}–{volume['rows_high']:,.0f}"
+
+
+def _status_badge(status: str) -> str:
+    """`low`/`high` red, `ok` green, `no_history` grey."""
+    kind = {"ok": "no", "no_history": "none"}.get(status, "yes")
+    return f'<span class="badge {kind}">{escape(status.replace("_", " "))}</span>'
+
+
+def _volume_section(report: dict) -> str:
+    """Rows read against the band of the partitions before this one, and the quarantined share against its bound."""
+    volume = report.get("volume")
+    if not volume:
+        return ""
+    judged = volume["rows_status"] != "no_history"
+    rows_usual = f"{_band(volume)} (median {volume['rows_median']:,.0f})" if judged else "n/a"
+    share_usual = (
+        f"at most {100 * volume['quarantine_high']:.2f}% (median {100 * volume['quarantine_median']:.2f}%)"
+        if judged
+        else "n/a"
+    )
+    rows = (
+        f'<tr class="{"drifted" if volume["rows_status"] in ("low", "high") else ""}"><td>Rows read</td>'
+        f'<td class="num">{volume["rows_in"]:,}</td><td>{escape(rows_usual)}</td>'
+        f"<td>{_status_badge(volume['rows_status'])}</td></tr>"
+        f'<tr class="{"drifted" if volume["quarantine_status"] == "high" else ""}"><td>Quarantined share</td>'
+        f'<td class="num">{100 * volume["quarantined_share"]:.2f}%</td><td>{escape(share_usual)}</td>'
+        f"<td>{_status_badge(volume['quarantine_status'])}</td></tr>"
+    )
+    text = (
+        f"Judged against the {volume['history']} partition(s) before this one in the lake's order."
+        if judged
+        else f"Not judged yet: only {volume['history']} earlier partition(s) (volume.min_history)."
+    )
+    table = f"<table><tr><th>Measure</th><th>Now</th><th>Usual</th><th>Verdict</th></tr>{rows}</table>"
+    return f'<section id="volume"><h2>Volume</h2><p class="muted">{escape(text)}</p>{table}</section>'
 
 
 def _quarantine_section(report: dict) -> str:

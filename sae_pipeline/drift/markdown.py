@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sae_pipeline.drift.report import verdict
+from sae_pipeline.drift.report import describe_volume, verdict, volume_unusual
 
 #: Columns listed in the Markdown table (most drifted first).
 MARKDOWN_COLUMNS = 15
@@ -67,6 +67,10 @@ def _secondary_lines(report: dict) -> list[str]:
     quarantine = report.get("quarantine")
     if quarantine:
         lines.append(f"Quarantined rows: {quarantine['rows']:,} ({_percent(quarantine['rate'])}).")
+    volume = report.get("volume")
+    if volume:
+        head = "**Unusual volume**" if volume_unusual(volume) else "Volume"
+        lines.append(f"{head}: {describe_volume(volume)}.")
     return lines
 
 

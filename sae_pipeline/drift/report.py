@@ -240,6 +240,25 @@ def describe_reference(model_version: str, trained_on: list[str], n_rows: int) -
     return f"the training sample of model {model_version}: {n_rows:,} rows of {where}"
 
 
+def volume_unusual(volume: dict | None) -> bool:
+    """Whether a report's `volume` (or a volume verdict's fields) is unusual: rows read outside their band, or the
+    quarantined share above its bound."""
+    return bool(volume) and (volume["rows_status"] in ("low", "high") or volume["quarantine_status"] == "high")
+
+
+def describe_volume(volume: dict) -> str:
+    """A report's `volume` in words: rows read against their band, the quarantined share against its bound ("100
+    rows read (low; usual 250-350 from 4 earlier partitions), quarantined share 0.00% (ok; usual at most 1.00%)")."""
+    if volume["rows_status"] == "no_history":
+        return f"{volume['rows_in']} rows read (fewer than the earlier partitions needed to judge)"
+    return (
+        f"{volume['rows_in']} rows read ({volume['rows_status']}; usual {volume['rows_low']:.0f}-"
+        f"{volume['rows_high']:.0f} from {volume['history']} earlier partitions), quarantined share "
+        f"{volume['quarantined_share']:.2%} ({volume['quarantine_status']}; usual at most "
+        f"{volume['quarantine_high']:.2%})"
+    )
+
+
 def validate_report(report: dict) -> dict:
     """Check a report against the schema (raises pydantic.ValidationError) and return it unchanged."""
     DriftReport.model_validate(report)

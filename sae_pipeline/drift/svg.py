@@ -168,7 +168,8 @@ def line_chart(
     alert: list[bool] | None = None,
     y_max: float | None = None,
 ) -> str:
-    """Lines over partitions (gaps for None), an optional dashed reference line, red dots where ``alert``."""
+    """Lines over partitions (gaps for None), an optional dashed reference line, red dots on the first series
+    where ``alert``."""
     left, right, top, bottom = 56, 16, 24, 40
     inner_w, inner_h = width - left - right, height - top - bottom
     values = [v for points in series.values() for v in points if v is not None]
@@ -225,7 +226,7 @@ def line_chart(
             body.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for i, value in enumerate(points):
             if value is not None:
-                flagged = alert is not None and alert[i]
+                flagged = alert is not None and k == 0 and alert[i]
                 body.append(
                     f'<circle cx="{x_at(i):.1f}" cy="{y_at(value):.1f}" r="{4 if flagged else 2.5}" '
                     f'fill="{ALERT_COLOUR if flagged else colour}"><title>{escape(x_labels[i])} {escape(name)}: '

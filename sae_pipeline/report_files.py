@@ -1,0 +1,40 @@
+"""A partition's drift report files: `drift/<partition>/report.json`, `report.html` and `report.md`, written together.
+
+Scoring writes them once the partition's rows are counted; the volume check (`sae_pipeline.volume.add_to_report`)
+writes them again, from the same report plus its `volume` verdict, after the run has committed the partitions it
+judges against. Each file is written atomically (`sae_pipeline.storage`); report.json first, so the pages never
+show what report.json does not hold.
+"""
+
+from __future__ import annotations
+
+from sae_pipeline import drift, storage
+from sae_pipeline.config import PipelineConfig
+from sae_pipeline.incidents.page import ANOMALIES_PAGE
+
+
+def report_folder(config: PipelineConfig, partition: str) -> str:
+    """The partition's drift report folder, `drift/<partition>/`."""
+    return storage.join_uri(config.output.drift_uri, partition)
+
+
+def report_links(partition: str) -> dict[str, str]:
+    """The links under a partition report's header: its anomalies page, the lake's incidents and the trend page."""
+    up = "../" * (partition.count("/") + 1)
+    return {
+        "Anomalies in this partition": ANOMALIES_PAGE,
+        "All incidents": up + ANOMALIES_PAGE,
+        "Drift over the lake": up + "index.html",
+    }
+
+
+def write_report_files(config: PipelineConfig, partition: str, report: dict) -> str:
+    """Validate `report` and write report.json, then report.html and report.md rendered from it; return the URI of
+    report.html."""
+    drift.validate_report(report)
+    folder = report_folder(config, partition)
+    html_uri = storage.join_uri(folder, "report.html")
+    storage.write_json(storage.join_uri(folder, "report.json"), report)
+    storage.write_text(html_uri, drift.render_html(report, links=report_links(partition)))
+    storage.write_text(storage.join_uri(folder, "report.md"), drift.render_markdown(report, html_uri))
+    return html_uri
