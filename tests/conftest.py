@@ -160,3 +160,22 @@ def prefect_harness():
 
     with prefect_test_harness():
         yield
+
+
+def add_outage_rows(lake: Path, host: str, times: list, **values) -> None:
+    """Append rows of `host` at `times` to the day partitions they fall on: copies of a normal row with a latency and
+    error rate far outside normal, labelled anomalous, and any other column `values` (an incident to find)."""
+    for day in sorted({time.date() for time in times}):
+        path = lake / f"day={day}" / "part-0.parquet"
+        frame = pl.read_parquet(path)
+        template = frame.filter(pl.col("label_is_anomaly").not_()).head(1)
+        stamps = [time for time in times if time.date() == day]
+        rows = pl.concat([template] * len(stamps)).with_columns(
+            pl.Series("event_time", stamps, dtype=pl.Datetime("us")),
+            pl.lit(host).alias("host_id"),
+            pl.lit(60_000.0).alias("latency_ms"),
+            pl.lit(0.95).alias("error_rate"),
+            pl.lit(True).alias("label_is_anomaly"),
+            *(pl.lit(value).alias(name) for name, value in values.items()),
+        )
+        pl.concat([frame, rows]).sort("event_time").write_parquet(path)

@@ -22,7 +22,7 @@ from sae_pipeline import pipeline, storage, tables, updating
 from sae_pipeline.config import load_config
 from sae_pipeline.incidents import build, page, reviews
 from sae_pipeline.incidents.contract import REVIEW_COLUMNS
-from tests.conftest import moto_s3, write_lake_config
+from tests.conftest import add_outage_rows, moto_s3, write_lake_config
 from tests.test_drift_browser import CHROMIUM, open_in_chromium
 
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -36,24 +36,6 @@ OUTAGE = [
 ]
 
 
-def _add_outage(lake: Path) -> None:
-    """Append `HOST`'s outage rows (huge latency and error rate, `service` = `SCRIPT`) to the days they fall on."""
-    for day in sorted({time.date() for time in OUTAGE}):
-        path = lake / f"day={day}" / "part-0.parquet"
-        frame = pl.read_parquet(path)
-        template = frame.filter(pl.col("label_is_anomaly").not_()).head(1)
-        stamps = [time for time in OUTAGE if time.date() == day]
-        rows = pl.concat([template] * len(stamps)).with_columns(
-            pl.Series("event_time", stamps, dtype=pl.Datetime("us")),
-            pl.lit(HOST).alias("host_id"),
-            pl.lit(SCRIPT).alias("service"),
-            pl.lit(60_000.0).alias("latency_ms"),
-            pl.lit(0.95).alias("error_rate"),
-            pl.lit(True).alias("label_is_anomaly"),
-        )
-        pl.concat([frame, rows]).sort("event_time").write_parquet(path)
-
-
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory) -> Path:
     """Two days trained on, the outage added, both scored; incidents and pages written (what a run's last steps
@@ -61,7 +43,7 @@ def lake(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("anomaly-page")
     config = load_config(write_lake_config(root, days=2, rows_per_day=400, max_steps=40))
     version = updating.train_or_update(config, tables.partition_records(config.lake)).model_version
-    _add_outage(root / "lake")
+    add_outage_rows(root / "lake", HOST, OUTAGE, service=SCRIPT)
     for record in tables.partition_records(config.lake):
         pipeline.score_partition(config, record, version, "run", T0)
     pipeline.write_drift_trend(config)

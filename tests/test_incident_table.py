@@ -18,7 +18,7 @@ from sae_pipeline.incidents.training import reviewed_normal_rows
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.registry import ModelRegistry
 from sae_pipeline.runs import format_model_state, stale_partitions
-from tests.conftest import SAMPLE_CONFIG, moto_s3, run_cli, write_lake_config
+from tests.conftest import SAMPLE_CONFIG, add_outage_rows, moto_s3, run_cli, write_lake_config
 
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 HOST = "web-incident"
@@ -29,23 +29,6 @@ OUTAGE = [
     dt.datetime(2026, 11, 2, 0, 0),
     dt.datetime(2026, 11, 2, 0, 10),
 ]
-
-
-def _add_outage(lake: Path, times: list[dt.datetime]) -> None:
-    """Append rows of `HOST` at `times` with a latency and error rate far outside normal to the days they fall on."""
-    for day in sorted({time.date() for time in times}):
-        path = lake / f"day={day}" / "part-0.parquet"
-        frame = pl.read_parquet(path)
-        template = frame.filter(pl.col("label_is_anomaly").not_()).head(1)
-        stamps = [time for time in times if time.date() == day]
-        rows = pl.concat([template] * len(stamps)).with_columns(
-            pl.Series("event_time", stamps, dtype=pl.Datetime("us")),
-            pl.lit(HOST).alias("host_id"),
-            pl.lit(60_000.0).alias("latency_ms"),
-            pl.lit(0.95).alias("error_rate"),
-            pl.lit(True).alias("label_is_anomaly"),
-        )
-        pl.concat([frame, rows]).sort("event_time").write_parquet(path)
 
 
 def _score_all(config, version: str, names: list[str] | None = None) -> None:
@@ -71,7 +54,7 @@ def scored_lake(tmp_path_factory) -> Path:
     version = updating.train_or_update(config, tables.partition_records(config.lake)).model_version
     updating.train_or_update(config, tables.partition_records(config.lake), retrain=True)
     ModelRegistry(config.output.models_uri).promote(version, "the test's champion")
-    _add_outage(root / "lake", OUTAGE)
+    add_outage_rows(root / "lake", HOST, OUTAGE)
     _score_all(config, version)
     build.write_incidents(config)
     return root
@@ -187,7 +170,7 @@ def test_an_incident_reviewed_normal_suppresses_the_same_pattern_of_the_same_ent
     frame.with_columns(pl.col("event_time") + dt.timedelta(days=1)).write_parquet(
         lake / "day=2026-11-03" / "part-0.parquet"
     )
-    _add_outage(lake, again)
+    add_outage_rows(lake, HOST, again)
     _score_all(config, ModelRegistry(config.output.models_uri).champion(), ["day=2026-11-03"])
 
     counts = build.write_incidents(config)
@@ -322,8 +305,8 @@ def test_promotion_refuses_a_candidate_that_flags_more_rows_reviewed_normal(scor
     registry = ModelRegistry(config.output.models_uri)
     before = registry.load(registry.champion())  # learned before the pattern existed: flags all of it
     # A batch job that is normal for this host: the same pattern every 5 minutes for most of a day, reviewed normal.
-    _add_outage(
-        Path(config.lake.uri), [dt.datetime(2026, 11, 1, 0, 0) + dt.timedelta(minutes=5 * i) for i in range(150)]
+    add_outage_rows(
+        Path(config.lake.uri), HOST, [dt.datetime(2026, 11, 1, 0, 0) + dt.timedelta(minutes=5 * i) for i in range(150)]
     )
     _score_all(config, before.version, ["day=2026-11-01"])
     build.write_incidents(config)
