@@ -44,7 +44,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 # Lake-scale and recurring-run benchmarks; each prints JSON and rewrites its own section of BENCHMARKS.md.
-bench: install
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/memory.py --one-row-group

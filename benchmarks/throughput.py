@@ -8,6 +8,12 @@ model (raw Parquet in; scored partition with every contract column, quarantine a
 `--rounds` of each is compared. Prints JSON with `pipeline_rows_per_s`, `pyarrow_copy_rows_per_s`, `ratio` and
 `ratio_ceiling` (copy / floor); `--profile` prints the scoring profile's top lines instead of updating BENCHMARKS.md.
 
+Peers (issue 22: is the hourly job faster with this than with the script a user would write?), in the same rounds
+on the same file, each fitted beforehand on the same training rows: a polars read, scikit-learn's IsolationForest
+(100 trees) `decision_function`, a polars write of the rows with the score; the same with PyOD's KNN (k=5, on the
+pipeline's reference size of 10,000 rows) and with PyOD's AutoEncoder (its defaults). PyOD comes with the `bench`
+extra; without it those two are skipped with a note. `--no-peers` leaves all three out.
+
     python benchmarks/throughput.py [--rows 2000000] [--columns 32] [--rounds 3] [--json PATH] [--profile]
 """
 
@@ -24,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -44,18 +51,31 @@ def pyarrow_copy(source: Path, target: Path) -> float:
 
 def score_columns_like(rows: int, names: list[str], seed: int = 0) -> dict[str, pa.Array]:
     """The scored contract's extra columns with values as varied as real ones (constants would compress to
-    nothing), made before any timing: scores, p-values, flags, three column names per row, version, timestamp."""
+    nothing), made before any timing: scores, p-values, flags, three column names per row with their explanations,
+    version, timestamp, baseline."""
     rng = np.random.default_rng(seed)
     picks = pa.array(rng.integers(0, len(names), rows * 3))
+    offsets = pa.array(np.arange(0, 3 * rows + 1, 3, dtype=np.int32))
+    explained = pa.StructArray.from_arrays(
+        [
+            pa.array(names).take(picks),
+            pa.array(rng.normal(size=rows * 3)),
+            pa.array(rng.normal(size=rows * 3)),
+            pa.nulls(rows * 3, pa.string()),
+            pa.nulls(rows * 3, pa.string()),
+            pa.array(rng.random(rows * 3).astype(np.float32)),
+        ],
+        names=["column", "value", "typical", "level", "typical_level", "share"],
+    )
     return {
         "anomaly_score": pa.array(rng.gamma(2.0, 1.0, rows)),
         "anomaly_pvalue": pa.array(rng.random(rows)),
         "is_anomaly": pa.array(rng.random(rows) < 0.01),
-        "top_features": pa.ListArray.from_arrays(
-            pa.array(np.arange(0, 3 * rows + 1, 3, dtype=np.int32)), pa.array(names).take(picks)
-        ),
+        "top_features": pa.ListArray.from_arrays(offsets, pa.array(names).take(picks)),
         "model_version": pa.array(["20260101T000000Z-0123abcd"] * rows),
         "scored_at": pa.array(np.full(rows, np.datetime64("2026-01-01T00:00:00", "us")), pa.timestamp("us", "UTC")),
+        "explanation": pa.ListArray.from_arrays(offsets, explained),
+        "context_baseline": pa.nulls(rows, pa.string()),
     }
 
 
@@ -70,11 +90,42 @@ def scored_io_floor(source: Path, target: Path, extra: dict[str, pa.Array], sche
     return time.perf_counter() - started
 
 
+#: Rows the peers are fitted on: the pipeline's kNN reference size (`reference_rows`).
+PEER_TRAINING_ROWS = 10_000
+
+
+def fitted_peers(source: Path, seed: int = 0) -> dict[str, object]:
+    """The peer scripts' models, fitted (not timed) on a seeded sample of the partition's rows."""
+    from sklearn.ensemble import IsolationForest
+
+    frame = pl.read_parquet(source)
+    sample = frame.sample(min(PEER_TRAINING_ROWS, frame.height), seed=seed).to_numpy()
+    peers = {"polars + scikit-learn IsolationForest": IsolationForest(n_estimators=100, random_state=seed).fit(sample)}
+    try:
+        from pyod.models.auto_encoder import AutoEncoder
+        from pyod.models.knn import KNN
+    except ImportError:
+        print("NOTE: pyod is not installed (pip install -e '.[bench]'): skipping the PyOD peers")
+        return peers
+    peers["polars + PyOD KNN (k=5, 10,000 reference rows)"] = KNN().fit(sample)
+    peers["polars + PyOD AutoEncoder"] = AutoEncoder(random_state=seed, verbose=0).fit(sample)
+    return peers
+
+
+def peer_script(model, source: Path, target: Path) -> float:
+    """What a user writes instead: read the partition, score every row, write it back with its score."""
+    started = time.perf_counter()
+    frame = pl.read_parquet(source)
+    scores = model.decision_function(frame.to_numpy())
+    frame.with_columns(pl.Series("anomaly_score", scores)).write_parquet(target, compression="zstd")
+    return time.perf_counter() - started
+
+
 #: The models compared: the default, and the same without the kNN density term (the fastest scoring).
 VARIANTS = {"default model": {}, "`density_weight: 0`": {"density_weight": 0}}
 
 
-def run(rows: int, columns: int, rounds: int, profile: bool, model: dict) -> dict:
+def run(rows: int, columns: int, rounds: int, profile: bool, model: dict, peers: bool = True) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sae-throughput-"))
     try:
         lake = workdir / "lake"
@@ -90,8 +141,12 @@ def run(rows: int, columns: int, rounds: int, profile: bool, model: dict) -> dic
             return {}
         config = prepared["default model"][0]
         extra = score_columns_like(rows, [column.name for column in config.columns])
+        peer_models = fitted_peers(source) if peers else {}
         copies, floors, scorings = [], [], {name: [] for name in prepared}
+        peer_seconds = {name: [] for name in peer_models}
         for _ in range(rounds):
+            for name, peer in peer_models.items():
+                peer_seconds[name].append(peer_script(peer, source, workdir / "peer.parquet"))
             copies.append(pyarrow_copy(source, workdir / "copy.parquet"))
             floors.append(scored_io_floor(source, workdir / "floor.parquet", extra, scored_arrow_schema(config)))
             for name, (config, partition, version) in prepared.items():
@@ -114,6 +169,8 @@ def run(rows: int, columns: int, rounds: int, profile: bool, model: dict) -> dic
             "pipeline_rows_per_s": rows / default,
             "ratio": min(copies) / default,
             "ratio_by_variant": {name: min(copies) / min(seconds) for name, seconds in scorings.items()},
+            "peer_seconds": peer_seconds,
+            "pipeline_vs_peer": {name: min(seconds) / default for name, seconds in peer_seconds.items()},
         }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -126,6 +183,12 @@ def markdown(result: dict, command: str) -> str:
         f"{result['rows'] / min(seconds):,.0f} | {best_copy / min(seconds):.3f} |"
         for name, seconds in result["pipeline_seconds"].items()
     ]
+    peers = [
+        f"| {name}: read, score, write | {min(seconds):.2f} | {result['rows'] / min(seconds):,.0f} | "
+        f"{best_copy / min(seconds):.3f} |"
+        for name, seconds in result.get("peer_seconds", {}).items()
+    ]
+    versus = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in result.get("pipeline_vs_peer", {}).items())
     return "\n".join(
         [
             "## Scoring throughput",
@@ -140,9 +203,21 @@ def markdown(result: dict, command: str) -> str:
             f"| pyarrow read + write with the scored contract's columns, nothing computed (the I/O floor) | "
             f"{best_floor:.2f} | {result['rows'] / best_floor:,.0f} | {result['ratio_ceiling']:.3f} |",
             *rows,
+            *peers,
             "",
             f"**ratio {result['ratio']:.3f}** for the default model (target >= 0.5). The I/O floor caps the ratio any "
             f"scoring can reach on this machine at {result['ratio_ceiling']:.2f}.",
+            *(
+                [
+                    "",
+                    "The default model's rows/s relative to each peer script (above 1 = the pipeline is faster): "
+                    f"{versus}. Peers are fitted on 10,000 rows of the partition beforehand and write only the rows "
+                    "and their score: no validation, quarantine, p-values, explanations, drift report or atomic "
+                    "commit.",
+                ]
+                if versus
+                else []
+            ),
         ]
     )
 
@@ -156,9 +231,10 @@ def main() -> None:
     parser.add_argument(
         "--model", type=json.loads, default={}, help="model settings as JSON, e.g. '{\"density_weight\": 0}'"
     )
+    parser.add_argument("--no-peers", action="store_true", help="leave out the peer scripts")
     add_output_options(parser)
     args = parser.parse_args()
-    result = run(args.rows, args.columns, args.rounds, args.profile, args.model)
+    result = run(args.rows, args.columns, args.rounds, args.profile, args.model, peers=not args.no_peers)
     if args.profile:
         return
     publish(result, args, "throughput", markdown)
