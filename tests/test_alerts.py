@@ -21,7 +21,7 @@ from sae_pipeline import alerts
 from sae_pipeline.config import load_config
 from sae_pipeline.incidents.build import read_incidents
 from sae_pipeline.ledger import Ledger
-from tests.conftest import write_lake_config
+from tests.conftest import add_outage_rows, write_lake_config
 
 HOST = "web-alert"
 OUTAGE = [dt.datetime(2026, 11, 3, 9, 0), dt.datetime(2026, 11, 3, 9, 10), dt.datetime(2026, 11, 3, 9, 20)]
@@ -62,18 +62,10 @@ class Receiver:
 def _add_outage_day(lake: Path) -> None:
     """A third day: a copy of the second with `HOST` far off normal at `OUTAGE`."""
     frame = pl.read_parquet(lake / "day=2026-11-02" / "part-0.parquet")
-    frame = frame.with_columns(pl.col("event_time") + pl.duration(days=1))
-    template = frame.filter(pl.col("label_is_anomaly").not_()).head(1)
-    rows = pl.concat([template] * len(OUTAGE)).with_columns(
-        pl.Series("event_time", OUTAGE, dtype=pl.Datetime("us")),
-        pl.lit(HOST).alias("host_id"),
-        pl.lit(60_000.0).alias("latency_ms"),
-        pl.lit(0.95).alias("error_rate"),
-        pl.lit(True).alias("label_is_anomaly"),
-    )
     folder = lake / "day=2026-11-03"
     folder.mkdir()
-    pl.concat([frame, rows.select(frame.columns)]).sort("event_time").write_parquet(folder / "part-0.parquet")
+    frame.with_columns(pl.col("event_time") + pl.duration(days=1)).write_parquet(folder / "part-0.parquet")
+    add_outage_rows(lake, HOST, OUTAGE)
 
 
 @pytest.fixture(scope="module")
