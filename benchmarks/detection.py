@@ -525,7 +525,7 @@ def summarise(results: list[dict], datasets: list[Dataset], methods: list[str]) 
     peers = [name for name in PEERS if name in methods]
     rows = [row for row in per_dataset.values() if {"SAE", *peers} <= set(row)]
     for key, names in (("sae_vs_best_peer_of_set", peers), ("sae_vs_iforest", ["IForest"])):
-        if "SAE" not in methods or not set(names) <= set(methods):
+        if "SAE" not in methods or not names or not set(names) <= set(methods):
             continue
         diffs = [row["SAE"]["auc_roc"] - max(row[name]["auc_roc"] for name in names) for row in rows]
         summary[key] = {

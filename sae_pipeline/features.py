@@ -228,7 +228,7 @@ class TabularEncoder:
         blocks.append(self._categorical_block(frame))
         blocks.append(self._calendar_block(frame))
         missing += [np.zeros(block.shape, dtype=bool) for block in blocks[len(missing) :]]
-        matrix = np.nan_to_num(np.concatenate(blocks, axis=1).astype(np.float32), nan=0.0)
+        matrix = np.nan_to_num(np.concatenate(blocks, axis=1, dtype=np.float32), nan=0.0, copy=False)
         missing = np.concatenate(missing, axis=1)
         self._mark_usual_categorical_nulls(frame, matrix, missing, rare_nulls[:, len(self.indicator_columns_) :])
         return EncodedRows(matrix, missing, baseline, groups)

@@ -21,6 +21,7 @@ from sae_pipeline.config import load_config
 from sae_pipeline.detector import INPUT_CLIP
 from sae_pipeline.detector_settings import DetectorSettings
 from sae_pipeline.features import NotFittedError, TabularEncoder
+from sae_pipeline.model import SparseAutoencoder
 from sae_pipeline.model_files import MANIFEST_FILE, WEIGHTS_FILE, ModelFileError
 from sae_pipeline.sample_data import generate_day
 from tests.conftest import SAMPLE_CONFIG, benchmark_module
@@ -241,6 +242,17 @@ def test_topk_codes_have_at_most_k_active_latents():
     codes = detector.transform(X)
     assert codes.shape == (X.shape[0], 32)
     assert ((codes > 0).sum(axis=1) <= 3).all()
+
+
+def test_topk_scoring_code_is_the_training_code():
+    """Scoring keeps each row's k largest activations with a partial partition, training with `topk`: same code."""
+    model = SparseAutoencoder(n_inputs=12, n_latents=24, k=5)
+    rows = torch.randn(3000, 12)
+    with torch.no_grad():
+        scoring = model.encode(rows)
+    training = model.encode(rows).detach()  # gradients on: the topk path
+    assert training.requires_grad is False and ((scoring > 0).sum(dim=1) <= 5).all()
+    torch.testing.assert_close(scoring, training, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -182,8 +182,16 @@ class GroupBaselines:
         status = np.where(rows < fleet, BASELINE_OWN, np.where(few, BASELINE_FEW_ROWS, BASELINE_NEW_GROUP))
         return rows, status
 
+    def _of_rows(self, table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """`table`'s row for each row's baseline: without group columns every row has the fleet's, so a read-only
+        view of that row instead of a copy per row (same values, no (n_rows x n_columns) gather)."""
+        if not self.group_columns:
+            return np.broadcast_to(table[-1], (rows.size, table.shape[1]))
+        return table[rows]
+
     def _standardised(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
-        return (float_values(frame, self.numeric_columns) - self.medians_[rows]) / self.spreads_[rows]
+        values = float_values(frame, self.numeric_columns)
+        return (values - self._of_rows(self.medians_, rows)) / self._of_rows(self.spreads_, rows)
 
     @staticmethod
     def _profile_values(profile: np.ndarray, buckets: np.ndarray) -> np.ndarray:
@@ -200,14 +208,18 @@ class GroupBaselines:
     def relative(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
         """How far each numeric value is from what is normal for its group (and calendar bucket), in units of the
         group's spread, shape (n_rows, n_numeric); NaN where the value is null."""
-        return self._standardised(frame, rows) - self._calendar_offset(frame)
+        standardised = self._standardised(frame, rows)
+        return standardised - self._calendar_offset(frame) if self.profiles_ else standardised
 
     def expected(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
         """The typical value of each numeric column for each row's group and calendar bucket, in its own units."""
-        return self.medians_[rows] + self._calendar_offset(frame) * self.spreads_[rows]
+        medians = self._of_rows(self.medians_, rows)
+        if not self.profiles_:
+            return medians
+        return medians + self._calendar_offset(frame) * self._of_rows(self.spreads_, rows)
 
     def spreads(self, rows: np.ndarray) -> np.ndarray:
-        return self.spreads_[rows]
+        return self._of_rows(self.spreads_, rows)
 
     def rare_nulls(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
         """Boolean (n_rows, n_nullable): nulls in groups whose usual null rate for that column is below
@@ -215,10 +227,12 @@ class GroupBaselines:
         if not self.nullable_columns:
             return np.zeros((frame.height, 0), dtype=bool)
         nulls = frame.select([pl.col(c).is_null() for c in self.nullable_columns]).to_numpy()
-        return nulls.reshape(frame.height, len(self.nullable_columns)) & (self.null_rates_[rows] < RARE_NULL_RATE)
+        return nulls.reshape(frame.height, len(self.nullable_columns)) & (
+            self._of_rows(self.null_rates_, rows) < RARE_NULL_RATE
+        )
 
     def group_null_rates(self, rows: np.ndarray) -> np.ndarray:
-        return self.null_rates_[rows]
+        return self._of_rows(self.null_rates_, rows)
 
     # --- JSON ------------------------------------------------------------------------------------------------
 
