@@ -70,6 +70,7 @@ _MIN_ROWS = 10
 _SCORE_CHUNK = 65_536
 #: Reconstruction passes that fill missing cells (the second sees the first's fill).
 _IMPUTE_PASSES = 2
+_IMPUTE_BLOCK = 4_096  # rows per product when filling missing cells (padded: one shape, one kernel)
 _DEFAULTS = DetectorSettings()
 #: The isolation forest of `isolation_trim`: rows per tree and trees. Few rows per tree keep a cluster of anomalies
 #: from hiding in numbers: a tree sees only a few of its members, which a few splits cut off together.
@@ -391,17 +392,25 @@ class SAEDetector(BaseEstimator):
 
     @torch.no_grad()
     def _impute(self, scaled: torch.Tensor, mask: np.ndarray | None) -> torch.Tensor:
-        """`scaled` with its missing cells replaced by the model's reconstruction of their rows. Every row goes
-        through the model, not only those with missing cells: a product over a handful of rows takes another
-        kernel, whose rounding would make a row's score depend on how rows were batched."""
+        """`scaled` with its missing cells replaced by the model's reconstruction of their rows. Only rows with a
+        missing cell go through the model, in blocks of `_IMPUTE_BLOCK` rows padded to that size: a product over
+        a handful of rows takes another kernel, whose rounding would make a row's score depend on how rows were
+        batched, and a fixed shape always takes the same one."""
         if mask is None:
             return scaled
-        cells = torch.as_tensor(mask, device=scaled.device)
+        rows = torch.as_tensor(np.flatnonzero(mask.any(axis=1)), device=scaled.device)
+        cells = torch.as_tensor(mask, device=scaled.device)[rows]
+        filled = scaled[rows]
         self.model_.eval()
         for _ in range(_IMPUTE_PASSES):
-            reconstructions = torch.cat([self.model_(chunk)[0] for chunk in scaled.split(_SCORE_CHUNK)])
-            scaled = torch.where(cells, reconstructions, scaled)
-        return scaled
+            reconstructions = torch.cat([self._reconstruct_padded(block) for block in filled.split(_IMPUTE_BLOCK)])
+            filled = torch.where(cells, reconstructions, filled)
+        return scaled.index_copy(0, rows, filled)
+
+    def _reconstruct_padded(self, block: torch.Tensor) -> torch.Tensor:
+        padded = torch.zeros((_IMPUTE_BLOCK, block.shape[1]), dtype=block.dtype, device=block.device)
+        padded[: block.shape[0]] = block
+        return self.model_(padded)[0][: block.shape[0]]
 
     def _prepared(self, X, missing) -> tuple[torch.Tensor, np.ndarray | None]:
         """Scaled rows with missing cells imputed, and the missing mask (None when nothing is missing)."""

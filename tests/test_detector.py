@@ -81,6 +81,19 @@ def test_decision_function_is_batch_independent_and_predict_uses_threshold(fitte
     np.testing.assert_array_equal(detector.predict(X), (scores > detector.threshold_).astype(int))
 
 
+def test_missing_cells_are_filled_the_same_whatever_the_batch(fitted):
+    """Only rows with a missing cell are reconstructed to fill it, in padded blocks of one shape: a row's score does
+    not depend on how many other rows had missing cells, and rows without any keep their scores."""
+    detector, X, _ = fitted
+    missing = np.zeros(X.shape, dtype=bool)
+    missing[::7, 1] = True
+    missing[::11, 2] = True
+    scores = detector.decision_function(X, missing)
+    alone = [detector.decision_function(X[i : i + 1], missing[i : i + 1])[0] for i in (0, 7, 22, 3010)]
+    np.testing.assert_allclose(alone, scores[[0, 7, 22, 3010]], rtol=1e-5)
+    untouched = ~missing.any(axis=1)
+    np.testing.assert_allclose(scores[untouched], detector.decision_function(X)[untouched], rtol=1e-5)
+
 def test_threshold_flags_about_contamination_share_of_clean_rows(fitted):
     detector, X, y = fitted
     flagged_inliers = detector.predict(X[y == 0]).mean()

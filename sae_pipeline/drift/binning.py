@@ -64,57 +64,53 @@ class Binner:
         self.n_bins = self.edges.size + 1
         self._max_cells = max_cells
         self._table = None
-        self._layout = self._grid_layout()
-        self._searched = 0  # values binned by binary search while the table was not built
+        self._built = False
 
-    def _grid_layout(self) -> tuple[float, float, int] | None:
-        """(origin, cell width, number of cells) of the lookup grid; None where a table would not help (0 or 1
-        edge, a degenerate or non-finite span)."""
+    def _build(self) -> None:
+        """Make the lookup table (under a millisecond), on the first large batch only: small ones use searchsorted."""
+        self._built = True
+        max_cells = self._max_cells
         if self.edges.size < 2:
-            return None
+            return  # nothing to gain over searchsorted on 0 or 1 edge
         low, high = float(self.edges[0]), float(self.edges[-1])
         gaps = np.diff(self.edges)
         typical_gap = float(np.quantile(gaps[gaps > 0], 0.1)) if np.any(gaps > 0) else 0.0
         span = high - low
         if not (np.isfinite(span) and span > 0 and typical_gap > 0):
-            return None
-        inner = int(np.clip(np.ceil(CELLS_PER_GAP * span / typical_gap), 256, self._max_cells - 6))
+            return
+        inner = int(np.clip(np.ceil(CELLS_PER_GAP * span / typical_gap), 256, max_cells - 6))
         width = span / inner
         # Three padding cells on each side: cells left of the first edge all map to bin 0, right of the last to K.
-        origin, n_cells = low - 3 * width, inner + 6
-        if not np.isfinite(origin + n_cells * width) or not np.isfinite(1.0 / width):
-            return None
-        return origin, width, n_cells
-
-    def _build(self) -> None:
-        """Make the lookup table: one binary search per cell centre."""
-        origin, width, n_cells = self._layout
-        centres = origin + (np.arange(n_cells) + 0.5) * width
+        self._origin = low - 3 * width
+        self._scale = 1.0 / width
+        n_cells = inner + 6
+        if not np.isfinite(self._origin + n_cells * width) or not np.isfinite(self._scale):
+            return
+        centres = self._origin + (np.arange(n_cells) + 0.5) * width
         dtype = np.int16 if self.n_bins < np.iinfo(np.int16).max else np.int32
-        table = np.searchsorted(self.edges, centres, side="right").astype(dtype)
+        # searchsorted(edges, centres, "right") without a binary search per cell (a fixed cost of every partition):
+        # an edge is <= a centre from the first centre not below it on, so counting edges by that position and
+        # summing up gives each centre's bin.
+        first_centre_at_or_above = np.searchsorted(centres, self.edges, side="left")
+        table = np.cumsum(np.bincount(first_centre_at_or_above, minlength=n_cells + 1)[:n_cells]).astype(dtype)
         # A cell holding an edge, and its two neighbours (rounding of the cell arithmetic), are ambiguous: any value
         # computed to fall two or more cells away from every edge is on the same side of each edge as its cell centre.
-        edge_cells = np.floor((self.edges - origin) * (1.0 / width)).astype(np.int64)
+        edge_cells = np.floor((self.edges - self._origin) * self._scale).astype(np.int64)
         for offset in (-1, 0, 1):
             table[np.clip(edge_cells + offset, 0, n_cells - 1)] = -1
         self._table = table
+        self._last_cell = n_cells - 1
 
     def bin_index(self, values: np.ndarray) -> np.ndarray:
-        """Bin of each finite value (int array), without a binary search for most of them once enough values were
-        binned: building the table costs a binary search per cell, so it is built only after as many values went
-        through binary searches (a small partition never pays for it; no column pays more than twice the cheaper
-        way)."""
+        """Bin of each finite value (int array), without a binary search for most of them."""
         values = np.asarray(values, dtype=float)
-        if self._table is None and self._layout is not None and values.size >= SMALL_BATCH:
-            self._searched += values.size
-            if self._searched > self._layout[2]:
-                self._build()
+        if not self._built and values.size >= SMALL_BATCH:
+            self._build()
         if self._table is None or values.size < SMALL_BATCH:
             return np.searchsorted(self.edges, values, side="right")
-        origin, width, n_cells = self._layout
-        cells = np.subtract(values, origin)
-        np.multiply(cells, 1.0 / width, out=cells)
-        np.clip(cells, 0, n_cells - 1, out=cells)
+        cells = np.subtract(values, self._origin)
+        np.multiply(cells, self._scale, out=cells)
+        np.clip(cells, 0, self._last_cell, out=cells)
         bins = self._table.take(cells.astype(np.intp))
         slow = np.flatnonzero(bins < 0)
         if slow.size:
