@@ -13,7 +13,8 @@ export DO_NOT_TRACK := 1
 PREFECT_PORT ?= 4242
 export PREFECT_PORT
 
-.PHONY: install lint demo test bench bench-detect bench-context bench-review clean deploy-local deploy-smoke deploy-stop
+.PHONY: install lint demo test bench bench-detect bench-context bench-review bench-gpu gpu-site clean deploy-local deploy-smoke \
+	deploy-stop
 
 install: $(VENV)/.installed
 
@@ -66,6 +67,32 @@ bench-context: $(VENV)/.installed-bench
 # after a simulated reviewer marks incidents from the labels; under a minute on 2 cores.
 bench-review: install
 	$(BIN)/python benchmarks/review_loop.py
+
+# Training and scoring on a CUDA device, and the pipeline's ratio to a pyarrow copy there (issue 22). On a machine with
+# an NVIDIA GPU it first swaps the CPU build of torch in $(VENV) for the CUDA build of the same version (several GB).
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu.py --install-cuda-torch
+
+# For a GPU machine without a package index whose python3 already has a CUDA torch, numpy, pyarrow, scikit-learn,
+# scipy, safetensors, PyYAML and tqdm: the rest that benchmarks/gpu.py imports, installed here for its Python and
+# packed small enough to travel with the checkout (the command that uses it is in the script's docstring).
+# The versions are those this project is tested with; deltalake is left out (28 MB packed; Parquet lakes need none).
+GPU_PYTHON_VERSION ?= 3.12
+GPU_SITE_PACKAGES = polars==2.1.0 polars-runtime-32==2.1.0 pandera==0.35.0 typeguard==4.6.1 pydantic==2.14.4 \
+	pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 faiss-cpu==1.15.1 botocore==1.44.8 \
+	jmespath==1.1.0
+gpu-site: .gpu-site/site.tar.xz
+
+.gpu-site/site.tar.xz: Makefile
+	rm -rf .gpu-site && mkdir -p .gpu-site
+	$(PYTHON) -m pip install --quiet --no-deps --no-compile --only-binary=:all: --target .gpu-site/site \
+		--python-version $(GPU_PYTHON_VERSION) --implementation cp --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		$(GPU_SITE_PACKAGES)
+	tar -C .gpu-site -cf - site | xz -9 -T0 > $@.partial
+	mv $@.partial $@
+	rm -rf .gpu-site/site
+	@du -h $@
 
 deploy-local: install
 	$(BIN)/python deployments/local.py up

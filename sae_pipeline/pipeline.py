@@ -50,7 +50,6 @@ from sae_pipeline.schema import (
     validate_frame,
 )
 from sae_pipeline.scoring import ScoredBatch, score_frame
-from sae_pipeline.tables import delta
 from sae_pipeline.tables.keys import partition_values
 from sae_pipeline.updating import unknown_model_columns
 
@@ -164,6 +163,10 @@ def output_writer(
     (`parquet_io.PartitionWriter`), or one Delta commit replacing the partition with `metadata` in it
     (`tables.delta.DeltaPartitionWriter`), by `output.format`. Every output table is written through here."""
     if config.output.format == "delta":
+        # `tables.delta` is imported where it is used, as `tables.source_for` does: deltalake is needed for Delta
+        # tables only, so an environment without it (`benchmarks/gpu.py` on a bare GPU image) scores Parquet lakes.
+        from sae_pipeline.tables import delta
+
         key_types = dict(config.lake.partition_keys)
         return BackgroundWriter(delta.DeltaPartitionWriter(table_uri, partition.values, key_types, schema, metadata))
     return BackgroundWriter(parquet_io.PartitionWriter(table_uri, partition.name, config.output.staging_uri, schema))
@@ -172,6 +175,8 @@ def output_writer(
 def delete_output_partition(config: PipelineConfig, table_uri: str, name: str) -> None:
     """Remove one partition of an output table (a folder, or one Delta commit deleting its rows)."""
     if config.output.format == "delta":
+        from sae_pipeline.tables import delta
+
         delta.delete_partition(table_uri, partition_values(name), dict(config.lake.partition_keys))
     else:
         hive.delete_partition(table_uri, name)
@@ -180,6 +185,8 @@ def delete_output_partition(config: PipelineConfig, table_uri: str, name: str) -
 def read_output_partition(config: PipelineConfig, table_uri: str, name: str, columns: list[str]) -> pl.DataFrame:
     """`columns` of one partition of an output table."""
     if config.output.format == "delta":
+        from sae_pipeline.tables import delta
+
         return delta.read_partition(table_uri, partition_values(name), columns)
     return parquet_io.read_partition(storage.join_uri(table_uri, name), columns=columns)
 
@@ -190,6 +197,8 @@ def vacuum_output_tables(config: PipelineConfig) -> int:
     output = config.output
     if output.format != "delta" or output.vacuum_retention_hours is None:
         return 0
+    from sae_pipeline.tables import delta
+
     removed = [
         file
         for table in (output.scored_uri, output.quarantine_uri)
