@@ -53,6 +53,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/model_update.py
 	$(BIN)/python benchmarks/cli_latency.py
 	$(BIN)/python benchmarks/lakehouse.py
+	$(BIN)/python benchmarks/scale_out.py
 
 bench-detect: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/detection.py --selection leave-sets-out

@@ -71,10 +71,16 @@ def write_partition(
 
 
 def write_config(
-    workdir: Path, lake: Path, columns: int, model: dict | None = None, fleet: bool = False, context: dict | None = None
+    workdir: Path,
+    lake: Path,
+    columns: int,
+    model: dict | None = None,
+    fleet: bool = False,
+    context: dict | None = None,
+    scoring: dict | None = None,
 ) -> Path:
-    """The config of a lake written by `write_partition` (`fleet`: with `hosts`), with a `model` and `context`
-    section."""
+    """The config of a lake written by `write_partition` (`fleet`: with `hosts`), with a `model`, `context` and
+    `scoring` section."""
     metrics = [{"name": name, "type": "float32", "role": "numeric"} for name in column_names(columns)]
     raw = {
         "name": "lake-scale-benchmark",
@@ -83,6 +89,7 @@ def write_config(
         "output": {"uri": str(workdir / "out")},
         "model": model or {},
         **({"context": context} if context else {}),
+        **({"scoring": scoring} if scoring else {}),
     }
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
