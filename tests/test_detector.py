@@ -94,6 +94,7 @@ def test_missing_cells_are_filled_the_same_whatever_the_batch(fitted):
     untouched = ~missing.any(axis=1)
     np.testing.assert_allclose(scores[untouched], detector.decision_function(X)[untouched], rtol=1e-5)
 
+
 def test_threshold_flags_about_contamination_share_of_clean_rows(fitted):
     detector, X, y = fitted
     flagged_inliers = detector.predict(X[y == 0]).mean()
