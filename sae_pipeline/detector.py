@@ -370,10 +370,11 @@ class SAEDetector(BaseEstimator):
         return neighbour_gaps(scaled, self.reference_, self.settings_.n_neighbors, cells, in_reference)
 
     def _combine(self, residuals: torch.Tensor, gaps: torch.Tensor | None) -> np.ndarray:
-        """Per-feature score terms: residual / s_rec + density_weight x gap / s_gap (row mean = score), float32."""
+        """Per-feature score terms: residual / s_rec + density_weight x gap / s_gap (row mean = score), float32;
+        `gaps` is scaled in place."""
         terms = residuals / self.score_scales_[0]
         if gaps is not None:
-            terms += gaps * (self.settings_.density_weight / self.score_scales_[1])
+            terms.add_(gaps.mul_(self.settings_.density_weight / self.score_scales_[1]))
         return terms.cpu().numpy()
 
     def _check_fitted(self) -> None:
@@ -443,16 +444,16 @@ class SAEDetector(BaseEstimator):
         self._check_fitted()
         scaled, mask = self._prepared(X, missing)
         self.model_.eval()
-        residuals, codes = [], []
-        for start in range(0, scaled.shape[0], _SCORE_CHUNK):
-            batch = scaled[start : start + _SCORE_CHUNK]
-            reconstruction, code = self.model_(batch)
-            residuals.append((reconstruction - batch).square())
-            codes.append(code)
-        if not residuals:
+        if not scaled.shape[0]:
             return np.zeros((0, self.n_features_in_)), np.zeros((0, self.model_.n_latents), dtype=np.float32)
-        terms = fill_missing_terms(self._combine(torch.cat(residuals), self._gaps(scaled)), mask)
-        return terms, torch.cat(codes).cpu().numpy()
+        residuals = torch.empty_like(scaled)  # filled block by block: no concatenated copies
+        codes = scaled.new_empty((scaled.shape[0], self.model_.n_latents))
+        for start in range(0, scaled.shape[0], _SCORE_CHUNK):
+            rows = slice(start, start + _SCORE_CHUNK)
+            reconstruction, codes[rows] = self.model_(scaled[rows])
+            torch.sub(reconstruction, scaled[rows], out=residuals[rows]).square_()
+        terms = fill_missing_terms(self._combine(residuals, self._gaps(scaled)), mask)
+        return terms, codes.cpu().numpy()
 
     def predict(self, X, missing=None) -> np.ndarray:
         """0/1 labels, shape (n_samples,): 1 where the score exceeds `threshold_`."""
