@@ -409,6 +409,7 @@ class SAEDetector(BaseEstimator):
         return scaled.index_copy(0, rows, filled)
 
     def _reconstruct_padded(self, block: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of `block` (at most `_IMPUTE_BLOCK` rows) through a product of one fixed shape."""
         padded = torch.zeros((_IMPUTE_BLOCK, block.shape[1]), dtype=block.dtype, device=block.device)
         padded[: block.shape[0]] = block
         return self.model_(padded)[0][: block.shape[0]]

@@ -67,7 +67,7 @@ class Binner:
         self._built = False
 
     def _build(self) -> None:
-        """Make the lookup table (under a millisecond), on the first large batch only: small ones use searchsorted."""
+        """Make the lookup table (a few ms), on the first large batch only: small ones use searchsorted."""
         self._built = True
         max_cells = self._max_cells
         if self.edges.size < 2:
