@@ -11,8 +11,8 @@ import json
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "model.json"
 FORMAT_NAME = "sae-pipeline-detector"
-FORMAT_VERSION = 3  # 3: centroids of the kNN index; 2: kNN reference and the two term scales (both still load)
-READABLE_VERSIONS = (1, 2, 3)  # 2: searched exactly; 1: no density term
+FORMAT_VERSION = 4  # 4: the two-stage search's cut; 3: centroids of the kNN index; 2: kNN reference and term scales
+READABLE_VERSIONS = (1, 2, 3, 4)  # 3: every row searched wide; 2: searched exactly; 1: no density term
 
 
 class ModelFileError(ValueError):

@@ -8,9 +8,13 @@ On four benchmark sets (donors, magic.gamma, shuttle, smtp) 92-99.98% of the row
 the exact ones (the rest slightly farther ones, so a slightly higher score), at 7-11x less time than exact search;
 `python benchmarks/neighbour_search.py` measures it. Probing a twelfth instead took about twice the search time and
 gave the same mean AUC-ROC to four decimals in all three protocols of the detection benchmark (BENCHMARKS.md).
-The cells' centroids are fitted state saved with the model: a loaded model rebuilds the same index and finds the
-same neighbours. The index is a shortcut for CPUs: on an accelerator the search stays exact, since there it is a
-matrix product per block of rows, and faiss (CPU build) would move every batch back to the host.
+A narrow search (`narrow=True`) compares a row with the members of its nearest cell alone, in about a third of the
+time. Those members are among the wide search's candidates, so its neighbours are never nearer: the detector
+searches wide again only the rows whose narrow score comes near its threshold.
+
+The cells' centroids are fitted state saved with the model: a loaded model rebuilds the same index and finds the same
+neighbours. The index is a shortcut for CPUs: on an accelerator the search stays exact, since there it is a matrix
+product per block of rows, and faiss (CPU build) would move every batch back to the host.
 """
 
 from __future__ import annotations
@@ -39,6 +43,16 @@ def fit_cells(reference: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.as_tensor(kmeans.centroids.copy())
 
 
+def searches_cells(X: torch.Tensor, cells: torch.Tensor | None) -> bool:
+    """Whether `neighbour_gaps` searches X through the cell index (else exactly, and `narrow` changes nothing)."""
+    return cells is not None and cells.shape[0] > 0 and X.device.type == "cpu"
+
+
+def probed_cells(n_cells: int, narrow: bool) -> int:
+    """How many of `n_cells` cells a row is compared with: its nearest one, or its nearest `PROBE_SHARE`."""
+    return 1 if narrow else max(1, math.ceil(n_cells * PROBE_SHARE))
+
+
 @torch.no_grad()
 def neighbour_gaps(
     X: torch.Tensor,
@@ -46,18 +60,20 @@ def neighbour_gaps(
     k: int,
     cells: torch.Tensor | None = None,
     in_reference: torch.Tensor | None = None,
+    narrow: bool = False,
 ) -> torch.Tensor:
     """Squared per-feature gaps to each row's k nearest reference rows, averaged over them: (n_rows, n_features).
 
     A row's mean over features is its mean squared distance to its k nearest neighbours / n_features.
     `cells`: centroids from `fit_cells` (None or empty, or X not on the CPU: exact search). `in_reference[i]` is the
-    position of row i in `reference` (or -1): a reference row is not its own neighbour.
+    position of row i in `reference` (or -1): a reference row is not its own neighbour. `narrow`: probe only each
+    row's nearest cell (module doc).
     """
     k = max(1, min(k, reference.shape[0] - (1 if in_reference is not None else 0)))
-    if cells is None or cells.shape[0] == 0 or X.device.type != "cpu":
+    if not searches_cells(X, cells):
         nearest = _exact_nearest(X, reference, k, in_reference)
     else:
-        nearest = _indexed_nearest(X, reference, cells, k, in_reference)
+        nearest = _indexed_nearest(X, reference, cells, k, in_reference, probed_cells(cells.shape[0], narrow))
         short = torch.nonzero((nearest < 0).any(dim=1)).squeeze(1)  # fewer than k rows in the probed cells
         if short.numel():
             own = in_reference[short] if in_reference is not None else None
@@ -86,7 +102,12 @@ def _exact_nearest(X: torch.Tensor, reference: torch.Tensor, k: int, in_referenc
 
 
 def _indexed_nearest(
-    X: torch.Tensor, reference: torch.Tensor, cells: torch.Tensor, k: int, in_reference: torch.Tensor | None
+    X: torch.Tensor,
+    reference: torch.Tensor,
+    cells: torch.Tensor,
+    k: int,
+    in_reference: torch.Tensor | None,
+    n_probe: int,
 ) -> torch.Tensor:
     n_features = reference.shape[1]
     quantizer = faiss.IndexFlatL2(n_features)
@@ -94,7 +115,7 @@ def _indexed_nearest(
     quantizer.add(_as_faiss(cells))
     index.is_trained = True
     index.add(_as_faiss(reference))
-    index.nprobe = max(1, math.ceil(cells.shape[0] * PROBE_SHARE))
+    index.nprobe = n_probe
     if in_reference is None:
         return torch.as_tensor(index.search(_as_faiss(X), k)[1])
     found = torch.as_tensor(index.search(_as_faiss(X), k + 1)[1])
