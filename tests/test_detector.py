@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import datetime as dt
 import inspect
 import json
@@ -434,18 +435,64 @@ def test_mixed_precision_is_plain_fp32_on_cpu():
     assert all(parameter.dtype == torch.float32 for parameter in detector.model_.parameters())
 
 
-def test_indexed_reference_is_saved_and_version_2_folders_search_exactly(tmp_path):
-    """A reference large enough for the cell index: its centroids travel with the model, so scores survive a
-    save and load; a version 2 folder (no centroids) is searched exactly, as it was fitted."""
-    X, _ = correlated_data(n=7_000)
-    detector = SAEDetector(max_steps=30, device="cpu").fit(X)
-    assert detector.reference_cells_.shape[0] > 0
+@pytest.fixture(scope="module")
+def indexed():
+    """A detector whose reference is large enough for the cell index, and rows it never saw (with outliers)."""
+    X, y = correlated_data(n=9_000, n_outliers=200)
+    order = np.random.default_rng(1).permutation(len(X))
+    train, test = order[:7_000], order[7_000:]
+    return SAEDetector(max_steps=30, device="cpu").fit(X[train]), X[test], y[test]
+
+
+def searched_wide(detector: SAEDetector) -> SAEDetector:
+    """A copy of `detector` that searches every row over the wide probe (as format 3 models do)."""
+    wide = copy.deepcopy(detector)
+    wide.wide_search_from_ = float("-inf")
+    return wide
+
+
+def test_two_stage_search_keeps_the_wide_searchs_flags_and_top_scores(indexed):
+    """Rows below the cut keep their narrow score (never below the wide one, still below the cut); every row at
+    or above it, every flag, and every row with a missing cell are the wide search's."""
+    detector, X, y = indexed
+    cut = detector.wide_search_from_
+    assert np.isfinite(cut) and cut <= detector.threshold_
+    assert np.mean(detector.validation_scores_ >= cut) == pytest.approx(0.1, abs=0.01)
+    two_stage, wide = detector.decision_function(X), searched_wide(detector).decision_function(X)
+    above = two_stage >= cut
+    np.testing.assert_allclose(two_stage[above], wide[above], rtol=1e-6)
+    assert (wide[~above] <= two_stage[~above] * (1 + 1e-6)).all() and (two_stage[~above] < cut).all()
+    assert (two_stage[~above] > wide[~above] * (1 + 1e-3)).any()  # the narrow search did miss some neighbours
+    np.testing.assert_array_equal(detector.predict(X), searched_wide(detector).predict(X))
+    assert roc_auc_score(y, two_stage) == pytest.approx(roc_auc_score(y, wide), abs=0.005)
+
+    missing = np.zeros(X.shape, dtype=bool)
+    missing[::7, 2] = True
+    np.testing.assert_allclose(
+        detector.decision_function(X, missing)[::7],
+        searched_wide(detector).decision_function(X, missing)[::7],
+        rtol=1e-6,
+    )
+
+
+def test_indexed_reference_is_saved_and_older_folders_search_as_they_were_fitted(indexed, tmp_path):
+    """The cell index's centroids and the two-stage cut travel with the model, so scores survive a save and load;
+    a version 3 folder (no cut) searches every row wide, and a version 2 folder (no centroids) exactly."""
+    detector, X, _ = indexed
     detector.save(str(tmp_path / "model"))
     loaded = SAEDetector.load(str(tmp_path / "model"))
+    assert loaded.wide_search_from_ == detector.wide_search_from_
     np.testing.assert_allclose(loaded.decision_function(X[:500]), detector.decision_function(X[:500]), rtol=1e-6)
 
     manifest_path = tmp_path / "model" / "model.json"
     manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 3
+    manifest.pop("wide_search_from")
+    manifest_path.write_text(json.dumps(manifest))
+    version_3 = SAEDetector.load(str(tmp_path / "model"))
+    np.testing.assert_allclose(
+        version_3.decision_function(X[:500]), searched_wide(detector).decision_function(X[:500]), rtol=1e-6
+    )
     manifest["format_version"] = 2
     manifest["params"].pop("exact_neighbours")
     manifest_path.write_text(json.dumps(manifest))
