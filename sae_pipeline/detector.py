@@ -10,7 +10,8 @@ The score of a row is the mean over features of two per-feature terms, both in r
 
 - r_j = (x_j - x_hat_j)^2, the SAE's squared reconstruction residual;
 - g_j = mean over x's `n_neighbors` nearest rows n in a reference set of training rows of (x_j - n_j)^2, so that
-  mean_j g_j is the mean squared distance to those neighbours / n_features (a kNN density term);
+  mean_j g_j is the mean squared distance to those neighbours / n_features (a kNN density term; on a CPU the
+  neighbours of a large reference are searched in two stages, see `SAEDetector._score_terms`);
 - s_rec, s_gap: the spread (IQR) of the two terms' row means on the held-out validation rows, so that both are on
   one scale whatever the data.
 `feature_residuals` returns the per-feature terms in brackets, so its row mean is exactly the score and the
