@@ -36,8 +36,9 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 demo: install
 	$(BIN)/sae-pipeline demo
 
+# One worker per core, a test file per worker at a time (module fixtures such as moto's server start once).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # ruff (settings in pyproject.toml): lint and formatting are both checked, nothing is rewritten.
 lint: install
