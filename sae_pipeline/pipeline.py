@@ -46,6 +46,7 @@ from sae_pipeline.schema import (
     QUARANTINE_REASON_COLUMN,
     quarantine_arrow_schema,
     scored_arrow_schema,
+    scored_output_check,
     scored_output_schema,
     validate_frame,
 )
@@ -314,7 +315,7 @@ def _score_valid(
     result = score_frame(valid, artifact, config.scoring.top_features, scored_at)
     scored = result.frame.drop([name for name in result.frame.columns if name.endswith(context.RECENT_SUFFIX)])
     if tally.rows_scored == 0:
-        scored_output_schema(config).validate(scored.head(1000))
+        scored_output_check(config).validate(scored.head(1000))
     writers.scored.write(scored.to_arrow())
     tally.flagged.append(flagged_rows(scored, config, partition_name, tally.rows_valid))
     accumulator.update(

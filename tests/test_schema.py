@@ -20,6 +20,7 @@ from sae_pipeline.schema import (
     QUARANTINE_SOURCE_COLUMN,
     SCORE_COLUMNS,
     InputSchemaError,
+    scored_output_check,
     scored_output_schema,
     validate_frame,
 )
@@ -237,31 +238,41 @@ def test_scorer_output_satisfies_scored_schema(scored, config, outcome):
     assert scored.get_column("top_features").list.len().to_list() == [3] * scored.height
 
 
-def test_scored_schema_rejects_negative_score(scored, config):
+#: The written contract and the check scoring runs on its own output both reject broken score columns.
+EVERY_SCORED_CHECK = pytest.mark.parametrize(
+    "contract", [scored_output_schema, scored_output_check], ids=["contract", "check"]
+)
+
+
+@EVERY_SCORED_CHECK
+def test_scored_schema_rejects_negative_score(contract, scored, config):
     broken = scored.with_columns(
         pl.when(pl.int_range(pl.len()) == 0).then(-1.0).otherwise(pl.col("anomaly_score")).alias("anomaly_score")
     )
     with pytest.raises((SchemaError, SchemaErrors), match="anomaly_score"):
-        scored_output_schema(config).validate(broken)
+        contract(config).validate(broken)
 
 
+@EVERY_SCORED_CHECK
 @pytest.mark.parametrize("value", [0.0, 1.5])
-def test_scored_schema_rejects_pvalue_outside_unit_interval(scored, config, value):
+def test_scored_schema_rejects_pvalue_outside_unit_interval(contract, scored, config, value):
     broken = scored.with_columns(pl.lit(value).alias("anomaly_pvalue"))
     with pytest.raises((SchemaError, SchemaErrors), match="anomaly_pvalue"):
-        scored_output_schema(config).validate(broken)
+        contract(config).validate(broken)
 
 
+@EVERY_SCORED_CHECK
 @pytest.mark.parametrize("column", ["model_version", "top_features", "cpu_pct"])
-def test_scored_schema_rejects_missing_contract_column(scored, config, column):
+def test_scored_schema_rejects_missing_contract_column(contract, scored, config, column):
     with pytest.raises((SchemaError, SchemaErrors), match=column):
-        scored_output_schema(config).validate(scored.drop(column))
+        contract(config).validate(scored.drop(column))
 
 
-def test_scored_schema_rejects_naive_scored_at(scored, config):
+@EVERY_SCORED_CHECK
+def test_scored_schema_rejects_naive_scored_at(contract, scored, config):
     broken = scored.with_columns(pl.col("scored_at").dt.replace_time_zone(None))
     with pytest.raises((SchemaError, SchemaErrors), match="scored_at"):
-        scored_output_schema(config).validate(broken)
+        contract(config).validate(broken)
 
 
 def test_scored_pvalues_are_in_unit_interval(scored):
