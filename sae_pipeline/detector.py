@@ -411,9 +411,10 @@ class SAEDetector(BaseEstimator):
         Every row is first searched narrow (its nearest cell: neighbours never nearer than the wide search's, so a
         score never lower); rows whose narrow score reaches `wide_search_from_`, and rows with a missing cell
         (whose score is the mean of their known terms alone), are searched again wide. Rows below the cut keep the
-        narrow score: above the wide one by 5-25% of the density term on the benchmark sets, and still below the
-        cut. Flags, and the scores and p-values of every row above the cut, are the wide search's; the search
-        costs about a third of searching every row wide (BENCHMARKS.md).
+        narrow score: above the wide one where the nearest cell missed a neighbour (7-58% of rows on four
+        benchmark sets, `benchmarks/neighbour_search.py`), and still below the cut. Flags, and the scores and
+        p-values of every row above the cut, are the wide search's; the search costs about 60-70% of searching
+        every row wide (BENCHMARKS.md).
         """
         if not self._searches_cells(scaled) or self.wide_search_from_ == float("-inf"):
             return fill_missing_terms(self._combine(residuals, self._gaps(scaled, in_reference)), mask)

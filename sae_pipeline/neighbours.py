@@ -8,7 +8,7 @@ On four benchmark sets (donors, magic.gamma, shuttle, smtp) 92-99.98% of the row
 the exact ones (the rest slightly farther ones, so a slightly higher score), at 7-11x less time than exact search;
 `python benchmarks/neighbour_search.py` measures it. Probing a twelfth instead took about twice the search time and
 gave the same mean AUC-ROC to four decimals in all three protocols of the detection benchmark (BENCHMARKS.md).
-A narrow search (`narrow=True`) compares a row with the members of its nearest cell alone, in about a third of the
+A narrow search (`narrow=True`) compares a row with the members of its nearest cell alone, in about half the
 time. Those members are among the wide search's candidates, so its neighbours are never nearer: the detector
 searches wide again only the rows whose narrow score comes near its threshold.
 
