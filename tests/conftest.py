@@ -70,33 +70,56 @@ def small_frame(start: int, n: int = 5) -> pl.DataFrame:
 #: migrated once (a first start costs about 10 s more than a later one).
 CLI_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="sae-tests-prefect-"))
 
+_shared_server = None
 
-def cli_env(**extra: str) -> dict:
-    """The environment of a `sae-pipeline` subprocess: this session's Prefect home, no configured API."""
+
+def shared_api_url() -> str:
+    """The API of one Prefect server that this test process's command-line runs share, started on first use and
+    stopped at exit: a run that starts its own embedded server spends about 6 s on it. It is the server the CLI
+    embeds (`flows.embedded_server`), with this session's Prefect home; this process's environment is left as is."""
+    global _shared_server
+    if _shared_server is None:
+        from unittest import mock
+
+        from flows.embedded_server import EmbeddedServer
+
+        server = EmbeddedServer(verbose=False)
+        with mock.patch.dict(os.environ, cli_env(embedded=True), clear=True):  # launch() sets PREFECT_API_URL
+            server.launch()
+            server.wait_until_ready(120, on_retry=lambda message: None)
+        _shared_server = server
+    return _shared_server.api_url
+
+
+def cli_env(embedded: bool = False, **extra: str) -> dict:
+    """The environment of a `sae-pipeline` subprocess: this session's Prefect home, and the shared server as its
+    API; with `embedded`, no configured API, so the command starts its own server as on a user's machine."""
     env = {**os.environ, "PREFECT_HOME": str(CLI_PREFECT_HOME), **extra}
     env.pop("PREFECT_API_URL", None)
+    if not embedded:
+        env["PREFECT_API_URL"] = shared_api_url()
     return env
 
 
-def run_cli(*args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
-    """Run `sae-pipeline ARGS` to completion and return its exit status and output."""
+def run_cli(*args: str, timeout: float = 300, embedded: bool = False, **extra: str) -> subprocess.CompletedProcess:
+    """Run `sae-pipeline ARGS` to completion and return its exit status and output (`embedded`: see `cli_env`)."""
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         capture_output=True,
         text=True,
-        env=cli_env(**extra),
+        env=cli_env(embedded, **extra),
         timeout=timeout,
     )
 
 
-def start_cli(*args: str, **extra: str) -> subprocess.Popen:
-    """Start `sae-pipeline ARGS` without waiting for it."""
+def start_cli(*args: str, embedded: bool = False, **extra: str) -> subprocess.Popen:
+    """Start `sae-pipeline ARGS` without waiting for it (`embedded`: see `cli_env`)."""
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(**extra),
+        env=cli_env(embedded, **extra),
     )
 
 

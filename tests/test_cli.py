@@ -1,4 +1,5 @@
-"""End to end through the `sae-pipeline` command line, as a user runs it (separate process, embedded Prefect)."""
+"""End to end through the `sae-pipeline` command line, as a user runs it (a separate process; the first run starts
+its embedded Prefect as on a user's machine, the others share one server to save its start)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.conftest import run_cli, start_cli
 
 
 def test_cli_run_then_score_end_to_end(lake_config, tmp_path):
-    result = run_cli("run", "--config", str(lake_config))
+    result = run_cli("run", "--config", str(lake_config), embedded=True)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "AUC-ROC" in result.stdout and "day=2026-11-03" in result.stdout

@@ -42,7 +42,7 @@ def test_a_config_typo_names_the_column_and_the_nearest_key(tmp_path):
     config = yaml.safe_load(config_path.read_text())
     config["columns"][3]["nulable"] = True
     config_path.write_text(yaml.safe_dump(config))
-    error = _one_error(run_cli("run", "--config", str(config_path)))
+    error = _one_error(run_cli("run", "--config", str(config_path), embedded=True))
     assert f"(column {config['columns'][3]['name']!r})" in error
     assert "unknown key 'nulable' (did you mean 'nullable'?)" in error
     assert "pydantic" not in error and "http" not in error
@@ -52,7 +52,7 @@ def test_a_config_typo_names_the_column_and_the_nearest_key(tmp_path):
 def test_a_wrong_lake_uri_fails_before_anything_is_written(tmp_path):
     config_path = write_lake_config(tmp_path, days=1, rows_per_day=20)
     config_path.write_text(config_path.read_text().replace(str(tmp_path / "lake"), str(tmp_path / "lakes")))
-    error = _one_error(run_cli("run", "--config", str(config_path)))
+    error = _one_error(run_cli("run", "--config", str(config_path), embedded=True))
     assert str(tmp_path / "lakes") in error
     assert not (tmp_path / "out").exists()
 
@@ -64,12 +64,12 @@ def test_missing_partition_keys_suggest_the_keys_the_lake_has(tmp_path):
     config = yaml.safe_load(config_path.read_text())
     del config["lake"]["partition_keys"]  # the default expects day=... folders
     config_path.write_text(yaml.safe_dump(config))
-    error = _one_error(run_cli("run", "--config", str(config_path)))
+    error = _one_error(run_cli("run", "--config", str(config_path), embedded=True))
     assert "folders named day=..." in error and "set lake.partition_keys to {date: date}" in error
 
 
 def test_a_bad_partition_selection_is_named_in_command_line_terms(trained):
-    error = _one_error(run_cli("score", "--config", str(trained), "--partitions", "2026-11-01"))
+    error = _one_error(run_cli("score", "--config", str(trained), "--partitions", "2026-11-01", embedded=True))
     assert error.startswith("error: --partitions: partition '2026-11-01' is not in the lake")
     assert "e.g. day=2026-11-01" in error and "should match pattern" not in error
 
@@ -80,7 +80,7 @@ def test_a_column_type_wrong_in_every_partition_is_reported_once(tmp_path):
     column = next(spec for spec in config["columns"] if spec["name"] == "latency_ms")
     column["type"] = "int"
     config_path.write_text(yaml.safe_dump(config))
-    error = _one_error(run_cli("run", "--config", str(config_path)))
+    error = _one_error(run_cli("run", "--config", str(config_path), embedded=True))
     assert error.count("latency_ms") == 1 and "expected int (rule: column type)" in error
     assert "in every partition checked (3 of 3" in error
 
@@ -88,7 +88,7 @@ def test_a_column_type_wrong_in_every_partition_is_reported_once(tmp_path):
 def test_a_run_with_nothing_to_do_starts_no_server_and_writes_nothing(trained):
     config = load_config(trained)
     runs_before = sorted(Path(config.output.uri, "runs").iterdir())
-    result = run_cli("run", "--config", str(trained))
+    result = run_cli("run", "--config", str(trained), embedded=True)
     assert result.returncode == 0, result.stderr
     assert SERVER_LINE not in result.stdout
     assert "nothing to do: no training" in result.stdout and "3 up to date" in result.stdout
@@ -98,7 +98,7 @@ def test_a_run_with_nothing_to_do_starts_no_server_and_writes_nothing(trained):
 
 def test_score_without_a_model_fails_before_prefect(tmp_path):
     config_path = write_lake_config(tmp_path, days=1, rows_per_day=20)
-    result = run_cli("score", "--config", str(config_path))
+    result = run_cli("score", "--config", str(config_path), embedded=True)
     assert result.returncode == 2 and SERVER_LINE not in result.stdout
     assert "no champion" in result.stderr and not (tmp_path / "out" / "_lease.json").exists()
 
@@ -116,14 +116,14 @@ def test_a_partition_left_to_score_is_not_a_no_op(trained, tmp_path):
     config_path = _copy_of(trained, tmp_path)
     newest = sorted((tmp_path / "lake").iterdir())[-1] / "part-0.parquet"
     pl.read_parquet(newest).head(100).write_parquet(newest)
-    result = run_cli("score", "--config", str(config_path))
+    result = run_cli("score", "--config", str(config_path), embedded=True)
     assert result.returncode == 0, result.stderr
     assert SERVER_LINE in result.stdout and "1 partition(s) scored, 2 up to date" in result.stdout
 
 
 def test_an_interrupted_backfill_says_how_to_finish(trained, tmp_path):
     config_path = _copy_of(trained, tmp_path)
-    process = start_cli("score", "--config", str(config_path), "--backfill", "--no-progress")
+    process = start_cli("score", "--config", str(config_path), "--backfill", "--no-progress", embedded=True)
     assert SERVER_LINE in process.stdout.readline()
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)

@@ -22,7 +22,9 @@ if "uvicorn" in sys.orig_argv and not os.path.exists({marker!r}):
 
 def test_a_server_that_never_answers_in_time_ends_in_one_error_and_a_hint(tmp_path):
     config_path = write_lake_config(tmp_path, days=1, rows_per_day=50)
-    result = run_cli("run", "--config", str(config_path), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
+    result = run_cli(
+        "run", "--config", str(config_path), embedded=True, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1"
+    )
     error, hint = error_lines(result.stderr)
     assert result.returncode == 2
     assert error == "error: the embedded Prefect server did not start within 1 s, nor on a retry within 2 s"
@@ -42,6 +44,7 @@ def test_a_slow_first_start_is_retried_and_the_run_completes(tmp_path):
         "run",
         "--config",
         str(config_path),
+        embedded=True,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="12",
         PYTHONPATH=os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
     )
@@ -53,7 +56,7 @@ def test_a_slow_first_start_is_retried_and_the_run_completes(tmp_path):
 
 def test_ctrl_c_while_the_server_starts_exits_130_with_one_line(tmp_path):
     config_path = write_lake_config(tmp_path, days=1, rows_per_day=50)
-    process = start_cli("run", "--config", str(config_path), "--no-progress")
+    process = start_cli("run", "--config", str(config_path), "--no-progress", embedded=True)
     assert "starting the embedded Prefect server" in process.stdout.readline()
     deadline = time.monotonic() + 30
     while not descendants(process.pid) and time.monotonic() < deadline:

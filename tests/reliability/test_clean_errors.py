@@ -54,7 +54,7 @@ def test_failures_inside_the_flow_print_one_line_naming_file_partition_column_an
     registry = ModelRegistry(config.output.models_uri)
     weights = Path(registry.uri(registry.resolve("champion"))) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    result = run_cli("score", "--config", str(config_path), "--backfill", "--no-progress")
+    result = run_cli("score", "--config", str(config_path), "--backfill", "--no-progress", embedded=True)
     (error,) = assert_clean(result)
     assert str(weights) in error and "starting the embedded Prefect server" not in result.stdout
 
@@ -67,7 +67,7 @@ def test_score_without_a_champion_hints_to_train_first(tmp_path):
 
 def test_ctrl_c_exits_130_with_one_line_and_leaves_no_server(tmp_path):
     config_path = write_lake_config(tmp_path, days=2, rows_per_day=300, max_steps=3000)
-    process = start_cli("run", "--config", str(config_path), "--no-progress")
+    process = start_cli("run", "--config", str(config_path), "--no-progress", embedded=True)
     deadline = time.monotonic() + 120
     while not descendants(process.pid) and time.monotonic() < deadline:  # the temporary server has started
         time.sleep(0.2)

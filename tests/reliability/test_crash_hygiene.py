@@ -52,7 +52,7 @@ def test_kill_9_at_several_points_then_rerun_loses_nothing(tmp_path):
         "first partition scored": lambda: (out / "scored").exists() and any((out / "scored").glob("*/part-0.parquet")),
     }
     for point, ready in points.items():
-        process = start_cli(*args)
+        process = start_cli(*args, embedded=True)
         children = _kill_when(process, ready)
         assert process.returncode == -signal.SIGKILL and children, point
         time.sleep(1.0)
