@@ -47,7 +47,6 @@ from sae_pipeline.schema import (
     quarantine_arrow_schema,
     scored_arrow_schema,
     scored_output_check,
-    scored_output_schema,
     validate_frame,
 )
 from sae_pipeline.scoring import ScoredBatch, score_frame
@@ -275,12 +274,12 @@ def _stream_and_validate(
     accumulator. With context history the valid rows are scored once the whole partition is read (history needs
     them in time order, and the end of the previous partition)."""
     tally = PartitionTally()
-    contract = scored_output_schema(config)
+    output_columns = set(scored_arrow_schema(config).names)
     batches = prefetched(tables.source_for(config.lake).iter_batches(partition, config.scoring.batch_rows))
     bar = {"desc": f"scoring {partition.name}", "unit": "batch", "disable": None if progress else True, "leave": False}
     waiting_for_history = []
     for source, batch in tqdm(batches, **bar):
-        tally.ignored.update(set(batch.schema.names) - set(contract.columns))
+        tally.ignored.update(set(batch.schema.names) - output_columns)
         outcome = validate_frame(pl.from_arrow(batch), config, source=source)
         writers.quarantine.write(outcome.quarantined.to_arrow())
         for reason_text, count in _reason_counts(outcome.quarantined).items():

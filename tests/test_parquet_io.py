@@ -121,6 +121,27 @@ def test_rewrite_replaces_partition_and_is_readable_by_polars_and_pyarrow(tmp_pa
     assert sorted(arrow.column("id").to_pylist()) == [50, 51, 52, 53, 100, 101, 102]
 
 
+def test_dictionaries_only_where_values_repeat_and_for_names_in_nested_columns(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = 20_000
+    frame = pl.DataFrame(
+        {
+            "host": rng.choice(["web-1", "web-2", "db-1"], rows),
+            "hour": rng.integers(0, 24, rows),
+            "latency": rng.random(rows),  # never repeats
+            "id": np.arange(rows),
+            "why": [[f"column_{i % 7}", "cpu"] for i in range(rows)],
+            "detail": [{"column": f"column_{i % 7}", "share": float(i)} for i in range(rows)],
+        }
+    )
+    uri = write_partition(frame, str(tmp_path / "t"), "day=2026-11-01", str(tmp_path / "staging"))
+    footer = pq.read_metadata(Path(uri) / PARTITION_FILE).row_group(0)
+    encodings = {footer.column(i).path_in_schema: footer.column(i).encodings for i in range(footer.num_columns)}
+    with_dictionary = {path for path, used in encodings.items() if "RLE_DICTIONARY" in used}
+    assert with_dictionary == {"host", "hour", "why.list.element", "detail.column"}, encodings
+    assert read_partition(uri).equals(frame)
+
+
 def test_write_removes_stale_data_files_but_keeps_markers(tmp_path):
     table = tmp_path / "table"
     folder = table / "day=2026-11-01"
