@@ -8,9 +8,11 @@ On four benchmark sets (donors, magic.gamma, shuttle, smtp) 92-99.98% of the row
 the exact ones (the rest slightly farther ones, so a slightly higher score), at 7-11x less time than exact search;
 `python benchmarks/neighbour_search.py` measures it. Probing a twelfth instead took about twice the search time and
 gave the same mean AUC-ROC to four decimals in all three protocols of the detection benchmark (BENCHMARKS.md).
-A narrow search (`narrow=True`) compares a row with the members of its nearest cell alone, in about half the
-time. Those members are among the wide search's candidates, so its neighbours are never nearer: the detector
-searches wide again only the rows whose narrow score comes near its threshold.
+A narrow search (`narrow=True`) compares a row with the members of its nearest cell alone. Those members are among
+the wide search's candidates, so its neighbours are never nearer: the detector searches wide again only the rows
+whose narrow score comes near its threshold. The narrow search runs cell by cell, one exact product of the cell's
+rows with its members (faiss `IndexFlatL2`), not as a one-cell probe of the index, which scans row by row: it finds
+the same neighbours in about half the time (1.3 against 2.5 us per row at 1M rows, BENCHMARKS.md).
 
 The cells' centroids are fitted state saved with the model: a loaded model rebuilds the same index and finds the same
 neighbours. The index is a shortcut for CPUs: on an accelerator the search stays exact, since there it is a matrix
@@ -48,9 +50,9 @@ def searches_cells(X: torch.Tensor, cells: torch.Tensor | None) -> bool:
     return cells is not None and cells.shape[0] > 0 and X.device.type == "cpu"
 
 
-def probed_cells(n_cells: int, narrow: bool) -> int:
-    """How many of `n_cells` cells a row is compared with: its nearest one, or its nearest `PROBE_SHARE`."""
-    return 1 if narrow else max(1, math.ceil(n_cells * PROBE_SHARE))
+def wide_probe(n_cells: int) -> int:
+    """How many cells the wide search compares a row with: its nearest `PROBE_SHARE` of `n_cells`."""
+    return max(1, math.ceil(n_cells * PROBE_SHARE))
 
 
 @torch.no_grad()
@@ -73,7 +75,11 @@ def neighbour_gaps(
     if not searches_cells(X, cells):
         nearest = _exact_nearest(X, reference, k, in_reference)
     else:
-        nearest = _indexed_nearest(X, reference, cells, k, in_reference, probed_cells(cells.shape[0], narrow))
+        nearest = (
+            _home_cell_nearest(X, reference, cells, k, in_reference)
+            if narrow
+            else _indexed_nearest(X, reference, cells, k, in_reference, wide_probe(cells.shape[0]))
+        )
         short = torch.nonzero((nearest < 0).any(dim=1)).squeeze(1)  # fewer than k rows in the probed cells
         if short.numel():
             own = in_reference[short] if in_reference is not None else None
@@ -116,10 +122,42 @@ def _indexed_nearest(
     index.is_trained = True
     index.add(_as_faiss(reference))
     index.nprobe = n_probe
+    found = index.search(_as_faiss(X), k if in_reference is None else k + 1)[1]
+    return _without_self(torch.as_tensor(found), in_reference, k)
+
+
+def _home_cell_nearest(
+    X: torch.Tensor, reference: torch.Tensor, cells: torch.Tensor, k: int, in_reference: torch.Tensor | None
+) -> torch.Tensor:
+    """The nearest reference rows among the members of each row's nearest cell (-1 where the cell holds too few),
+    searched cell by cell. Rows and members are assigned to cells by the same exact search as the index's."""
+    quantizer = faiss.IndexFlatL2(reference.shape[1])
+    quantizer.add(_as_faiss(cells))
+    rows, members = _as_faiss(X), _as_faiss(reference)
+    row_cells, member_cells = quantizer.search(rows, 1)[1].ravel(), quantizer.search(members, 1)[1].ravel()
+    rows_by_cell, member_by_cell = np.argsort(row_cells, kind="stable"), np.argsort(member_cells, kind="stable")
+    starts = np.arange(cells.shape[0] + 1)
+    row_bounds = np.searchsorted(row_cells[rows_by_cell], starts)
+    member_bounds = np.searchsorted(member_cells[member_by_cell], starts)
+    wanted = k if in_reference is None else k + 1
+    found = np.full((rows.shape[0], wanted), -1, dtype=np.int64)
+    for cell in np.flatnonzero(np.diff(row_bounds)):
+        in_cell = rows_by_cell[row_bounds[cell] : row_bounds[cell + 1]]
+        cell_members = member_by_cell[member_bounds[cell] : member_bounds[cell + 1]]
+        if not cell_members.size:
+            continue
+        flat = faiss.IndexFlatL2(members.shape[1])
+        flat.add(members[cell_members])
+        local = flat.search(rows[in_cell], wanted)[1]
+        found[in_cell] = np.where(local >= 0, cell_members[np.maximum(local, 0)], -1)
+    return _without_self(torch.as_tensor(found), in_reference, k)
+
+
+def _without_self(found: torch.Tensor, in_reference: torch.Tensor | None, k: int) -> torch.Tensor:
+    """`found` (k + 1 per row with `in_reference`, else k) without each reference row's own entry; rows whose own
+    entry was not found drop their farthest one instead."""
     if in_reference is None:
-        return torch.as_tensor(index.search(_as_faiss(X), k)[1])
-    found = torch.as_tensor(index.search(_as_faiss(X), k + 1)[1])
-    # Drop each reference row's own entry; rows whose own entry was not found drop their farthest one instead.
+        return found
     is_self = found == in_reference.cpu().unsqueeze(1)
     is_self[:, -1] |= ~is_self.any(dim=1)
     order = torch.argsort(is_self.to(torch.int8), dim=1, stable=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sae_pipeline.neighbours import MIN_ROWS_FOR_CELLS, fit_cells, neighbour_gaps
+from sae_pipeline.neighbours import MIN_ROWS_FOR_CELLS, _indexed_nearest, fit_cells, neighbour_gaps
 
 
 def low_rank_rows(n: int, seed: int) -> torch.Tensor:
@@ -50,3 +50,21 @@ def test_rows_whose_probed_cells_hold_fewer_than_k_rows_fall_back_to_exact_searc
     np.testing.assert_allclose(
         neighbour_gaps(queries, reference, k, cells).numpy(), neighbour_gaps(queries, reference, k).numpy(), rtol=1e-4
     )
+
+
+def test_narrow_search_finds_what_a_one_cell_probe_of_the_index_finds():
+    """The narrow search runs cell by cell; it must find the neighbours that probing each row's nearest cell of the
+    index finds (what the detector's two stages rely on: they are among the wide search's candidates)."""
+    reference, queries = low_rank_rows(6_000, seed=6), low_rank_rows(3_000, seed=7)
+    cells = fit_cells(reference, seed=0)
+    own = torch.full((queries.shape[0],), -1)
+    own[:500] = torch.arange(500)  # the first rows are reference rows too: not their own neighbours
+    queries[:500] = reference[:500]
+    for k, in_reference in ((5, None), (5, own), (400, None)):  # k = 400: many cells hold too few rows
+        narrow = neighbour_gaps(queries, reference, k, cells, in_reference, narrow=True)
+        probed = _indexed_nearest(queries, reference, cells, k, in_reference, n_probe=1)
+        short = (probed < 0).any(dim=1)
+        by_probe = (reference[probed.clamp(min=0)] - queries.unsqueeze(1)).square().mean(dim=1)
+        np.testing.assert_allclose(narrow[~short].numpy(), by_probe[~short].numpy(), rtol=1e-5)
+        exact = neighbour_gaps(queries[short], reference, k, in_reference=None if in_reference is None else own[short])
+        np.testing.assert_allclose(narrow[short].numpy(), exact.numpy(), rtol=1e-4)
