@@ -12,7 +12,7 @@ A narrow search (`narrow=True`) compares a row with the members of its nearest c
 the wide search's candidates, so its neighbours are never nearer: the detector searches wide again only the rows
 whose narrow score comes near its threshold. The narrow search runs cell by cell, one exact product of the cell's
 rows with its members (faiss `IndexFlatL2`), not as a one-cell probe of the index, which scans row by row: it finds
-the same neighbours in about half the time (1.3 against 2.5 us per row at 1M rows, BENCHMARKS.md).
+the same neighbours in 0.7-2.0 us per row against 1.9-3.0 on four real sets (BENCHMARKS.md).
 
 The cells' centroids are fitted state saved with the model: a loaded model rebuilds the same index and finds the same
 neighbours. The index is a shortcut for CPUs: on an accelerator the search stays exact, since there it is a matrix

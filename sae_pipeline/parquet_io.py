@@ -125,7 +125,7 @@ def dictionary_columns(table: pa.Table) -> list[str]:
     (`DICTIONARY_MAX_DISTINCT_SHARE`), and the string leaves of nested columns (names in lists and structs, as in
     the explanations). Writing one scored 60k-row partition of 32 random floats took 0.23 s with Arrow's default
     (a dictionary for every column) and 0.08 s with this choice, for a 27% smaller file; on the sample telemetry,
-    whose readings repeat, the file is as small as with the default (`benchmarks/throughput.py`, BENCHMARKS.md)."""
+    whose readings repeat, the file is as small as with the default (BENCHMARKS.md, "third round")."""
     sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
     chosen = []
     for leaf in _parquet_leaves(table.schema):
