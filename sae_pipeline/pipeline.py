@@ -143,14 +143,16 @@ def score_partition(
     writers = PartitionWriters.open(config, partition, commit_metadata)
     try:
         tally = _stream_and_validate(config, partition, artifact, scored_at, writers, accumulator, progress)
+        # Rendered while the writers finish the last batch (Arrow writes without the GIL), written after the rows.
+        drift_report = _render_drift_report(config, partition.name, artifact, accumulator, tally)
         _confirm_lease(config, lease_token, f"{partition.name}: quarantined and scored rows")
     except BaseException:
         writers.abort()
         raise
     outputs = _write_rows(config, partition, writers, tally)
     write_flagged(config, partition.name, tally.flagged, tally.rows_valid)
-    report = _write_drift_report(config, partition.name, artifact, accumulator, tally)
-    result = _partition_result(config, partition.name, reason, artifact.version, tally, outputs, report)
+    drift_report.write()
+    result = _partition_result(config, partition.name, reason, artifact.version, tally, outputs, drift_report.report)
     _confirm_lease(config, lease_token, f"{partition.name}: ledger entry")
     _commit_to_ledger(config, partition, result, run_id)
     return result
@@ -364,14 +366,14 @@ def _write_rows(
     return writers.scored.commit(), quarantine_uri
 
 
-def _write_drift_report(
+def _render_drift_report(
     config: PipelineConfig,
     name: str,
     artifact: ModelArtifact,
     accumulator: drift.DriftAccumulator,
     tally: PartitionTally,
-) -> dict:
-    """Write the partition's drift report: `drift/<partition>/report.json`, `report.html` and `report.md`."""
+) -> report_files.RenderedReport:
+    """The partition's drift report, rendered as `drift/<partition>/report.json`, `report.html` and `report.md`."""
     report = accumulator.report(
         partition=name,
         quarantined_rows=tally.rows_quarantined,
@@ -381,8 +383,7 @@ def _write_drift_report(
     metadata = artifact.metadata
     reference = drift.describe_reference(artifact.version, metadata.trained_on, metadata.drift_reference["n_rows"])
     report = {**report, "model_version": artifact.version, "reference": reference}
-    report_files.write_report_files(config, name, report)  # validates it first
-    return report
+    return report_files.render_report_files(config, name, report)  # validates it first
 
 
 def _partition_result(

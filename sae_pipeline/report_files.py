@@ -8,6 +8,8 @@ show what report.json does not hold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sae_pipeline import drift, storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.incidents.page import ANOMALIES_PAGE
@@ -28,13 +30,32 @@ def report_links(partition: str) -> dict[str, str]:
     }
 
 
-def write_report_files(config: PipelineConfig, partition: str, report: dict) -> str:
-    """Validate `report` and write report.json, then report.html and report.md rendered from it; return the URI of
-    report.html."""
+@dataclass(frozen=True)
+class RenderedReport:
+    """A partition's drift report and its files' contents (URI: bytes), report.json first."""
+
+    report: dict
+    files: dict[str, bytes]
+
+    def write(self) -> None:
+        for uri, content in self.files.items():
+            storage.write_bytes(uri, content)
+
+
+def render_report_files(config: PipelineConfig, partition: str, report: dict) -> RenderedReport:
+    """Validate `report` and render report.json, report.html and report.md from it, without writing them (scoring
+    renders while the partition's last rows are still being written)."""
     drift.validate_report(report)
     folder = report_folder(config, partition)
     html_uri = storage.join_uri(folder, "report.html")
-    storage.write_json(storage.join_uri(folder, "report.json"), report)
-    storage.write_text(html_uri, drift.render_html(report, links=report_links(partition)))
-    storage.write_text(storage.join_uri(folder, "report.md"), drift.render_markdown(report, html_uri))
-    return html_uri
+    files = {
+        storage.join_uri(folder, "report.json"): storage.json_bytes(report),
+        html_uri: drift.render_html(report, links=report_links(partition)).encode(),
+        storage.join_uri(folder, "report.md"): drift.render_markdown(report, html_uri).encode(),
+    }
+    return RenderedReport(report, files)
+
+
+def write_report_files(config: PipelineConfig, partition: str, report: dict) -> None:
+    """Validate `report` and write report.json, then report.html and report.md rendered from it."""
+    render_report_files(config, partition, report).write()

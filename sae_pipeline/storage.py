@@ -146,8 +146,13 @@ def read_bytes(uri: str) -> bytes:
         raise LakeReadError(f"cannot read {uri}: {error}") from error
 
 
+def json_bytes(payload: dict) -> bytes:
+    """`payload` as the indented JSON every file of the project is written as (NaN and inf refused)."""
+    return json.dumps(payload, indent=2, allow_nan=False).encode()
+
+
 def write_json(uri: str, payload: dict) -> None:
-    write_bytes(uri, json.dumps(payload, indent=2, allow_nan=False).encode())
+    write_bytes(uri, json_bytes(payload))
 
 
 def read_json(uri: str) -> dict:

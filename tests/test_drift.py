@@ -107,6 +107,7 @@ def test_binner_matches_searchsorted(kind):
             np.nextafter(edges, np.inf),
             np.nextafter(edges, -np.inf),
             [-1e300, 1e300, 0.0],
+            np.linspace(edges.min(initial=0.0) - 1, edges.max(initial=0.0) + 1, 300_000),  # every grid cell
         ]
     )
     binner = Binner(edges)

@@ -86,13 +86,12 @@ class Binner:
         n_cells = inner + 6
         if not np.isfinite(self._origin + n_cells * width) or not np.isfinite(self._scale):
             return
-        centres = self._origin + (np.arange(n_cells) + 0.5) * width
         dtype = np.int16 if self.n_bins < np.iinfo(np.int16).max else np.int32
-        # searchsorted(edges, centres, "right") without a binary search per cell (a fixed cost of every partition):
-        # an edge is <= a centre from the first centre not below it on, so counting edges by that position and
-        # summing up gives each centre's bin.
-        first_centre_at_or_above = np.searchsorted(centres, self.edges, side="left")
-        table = np.cumsum(np.bincount(first_centre_at_or_above, minlength=n_cells + 1)[:n_cells]).astype(dtype)
+        # A cell's bin is the number of edges at or below its centre: cells from the first centre at or above one
+        # edge up to that of the next edge share a bin, so the table is each bin repeated over its run of cells
+        # (a fixed cost of every partition: no binary search or running sum over the cells).
+        first_cell = np.clip(np.ceil((self.edges - self._origin) * self._scale - 0.5), 0, n_cells).astype(np.int64)
+        table = np.repeat(np.arange(self.n_bins, dtype=dtype), np.diff(first_cell, prepend=0, append=n_cells))
         # A cell holding an edge, and its two neighbours (rounding of the cell arithmetic), are ambiguous: any value
         # computed to fall two or more cells away from every edge is on the same side of each edge as its cell centre.
         edge_cells = np.floor((self.edges - self._origin) * self._scale).astype(np.int64)
