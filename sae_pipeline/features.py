@@ -74,12 +74,14 @@ class RobustScaler:
 class EncodedRows:
     """A frame encoded for the model: `matrix` (n_rows, n_features) float32; `missing`, the cells whose value was
     null and is imputed (None for models saved before missing cells were tracked); `baseline`, each row's
-    `context.BASELINE_*` status (None without baseline groups); `groups`, each row's index into the baselines."""
+    `context.BASELINE_*` status (None without baseline groups); `groups`, each row's index into the baselines;
+    `values`, the numeric columns as float64 with NaN for nulls (what explanations show; None in legacy encodings)."""
 
     matrix: np.ndarray
     missing: np.ndarray | None = None
     baseline: np.ndarray | None = None
     groups: np.ndarray | None = None
+    values: np.ndarray | None = None
 
 
 class TabularEncoder:
@@ -214,14 +216,14 @@ class TabularEncoder:
         if self.baselines_ is None:
             return EncodedRows(self._legacy_matrix(frame))
         groups, baseline = self.baselines_.lookup(frame)
-        numeric, spreads = self._numeric_block(frame, groups)
+        values = float_values(frame, self.numeric_columns)  # converted once: features and explanations read it
+        numeric, spreads = self._numeric_block(values, frame, groups)
         missing = [np.isnan(numeric)]
         if not self.relative:  # raw values start from the median; relative ones from 0, the baseline itself
             numeric = np.where(missing[0], self._medians(), numeric)
         blocks = [numeric]
         if self.context.history:
-            values, recent = float_values(frame, self.numeric_columns), float_values(frame, self.recent_columns)
-            blocks.append((values - recent) / spreads)
+            blocks.append((values - float_values(frame, self.recent_columns)) / spreads)
             missing.append(np.isnan(blocks[-1]))
         rare_nulls = self.baselines_.rare_nulls(frame, groups)
         blocks.append(rare_nulls[:, : len(self.indicator_columns_)].astype(np.float64))
@@ -231,7 +233,7 @@ class TabularEncoder:
         matrix = np.nan_to_num(np.concatenate(blocks, axis=1, dtype=np.float32), nan=0.0, copy=False)
         missing = np.concatenate(missing, axis=1)
         self._mark_usual_categorical_nulls(frame, matrix, missing, rare_nulls[:, len(self.indicator_columns_) :])
-        return EncodedRows(matrix, missing, baseline, groups)
+        return EncodedRows(matrix, missing, baseline, groups, values)
 
     def _mark_usual_categorical_nulls(
         self, frame: pl.DataFrame, matrix: np.ndarray, missing: np.ndarray, rare_nulls: np.ndarray
@@ -247,13 +249,15 @@ class TabularEncoder:
     def _medians(self) -> np.ndarray:
         return np.array([self.numeric_medians_[name] for name in self.numeric_columns])
 
-    def _numeric_block(self, frame: pl.DataFrame, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _numeric_block(
+        self, values: np.ndarray, frame: pl.DataFrame, groups: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(numeric features with NaN where null: raw values imputed later, or values relative to each row's
         baseline; the spread of each row's baseline, which scales its history features)."""
         spreads = self.baselines_.spreads(groups)
         if self.relative:
-            return self.baselines_.relative(frame, groups), spreads
-        return float_values(frame, self.numeric_columns), spreads
+            return self.baselines_.relative(values, frame, groups), spreads
+        return values, spreads
 
     def _categorical_block(self, frame: pl.DataFrame) -> np.ndarray:
         expressions = []
@@ -294,7 +298,7 @@ class TabularEncoder:
     def explained_values(self, frame: pl.DataFrame, encoded: EncodedRows) -> tuple[np.ndarray, np.ndarray]:
         """(each numeric column's value, its typical value for the row's baseline and calendar bucket), both of
         shape (n_rows, n_numeric) in `numeric_columns` order: what an explanation shows beside a column's name."""
-        values = float_values(frame, self.numeric_columns)
+        values = encoded.values if encoded.values is not None else float_values(frame, self.numeric_columns)
         if self.baselines_ is None:
             return values, np.broadcast_to(self._medians(), values.shape)
         return values, self.baselines_.expected(frame, encoded.groups)

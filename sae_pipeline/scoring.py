@@ -112,6 +112,8 @@ def _levels(
     """(the row's level, the column's most common level) where the explained column is categorical, else null;
     flattened row-major like `order`."""
     n_rows, k = order.shape
+    if not encoder.categorical_columns:
+        return pa.nulls(n_rows * k, type=pa.large_string()), pa.nulls(n_rows * k, type=pa.large_string())
     empty = pa.nulls(n_rows, type=pa.large_string())
     by_position = [[empty, empty] for _ in range(k)]
     for name in encoder.categorical_columns:

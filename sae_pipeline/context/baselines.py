@@ -147,7 +147,7 @@ class GroupBaselines:
         """Fleet-wide medians of the group-relative values per calendar bucket, each fitted on what the previous
         calendar features left over (hour of day first, then weekday)."""
         rows = self.lookup(frame)[0]
-        residual = self._standardised(frame, rows)
+        residual = self._standardised(float_values(frame, self.numeric_columns), rows)
         for feature in self.calendar:
             buckets = calendar_buckets(frame.get_column(self.timestamp), feature)
             profile = np.zeros((_PERIODS[feature], len(self.numeric_columns)))
@@ -189,8 +189,7 @@ class GroupBaselines:
             return np.broadcast_to(table[-1], (rows.size, table.shape[1]))
         return table[rows]
 
-    def _standardised(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
-        values = float_values(frame, self.numeric_columns)
+    def _standardised(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return (values - self._of_rows(self.medians_, rows)) / self._of_rows(self.spreads_, rows)
 
     @staticmethod
@@ -205,10 +204,11 @@ class GroupBaselines:
             offset += self._profile_values(profile, calendar_buckets(frame.get_column(self.timestamp), feature))
         return offset
 
-    def relative(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
-        """How far each numeric value is from what is normal for its group (and calendar bucket), in units of the
-        group's spread, shape (n_rows, n_numeric); NaN where the value is null."""
-        standardised = self._standardised(frame, rows)
+    def relative(self, values: np.ndarray, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """How far each numeric value (`values`: `float_values` of the numeric columns of `frame`) is from what is
+        normal for its group (and calendar bucket), in units of the group's spread, shape (n_rows, n_numeric); NaN
+        where the value is null."""
+        standardised = self._standardised(values, rows)
         return standardised - self._calendar_offset(frame) if self.profiles_ else standardised
 
     def expected(self, frame: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
