@@ -42,6 +42,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.lake_scale import prepared_champion, score_once, write_partition  # noqa: E402
 from benchmarks.reporting import add_output_options, publish  # noqa: E402
+from sae_pipeline import parquet_io  # noqa: E402
 from sae_pipeline.schema import scored_arrow_schema  # noqa: E402
 
 
@@ -82,13 +83,15 @@ def score_columns_like(rows: int, names: list[str], seed: int = 0) -> dict[str, 
 
 
 def scored_io_floor(source: Path, target: Path, extra: dict[str, pa.Array], schema: pa.Schema) -> float:
-    """Read the partition and write it with the scored contract's columns, computing nothing: the I/O any
-    scoring pass does, so `copy / floor` bounds the ratio that any amount of faster scoring can reach."""
+    """Read the partition and write it with the scored contract's columns, computing nothing, with the
+    pipeline's writer settings (`parquet_io.dictionary_columns`): the I/O any scoring pass does, so
+    `copy / floor` bounds the ratio that any amount of faster scoring can reach."""
     started = time.perf_counter()
     table = pq.read_table(source)
     for name, values in extra.items():
         table = table.append_column(name, values)
-    pq.write_table(table.cast(schema), target, compression="zstd")
+    table = table.cast(schema)
+    pq.write_table(table, target, compression="zstd", use_dictionary=parquet_io.dictionary_columns(table))
     return time.perf_counter() - started
 
 
