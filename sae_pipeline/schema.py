@@ -165,10 +165,15 @@ def validate_frame(frame: pl.DataFrame, config: PipelineConfig, source: str) -> 
     row_index = "__row__"
     indexed = conformed.with_row_index(row_index)
     suspects = indexed.filter(rule_violations(config))
+    if not suspects.height:  # the common case: every row is valid, and no copy of the batch is needed
+        no_rows = conformed.clear().with_columns(
+            pl.lit(None, dtype=pl.List(pl.String)).alias(QUARANTINE_REASON_COLUMN),
+            pl.lit(source, dtype=pl.String).alias(QUARANTINE_SOURCE_COLUMN),
+        )
+        return ValidationOutcome(valid=conformed, quarantined=no_rows)
     reasons = pl.DataFrame(schema={row_index: pl.UInt32, QUARANTINE_REASON_COLUMN: pl.List(pl.String)})
     try:
-        if suspects.height:
-            input_schema(config).validate(suspects.drop(row_index), lazy=True)
+        input_schema(config).validate(suspects.drop(row_index), lazy=True)
     except SchemaErrors as errors:
         failures = errors.failure_cases
         unlocated = failures.filter(pl.col("index").is_null())
