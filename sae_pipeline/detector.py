@@ -74,7 +74,7 @@ _SCORE_CHUNK = 65_536
 _IMPUTE_PASSES = 2
 _IMPUTE_BLOCK = 4_096  # rows per product when filling missing cells (padded: one shape, one kernel)
 #: Rows whose narrow-search score reaches the validation score at this top share are searched again wide.
-WIDE_SEARCH_SHARE = 0.1
+WIDE_SEARCH_SHARE = 0.05
 _DEFAULTS = DetectorSettings()
 #: The isolation forest of `isolation_trim`: rows per tree and trees. Few rows per tree keep a cluster of anomalies
 #: from hiding in numbers: a tree sees only a few of its members, which a few splits cut off together.

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from sae_pipeline import SAEDetector
 from sae_pipeline.config import load_config
-from sae_pipeline.detector import INPUT_CLIP
+from sae_pipeline.detector import INPUT_CLIP, WIDE_SEARCH_SHARE
 from sae_pipeline.detector_settings import DetectorSettings
 from sae_pipeline.features import NotFittedError, TabularEncoder
 from sae_pipeline.model import SparseAutoencoder
@@ -457,7 +457,7 @@ def test_two_stage_search_keeps_the_wide_searchs_flags_and_top_scores(indexed):
     detector, X, y = indexed
     cut = detector.wide_search_from_
     assert np.isfinite(cut) and cut <= detector.threshold_
-    assert np.mean(detector.validation_scores_ >= cut) == pytest.approx(0.1, abs=0.01)
+    assert np.mean(detector.validation_scores_ >= cut) == pytest.approx(WIDE_SEARCH_SHARE, abs=0.01)
     two_stage, wide = detector.decision_function(X), searched_wide(detector).decision_function(X)
     above = two_stage >= cut
     np.testing.assert_allclose(two_stage[above], wide[above], rtol=1e-6)
