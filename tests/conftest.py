@@ -23,6 +23,11 @@ from sae_pipeline.sample_data import generate_sample_lake
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# One compute thread per test worker (pytest-xdist starts one worker per core): with torch's and faiss's OpenMP pools
+# sized to every core in every worker, the workers' threads fought over the cores (tests/test_detector.py with
+# tests/test_recurring_runs.py on 2 workers: 177 s, against 127 s so). Read when torch loads; subprocesses inherit it.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "sample_data" / "telemetry.yaml"
 
@@ -178,10 +183,11 @@ def lake_config(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """A real, temporary Prefect API for the whole session (about 6 s once)."""
+    """A real, temporary Prefect API for the whole session (about 6 s once; up to 120 s allowed, since the other
+    test worker may be training on both cores meanwhile: Prefect's 30 s default timed out so)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):
         yield
 
 

@@ -17,7 +17,8 @@ from tests.conftest import run_cli, start_cli
 
 
 def test_cli_run_then_score_end_to_end(lake_config, tmp_path):
-    result = run_cli("run", "--config", str(lake_config), embedded=True)
+    """On the session's shared server: runs on their own embedded one are tests/test_embedded_server.py's."""
+    result = run_cli("run", "--config", str(lake_config))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "AUC-ROC" in result.stdout and "day=2026-11-03" in result.stdout

@@ -62,5 +62,12 @@ def test_matches_brute_force_ranking():
         assert names == sorted(per_source, key=lambda s: -per_source[s])
 
 
+def test_ranking_is_a_stable_descending_sort_with_many_ties():
+    terms = np.random.default_rng(3).integers(0, 4, size=(500, 12)).astype(float)
+    sources = [f"column_{number}" for number in range(12)]
+    expected = np.argsort(-terms, axis=1, kind="stable")[:, :5]
+    assert top_features(terms, sources, 5) == [[sources[number] for number in row] for row in expected]
+
+
 def test_empty_batch_gives_empty_list():
     assert top_features(np.zeros((0, len(SOURCES))), SOURCES, 3) == []
