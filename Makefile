@@ -38,7 +38,7 @@ demo: install
 
 # One worker per core, a test file per worker at a time (module fixtures such as moto's server start once).
 test: install
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # ruff (settings in pyproject.toml): lint and formatting are both checked, nothing is rewritten.
 lint: install

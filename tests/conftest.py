@@ -181,6 +181,12 @@ def lake_config(tmp_path: Path) -> Path:
     return write_lake_config(tmp_path)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files marked `slow` come first, so that with `make test` (`--dist loadfile --no-loadscope-reorder`) no
+    worker starts a two-minute file while the other has nothing left to run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A real, temporary Prefect API for the whole session (about 6 s once; up to 120 s allowed, since the other

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow.dataset as ds
+import pytest
 
 from sae_pipeline.config import load_config
 from sae_pipeline.registry import load_model
 from sae_pipeline.runs import RunSummary
 from sae_pipeline.schema import scored_output_schema
 from tests.conftest import run_cli, start_cli
+
+pytestmark = pytest.mark.slow
 
 
 def test_cli_run_then_score_end_to_end(lake_config, tmp_path):

@@ -16,6 +16,8 @@ from sae_pipeline.config import load_config
 from tests.conftest import run_cli, start_cli, write_lake_config
 from tests.reliability.conftest import error_lines
 
+pytestmark = pytest.mark.slow
+
 SERVER_LINE = "starting the embedded Prefect server"
 
 

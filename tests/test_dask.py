@@ -22,7 +22,7 @@ from sae_pipeline.registry import ModelRegistry
 from sae_pipeline.runs import RunSummary
 from tests.conftest import write_lake_config
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 DAYS = 4
 CONTEXT = {"entity": "host_id", "min_group_rows": 5, "calendar": ["hour_of_day"], "history": {"window": 4}}

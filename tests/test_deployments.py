@@ -20,6 +20,8 @@ import yaml
 
 from tests.conftest import write_lake_config
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = ROOT / "deployments"
 

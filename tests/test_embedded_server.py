@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from tests.conftest import run_cli, start_cli, write_lake_config
 from tests.reliability.conftest import alive, descendants, error_lines
+
+pytestmark = pytest.mark.slow
 
 SLOW_FIRST_START = """
 import os, sys, time

@@ -22,7 +22,7 @@ from sae_pipeline.sample_data import generate_day
 from sae_pipeline.updating import ModelSchemaError
 from tests.conftest import write_lake_config
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def _run(config_path: Path, **options) -> RunSummary:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow.fs as pafs
+import pytest
 
 from sae_pipeline import storage
 from sae_pipeline.config import load_config
@@ -18,6 +19,8 @@ from sae_pipeline.registry import ModelRegistry, RegistryError
 from sae_pipeline.schema import InputSchemaError
 from tests.conftest import run_cli, start_cli, write_lake_config
 from tests.reliability.conftest import alive, descendants, error_lines
+
+pytestmark = pytest.mark.slow
 
 PREFECT_NOISE = ("Traceback", "ERROR ", "INFO ", "WARNING ", "prefect.", "Finished in state", "temporary server")
 

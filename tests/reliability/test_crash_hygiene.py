@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from sae_pipeline.config import load_config
 from sae_pipeline.ledger import Ledger
 from tests.conftest import run_cli, start_cli, write_lake_config
 from tests.reliability.conftest import alive, descendants
+
+pytestmark = pytest.mark.slow
 
 
 def _kill_when(process, ready, timeout: float = 180) -> set[int]:
