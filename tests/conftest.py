@@ -23,6 +23,10 @@ from sae_pipeline.sample_data import generate_sample_lake
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# A Prefect server that a client call starts in-process outside the harness (rendering a work-pool job template
+# does) gets the CLI's 120 s start allowance instead of Prefect's 20 s, which ran out while the other test worker's
+# end-to-end runs took both cores. The CLI's own embedded servers wait 120 s by default already.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # One compute thread per test worker (pytest-xdist starts one worker per core): with torch's and faiss's OpenMP pools
 # sized to every core in every worker, the workers' threads fought over the cores (tests/test_detector.py with
 # tests/test_recurring_runs.py on 2 workers: 177 s, against 127 s so). Read when torch loads; subprocesses inherit it.
