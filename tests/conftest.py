@@ -18,15 +18,16 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from flows.embedded_server import DEFAULT_START_TIMEOUT_S, TIMEOUT_SETTING
 from sae_pipeline.parquet_io import PARTITION_FILE
 from sae_pipeline.sample_data import generate_sample_lake
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# A Prefect server that a client call starts in-process outside the harness (rendering a work-pool job template
-# does) gets the CLI's 120 s start allowance instead of Prefect's 20 s, which ran out while the other test worker's
-# end-to-end runs took both cores. The CLI's own embedded servers wait 120 s by default already.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# Every Prefect server the tests start in-process (the session harness, and one a client call starts outside it, as
+# rendering a work-pool job template does) gets the CLI's start allowance instead of Prefect's 20-30 s, which ran out
+# while the other test worker's end-to-end runs took both cores.
+os.environ.setdefault(TIMEOUT_SETTING, str(DEFAULT_START_TIMEOUT_S))
 # One compute thread per test worker (pytest-xdist starts one worker per core): with torch's and faiss's OpenMP pools
 # sized to every core in every worker, the workers' threads fought over the cores (tests/test_detector.py with
 # tests/test_recurring_runs.py on 2 workers: 177 s, against 127 s so). Read when torch loads; subprocesses inherit it.
@@ -193,11 +194,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """A real, temporary Prefect API for the whole session (about 6 s once; up to 120 s allowed, since the other
-    test worker may be training on both cores meanwhile: Prefect's 30 s default timed out so)."""
+    """A real, temporary Prefect API for the whole session (about 6 s once; it may take as long as `TIMEOUT_SETTING`
+    allows, set above)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=None):  # None: Prefect reads TIMEOUT_SETTING
         yield
 
 
