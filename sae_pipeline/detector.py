@@ -570,16 +570,20 @@ class SAEDetector(BaseEstimator):
         return {WEIGHTS_FILE: save_safetensors(tensors), MANIFEST_FILE: json.dumps(manifest, indent=2).encode()}
 
     @classmethod
-    def from_files(cls, files: Mapping[str, bytes], device: str | None = None) -> SAEDetector:
+    def from_files(
+        cls, files: Mapping[str, bytes], device: str | None = None, manifest: dict | None = None
+    ) -> SAEDetector:
         """Rebuild a fitted detector from the files of `to_files` (format versions 1-4); `device` overrides the
-        saved device choice. Raises `ModelFileError` naming the file that is missing, corrupt or of another format.
+        saved device choice; `manifest`: `files[MANIFEST_FILE]` already parsed by `parse_manifest` (a pipeline
+        model's manifest holds its drift reference, and parsing it twice costs more than building the network).
+        Raises `ModelFileError` naming the file that is missing, corrupt or of another format.
 
         Saved parameters are not validated again: every folder a released version wrote must keep loading.
         """
         for name in (MANIFEST_FILE, WEIGHTS_FILE):
             if name not in files:
                 raise ModelFileError(name, "missing")
-        manifest = parse_manifest(files[MANIFEST_FILE])
+        manifest = manifest if manifest is not None else parse_manifest(files[MANIFEST_FILE])
         version = manifest["format_version"]
         params = dict(manifest["params"])
         if version == 1:  # scored by reconstruction alone, unscaled

@@ -137,7 +137,7 @@ def score_partition(
     then commit the outputs, the drift report and, last, the ledger entry. Memory does not grow with the partition.
     Safe to rerun: every write replaces the partition's previous output. With `lease_token` (the run lease's), each
     commit first confirms that the run still holds the output folder (`lease.confirm_holder`)."""
-    artifact = ModelRegistry(config.output.models_uri).load(model_version)
+    artifact = ModelRegistry(config.output.models_uri).load(model_version, with_replay=False)
     accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
     commit_metadata = {"sae_pipeline.run_id": run_id, "sae_pipeline.model_version": artifact.version}
     writers = PartitionWriters.open(config, partition, commit_metadata)

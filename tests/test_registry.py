@@ -287,6 +287,20 @@ def test_replay_round_trip(registry, make_artifact, fitted):
     assert registry.load(without.version).replay is None
 
 
+def test_scoring_loads_a_model_without_its_replay_rows(registry, make_artifact, fitted):
+    """Scoring never reads the replay sample; asking for it later, from the same registry, still gets it."""
+    replay = fitted[2].head(50)
+    artifact = replace(make_artifact(), replay=replay)
+    registry.save(artifact)
+    bare = registry.load(artifact.version, with_replay=False)
+    assert bare.replay is None
+    np.testing.assert_array_equal(
+        bare.detector.decision_function(bare.encoder.transform(replay)),
+        artifact.detector.decision_function(artifact.encoder.transform(replay)),
+    )
+    assert registry.load(artifact.version).replay.equals(replay)
+
+
 # --- the `sae-pipeline models` command line -----------------------------------------------------------------------
 
 

@@ -27,8 +27,9 @@ EXACT_MAX_UNIQUE = 1000
 TAIL_LEVELS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2)
 #: Largest lookup table of a Binner (cells); 2^18 int16 cells = 512 KiB per column.
 MAX_CELLS = 1 << 18
-#: Batches smaller than this are binned with a plain searchsorted (cheaper than building the lookup table).
-SMALL_BATCH = 20_000
+#: Batches smaller than this are binned with a plain searchsorted, cheaper than building the lookup table: the build
+#: costs about 0.2 ms, what searchsorted (about 65 ns per value into 111 edges) spends on 3,000 values.
+SMALL_BATCH = 4_096
 #: Grid cells per narrow (10th percentile) gap between edges: 3 cells around each edge are resolved by a
 #: binary search, so about 3/256 of the values in that part of the range take the slow path.
 CELLS_PER_GAP = 256

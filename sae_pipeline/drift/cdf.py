@@ -16,19 +16,17 @@ REPORT_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 def cdf_knots(edges: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Piecewise-linear CDF through the bin edges; the open outer bins get a uniform spread matching their mean."""
-    total = counts.sum()
-    cumulative = np.cumsum(counts)[:-1] / total
-    x, y = list(edges), list(cumulative)
     if edges.size == 0:
         mean = sums[0] / counts[0]
         return np.array([mean, mean]), np.array([0.0, 1.0])
+    x, y = [edges], [np.cumsum(counts)[:-1] / counts.sum()]
     if counts[0]:
-        x.insert(0, min(2 * sums[0] / counts[0] - edges[0], edges[0]))
-        y.insert(0, 0.0)
+        x.insert(0, [min(2 * sums[0] / counts[0] - edges[0], edges[0])])
+        y.insert(0, [0.0])
     if counts[-1]:
-        x.append(max(2 * sums[-1] / counts[-1] - edges[-1], edges[-1]))
-        y.append(1.0)
-    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        x.append([max(2 * sums[-1] / counts[-1] - edges[-1], edges[-1])])
+        y.append([1.0])
+    return np.concatenate(x, dtype=float), np.concatenate(y, dtype=float)
 
 
 def quantiles(edges: np.ndarray, counts: np.ndarray, sums: np.ndarray, levels: dict[str, float]) -> dict | None:

@@ -68,8 +68,7 @@ def run_test(stattest: StatTest, counts: ColumnCounts) -> tuple[float | None, fl
 def numeric_column(state: NumericCounts, test: DriftTestConfig, settings: DriftConfig) -> dict:
     """The report.json entry of a numeric column (also used for the anomaly scores)."""
     summary = state.summary
-    reference_counts = np.asarray(summary["counts"], dtype=np.int64)
-    reference_sums = np.asarray(summary["sums"], dtype=float)
+    reference_counts, reference_sums = state.reference_counts, state.reference_sums
     present = int(state.counts.sum())
     reference_present = int(reference_counts.sum())
     stattest, threshold = resolve_test(test, "numeric", reference_present, summary["n_unique"], settings)

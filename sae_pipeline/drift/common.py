@@ -27,7 +27,10 @@ def finite(value: Any) -> float | None:
 
 
 def float_list(values: Any) -> list[float | None]:
-    return [finite(value) for value in np.asarray(values, dtype=float).ravel()]
+    array = np.asarray(values, dtype=float).ravel()
+    if np.isfinite(array).all():  # the common case, without a Python call per value
+        return array.tolist()
+    return [finite(value) for value in array]
 
 
 def fraction(part: float, total: float) -> float:

@@ -25,6 +25,9 @@ class NumericCounts:
     def __init__(self, summary: dict):
         self.summary = summary
         self.edges = np.asarray(summary["edges"], dtype=float)
+        # The reference's counts and sums as arrays once: the report reads them for every test and picture.
+        self.reference_counts = np.asarray(summary["counts"], dtype=np.int64)
+        self.reference_sums = np.asarray(summary["sums"], dtype=float)
         self.binner = Binner(self.edges)
         self.counts = np.zeros(self.edges.size + 1, dtype=np.int64)
         self.sums = np.zeros(self.edges.size + 1)

@@ -25,8 +25,7 @@ DISPLAY_CATEGORIES = 10
 
 def display_range(state: NumericCounts) -> tuple[float, float]:
     """From the lowest 0.5 % point to the highest 99.5 % point of the reference and current samples."""
-    reference_counts = np.asarray(state.summary["counts"])
-    reference_sums = np.asarray(state.summary["sums"], dtype=float)
+    reference_counts, reference_sums = state.reference_counts, state.reference_sums
     ends = {"low": 0.005, "high": 0.995}
     points = []
     for counts, sums in ((reference_counts, reference_sums), (state.counts, state.sums)):
@@ -44,7 +43,7 @@ def display_range(state: NumericCounts) -> tuple[float, float]:
 def numeric_plot(state: NumericCounts, per_value: bool) -> dict | None:
     """Reference vs current distribution: bars per value (low cardinality) or a density over 30 bins."""
     summary = state.summary
-    reference_counts = np.asarray(summary["counts"], dtype=float)
+    reference_counts = state.reference_counts.astype(float)
     if reference_counts.sum() == 0 and state.counts.sum() == 0:
         return None
     reference_total = reference_counts.sum() or 1.0
@@ -61,14 +60,10 @@ def numeric_plot(state: NumericCounts, per_value: bool) -> dict | None:
 
 def skewed(state: NumericCounts) -> bool:
     """Long right tail in the reference: (p99.5 - median) > LOG_SCALE_RATIO x (median - p0.5)."""
-    counts = np.asarray(state.summary["counts"])
-    if counts.sum() == 0:
+    if state.reference_counts.sum() == 0:
         return False
     q = quantiles(
-        state.edges,
-        counts,
-        np.asarray(state.summary["sums"], dtype=float),
-        {"low": 0.005, "median": 0.5, "high": 0.995},
+        state.edges, state.reference_counts, state.reference_sums, {"low": 0.005, "median": 0.5, "high": 0.995}
     )
     if None in q.values():
         return False
@@ -82,10 +77,9 @@ def histogram(state: NumericCounts, low: float, high: float, allow_log: bool = T
     """
     log = allow_log and low > 0 and skewed(state)
     display = np.geomspace(low, high, DISPLAY_BINS + 1) if log else np.linspace(low, high, DISPLAY_BINS + 1)
-    summary = state.summary
     result = {"type": "histogram", "log": bool(log), "edges": float_list(display)}
     for label, counts, sums in (
-        ("reference", np.asarray(summary["counts"], dtype=float), np.asarray(summary["sums"], dtype=float)),
+        ("reference", state.reference_counts.astype(float), state.reference_sums),
         ("current", state.counts.astype(float), state.sums),
     ):
         if counts.sum() == 0:

@@ -40,8 +40,7 @@ def score_section(
             "histogram": None,
         }
     column = numeric_column(state, DriftTestConfig(), settings)
-    summary = state.summary
-    reference_counts = np.asarray(summary["counts"])
+    reference_counts = state.reference_counts
     above = reference_above = None
     if detector_threshold is not None:
         first = int(np.searchsorted(state.edges, detector_threshold, side="right"))
@@ -56,9 +55,7 @@ def score_section(
         "psi": column["psi"],
         "n_rows": state.n_rows,
         "quantiles": quantiles(state.edges, state.counts, state.sums, REPORT_QUANTILES),
-        "reference_quantiles": quantiles(
-            state.edges, reference_counts, np.asarray(summary["sums"], dtype=float), REPORT_QUANTILES
-        ),
+        "reference_quantiles": column["reference_quantiles"],
         "mean": column["mean"],
         "reference_mean": column["reference_mean"],
         "detector_threshold": detector_threshold,

@@ -134,19 +134,20 @@ def read_metadata(uri: str, manifest: dict | None = None) -> PipelineModelMetada
         raise RegistryError(f"{storage.join_uri(uri, MANIFEST_FILE)}: invalid 'pipeline' metadata: {error}") from error
 
 
-def load_model(uri: str) -> ModelArtifact:
-    """Load the model folder `uri` (a registry version folder, or any folder written by `write_artifact`)."""
+def load_model(uri: str, with_replay: bool = True) -> ModelArtifact:
+    """Load the model folder `uri` (a registry version folder, or any folder written by `write_artifact`).
+    `with_replay=False` leaves out the replay sample, which only an update reads (scoring a partition does not)."""
     payload, manifest = _read_manifest(uri)
     metadata = read_metadata(uri, manifest)
     from sae_pipeline.detector import SAEDetector
 
     files = {MANIFEST_FILE: payload, WEIGHTS_FILE: storage.read_bytes(storage.join_uri(uri, WEIGHTS_FILE))}
     try:
-        detector = SAEDetector.from_files(files)
+        detector = SAEDetector.from_files(files, manifest=manifest)
     except ModelFileError as error:
         raise RegistryError(f"{storage.join_uri(uri, error.file)}: {error.problem}") from error
     replay = None
-    if "replay" in manifest:
+    if with_replay and "replay" in manifest:
         replay_uri = storage.join_uri(uri, manifest["replay"]["file"])
         try:
             replay = pl.read_parquet(io.BytesIO(storage.read_bytes(replay_uri)))

@@ -66,7 +66,7 @@ class ModelRegistry:
     def __init__(self, models_uri: str):
         self.models_uri = models_uri.rstrip("/")
         self._aliases_uri = storage.join_uri(self.models_uri, alias_document.ALIASES_FILE)
-        self._loaded: dict[str, ModelArtifact] = {}
+        self._loaded: dict[tuple[str, bool], ModelArtifact] = {}
         self._metadata: dict[str, PipelineModelMetadata] = {}
 
     def uri(self, version: str) -> str:
@@ -167,18 +167,20 @@ class ModelRegistry:
             "or promote a version with `sae-pipeline models promote VERSION --config ...`"
         )
 
-    def load(self, ref: str) -> ModelArtifact:
-        """Load the version that `ref` names; memoised per version, which is safe because versions never change."""
+    def load(self, ref: str, with_replay: bool = True) -> ModelArtifact:
+        """Load the version that `ref` names; memoised per version, which is safe because versions never change.
+        `with_replay=False`: without the replay sample (see `load_model`), for scoring."""
         version = self.resolve(ref)
-        if version not in self._loaded:
-            artifact = load_model(self.uri(version))
+        key = (version, with_replay)
+        if key not in self._loaded:
+            artifact = load_model(self.uri(version), with_replay)
             if artifact.version != version:
                 raise RegistryError(
                     f"{storage.join_uri(self.uri(version), MANIFEST_FILE)} says version {artifact.version}, but its "
                     f"folder is {version}: a copied or renamed folder; save it as a new version instead"
                 )
-            self._loaded[version] = artifact
-        return self._loaded[version]
+            self._loaded[key] = artifact
+        return self._loaded[key]
 
     # --- aliases --------------------------------------------------------------------------------------------
 
@@ -255,7 +257,8 @@ class ModelRegistry:
         fs, root = storage.filesystem_for(self.models_uri)
         for name in [*doomed, *stale]:
             fs.delete_dir(f"{root}/{name}")
-            self._loaded.pop(name, None)
+            for with_replay in (True, False):
+                self._loaded.pop((name, with_replay), None)
             self._metadata.pop(name, None)
         if stale:
             logger.info("deleted incomplete model folder(s) under %s: %s", self.models_uri, ", ".join(stale))
