@@ -314,11 +314,13 @@ def _score_valid(
     """Score valid rows, hand them to the scored writer and the drift accumulator, and count them. The output keeps
     the input columns only (recent medians added for history are model inputs, not output)."""
     result = score_frame(valid, artifact, config.scoring.top_features, scored_at)
-    scored = result.frame.drop([name for name in result.frame.columns if name.endswith(context.RECENT_SUFFIX)])
+    scored = result.table.drop_columns(
+        [name for name in result.table.column_names if name.endswith(context.RECENT_SUFFIX)]
+    )
     if tally.rows_scored == 0:
-        scored_output_check(config).validate(scored.head(1000))
-    writers.scored.write(scored.to_arrow())
-    tally.flagged.append(flagged_rows(scored, config, partition_name, tally.rows_valid))
+        scored_output_check(config).validate(pl.from_arrow(scored.slice(0, 1000)))
+    writers.scored.write(scored)
+    tally.flagged.append(flagged_rows(scored, result.flagged, config, partition_name, tally.rows_valid))
     accumulator.update(
         valid,
         scores=result.scores,
@@ -327,7 +329,7 @@ def _score_valid(
         groups=_group_batch(artifact, valid, result),
     )
     tally.rows_valid += valid.height
-    tally.rows_scored += scored.height
+    tally.rows_scored += scored.num_rows
     tally.rows_flagged += int(result.flagged.sum())
 
 

@@ -215,6 +215,11 @@ def input_dtypes(config: PipelineConfig) -> dict[str, pl.DataType]:
     return {column.name: COLUMN_TYPES[column.type].dtype for column in config.columns}
 
 
+def score_arrow_schema():
+    """The Arrow schema of `SCORE_COLUMNS` alone: the columns scoring appends to a batch's input columns."""
+    return _arrow_schema(SCORE_COLUMNS)
+
+
 def scored_arrow_schema(config: PipelineConfig):
     """The one Arrow schema of every scored partition file: configured columns, then `SCORE_COLUMNS`."""
     return _arrow_schema({**input_dtypes(config), **SCORE_COLUMNS})

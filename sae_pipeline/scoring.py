@@ -6,7 +6,7 @@ the names are the columns a data engineer knows); `explanation` gives, for each 
 typical value for the row's baseline (its group and calendar bucket, with a context), for categoricals the level
 and the most common level, and the column's share of the score. `context_baseline` says which baseline judged the
 row. Everything is vectorised per batch: list columns are built as Arrow arrays from index arrays, never from
-Python lists.
+Python lists, and the scored batch is an Arrow table (what the writer takes), not a polars frame converted back.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from sae_pipeline.detector import row_scores
 from sae_pipeline.features import EncodedRows, TabularEncoder
 from sae_pipeline.registry import ModelArtifact
-from sae_pipeline.schema import SCORE_COLUMNS
+from sae_pipeline.schema import score_arrow_schema
 
 
 @dataclass
@@ -140,7 +140,7 @@ def _levels(
 
 @dataclass
 class ScoredBatch:
-    frame: pl.DataFrame  # the input columns plus `SCORE_COLUMNS`
+    table: pa.Table  # the input columns plus `schema.SCORE_COLUMNS`
     scores: np.ndarray
     flagged: np.ndarray
     codes: np.ndarray  # the SAE's sparse codes, for latent-usage drift
@@ -149,24 +149,27 @@ class ScoredBatch:
 
 
 def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored_at: dt.datetime) -> ScoredBatch:
-    """Score validated rows: the `schema.SCORE_COLUMNS` appended to `frame`."""
+    """Score validated rows: the `schema.SCORE_COLUMNS` appended to `frame`, as an Arrow table."""
     detector = artifact.detector
     encoded = artifact.encoder.encode(frame)
     residuals, codes = detector.terms_and_codes(encoded.matrix, encoded.missing)
     scores = row_scores(residuals)
     flagged = scores > detector.threshold_
     names, details = explain(residuals, artifact.encoder, frame, encoded, top_k)
-    baseline = (
-        pl.Series("context_baseline", encoded.baseline, dtype=pl.String) if encoded.baseline is not None else None
-    )
-    scored = frame.with_columns(
-        pl.Series("anomaly_score", scores),
-        pl.Series("anomaly_pvalue", detector.score_pvalues(scores=scores)),
-        pl.Series("is_anomaly", flagged),
-        pl.from_arrow(names).alias("top_features"),
-        pl.lit(artifact.version).alias("model_version"),
-        pl.lit(scored_at).alias("scored_at"),
-        pl.from_arrow(details).alias("explanation"),
-        baseline if baseline is not None else pl.lit(None, dtype=pl.String).alias("context_baseline"),
-    ).with_columns([pl.col(name).cast(dtype) for name, dtype in SCORE_COLUMNS.items()])
-    return ScoredBatch(scored, scores, flagged, codes, encoded.baseline, encoded.groups)
+    n_rows = frame.height
+    score_columns = {
+        "anomaly_score": pa.array(scores),
+        "anomaly_pvalue": pa.array(detector.score_pvalues(scores=scores)),
+        "is_anomaly": pa.array(flagged),
+        "top_features": names,
+        "model_version": pa.repeat(pa.scalar(artifact.version, pa.large_string()), n_rows),
+        "scored_at": pa.repeat(pa.scalar(scored_at, pa.timestamp("us", tz="UTC")), n_rows),
+        "explanation": details,
+        "context_baseline": pa.array(encoded.baseline, pa.large_string())
+        if encoded.baseline is not None
+        else pa.nulls(n_rows, pa.large_string()),
+    }
+    table = frame.to_arrow()
+    for field in score_arrow_schema():
+        table = table.append_column(field, score_columns[field.name].cast(field.type))
+    return ScoredBatch(table, scores, flagged, codes, encoded.baseline, encoded.groups)

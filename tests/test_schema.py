@@ -226,7 +226,7 @@ def scored(outcome, config) -> pl.DataFrame:
         library_versions={},
     )
     artifact = ModelArtifact(detector=detector, encoder=encoder, metadata=metadata)
-    return score_frame(valid, artifact, top_k=config.scoring.top_features, scored_at=now).frame
+    return pl.from_arrow(score_frame(valid, artifact, top_k=config.scoring.top_features, scored_at=now).table)
 
 
 def test_scorer_output_satisfies_scored_schema(scored, config, outcome):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from sae_pipeline import hive, parquet_io, storage
 from sae_pipeline.config import PipelineConfig
 from sae_pipeline.incidents.contract import FLAGGED_COLUMNS, arrow_schema
-from sae_pipeline.incidents.keys import entity_expr, positions, row_key_expr
+from sae_pipeline.incidents.keys import entity_expr, row_key_expr
 from sae_pipeline.schema import SCORE_COLUMNS, input_dtypes
 
 logger = logging.getLogger(__name__)
@@ -26,10 +28,14 @@ def flagged_columns(config: PipelineConfig) -> dict[str, pl.DataType]:
     return {**input_dtypes(config), **SCORE_COLUMNS, **FLAGGED_COLUMNS}
 
 
-def flagged_rows(scored: pl.DataFrame, config: PipelineConfig, partition: str, first_position: int) -> pl.DataFrame:
-    """The flagged rows of a batch of scored rows of `partition` (positions among its valid rows from
+def flagged_rows(
+    scored: pa.Table, flagged: np.ndarray, config: PipelineConfig, partition: str, first_position: int
+) -> pl.DataFrame:
+    """The `flagged` rows of a batch of scored rows of `partition` (positions among its valid rows from
     `first_position`), with their keys; `partition_rows` is filled in when the partition is written."""
-    rows = scored.with_columns(positions(first_position).alias("row_position")).filter(pl.col("is_anomaly"))
+    rows = pl.from_arrow(scored.filter(pa.array(flagged))).with_columns(
+        pl.Series("row_position", np.flatnonzero(flagged) + first_position, dtype=pl.Int64)
+    )
     return rows.with_columns(
         row_key_expr(config, partition, pl.col("row_position")).alias("row_key"),
         entity_expr(config).alias("incident_entity"),
