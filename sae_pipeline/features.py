@@ -219,7 +219,7 @@ class TabularEncoder:
         values = float_values(frame, self.numeric_columns)  # converted once: features and explanations read it
         numeric, spreads = self._numeric_block(values, frame, groups)
         missing = [np.isnan(numeric)]
-        if not self.relative:  # raw values start from the median; relative ones from 0, the baseline itself
+        if not self.relative and missing[0].any():  # raw values start from the median; relative ones from 0
             numeric = np.where(missing[0], self._medians(), numeric)
         blocks = [numeric]
         if self.context.history:

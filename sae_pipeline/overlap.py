@@ -9,21 +9,35 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
 Item = TypeVar("Item")
+_END = object()
 
 
-def prefetched(items: Iterator[Item]) -> Iterator[Item]:
-    """Yield `items` while the next one is produced on a background thread (errors surface where they occur)."""
-    sentinel = object()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-        pending = pool.submit(next, items, sentinel)
-        while (item := pending.result()) is not sentinel:
-            pending = pool.submit(next, items, sentinel)
+class Prefetched(Generic[Item]):
+    """Iterate `items` while the next one is produced on a background thread, the first one from construction on:
+    a partition's first batch is read while its model loads. Errors surface where the item is taken. Use it as a
+    context manager: leaving waits for the read in flight and drops the rest.
+    """
+
+    def __init__(self, items: Iterator[Item]):
+        self._items = items
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._pending = self._pool.submit(next, items, _END)
+
+    def __iter__(self) -> Iterator[Item]:
+        while (item := self._pending.result()) is not _END:
+            self._pending = self._pool.submit(next, self._items, _END)
             yield item
+
+    def __enter__(self) -> Prefetched[Item]:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class TableWriter(Protocol):

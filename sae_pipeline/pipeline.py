@@ -29,7 +29,7 @@ from sae_pipeline.config import PipelineConfig
 from sae_pipeline.incidents.flagged import delete_flagged, flagged_rows, write_flagged
 from sae_pipeline.incidents.page import ANOMALIES_PAGE
 from sae_pipeline.ledger import Ledger, LedgerEntry
-from sae_pipeline.overlap import BackgroundWriter, TableWriter, prefetched
+from sae_pipeline.overlap import BackgroundWriter, Prefetched, TableWriter
 from sae_pipeline.planning import compare_with_ledger, select_partitions
 from sae_pipeline.records import (
     DriftRequest,
@@ -136,19 +136,23 @@ def score_partition(
     """Stream one raw partition once, batch by batch: validate, write quarantined and scored rows, accumulate drift;
     then commit the outputs, the drift report and, last, the ledger entry. Memory does not grow with the partition.
     Safe to rerun: every write replaces the partition's previous output. With `lease_token` (the run lease's), each
-    commit first confirms that the run still holds the output folder (`lease.confirm_holder`)."""
-    artifact = ModelRegistry(config.output.models_uri).load(model_version, with_replay=False)
-    accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
-    commit_metadata = {"sae_pipeline.run_id": run_id, "sae_pipeline.model_version": artifact.version}
-    writers = PartitionWriters.open(config, partition, commit_metadata)
-    try:
-        tally = _stream_and_validate(config, partition, artifact, scored_at, writers, accumulator, progress)
-        # Rendered while the writers finish the last batch (Arrow writes without the GIL), written after the rows.
-        drift_report = _render_drift_report(config, partition.name, artifact, accumulator, tally)
-        _confirm_lease(config, lease_token, f"{partition.name}: quarantined and scored rows")
-    except BaseException:
-        writers.abort()
-        raise
+    commit first confirms that the run still holds the output folder (`lease.confirm_holder`). The first batch is
+    read while the model loads."""
+    with Prefetched(tables.source_for(config.lake).iter_batches(partition, config.scoring.batch_rows)) as batches:
+        artifact = ModelRegistry(config.output.models_uri).load(model_version, with_replay=False)
+        accumulator = drift.DriftAccumulator(artifact.metadata.drift_reference, config.drift)
+        commit_metadata = {"sae_pipeline.run_id": run_id, "sae_pipeline.model_version": artifact.version}
+        writers = PartitionWriters.open(config, partition, commit_metadata)
+        try:
+            tally = _stream_and_validate(
+                config, partition, batches, artifact, scored_at, writers, accumulator, progress
+            )
+            # Rendered while the writers finish the last batch (Arrow writes without the GIL), written after the rows.
+            drift_report = _render_drift_report(config, partition.name, artifact, accumulator, tally)
+            _confirm_lease(config, lease_token, f"{partition.name}: quarantined and scored rows")
+        except BaseException:
+            writers.abort()
+            raise
     outputs = _write_rows(config, partition, writers, tally)
     write_flagged(config, partition.name, tally.flagged, tally.rows_valid)
     drift_report.write()
@@ -265,19 +269,19 @@ def _confirm_lease(config: PipelineConfig, lease_token: str | None, what: str) -
 def _stream_and_validate(
     config: PipelineConfig,
     partition: PartitionRecord,
+    batches: Prefetched[tuple[str, pa.RecordBatch]],
     artifact: ModelArtifact,
     scored_at: dt.datetime,
     writers: PartitionWriters,
     accumulator: drift.DriftAccumulator,
     progress: bool,
 ) -> PartitionTally:
-    """Read the partition batch by batch (the next batch is read while this one is scored); validate each batch,
+    """Take the partition's batches (the next batch is read while this one is scored); validate each batch,
     hand its quarantined rows and its scored valid rows to the writers, and feed the valid rows to the drift
     accumulator. With context history the valid rows are scored once the whole partition is read (history needs
     them in time order, and the end of the previous partition)."""
     tally = PartitionTally()
     output_columns = set(scored_arrow_schema(config).names)
-    batches = prefetched(tables.source_for(config.lake).iter_batches(partition, config.scoring.batch_rows))
     bar = {"desc": f"scoring {partition.name}", "unit": "batch", "disable": None if progress else True, "leave": False}
     waiting_for_history = []
     for source, batch in tqdm(batches, **bar):
