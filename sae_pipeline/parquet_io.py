@@ -118,6 +118,11 @@ def _compressed_size(row_group: pq.RowGroupMetaData) -> int:
 #: never repeat (measurements, scores, timestamps, ids) costs most of the write and makes the file larger.
 DICTIONARY_MAX_DISTINCT_SHARE = 0.5
 DICTIONARY_SAMPLE_ROWS = 10_000
+#: A column whose first `UNIQUE_PROBE_ROWS` values are more than this share distinct gets no dictionary without
+#: counting further: counting 10,000 values of every column cost 25-30 ms per scored partition. Drawn uniformly from
+#: D distinct values, 1,000 rows are 98% distinct only for D above ~25,000, where 10,000 rows are 82% distinct.
+UNIQUE_PROBE_ROWS = 1_000
+UNIQUE_PROBE_SHARE = 0.98
 
 
 def dictionary_columns(table: pa.Table) -> list[str]:
@@ -134,10 +139,18 @@ def dictionary_columns(table: pa.Table) -> list[str]:
             if leaf.physical_type == "BYTE_ARRAY":
                 chosen.append(leaf.path)
             continue
-        values = sample.column(top)
-        if len(values) and pc.count_distinct(values).as_py() <= DICTIONARY_MAX_DISTINCT_SHARE * len(values):
+        if _repeats(sample.column(top)):
             chosen.append(leaf.path)
     return chosen
+
+
+def _repeats(values: pa.ChunkedArray) -> bool:
+    """Whether at most `DICTIONARY_MAX_DISTINCT_SHARE` of `values` are distinct, probing the first
+    `UNIQUE_PROBE_ROWS` first (see `UNIQUE_PROBE_SHARE`)."""
+    probe = values.slice(0, UNIQUE_PROBE_ROWS)
+    if len(probe) < len(values) and pc.count_distinct(probe).as_py() > UNIQUE_PROBE_SHARE * len(probe):
+        return False
+    return bool(len(values)) and pc.count_distinct(values).as_py() <= DICTIONARY_MAX_DISTINCT_SHARE * len(values)
 
 
 def _parquet_leaves(schema: pa.Schema) -> list[pq.ColumnSchema]:

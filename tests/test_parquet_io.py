@@ -129,6 +129,7 @@ def test_dictionaries_only_where_values_repeat_and_for_names_in_nested_columns(t
             "host": rng.choice(["web-1", "web-2", "db-1"], rows),
             "hour": rng.integers(0, 24, rows),
             "latency": rng.random(rows),  # never repeats
+            "reading": rng.integers(0, 4_000, rows) / 10,  # 87% distinct in 1,000 rows, 37% in 10,000: repeats
             "id": np.arange(rows),
             "why": [[f"column_{i % 7}", "cpu"] for i in range(rows)],
             "detail": [{"column": f"column_{i % 7}", "share": float(i)} for i in range(rows)],
@@ -138,7 +139,7 @@ def test_dictionaries_only_where_values_repeat_and_for_names_in_nested_columns(t
     footer = pq.read_metadata(Path(uri) / PARTITION_FILE).row_group(0)
     encodings = {footer.column(i).path_in_schema: footer.column(i).encodings for i in range(footer.num_columns)}
     with_dictionary = {path for path, used in encodings.items() if "RLE_DICTIONARY" in used}
-    assert with_dictionary == {"host", "hour", "why.list.element", "detail.column"}, encodings
+    assert with_dictionary == {"host", "hour", "reading", "why.list.element", "detail.column"}, encodings
     assert read_partition(uri).equals(frame)
 
 
