@@ -162,14 +162,12 @@ def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored
         "anomaly_pvalue": pa.array(detector.score_pvalues(scores=scores)),
         "is_anomaly": pa.array(flagged),
         "top_features": names,
-        "model_version": pa.repeat(pa.scalar(artifact.version, pa.large_string()), n_rows),
-        "scored_at": pa.repeat(pa.scalar(scored_at, pa.timestamp("us", tz="UTC")), n_rows),
+        "model_version": pa.repeat(artifact.version, n_rows),
+        "scored_at": pa.repeat(scored_at, n_rows),
         "explanation": details,
-        "context_baseline": pa.array(encoded.baseline, pa.large_string())
-        if encoded.baseline is not None
-        else pa.nulls(n_rows, pa.large_string()),
+        "context_baseline": pa.array(encoded.baseline) if encoded.baseline is not None else pa.nulls(n_rows),
     }
     table = frame.to_arrow()
-    for field in score_arrow_schema():
+    for field in score_arrow_schema():  # each column cast to the contract's type, written down once in `schema`
         table = table.append_column(field, score_columns[field.name].cast(field.type))
     return ScoredBatch(table, scores, flagged, codes, encoded.baseline, encoded.groups)
