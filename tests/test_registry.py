@@ -26,6 +26,7 @@ from sae_pipeline.registry import (
     PipelineModelMetadata,
     RegistryError,
     new_model_version,
+    store,
 )
 
 T0 = dt.datetime(2026, 11, 27, 6, 0, tzinfo=dt.UTC)
@@ -299,6 +300,22 @@ def test_scoring_loads_a_model_without_its_replay_rows(registry, make_artifact, 
         artifact.detector.decision_function(artifact.encoder.transform(replay)),
     )
     assert registry.load(artifact.version).replay.equals(replay)
+
+
+def test_scoring_loads_are_shared_by_the_registries_of_a_process(registry, make_artifact):
+    """A run scores each partition through a registry of its own: a version is read once per process, the most
+    recently used few are kept, and retention forgets the versions it deletes."""
+    first, *others = _save(registry, make_artifact, store._SCORING_CACHE_SIZE + 1)
+    loaded = registry.load(first, with_replay=False)
+    assert ModelRegistry(registry.models_uri).load(first, with_replay=False) is loaded
+    assert registry.load(first) is not loaded  # an update's load (replay rows) is its own: it may be changed
+    for version in others:  # pushes `first` out
+        registry.load(version, with_replay=False)
+    assert registry.load(first, with_replay=False) is not loaded
+    registry.set_alias("keep", first, "test")
+    assert others[-1] in registry.apply_retention(keep=0)
+    assert registry.uri(others[-1]) not in store._scoring_artifacts
+    assert registry.uri(first) in store._scoring_artifacts
 
 
 # --- the `sae-pipeline models` command line -----------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+import numpy as np
 import pytest
 
 from sae_pipeline.storage import LakeReadError, join_uri, read_json, write_json
@@ -19,9 +21,16 @@ def test_write_json_read_json_round_trip(tmp_path):
     assert os.listdir(tmp_path / "runs" / "nested") == ["run.json"]  # no temporary files left
 
 
-def test_write_json_rejects_nan(tmp_path):
-    with pytest.raises(ValueError):
-        write_json(str(tmp_path / "x.json"), {"a": float("nan")})
+def test_write_json_writes_strict_json(tmp_path):
+    """No NaN or Infinity tokens, which strict parsers (JavaScript's JSON.parse, jq) refuse: null instead."""
+    uri = str(tmp_path / "x.json")
+    write_json(uri, {"a": float("nan"), "b": [float("inf"), -float("inf")], "c": np.float32(0.5), 7: "key"})
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=pytest.fail) == {
+        "a": None,
+        "b": [None, None],
+        "c": 0.5,
+        "7": "key",
+    }
 
 
 def test_read_json_missing_raises_lake_read_error(tmp_path):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -34,6 +36,12 @@ logger = logging.getLogger(__name__)
 STALE_INCOMPLETE_AFTER = dt.timedelta(hours=1)
 #: Version names become folder names: no separators, and no leading `_`/`.` (listings skip those).
 _VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Versions loaded for scoring (without replay rows), by folder URI, shared by every registry of the process: a
+#: run scores each partition through a registry of its own, and a worker scores many partitions with one version.
+#: Versions never change, so a loaded one stays valid; the few most recently used are kept.
+_SCORING_CACHE_SIZE = 4
+_scoring_artifacts: OrderedDict[str, ModelArtifact] = OrderedDict()
+_scoring_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ class ModelRegistry:
     def __init__(self, models_uri: str):
         self.models_uri = models_uri.rstrip("/")
         self._aliases_uri = storage.join_uri(self.models_uri, alias_document.ALIASES_FILE)
-        self._loaded: dict[tuple[str, bool], ModelArtifact] = {}
+        self._loaded: dict[str, ModelArtifact] = {}  # with replay rows; scoring loads are shared (see above)
         self._metadata: dict[str, PipelineModelMetadata] = {}
 
     def uri(self, version: str) -> str:
@@ -169,18 +177,34 @@ class ModelRegistry:
 
     def load(self, ref: str, with_replay: bool = True) -> ModelArtifact:
         """Load the version that `ref` names; memoised per version, which is safe because versions never change.
-        `with_replay=False`: without the replay sample (see `load_model`), for scoring."""
+        `with_replay=False`: without the replay sample (see `load_model`), for scoring; such loads are shared by
+        every registry of the process (`_SCORING_CACHE_SIZE`), and must not be modified."""
         version = self.resolve(ref)
-        key = (version, with_replay)
-        if key not in self._loaded:
-            artifact = load_model(self.uri(version), with_replay)
-            if artifact.version != version:
-                raise RegistryError(
-                    f"{storage.join_uri(self.uri(version), MANIFEST_FILE)} says version {artifact.version}, but its "
-                    f"folder is {version}: a copied or renamed folder; save it as a new version instead"
-                )
-            self._loaded[key] = artifact
-        return self._loaded[key]
+        if with_replay:
+            if version not in self._loaded:
+                self._loaded[version] = self._load_version(version, with_replay=True)
+            return self._loaded[version]
+        uri = self.uri(version)
+        with _scoring_lock:
+            artifact = _scoring_artifacts.get(uri)
+            if artifact is not None:
+                _scoring_artifacts.move_to_end(uri)
+                return artifact
+        artifact = self._load_version(version, with_replay=False)
+        with _scoring_lock:
+            _scoring_artifacts[uri] = artifact
+            while len(_scoring_artifacts) > _SCORING_CACHE_SIZE:
+                _scoring_artifacts.popitem(last=False)
+        return artifact
+
+    def _load_version(self, version: str, with_replay: bool) -> ModelArtifact:
+        artifact = load_model(self.uri(version), with_replay)
+        if artifact.version != version:
+            raise RegistryError(
+                f"{storage.join_uri(self.uri(version), MANIFEST_FILE)} says version {artifact.version}, but its "
+                f"folder is {version}: a copied or renamed folder; save it as a new version instead"
+            )
+        return artifact
 
     # --- aliases --------------------------------------------------------------------------------------------
 
@@ -257,9 +281,10 @@ class ModelRegistry:
         fs, root = storage.filesystem_for(self.models_uri)
         for name in [*doomed, *stale]:
             fs.delete_dir(f"{root}/{name}")
-            for with_replay in (True, False):
-                self._loaded.pop((name, with_replay), None)
+            self._loaded.pop(name, None)
             self._metadata.pop(name, None)
+            with _scoring_lock:
+                _scoring_artifacts.pop(self.uri(name), None)
         if stale:
             logger.info("deleted incomplete model folder(s) under %s: %s", self.models_uri, ", ".join(stale))
         return doomed
