@@ -48,13 +48,10 @@ def measure(path: Path, n_neighbors: int) -> dict:
             f"{path.name}: a reference of {reference.shape[0]} rows is searched exactly; pick a larger set"
         )
     exact, exact_s = timed(lambda: neighbours._exact_nearest(rows, reference, n_neighbors, None))
-    wide, wide_s = timed(
-        lambda: neighbours._indexed_nearest(
-            rows, reference, cells, n_neighbors, None, neighbours.wide_probe(cells.shape[0])
-        )
-    )
-    narrow, narrow_s = timed(lambda: neighbours._home_cell_nearest(rows, reference, cells, n_neighbors, None))
-    probed, probe_s = timed(lambda: neighbours._indexed_nearest(rows, reference, cells, n_neighbors, None, 1))
+    index = neighbours.cell_index(reference, cells)  # built once per model, as when scoring
+    wide, wide_s = timed(lambda: index.nearest(rows, n_neighbors, None, neighbours.wide_probe(cells.shape[0])))
+    narrow, narrow_s = timed(lambda: index.home_cell_nearest(rows, n_neighbors, None))
+    probed, probe_s = timed(lambda: index.nearest(rows, n_neighbors, None, 1))
     if not torch.equal(narrow.sort(dim=1).values, probed.sort(dim=1).values):
         different = (narrow.sort(dim=1).values != probed.sort(dim=1).values).any(dim=1).float().mean().item()
         print(f"{path.name}: narrow and one-cell probe differ on {different:.4%} of rows (ties)", file=sys.stderr)

@@ -10,18 +10,22 @@ the exact ones (the rest slightly farther ones, so a slightly higher score), at 
 gave the same mean AUC-ROC to four decimals in all three protocols of the detection benchmark (BENCHMARKS.md).
 A narrow search (`narrow=True`) compares a row with the members of its nearest cell alone. Those members are among
 the wide search's candidates, so its neighbours are never nearer: the detector searches wide again only the rows
-whose narrow score comes near its threshold. The narrow search runs cell by cell, one exact product of the cell's
-rows with its members (faiss `IndexFlatL2`), not as a one-cell probe of the index, which scans row by row: it finds
+whose narrow score comes near its threshold. The narrow search runs cell by cell, an exact search of the cell's
+members for all of its rows (faiss `knn`), not as a one-cell probe of the index, which scans row by row: it finds
 the same neighbours in 0.7-2.0 us per row against 1.9-3.0 on four real sets (BENCHMARKS.md).
 
 The cells' centroids are fitted state saved with the model: a loaded model rebuilds the same index and finds the same
-neighbours. The index is a shortcut for CPUs: on an accelerator the search stays exact, since there it is a matrix
-product per block of rows, and faiss (CPU build) would move every batch back to the host.
+neighbours. The index (`CellIndex`: each reference row's cell, faiss's inverted lists) is built on a model's first
+search and kept for the next batches and partitions (`cell_index`). The index is a shortcut for CPUs: on an
+accelerator the search stays exact, since there it is a matrix product per block of rows, and faiss (CPU build)
+would move every batch back to the host.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 
 import faiss
 import numpy as np
@@ -75,10 +79,11 @@ def neighbour_gaps(
     if not searches_cells(X, cells):
         nearest = _exact_nearest(X, reference, k, in_reference)
     else:
+        index = cell_index(reference, cells)
         nearest = (
-            _home_cell_nearest(X, reference, cells, k, in_reference)
+            index.home_cell_nearest(X, k, in_reference)
             if narrow
-            else _indexed_nearest(X, reference, cells, k, in_reference, wide_probe(cells.shape[0]))
+            else index.nearest(X, k, in_reference, wide_probe(cells.shape[0]))
         )
         short = torch.nonzero((nearest < 0).any(dim=1)).squeeze(1)  # fewer than k rows in the probed cells
         if short.numel():
@@ -107,50 +112,76 @@ def _exact_nearest(X: torch.Tensor, reference: torch.Tensor, k: int, in_referenc
     return torch.cat(chunks) if chunks else torch.zeros((0, k), dtype=torch.long, device=X.device)
 
 
-def _indexed_nearest(
-    X: torch.Tensor,
-    reference: torch.Tensor,
-    cells: torch.Tensor,
-    k: int,
-    in_reference: torch.Tensor | None,
-    n_probe: int,
-) -> torch.Tensor:
-    n_features = reference.shape[1]
-    quantizer = faiss.IndexFlatL2(n_features)
-    index = faiss.IndexIVFFlat(quantizer, n_features, cells.shape[0])
-    quantizer.add(_as_faiss(cells))
-    index.is_trained = True
-    index.add(_as_faiss(reference))
-    index.nprobe = n_probe
-    found = index.search(_as_faiss(X), k if in_reference is None else k + 1)[1]
-    return _without_self(torch.as_tensor(found), in_reference, k)
+class CellIndex:
+    """A reference split into the cells of `fit_cells`, ready for searching batch after batch: which cell each
+    reference row belongs to, and faiss's inverted-file index, are worked out once per model (`cell_index`).
+    Searches only read it, so threads may share it."""
+
+    def __init__(self, reference: torch.Tensor, cells: torch.Tensor):
+        n_cells, n_features = cells.shape
+        self.members = _as_faiss(reference)
+        self.quantizer = faiss.IndexFlatL2(n_features)  # each row's cell: an exact search of the centroids
+        self.quantizer.add(_as_faiss(cells))
+        member_cells = self.cell_of(self.members)
+        self.member_by_cell = np.argsort(member_cells, kind="stable")
+        self.members_by_cell = self.members[self.member_by_cell]  # each cell's members one contiguous block
+        self.member_bounds = np.searchsorted(member_cells[self.member_by_cell], np.arange(n_cells + 1))
+        self.inverted = faiss.IndexIVFFlat(self.quantizer, n_features, n_cells)
+        self.inverted.is_trained = True
+        self.inverted.add(self.members)
+
+    def cell_of(self, rows: np.ndarray) -> np.ndarray:
+        return self.quantizer.search(rows, 1)[1].ravel()
+
+    def nearest(self, X: torch.Tensor, k: int, in_reference: torch.Tensor | None, n_probe: int) -> torch.Tensor:
+        """The nearest reference rows among the members of each row's `n_probe` nearest cells (-1 where they hold
+        too few)."""
+        found = self.inverted.search(
+            _as_faiss(X), k if in_reference is None else k + 1, params=faiss.SearchParametersIVF(nprobe=n_probe)
+        )[1]
+        return _without_self(torch.as_tensor(found), in_reference, k)
+
+    def home_cell_nearest(self, X: torch.Tensor, k: int, in_reference: torch.Tensor | None) -> torch.Tensor:
+        """`nearest` with one probe, searched cell by cell: an exact search of the cell's members for its rows
+        (module doc)."""
+        rows = _as_faiss(X)
+        row_cells = self.cell_of(rows)
+        rows_by_cell = np.argsort(row_cells, kind="stable")
+        row_bounds = np.searchsorted(row_cells[rows_by_cell], np.arange(self.member_bounds.size))
+        wanted = k if in_reference is None else k + 1
+        found = np.full((rows.shape[0], wanted), -1, dtype=np.int64)
+        for cell in np.flatnonzero(np.diff(row_bounds)):
+            in_cell = rows_by_cell[row_bounds[cell] : row_bounds[cell + 1]]
+            members = slice(self.member_bounds[cell], self.member_bounds[cell + 1])
+            if members.start == members.stop:
+                continue
+            local = faiss.knn(rows[in_cell], self.members_by_cell[members], wanted)[1]
+            found[in_cell] = np.where(local >= 0, self.member_by_cell[members][np.maximum(local, 0)], -1)
+        return _without_self(torch.as_tensor(found), in_reference, k)
 
 
-def _home_cell_nearest(
-    X: torch.Tensor, reference: torch.Tensor, cells: torch.Tensor, k: int, in_reference: torch.Tensor | None
-) -> torch.Tensor:
-    """The nearest reference rows among the members of each row's nearest cell (-1 where the cell holds too few),
-    searched cell by cell. Rows and members are assigned to cells by the same exact search as the index's."""
-    quantizer = faiss.IndexFlatL2(reference.shape[1])
-    quantizer.add(_as_faiss(cells))
-    rows, members = _as_faiss(X), _as_faiss(reference)
-    row_cells, member_cells = quantizer.search(rows, 1)[1].ravel(), quantizer.search(members, 1)[1].ravel()
-    rows_by_cell, member_by_cell = np.argsort(row_cells, kind="stable"), np.argsort(member_cells, kind="stable")
-    starts = np.arange(cells.shape[0] + 1)
-    row_bounds = np.searchsorted(row_cells[rows_by_cell], starts)
-    member_bounds = np.searchsorted(member_cells[member_by_cell], starts)
-    wanted = k if in_reference is None else k + 1
-    found = np.full((rows.shape[0], wanted), -1, dtype=np.int64)
-    for cell in np.flatnonzero(np.diff(row_bounds)):
-        in_cell = rows_by_cell[row_bounds[cell] : row_bounds[cell + 1]]
-        cell_members = member_by_cell[member_bounds[cell] : member_bounds[cell + 1]]
-        if not cell_members.size:
-            continue
-        flat = faiss.IndexFlatL2(members.shape[1])
-        flat.add(members[cell_members])
-        local = flat.search(rows[in_cell], wanted)[1]
-        found[in_cell] = np.where(local >= 0, cell_members[np.maximum(local, 0)], -1)
-    return _without_self(torch.as_tensor(found), in_reference, k)
+#: Models whose `CellIndex` is kept (a worker may score with a few at once).
+_CACHED_INDEXES = 4
+_cell_indexes: OrderedDict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, tuple[int, int], CellIndex]] = (
+    OrderedDict()
+)
+_cell_indexes_lock = threading.Lock()
+
+
+def cell_index(reference: torch.Tensor, cells: torch.Tensor) -> CellIndex:
+    """The `CellIndex` of these very tensors, built on first use. The cache holds the tensors, so no other tensor
+    can take their ids while it is kept; their version counters tell an in-place change."""
+    key, versions = (id(reference), id(cells)), (reference._version, cells._version)
+    with _cell_indexes_lock:
+        entry = _cell_indexes.get(key)
+        if entry is not None and entry[2] == versions:
+            _cell_indexes.move_to_end(key)
+            return entry[3]
+        index = CellIndex(reference, cells)
+        _cell_indexes[key] = (reference, cells, versions, index)
+        while len(_cell_indexes) > _CACHED_INDEXES:
+            _cell_indexes.popitem(last=False)
+        return index
 
 
 def _without_self(found: torch.Tensor, in_reference: torch.Tensor | None, k: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sae_pipeline.neighbours import MIN_ROWS_FOR_CELLS, _indexed_nearest, fit_cells, neighbour_gaps
+from sae_pipeline.neighbours import MIN_ROWS_FOR_CELLS, cell_index, fit_cells, neighbour_gaps
 
 
 def low_rank_rows(n: int, seed: int) -> torch.Tensor:
@@ -62,9 +62,20 @@ def test_narrow_search_finds_what_a_one_cell_probe_of_the_index_finds():
     queries[:500] = reference[:500]
     for k, in_reference in ((5, None), (5, own), (400, None)):  # k = 400: many cells hold too few rows
         narrow = neighbour_gaps(queries, reference, k, cells, in_reference, narrow=True)
-        probed = _indexed_nearest(queries, reference, cells, k, in_reference, n_probe=1)
+        probed = cell_index(reference, cells).nearest(queries, k, in_reference, n_probe=1)
         short = (probed < 0).any(dim=1)
         by_probe = (reference[probed.clamp(min=0)] - queries.unsqueeze(1)).square().mean(dim=1)
         np.testing.assert_allclose(narrow[~short].numpy(), by_probe[~short].numpy(), rtol=1e-5)
         exact = neighbour_gaps(queries[short], reference, k, in_reference=None if in_reference is None else own[short])
         np.testing.assert_allclose(narrow[short].numpy(), exact.numpy(), rtol=1e-4)
+
+
+def test_the_index_of_a_reference_is_built_once_and_rebuilt_when_it_changes():
+    reference, queries = low_rank_rows(5_000, seed=8), low_rank_rows(200, seed=9)
+    cells = fit_cells(reference, seed=0)
+    index = cell_index(reference, cells)
+    assert cell_index(reference, cells) is index
+    reference.mul_(2)  # in place: the same tensor, other rows
+    assert cell_index(reference, cells) is not index
+    fresh = reference.clone()  # another tensor: an index of its own
+    assert torch.equal(neighbour_gaps(queries, reference, 3, cells), neighbour_gaps(queries, fresh, 3, cells))
