@@ -24,12 +24,12 @@ would move every batch back to the host.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 
 import faiss
 import numpy as np
 import torch
+
+from sae_pipeline.recent import RecentlyUsed
 
 #: References smaller than this are searched exactly (exact search is cheap there, and k-means needs rows).
 MIN_ROWS_FOR_CELLS = 4_096
@@ -160,28 +160,23 @@ class CellIndex:
         return _without_self(torch.as_tensor(found), in_reference, k)
 
 
-#: Models whose `CellIndex` is kept (a worker may score with a few at once).
+#: Models whose `CellIndex` is kept (a worker may score with a few at once), by the ids of their tensors.
 _CACHED_INDEXES = 4
-_cell_indexes: OrderedDict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, tuple[int, int], CellIndex]] = (
-    OrderedDict()
+_cell_indexes: RecentlyUsed[tuple[int, int], tuple[torch.Tensor, torch.Tensor, tuple[int, int], CellIndex]] = (
+    RecentlyUsed(_CACHED_INDEXES)
 )
-_cell_indexes_lock = threading.Lock()
 
 
 def cell_index(reference: torch.Tensor, cells: torch.Tensor) -> CellIndex:
     """The `CellIndex` of these very tensors, built on first use. The cache holds the tensors, so no other tensor
     can take their ids while it is kept; their version counters tell an in-place change."""
     key, versions = (id(reference), id(cells)), (reference._version, cells._version)
-    with _cell_indexes_lock:
-        entry = _cell_indexes.get(key)
-        if entry is not None and entry[2] == versions:
-            _cell_indexes.move_to_end(key)
-            return entry[3]
-        index = CellIndex(reference, cells)
-        _cell_indexes[key] = (reference, cells, versions, index)
-        while len(_cell_indexes) > _CACHED_INDEXES:
-            _cell_indexes.popitem(last=False)
-        return index
+    entry = _cell_indexes.get(key)
+    if entry is not None and entry[2] == versions:
+        return entry[3]
+    index = CellIndex(reference, cells)
+    _cell_indexes.put(key, (reference, cells, versions, index))
+    return index
 
 
 def _without_self(found: torch.Tensor, in_reference: torch.Tensor | None, k: int) -> torch.Tensor:

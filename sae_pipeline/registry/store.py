@@ -12,14 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
 from sae_pipeline import storage
 from sae_pipeline.model_files import MANIFEST_FILE
+from sae_pipeline.recent import RecentlyUsed
 from sae_pipeline.registry import aliases as alias_document
 from sae_pipeline.registry.artifact import (
     ModelArtifact,
@@ -40,8 +39,7 @@ _VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: run scores each partition through a registry of its own, and a worker scores many partitions with one version.
 #: Versions never change, so a loaded one stays valid; the few most recently used are kept.
 _SCORING_CACHE_SIZE = 4
-_scoring_artifacts: OrderedDict[str, ModelArtifact] = OrderedDict()
-_scoring_lock = threading.Lock()
+_scoring_artifacts: RecentlyUsed[str, ModelArtifact] = RecentlyUsed(_SCORING_CACHE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -184,17 +182,10 @@ class ModelRegistry:
             if version not in self._loaded:
                 self._loaded[version] = self._load_version(version, with_replay=True)
             return self._loaded[version]
-        uri = self.uri(version)
-        with _scoring_lock:
-            artifact = _scoring_artifacts.get(uri)
-            if artifact is not None:
-                _scoring_artifacts.move_to_end(uri)
-                return artifact
-        artifact = self._load_version(version, with_replay=False)
-        with _scoring_lock:
-            _scoring_artifacts[uri] = artifact
-            while len(_scoring_artifacts) > _SCORING_CACHE_SIZE:
-                _scoring_artifacts.popitem(last=False)
+        artifact = _scoring_artifacts.get(self.uri(version))
+        if artifact is None:
+            artifact = self._load_version(version, with_replay=False)
+            _scoring_artifacts.put(self.uri(version), artifact)
         return artifact
 
     def _load_version(self, version: str, with_replay: bool) -> ModelArtifact:
@@ -283,8 +274,7 @@ class ModelRegistry:
             fs.delete_dir(f"{root}/{name}")
             self._loaded.pop(name, None)
             self._metadata.pop(name, None)
-            with _scoring_lock:
-                _scoring_artifacts.pop(self.uri(name), None)
+            _scoring_artifacts.pop(self.uri(name))
         if stale:
             logger.info("deleted incomplete model folder(s) under %s: %s", self.models_uri, ", ".join(stale))
         return doomed
