@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from sae_pipeline import context, drift, hive, lease, parquet_io, report_files, storage, tables, volume
 from sae_pipeline.config import PipelineConfig
-from sae_pipeline.incidents.flagged import delete_flagged, flagged_rows, write_flagged
+from sae_pipeline.incidents.flagged import FlaggedRows, delete_flagged, flagged_rows, write_flagged
 from sae_pipeline.incidents.page import ANOMALIES_PAGE
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.overlap import BackgroundWriter, Prefetched, TableWriter
@@ -154,7 +154,10 @@ def score_partition(
             writers.abort()
             raise
     outputs = _write_rows(config, partition, writers, tally)
-    write_flagged(config, partition.name, tally.flagged, tally.rows_valid)
+    try:
+        write_flagged(config, partition.name, tally.flagged.pieces(), tally.rows_valid)
+    finally:
+        tally.flagged.close()
     drift_report.write()
     result = _partition_result(config, partition.name, reason, artifact.version, tally, outputs, drift_report.report)
     _confirm_lease(config, lease_token, f"{partition.name}: ledger entry")
@@ -254,7 +257,7 @@ class PartitionTally:
     reasons: dict[str, int] = field(default_factory=dict)
     ignored: set[str] = field(default_factory=set)
     #: The flagged rows with their keys (`incidents.flagged`), written with the partition's outputs.
-    flagged: list[pl.DataFrame] = field(default_factory=list)
+    flagged: FlaggedRows = field(default_factory=FlaggedRows)
 
     def counts(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in ROW_COUNTS}
@@ -324,7 +327,7 @@ def _score_valid(
     if tally.rows_scored == 0:
         scored_output_check(config).validate(pl.from_arrow(scored.slice(0, 1000)))
     writers.scored.write(scored)
-    tally.flagged.append(flagged_rows(scored, result.flagged, config, partition_name, tally.rows_valid))
+    tally.flagged.add(flagged_rows(scored, result.flagged, config, partition_name, tally.rows_valid))
     accumulator.update(
         valid,
         scores=result.scores,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -118,6 +119,43 @@ def test_rerun_and_rescore_replace_a_partitions_contribution(scored_lake, tmp_pa
     lines = format_model_state(stale.champion, stale)
     assert lines[0] == f"champion at the end of the run: {other}"
     assert "sae-pipeline score --config pipeline.yaml --rescore-with champion" in lines[-1]
+
+
+def test_flagged_rows_beyond_the_memory_budget_pass_through_a_local_file_unchanged(scored_lake, tmp_path, monkeypatch):
+    config = load_config(_copy(scored_lake, tmp_path))
+    version = ModelRegistry(config.output.models_uri).champion()
+    name = "day=2026-11-01"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    _score_all(config, version, [name])
+    in_memory = flagged.read_flagged(config, [name])
+    monkeypatch.setattr(flagged, "FLAGGED_MEMORY_BUDGET", 0)
+    _score_all(config, version, [name])
+    spilled = flagged.read_flagged(config, [name])
+
+    assert in_memory.height and spilled.equals(in_memory)
+    assert not list(scratch.iterdir())  # the local file is gone once the partition is written
+
+
+def test_flagged_rows_keep_their_order_across_memory_and_the_local_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pieces = [pl.DataFrame({"row_position": [n, n + 1], "row_key": [f"k{n}", None]}) for n in range(0, 40, 2)]
+    rows = flagged.FlaggedRows(memory_budget=pieces[0].estimated_size() * 3)
+    for piece in pieces:
+        rows.add(piece)
+        rows.add(piece.clear())
+    out = list(rows.pieces())
+    rows.close()
+
+    assert len(out) == len(pieces)  # the first three were held in memory, then all went to the file in order
+    assert pl.concat(out).equals(pl.concat(pieces))
+    assert not list(tmp_path.iterdir())
+    kept = flagged.FlaggedRows()
+    kept.add(pieces[0])
+    kept.add(pieces[1])
+    assert [piece.height for piece in kept.pieces()] == [4]  # within the budget: one frame, one row group
 
 
 def test_rows_marked_anomalous_never_reach_the_next_training(scored_lake, tmp_path, capsys):

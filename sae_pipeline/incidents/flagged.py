@@ -9,6 +9,8 @@ rebuilt from this table (`build`), never from the whole scored table.
 from __future__ import annotations
 
 import logging
+import tempfile
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import polars as pl
@@ -44,15 +46,65 @@ def flagged_rows(
     )
 
 
-def write_flagged(config: PipelineConfig, partition: str, pieces: list[pl.DataFrame], partition_rows: int) -> str:
+#: Bytes of flagged rows a partition keeps in memory while it is scored; beyond them they go to a local file.
+FLAGGED_MEMORY_BUDGET = 64 * 2**20
+
+
+class FlaggedRows:
+    """A partition's flagged rows, gathered batch by batch while it is scored and written once its number of valid
+    rows (`partition_rows`) is known. They stay in memory up to `memory_budget` bytes, then go on to an Arrow IPC
+    file in a local temporary folder: when a model flags most rows (a broken upstream, a model of other data),
+    scoring memory stays flat instead of holding the whole partition. `close` (or garbage collection) removes it."""
+
+    def __init__(self, memory_budget: int | None = None):
+        self._memory_budget = FLAGGED_MEMORY_BUDGET if memory_budget is None else memory_budget
+        self._in_memory: list[pl.DataFrame] = []
+        self._in_memory_bytes = 0
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self._spilled: pa.ipc.RecordBatchStreamWriter | None = None
+        self._spilled_schema: pa.Schema | None = None
+
+    def add(self, rows: pl.DataFrame) -> None:
+        if rows.is_empty():
+            return
+        if self._spilled is None and self._in_memory_bytes + rows.estimated_size() <= self._memory_budget:
+            self._in_memory.append(rows)
+            self._in_memory_bytes += rows.estimated_size()
+            return
+        if self._spilled is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="sae-pipeline-flagged-")
+            self._spilled_schema = rows.to_arrow().schema
+            self._spilled = pa.ipc.new_stream(f"{self._folder.name}/rows.arrows", self._spilled_schema)
+            for piece in self._in_memory:
+                self._spilled.write_table(piece.to_arrow().cast(self._spilled_schema))
+            self._in_memory, self._in_memory_bytes = [], 0
+        self._spilled.write_table(rows.to_arrow().cast(self._spilled_schema))
+
+    def pieces(self) -> Iterator[pl.DataFrame]:
+        """The rows in the order they were added: one frame when they fit in memory, else one per spilled batch."""
+        if self._spilled is None:
+            if self._in_memory:
+                yield pl.concat(self._in_memory, how="vertical")
+            return
+        self._spilled.close()
+        with pa.ipc.open_stream(f"{self._folder.name}/rows.arrows") as reader:
+            for batch in reader:
+                yield pl.from_arrow(batch)
+
+    def close(self) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+
+
+def write_flagged(config: PipelineConfig, partition: str, pieces: Iterable[pl.DataFrame], partition_rows: int) -> str:
     """Replace `partition`'s flagged rows by `pieces` (an empty file when there are none); return its folder."""
     columns = flagged_columns(config)
-    frame = pl.concat(pieces, how="vertical") if pieces else pl.DataFrame(schema=columns)
-    frame = frame.with_columns(pl.lit(partition_rows, dtype=pl.Int64).alias("partition_rows")).select(list(columns))
     schema = arrow_schema(columns)
     writer = parquet_io.PartitionWriter(config.output.flagged_uri, partition, config.output.staging_uri, schema)
     try:
-        writer.write(frame.to_arrow())
+        for piece in pieces:
+            rows = piece.with_columns(pl.lit(partition_rows, dtype=pl.Int64).alias("partition_rows"))
+            writer.write(rows.select(list(columns)).to_arrow())
         return writer.commit()
     except BaseException:
         writer.abort()
