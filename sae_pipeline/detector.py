@@ -447,7 +447,8 @@ class SAEDetector(BaseEstimator):
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the detector was fitted on {self.n_features_in_}")
-        scaled = np.clip(self.scaler_.transform(X), -INPUT_CLIP, INPUT_CLIP)
+        scaled = self.scaler_.transform(X)
+        np.clip(scaled, -INPUT_CLIP, INPUT_CLIP, out=scaled)
         return torch.as_tensor(scaled, dtype=torch.float32, device=self.device_)
 
     def _reconstruction_residuals(self, scaled: torch.Tensor) -> torch.Tensor:
