@@ -280,9 +280,11 @@ def test_scored_pvalues_are_in_unit_interval(scored):
     assert np.all((pvalues > 0) & (pvalues <= 1))
 
 
-def test_fast_rule_check_agrees_with_pandera_row_by_row():
-    """`rule_violations` (the fast path) must suspect exactly the rows Pandera rejects, NaN, inf and nulls included."""
-    from sae_pipeline.schema import conform_columns, input_schema, rule_violations
+@pytest.fixture(scope="module")
+def mixed_rules():
+    """A config with every row-level rule, and a conformed frame breaking each of them now and then, NaN, inf and
+    nulls included."""
+    from sae_pipeline.schema import conform_columns
 
     config = PipelineConfig.model_validate(
         {
@@ -312,11 +314,31 @@ def test_fast_rule_check_agrees_with_pandera_row_by_row():
             "s": pl.Series(rng.choice(["a", "b"], size)).set(pl.Series(rng.random(size) < 0.05), None),
         }
     )
-    conformed = conform_columns(frame, config, "test")
+    return config, conform_columns(frame, config, "test")
+
+
+def test_fast_rule_check_agrees_with_pandera_row_by_row(mixed_rules):
+    """`rule_violations` (the fast path) must suspect exactly the rows Pandera rejects, NaN, inf and nulls included."""
+    from sae_pipeline.schema import input_schema, rule_violations
+
+    config, conformed = mixed_rules
     suspected = conformed.select(rule_violations(config)).to_series().to_numpy()
     try:
         input_schema(config).validate(conformed, lazy=True)
         rejected = set()
     except SchemaErrors as errors:
         rejected = set(errors.failure_cases.get_column("index").drop_nulls().to_list())
-    assert set(np.flatnonzero(suspected)) == rejected and 0 < len(rejected) < size
+    assert set(np.flatnonzero(suspected)) == rejected and 0 < len(rejected) < conformed.height
+
+
+def test_a_batch_proven_valid_by_its_column_aggregates_has_no_broken_row(mixed_rules):
+    """`surely_valid` may say "check the rows" of a clean batch, never "valid" of a batch with a broken row."""
+    from sae_pipeline.schema import rule_violations, surely_valid
+
+    config, conformed = mixed_rules
+    suspected = conformed.select(rule_violations(config)).to_series()
+    for row in range(conformed.height):  # each row alone: every rule is met by some rows and broken by others
+        assert surely_valid(conformed.slice(row, 1), config) != suspected[row]
+    assert not surely_valid(conformed, config)
+    assert surely_valid(conformed.filter(~suspected), config)
+    assert surely_valid(conformed.clear(), config)
