@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaError, SchemaErrors
 
+from sae_pipeline import scoring
 from sae_pipeline.config import PipelineConfig, load_config
 from sae_pipeline.detector import SAEDetector
 from sae_pipeline.features import TabularEncoder
@@ -208,15 +209,17 @@ def test_uncastable_integer_column_raises_input_schema_error(clean, config):
 # --- scored-output contract ------------------------------------------------------------------------------------
 
 
+SCORED_AT = dt.datetime(2026, 11, 27, 6, 15, tzinfo=dt.UTC)
+
+
 @pytest.fixture(scope="module")
-def scored(outcome, config) -> pl.DataFrame:
+def artifact(outcome, config) -> ModelArtifact:
     valid = outcome.valid
     encoder = TabularEncoder(config.columns, config.features).fit(valid)
     detector = SAEDetector(max_steps=4, batch_size=128, device="cpu", random_state=0).fit(encoder.transform(valid))
-    now = dt.datetime(2026, 11, 27, 6, 15, tzinfo=dt.UTC)
     metadata = PipelineModelMetadata(
         model_version="20261127T061500Z-unit",
-        created_at=now,
+        created_at=SCORED_AT,
         config_name=config.name,
         trained_on=["day=2026-11-01"],
         training_rows=valid.height,
@@ -225,8 +228,23 @@ def scored(outcome, config) -> pl.DataFrame:
         drift_reference={},
         library_versions={},
     )
-    artifact = ModelArtifact(detector=detector, encoder=encoder, metadata=metadata)
-    return pl.from_arrow(score_frame(valid, artifact, top_k=config.scoring.top_features, scored_at=now).table)
+    return ModelArtifact(detector=detector, encoder=encoder, metadata=metadata)
+
+
+@pytest.fixture(scope="module")
+def scored(artifact, outcome, config) -> pl.DataFrame:
+    return pl.from_arrow(
+        score_frame(outcome.valid, artifact, top_k=config.scoring.top_features, scored_at=SCORED_AT).table
+    )
+
+
+def test_a_batch_scored_as_two_halves_on_two_threads_is_what_one_pass_gives(artifact, outcome, config, monkeypatch):
+    one_pass = score_frame(outcome.valid, artifact, top_k=config.scoring.top_features, scored_at=SCORED_AT)
+    monkeypatch.setattr(scoring, "TWO_THREADS_FROM_ROWS", 100)
+    halves = score_frame(outcome.valid, artifact, top_k=config.scoring.top_features, scored_at=SCORED_AT)
+    assert halves.table.equals(one_pass.table)
+    for name in ("scores", "flagged", "codes", "baseline", "groups"):
+        assert np.array_equal(getattr(halves, name), getattr(one_pass, name)), name
 
 
 def test_scorer_output_satisfies_scored_schema(scored, config, outcome):
