@@ -12,6 +12,7 @@ Python lists, and the scored batch is an Arrow table (what the writer takes), no
 from __future__ import annotations
 
 import datetime as dt
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -151,7 +152,9 @@ class ScoredBatch:
 
 #: Rows from which `score_frame` scores a batch as two halves on two threads.
 TWO_THREADS_FROM_ROWS = 16_384
-_second_half = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-second-half")
+#: Where second halves are scored: one worker per core, so partitions scored at once on the threads of a flow never
+#: wait for one another's halves.
+_second_halves = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="score-second-half")
 
 
 def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored_at: dt.datetime) -> ScoredBatch:
@@ -163,7 +166,7 @@ def score_frame(frame: pl.DataFrame, artifact: ModelArtifact, top_k: int, scored
     if frame.height < TWO_THREADS_FROM_ROWS:
         return _score_rows(frame, artifact, top_k, scored_at)
     half = frame.height // 2
-    second = _second_half.submit(_score_rows, frame.slice(half), artifact, top_k, scored_at)
+    second = _second_halves.submit(_score_rows, frame.slice(half), artifact, top_k, scored_at)
     first = _score_rows(frame.slice(0, half), artifact, top_k, scored_at)
     return _joined(first, second.result())
 
