@@ -87,7 +87,8 @@ class FlaggedRows:
                 yield pl.concat(self._in_memory, how="vertical")
             return
         self._spilled.close()
-        with pa.ipc.open_stream(f"{self._folder.name}/rows.arrows") as reader:
+        # Read through a plain file: given a path, pyarrow maps the file, and every page read stays resident.
+        with pa.OSFile(f"{self._folder.name}/rows.arrows") as file, pa.ipc.open_stream(file) as reader:
             for batch in reader:
                 yield pl.from_arrow(batch)
 
