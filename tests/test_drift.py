@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -32,7 +33,7 @@ from sae_pipeline.drift import (
     report_json_schema,
     validate_report,
 )
-from sae_pipeline.drift.binning import Binner, reference_edges
+from sae_pipeline.drift.binning import Binner, reference_edges, shared_binner
 from sae_pipeline.drift.columns import equal_frequency_groups, resolve_test
 from sae_pipeline.drift.stattests import (
     StatTestKindError,
@@ -114,6 +115,19 @@ def test_binner_matches_searchsorted(kind):
     np.testing.assert_array_equal(binner.bin_index(probe), np.searchsorted(edges, probe, side="right"))
     assert binner._table is not None or kind == "constant"  # the grid lookup was exercised
     assert sum(summary["counts"]) == reference_values.size
+
+
+def test_partitions_with_the_same_edges_share_one_binner_built_once_and_safe_across_threads():
+    edges = np.unique(np.random.default_rng(5).normal(size=300))
+    values = np.random.default_rng(6).normal(size=50_000)
+    binner = shared_binner(edges)
+    with ThreadPoolExecutor(4) as pool:  # partitions scored at once on a flow's threads share it, built or not
+        binned = list(pool.map(binner.bin_index, [values] * 8))
+    for bins in binned:
+        np.testing.assert_array_equal(bins, np.searchsorted(edges, values, side="right"))
+    assert binner._table is not None
+    assert shared_binner(edges.copy()) is binner  # the next partition's accumulator reuses the built table
+    assert shared_binner(np.nextafter(edges, np.inf)) is not binner
 
 
 def test_edges_sit_between_reference_values_and_keep_the_tails():

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sae_pipeline.recent import RecentlyUsed
+
 #: References with at most this many distinct values get an edge between every pair of them (exact CDF).
 EXACT_MAX_UNIQUE = 1000
 #: Extra quantile levels near both ends, so tail shifts show up in their own bins.
@@ -33,6 +35,10 @@ SMALL_BATCH = 4_096
 #: Grid cells per narrow (10th percentile) gap between edges: 3 cells around each edge are resolved by a
 #: binary search, so about 3/256 of the values in that part of the range take the slow path.
 CELLS_PER_GAP = 256
+#: Binners kept between partitions, so a process scoring partition after partition with one model builds each
+#: column's lookup table once (0.2-0.3 ms a column; a tenth of a 6,000-row partition's time with 32 columns). At most
+#: 512 KiB each: 64 MiB at worst, a few MiB for typical columns.
+SHARED_BINNERS = 128
 
 
 def reference_edges(sorted_unique: np.ndarray, present_sorted: np.ndarray, bins: int) -> tuple[np.ndarray, bool]:
@@ -58,7 +64,8 @@ def _midpoints(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 
 class Binner:
-    """Counts values into the bins of fixed ``edges``; ``bin_index(x) == searchsorted(edges, x, "right")``."""
+    """Counts values into the bins of fixed ``edges``; ``bin_index(x) == searchsorted(edges, x, "right")``.
+    Safe to share between threads: the lookup table is built once, and used only when complete."""
 
     def __init__(self, edges: np.ndarray | list[float], max_cells: int = MAX_CELLS):
         self.edges = np.asarray(edges, dtype=float)
@@ -98,8 +105,8 @@ class Binner:
         edge_cells = np.floor((self.edges - self._origin) * self._scale).astype(np.int64)
         for offset in (-1, 0, 1):
             table[np.clip(edge_cells + offset, 0, n_cells - 1)] = -1
-        self._table = table
         self._last_cell = n_cells - 1
+        self._table = table  # last: a thread that sees the table sees everything the lookup reads
 
     def bin_index(self, values: np.ndarray) -> np.ndarray:
         """Bin of each finite value (int array), without a binary search for most of them."""
@@ -123,3 +130,16 @@ class Binner:
         counts = np.bincount(bins, minlength=self.n_bins).astype(np.int64)
         sums = np.bincount(bins, weights=values, minlength=self.n_bins)
         return counts, sums
+
+
+_recent_binners: RecentlyUsed[bytes, Binner] = RecentlyUsed(SHARED_BINNERS)
+
+
+def shared_binner(edges: np.ndarray) -> Binner:
+    """The process's Binner of ``edges`` (float64): the one the last partitions with these edges used, if kept."""
+    key = np.ascontiguousarray(edges, dtype=float).tobytes()
+    binner = _recent_binners.get(key)
+    if binner is None:
+        binner = Binner(edges)
+        _recent_binners.put(key, binner)
+    return binner

@@ -4,7 +4,8 @@ Why counts: every drift test here works on counts (and, for Wasserstein, per-bin
 bins, so a partition is never sorted or kept in memory, and counts add up across batches: any split of a
 partition into batches gives the same report as one batch. Per batch the work is vectorised and O(rows): numeric
 values are counted into the reference's bins by :class:`.binning.Binner` (a grid lookup instead of a binary
-search) with their per-bin sums, categorical values by ``value_counts``.
+search, built once per process for each column's edges: `.binning.shared_binner`) with their per-bin sums,
+categorical values by ``value_counts``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from sae_pipeline.drift.binning import Binner
+from sae_pipeline.drift.binning import shared_binner
 from sae_pipeline.drift.common import category_counts, numeric_values, split_missing
 
 #: Rows binned at a time (fits the CPU cache; measured ~1.6x faster than whole 2M-row columns).
@@ -28,7 +29,7 @@ class NumericCounts:
         # The reference's counts and sums as arrays once: the report reads them for every test and picture.
         self.reference_counts = np.asarray(summary["counts"], dtype=np.int64)
         self.reference_sums = np.asarray(summary["sums"], dtype=float)
-        self.binner = Binner(self.edges)
+        self.binner = shared_binner(self.edges)
         self.counts = np.zeros(self.edges.size + 1, dtype=np.int64)
         self.sums = np.zeros(self.edges.size + 1)
         self.n_rows = 0
