@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from sae_pipeline import context, drift, hive, lease, parquet_io, report_files, storage, tables, volume
 from sae_pipeline.config import PipelineConfig
-from sae_pipeline.incidents.flagged import FlaggedRows, delete_flagged, flagged_rows, write_flagged
+from sae_pipeline.incidents.flagged import FlaggedRows, delete_flagged, flagged_rows, stage_flagged
 from sae_pipeline.incidents.page import ANOMALIES_PAGE
 from sae_pipeline.ledger import Ledger, LedgerEntry
 from sae_pipeline.overlap import BackgroundWriter, Prefetched, TableWriter
@@ -147,17 +147,18 @@ def score_partition(
             tally = _stream_and_validate(
                 config, partition, batches, artifact, scored_at, writers, accumulator, progress
             )
-            # Rendered while the writers finish the last batch (Arrow writes without the GIL), written after the rows.
+            # The drift report rendered and the flagged rows written while the writers finish the last batch (Arrow
+            # writes without the GIL); both are committed after the rows.
             drift_report = _render_drift_report(config, partition.name, artifact, accumulator, tally)
+            try:
+                writers.flagged = stage_flagged(config, partition.name, tally.flagged.pieces(), tally.rows_valid)
+            finally:
+                tally.flagged.close()  # the flagged rows' scratch files
             _confirm_lease(config, lease_token, f"{partition.name}: quarantined and scored rows")
         except BaseException:
             writers.abort()
             raise
     outputs = _write_rows(config, partition, writers, tally)
-    try:
-        write_flagged(config, partition.name, tally.flagged.pieces(), tally.rows_valid)
-    finally:
-        tally.flagged.close()
     drift_report.write()
     result = _partition_result(config, partition.name, reason, artifact.version, tally, outputs, drift_report.report)
     _confirm_lease(config, lease_token, f"{partition.name}: ledger entry")
@@ -220,10 +221,12 @@ def vacuum_output_tables(config: PipelineConfig) -> int:
 
 @dataclass
 class PartitionWriters:
-    """The writers of one partition's quarantined rows and scored rows."""
+    """The writers of one partition's quarantined rows and scored rows, and of its flagged rows once they are all
+    known (`incidents.flagged.stage_flagged`)."""
 
     quarantine: TableWriter
     scored: TableWriter
+    flagged: parquet_io.PartitionWriter | None = None
 
     @classmethod
     def open(cls, config: PipelineConfig, partition: PartitionRecord, metadata: dict[str, str]) -> PartitionWriters:
@@ -238,6 +241,8 @@ class PartitionWriters:
     def abort(self) -> None:
         self.quarantine.abort()
         self.scored.abort()
+        if self.flagged is not None:
+            self.flagged.abort()
 
 
 #: The row counts of a scored partition (`PartitionSummary`) and of a run (`RunSummary.totals`).
@@ -360,19 +365,22 @@ def _group_batch(artifact: ModelArtifact, valid: pl.DataFrame, scored: ScoredBat
 def _write_rows(
     config: PipelineConfig, partition: PartitionRecord, writers: PartitionWriters, tally: PartitionTally
 ) -> tuple[str, str]:
-    """Commit the quarantined rows, then the scored rows unless too large a share was quarantined (then the scored
-    rows are dropped and the partition fails; the quarantined rows are kept, and the next run retries it). Return
-    (scored URI, quarantine URI)."""
+    """Commit the quarantined rows, then the scored and the flagged rows unless too large a share was quarantined
+    (then those are dropped and the partition fails; the quarantined rows are kept, and the next run retries it).
+    Return (scored URI, quarantine URI)."""
     if tally.rows_quarantined:
         logger.info("%s: %d row(s) quarantined", partition.name, tally.rows_quarantined)
     quarantine_uri = writers.quarantine.commit()
     too_many = quarantine_share_error(config, partition, tally)
     if too_many is not None:
         writers.scored.abort()
+        writers.flagged.abort()
         delete_output_partition(config, config.output.scored_uri, partition.name)
         delete_flagged(config, partition.name)
         raise too_many
-    return writers.scored.commit(), quarantine_uri
+    scored_uri = writers.scored.commit()
+    writers.flagged.commit()
+    return scored_uri, quarantine_uri
 
 
 def _render_drift_report(

@@ -318,8 +318,8 @@ def test_incident_and_review_tables_on_s3(tmp_path):
         days = {"day=2026-11-01": [("h", at, 5)], "day=2026-11-02": [("h", at + dt.timedelta(minutes=20), 0)]}
         for name, rows in days.items():
             piece = pl.concat([pl.DataFrame(schema=columns), _flagged(name, rows)], how="diagonal_relaxed")
-            flagged.write_flagged(config, name, [piece], 10)
-            flagged.write_flagged(config, name, [piece], 10)  # a rerun replaces the partition's rows
+            flagged.stage_flagged(config, name, [piece], 10).commit()
+            flagged.stage_flagged(config, name, [piece], 10).commit()  # a rerun replaces the partition's rows
             entry = dict(fingerprint="f", model_version="v1", rows_in=10, rows_quarantined=0, rows_scored=10)
             Ledger(config.output.ledger_uri).commit(
                 LedgerEntry(

@@ -1,9 +1,10 @@
 """The flagged-rows table `flagged/<partition>/`: each scored partition's flagged rows with their keys.
 
-Scoring writes it with the partition's other outputs, before the ledger entry, as one Parquet file that appears
-whole or not at all and replaces the partition's previous one (`parquet_io.PartitionWriter`, on disk or S3): a
-rerun or a rescore replaces the partition's contribution to the incidents instead of adding to it. Incidents are
-rebuilt from this table (`build`), never from the whole scored table.
+Scoring writes it while the partition's scored rows are written and commits it right after them, before the
+ledger entry, as one Parquet file that appears whole or not at all and replaces the partition's previous one
+(`parquet_io.PartitionWriter`, on disk or S3): a rerun or a rescore replaces the partition's contribution to the
+incidents instead of adding to it. Incidents are rebuilt from this table (`build`), never from the whole scored
+table.
 """
 
 from __future__ import annotations
@@ -97,19 +98,23 @@ class FlaggedRows:
             self._folder.cleanup()
 
 
-def write_flagged(config: PipelineConfig, partition: str, pieces: Iterable[pl.DataFrame], partition_rows: int) -> str:
-    """Replace `partition`'s flagged rows by `pieces` (an empty file when there are none); return its folder."""
+def stage_flagged(
+    config: PipelineConfig, partition: str, pieces: Iterable[pl.DataFrame], partition_rows: int
+) -> parquet_io.PartitionWriter:
+    """`partition`'s flagged rows `pieces`, written but not committed: the caller commits the returned writer once
+    the partition's scored rows are (its file then replaces the partition's previous one), or aborts it."""
     columns = flagged_columns(config)
-    schema = arrow_schema(columns)
-    writer = parquet_io.PartitionWriter(config.output.flagged_uri, partition, config.output.staging_uri, schema)
+    writer = parquet_io.PartitionWriter(
+        config.output.flagged_uri, partition, config.output.staging_uri, arrow_schema(columns)
+    )
     try:
         for piece in pieces:
             rows = piece.with_columns(pl.lit(partition_rows, dtype=pl.Int64).alias("partition_rows"))
             writer.write(rows.select(list(columns)).to_arrow())
-        return writer.commit()
     except BaseException:
         writer.abort()
         raise
+    return writer
 
 
 def delete_flagged(config: PipelineConfig, partition: str) -> None:
